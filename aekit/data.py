@@ -1,0 +1,99 @@
+"""Array checks at the boundary: everything a user passes in is checked here once.
+
+:func:`check_array` turns NumPy arrays, tensors or nested lists into float tensors
+of shape (n, *input_shape), with one clear :class:`~aekit.errors.DataError`
+message for each way an array can be wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+__all__ = ["check_array", "to_numpy"]
+
+
+def _describe(x: Any) -> str:
+    shape = getattr(x, "shape", None)
+    return f"{type(x).__name__} of shape {tuple(shape)}" if shape is not None else type(x).__name__
+
+
+def check_array(
+    x: Any,
+    input_shape: tuple[int, ...],
+    name: str = "x",
+    layer: str = "in",
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    allow_empty: bool = False,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """Validate ``x`` and return it as a tensor of shape (n, *input_shape).
+
+    Parameters
+    ----------
+    x : array-like, shape (n, features) or (n, *input_shape)
+        The data.  Flat rows are reshaped to the declared image shape.
+    input_shape : tuple of int
+        The per-example shape the model expects.
+    name, layer : str
+        Used in error messages (``x has 783 features, but this Autoencoder
+        expects 784 (layer 'in')``).
+
+    Raises
+    ------
+    DataError
+        If ``x`` is not numeric, not finite, empty, of the wrong rank or size.
+    """
+    if isinstance(x, torch.Tensor):
+        tensor = x.detach()
+        if tensor.is_complex() or tensor.dtype == torch.bool:
+            raise DataError(f"{name} must hold real numbers, got a tensor of dtype {tensor.dtype}")
+    else:
+        if isinstance(x, (str, bytes, dict)) or x is None:
+            raise DataError(f"{name} must be a 2-D numeric array, got {_describe(x)}")
+        try:
+            array = np.asarray(x)
+        except (ValueError, TypeError) as error:
+            raise DataError(f"{name} must be a rectangular numeric array ({error})") from None
+        if array.dtype == object or not (
+            np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
+        ) or np.issubdtype(array.dtype, np.complexfloating):
+            raise DataError(f"{name} must hold real numbers, got an array of dtype {array.dtype}")
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+    n_features = math.prod(input_shape)
+    if tensor.dim() < 2:
+        raise DataError(
+            f"{name} must be 2-D (examples, features), got {tensor.dim()}-D shape {tuple(tensor.shape)}"
+        )
+    if tensor.shape[0] == 0 and not allow_empty:
+        raise DataError(f"{name} is empty: it has 0 examples")
+    example_shape = tuple(tensor.shape[1:])
+    if example_shape != tuple(input_shape):
+        flat = math.prod(example_shape)
+        if flat != n_features:
+            if tensor.dim() == 2 or len(input_shape) == 1:
+                raise DataError(
+                    f"{name} has {flat} features, but this Autoencoder expects {n_features} (layer {layer!r})"
+                )
+            raise DataError(
+                f"{name} has examples of shape {example_shape}, but this Autoencoder expects "
+                f"{tuple(input_shape)} (layer {layer!r})"
+            )
+        # Flat rows for a declared image shape, or images for a flat input.
+        tensor = tensor.reshape(tensor.shape[0], *input_shape)
+    tensor = tensor.to(device=device, dtype=dtype)
+    if check_finite and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+        bad = (~torch.isfinite(tensor)).flatten(1).any(dim=1).nonzero()[0, 0].item()
+        raise DataError(f"{name} holds NaN or infinite values (first in row {bad})")
+    return tensor
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """Detach, move to the CPU and convert to NumPy."""
+    return t.detach().cpu().numpy()

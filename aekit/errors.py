@@ -1,0 +1,84 @@
+"""The aekit exception tree.
+
+Every error aekit raises on purpose derives from :class:`AekitError`, so callers
+can catch one class.  Errors about bad arguments also derive from ``ValueError``
+so code written for plain Python/NumPy conventions keeps working::
+
+    AekitError
+    ├── ConfigurationError (ValueError)   bad option, layer spec or keyword
+    ├── DataError (ValueError)            bad array or data file
+    ├── ModelFileError                    unreadable, foreign or tampered model file
+    └── TrainingDiverged                  the loss became NaN/Inf
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "AekitError",
+    "CheckpointError",
+    "ConfigurationError",
+    "DataError",
+    "ModelFileError",
+    "TrainingDiverged",
+    "closest_name",
+    "unknown_name_error",
+]
+
+
+class AekitError(Exception):
+    """Base class of every error raised by aekit."""
+
+
+class ConfigurationError(AekitError, ValueError):
+    """An option, keyword argument or layer specification is invalid."""
+
+
+class DataError(AekitError, ValueError):
+    """An input array or data file cannot be used."""
+
+
+class ModelFileError(AekitError):
+    """A model file is missing, truncated, foreign, tampered with or incompatible."""
+
+
+class CheckpointError(ModelFileError):
+    """A checkpoint cannot be written, read or resumed from."""
+
+
+class TrainingDiverged(AekitError):
+    """The training loss became NaN or infinite.
+
+    The network's parameters have been restored to the best finite values seen
+    before this error was raised.
+    """
+
+
+def closest_name(name: str, valid: Iterable[str]) -> str | None:
+    """Return the valid name nearest to ``name`` (for "did you mean" hints), or None."""
+    matches = difflib.get_close_matches(str(name), sorted(valid), n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+def unknown_name_error(kind: str, name: str, valid: Iterable[str]) -> ConfigurationError:
+    """Build the one standard error for an unknown keyword, activation, loss, etc.
+
+    Parameters
+    ----------
+    kind : str
+        What the name is, e.g. ``"keyword argument of train()"`` or ``"activation"``.
+    name : str
+        The unknown name the caller gave.
+    valid : iterable of str
+        The accepted names.
+    """
+    valid = sorted(valid)
+    hint = closest_name(name, valid)
+    message = f"unknown {kind} {name!r}"
+    if hint is not None:
+        message += f"; did you mean {hint!r}?"
+    else:
+        message += f"; expected one of {', '.join(map(repr, valid))}"
+    return ConfigurationError(message)

@@ -1,0 +1,588 @@
+"""The :class:`Autoencoder`: a graph of layers with theanets' compact API.
+
+``Autoencoder`` is deliberately not an ``nn.Module`` (theanets' ``train(x)``
+would clash with ``Module.train(mode)``); it owns a :class:`Graph`, which is.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import regularizers as reg
+from .data import check_array, to_numpy
+from .errors import ConfigurationError, DataError, unknown_name_error
+from .layers import Layer, build_layer, layer_seed
+from .losses import Loss
+from .specs import LayerSpec, parse_layers
+
+__all__ = ["Autoencoder", "Graph", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+INFERENCE_BATCH = 4096
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``'auto'`` picks CUDA when available, else the CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigurationError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from None
+
+
+class Graph(nn.Module):
+    """The layers of an autoencoder, wired by name, as one ``nn.Module``.
+
+    Parameters
+    ----------
+    specs : list of LayerSpec
+        The first is the input; each other layer reads the output of ``spec.inputs``
+        (default: the layer before it).
+    seed : int
+        Initialisation seed; each layer draws from its own stream.
+    """
+
+    def __init__(self, specs: Sequence[LayerSpec], seed: int = 13):
+        super().__init__()
+        self.specs = list(specs)
+        self.layers = nn.ModuleDict()
+        self.sources: dict[str, str] = {}
+        previous = None
+        for spec in self.specs:
+            if "." in spec.name or ":" in spec.name or not spec.name:
+                raise ConfigurationError(f"layer names may not be empty or contain '.' or ':', got {spec.name!r}")
+            if spec.form == "input":
+                if previous is not None:
+                    raise ConfigurationError(f"only the first layer may be an input, got {spec.name!r}")
+                layer = build_layer(spec, tuple(spec.shape), {})
+            else:
+                source = (spec.inputs or previous).split(":")[0]
+                if source not in self.layers:
+                    raise ConfigurationError(f"layer {spec.name!r} reads from {source!r}, which is not an earlier layer")
+                self.sources[spec.name] = source
+                layer = build_layer(spec, self.layers[source].output_shape, dict(self.layers.items()))
+            self.layers[spec.name] = layer
+            previous = spec.name
+        names = list(self.layers)
+        self.input_name = names[0]
+        self.output_name = "out" if "out" in self.layers else names[-1]
+        self.hidden_names = [n for n in names[1:] if n != self.output_name]
+        self.reset_parameters(seed)
+
+    def reset_parameters(self, seed: int) -> None:
+        """Initialise every layer from its own generator derived from ``seed``."""
+        for index, layer in enumerate(self.layers.values()):
+            generator = torch.Generator().manual_seed(layer_seed(seed, index))
+            layer.reset_parameters(generator)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.layers[self.input_name].output_shape
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        stop: str | None = None,
+        hidden_noise: dict[str, float] | None = None,
+        hidden_dropout: dict[str, float] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Run the graph on a batch; return every ``'name:pre'`` and ``'name:out'``.
+
+        Parameters
+        ----------
+        x : tensor, shape (n, *input_shape)
+        stop : str, optional
+            Stop after this layer (encoding need not run the decoder).
+        hidden_noise, hidden_dropout : dict, optional
+            Per-layer noise std / dropout probability, applied to hidden outputs
+            (training only).
+        """
+        outputs = {f"{self.input_name}:out": x}
+        for name, source in self.sources.items():
+            pre, out = self.layers[name](outputs[f"{source}:out"])
+            if hidden_noise and name in hidden_noise:
+                out = reg.gaussian_noise(out, hidden_noise[name])
+            if hidden_dropout and name in hidden_dropout:
+                out = reg.dropout(out, hidden_dropout[name])
+            outputs[f"{name}:pre"] = pre
+            outputs[f"{name}:out"] = out
+            if name == stop:
+                break
+        return outputs
+
+    def subgraph(self, names: Sequence[str]) -> Graph | None:
+        """A chain through ``names`` sharing these layers (for layerwise pretraining).
+
+        Returns None when consecutive layers do not line up in size.
+        """
+        sub = Graph.__new__(Graph)
+        nn.Module.__init__(sub)
+        sub.specs = [s for s in self.specs if s.name in names]
+        sub.layers = nn.ModuleDict({n: self.layers[n] for n in names})
+        sub.sources = {}
+        for previous, name in zip(names, names[1:]):
+            if math.prod(self.layers[name].input_shape) != math.prod(self.layers[previous].output_shape):
+                return None
+            sub.sources[name] = previous
+        sub.input_name, sub.output_name = names[0], names[-1]
+        sub.hidden_names = list(names[1:-1])
+        return sub
+
+    def run_from(self, start: str, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Feed ``z`` as the output of layer ``start`` and run the layers after it."""
+        names = list(self.sources)
+        outputs = {f"{start}:out": z}
+        for name in names[names.index(start) + 1:] if start in names else names:
+            source = self.sources[name]
+            if f"{source}:out" not in outputs:
+                raise ConfigurationError(
+                    f"cannot decode from layer {start!r}: layer {name!r} reads {source!r}, which lies before it"
+                )
+            pre, out = self.layers[name](outputs[f"{source}:out"])
+            outputs[f"{name}:pre"] = pre
+            outputs[f"{name}:out"] = out
+        return outputs
+
+
+def _seed_from(rng: Any) -> int:
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        return int(rng)
+    if isinstance(rng, np.random.Generator):
+        return int(rng.integers(2**31))
+    if isinstance(rng, np.random.RandomState):
+        return int(rng.randint(2**31))
+    raise ConfigurationError(f"rng must be an int seed or a NumPy random generator, got {rng!r}")
+
+
+class Autoencoder:
+    """An autoencoder built from theanets-style layer specs.
+
+    Parameters
+    ----------
+    layers : sequence
+        Input first, output last: ints, ``(size, 'activation')`` / ``(size, 'tied')``
+        tuples, dicts, or a tuple of ints as an image input shape ``(C, H, W)``.
+    loss : str
+        ``'mse'`` (default), ``'mae'``, ``'bce'``, ``'kl'`` or ``'gll'``.
+    weighted : bool
+        When True, training data come as ``[x, w]`` with ``w`` shaped like ``x``.
+    rng : int or numpy random generator
+        Seed of the initial weights and of the training shuffles.
+    hidden_activation, output_activation : str
+        Defaults for layers that do not name one (theanets: ``'relu'``, ``'linear'``).
+    device : str
+        ``'cpu'`` (default), ``'cuda'`` or ``'auto'``.
+
+    Examples
+    --------
+    >>> net = Autoencoder([784, (64, 'relu'), (784, 'tied')])
+    >>> net.layers[1].name, net.find('hid1', 'w').shape
+    ('hid1', torch.Size([784, 64]))
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[Any],
+        loss: str = "mse",
+        weighted: bool = False,
+        rng: Any = 13,
+        *,
+        hidden_activation: str = "relu",
+        output_activation: str = "linear",
+        device: str | torch.device = "cpu",
+        **loss_options: Any,
+    ):
+        self.seed = _seed_from(rng)
+        self.weighted = bool(weighted)
+        self.hidden_activation = hidden_activation
+        self.output_activation = output_activation
+        self.device = resolve_device(device)
+        specs = parse_layers(layers, hidden_activation, output_activation)
+        self.graph = Graph(specs, self.seed).to(self.device)
+        self._losses: list[Loss] = [Loss(loss, **loss_options)]
+        self.preprocessing = None  # a fitted transform applied by encode/predict, saved with the model
+        self.history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def specs(self) -> list[LayerSpec]:
+        """The canonical layer specs."""
+        return self.graph.specs
+
+    @property
+    def layers(self) -> list[Layer]:
+        """All layers, input first."""
+        return list(self.graph.layers.values())
+
+    @property
+    def params(self) -> list[nn.Parameter]:
+        """Every trainable parameter once (tied weights are shared, not repeated)."""
+        return list(self.graph.parameters())
+
+    @property
+    def num_params(self) -> int:
+        """Total number of trainable values."""
+        return sum(p.numel() for p in self.params)
+
+    @property
+    def losses(self) -> list[Loss]:
+        """The weighted losses whose sum training minimises."""
+        return list(self._losses)
+
+    @property
+    def code_layer(self) -> str:
+        """The middle layer (theanets' rule: ``layers[len(layers) // 2]``)."""
+        names = list(self.graph.layers)
+        return names[len(names) // 2]
+
+    def _layer_name(self, layer: str | int | None, default: str) -> str:
+        if layer is None:
+            return default
+        names = list(self.graph.layers)
+        if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
+            if not -len(names) <= layer < len(names):
+                raise ConfigurationError(f"layer index must be in [{-len(names)}, {len(names)}), got {layer}")
+            return names[layer]
+        name = str(layer).split(":")[0]
+        if name not in names:
+            raise unknown_name_error("layer", name, names)
+        return name
+
+    def find(self, layer: str | int, param: str) -> nn.Parameter:
+        """The live parameter ``param`` (``'w'`` or ``'b'``) of ``layer``.
+
+        A dense ``w`` has shape (n_in, n_out).  Changing it changes the model.
+        """
+        name = self._layer_name(layer, "")
+        module = self.graph.layers[name]
+        value = getattr(module, str(param), None)
+        if not isinstance(value, nn.Parameter):
+            owned = sorted(n for n, _ in module.named_parameters(recurse=False))
+            hint = f"; it shares {module.partner.name!r}.w" if hasattr(module, "partner") and param == "w" else ""
+            raise ConfigurationError(
+                f"layer {name!r} has no parameter {param!r}; it has {owned or 'none'}{hint}"
+            )
+        return value
+
+    def add_layer(self, layer: Any = None, is_output: bool = False, **kwargs: Any) -> None:
+        """Append a layer (any spec form, or keywords as in a dict spec), keeping trained values.
+
+        Parameters
+        ----------
+        layer : int, tuple, dict or str, optional
+            The spec; keywords are merged into a dict spec.
+        is_output : bool
+            Name the new layer ``'out'`` (theanets' graph-building call).
+        """
+        if kwargs:
+            base = {} if layer is None else (dict(layer) if isinstance(layer, dict) else {"size": layer})
+            layer = {**base, **kwargs}
+        if layer is None:
+            raise ConfigurationError("add_layer needs a layer spec, got none")
+        specs = parse_layers([layer], self.hidden_activation, self.output_activation,
+                             existing=self.specs, output_last=is_output)
+        old_state = self.graph.state_dict()
+        graph = Graph(specs, self.seed).to(self.device)
+        graph.load_state_dict(old_state, strict=False)
+        self.graph = graph
+
+    # ------------------------------------------------------------------ losses
+    def set_loss(self, name: str = "mse", weight: float = 1.0, **options: Any) -> None:
+        """Replace all losses by one (theanets' ``set_loss``)."""
+        self._losses = [Loss(name, weight, **options)]
+
+    def add_loss(self, name: str = "mse", weight: float = 1.0, **options: Any) -> None:
+        """Add a weighted loss term to the ones already there."""
+        self._losses.append(Loss(name, weight, **options))
+
+    def _check_outputs_exist(self) -> None:
+        for term in self._losses:
+            for layer in (term.output, term.covar):
+                if layer is not None and layer not in self.graph.layers:
+                    raise ConfigurationError(f"loss {term.name!r} reads layer {layer!r}, which does not exist")
+        if len(self.graph.layers) < 2:
+            raise ConfigurationError("this Autoencoder has only an input layer; add layers with add_layer()")
+
+    def loss_terms(
+        self,
+        x: torch.Tensor,
+        w: torch.Tensor | None,
+        regs: reg.Regularizers,
+        training: bool,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total objective and its named terms for a checked batch (internal; used by training).
+
+        Noise and dropout apply only when ``training`` is True.
+        """
+        graph = self.graph
+        target = x
+        if training and regs.input_noise:
+            x = reg.gaussian_noise(x, regs.input_noise)
+        if training and regs.input_dropout:
+            x = reg.dropout(x, regs.input_dropout)
+        hidden = graph.hidden_names
+        outputs = graph(
+            x,
+            hidden_noise=reg.match(regs.hidden_noise, hidden) if training else None,
+            hidden_dropout=reg.match(regs.hidden_dropout, hidden) if training else None,
+        )
+        terms: dict[str, torch.Tensor] = {}
+        err = None
+        for term in self._losses:
+            logits_ok = graph.layers[term.output].activation.is_sigmoid
+            value = term(outputs, target, w, logits_ok=logits_ok)
+            terms[term.name] = value
+            weighted = term.weight * value
+            err = weighted if err is None else err + weighted
+        terms["err"] = err
+        total = err
+        for key, power in (("weight_l1", 1), ("weight_l2", 2)):
+            patterns = getattr(regs, key)
+            if patterns:
+                named = dict(graph.named_parameters())
+                # 'layers.hid1.w' -> 'hid1.w'
+                short = {n.split(".", 1)[1]: p for n, p in named.items() if p.dim() > 1}
+                value = sum(
+                    lam * reg.weight_penalty([p], power)
+                    for name, p in short.items()
+                    for lam in [reg.match(patterns, [name]).get(name, 0.0)] if lam
+                )
+                terms[key] = torch.as_tensor(value)
+                total = total + terms[key]
+        for key, power in (("hidden_l1", 1), ("hidden_l2", 2)):
+            layers = reg.match(getattr(regs, key), hidden)
+            if layers:
+                terms[key] = sum(lam * reg.hidden_penalty(outputs[f"{n}:out"], power) for n, lam in layers.items())
+                total = total + terms[key]
+        if regs.sparsity:
+            layers = reg.match(regs.sparsity, hidden)
+            value = 0.0
+            for name, beta in layers.items():
+                low, high = _activation_range(graph.layers[name])
+                if low >= 0 and high <= 1:
+                    value = value + beta * reg.kl_sparsity(outputs[f"{name}:out"], regs.sparsity_target)
+            terms["sparsity"] = torch.as_tensor(value)
+            total = total + terms["sparsity"]
+        if regs.contractive:
+            layers = reg.match(regs.contractive, hidden)
+            value = sum(lam * self._jacobian_norm(target, name) for name, lam in layers.items())
+            terms["contractive"] = torch.as_tensor(value)
+            total = total + terms["contractive"]
+        terms["loss"] = total
+        return total, terms
+
+    def _jacobian_norm(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        """Mean over examples of ``||d layer:out / d x||_F^2``, exact, differentiable."""
+        graph = self.graph
+
+        def code(example: torch.Tensor) -> torch.Tensor:
+            return graph(example.unsqueeze(0), stop=layer)[f"{layer}:out"].flatten()
+
+        jac = torch.func.vmap(torch.func.jacrev(code))(x)
+        return jac.square().flatten(1).sum(dim=1).mean()
+
+    def loss(self, x: Any, w: Any = None, **regularizers: Any) -> torch.Tensor:
+        """The training objective on ``x`` as a differentiable scalar tensor.
+
+        Weighted losses plus the given regularizers (same keywords as :meth:`train`),
+        with noise applied as in training: use it in a hand-written loop.
+        """
+        unknown = set(regularizers) - set(reg.REGULARIZER_KEYS)
+        if unknown:
+            raise unknown_name_error("keyword argument of loss()", sorted(unknown)[0], reg.REGULARIZER_KEYS)
+        self._check_outputs_exist()
+        regs = reg.Regularizers.from_kwargs(code_layer=self.code_layer, **regularizers)
+        xt = self._check(x)
+        wt = self._check(w, name="w") if w is not None else None
+        total, _ = self.loss_terms(xt, wt, regs, training=True)
+        return total
+
+    # ------------------------------------------------------------------ inference
+    def _check(self, x: Any, name: str = "x", transform: bool = True) -> torch.Tensor:
+        tensor = check_array(x, self.graph.input_shape, name=name, layer=self.graph.input_name,
+                             device=self.device)
+        if transform and self.preprocessing is not None and name == "x":
+            tensor = self.preprocessing.transform_tensor(tensor)
+        return tensor
+
+    def _batches(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        for start in range(0, x.shape[0], INFERENCE_BATCH):
+            yield x[start:start + INFERENCE_BATCH]
+
+    @torch.inference_mode()
+    def _run(self, x: torch.Tensor, fn) -> np.ndarray:
+        was_training = self.graph.training
+        self.graph.eval()
+        try:
+            return np.concatenate([to_numpy(fn(batch)) for batch in self._batches(x)], axis=0)
+        finally:
+            self.graph.train(was_training)
+
+    def encode(self, x: Any, layer: str | int | None = None, sample: bool = False) -> np.ndarray:
+        """Codes of ``x`` at ``layer`` (default: the middle layer).
+
+        Parameters
+        ----------
+        x : array-like, shape (n, features) or (n, *input_shape)
+        layer : str or int, optional
+        sample : bool
+            Draw Bernoulli samples with the code activations as probabilities
+            (the codes must lie in [0, 1]).
+
+        Returns
+        -------
+        ndarray, shape (n, units) or (n, C, H, W)
+        """
+        self._check_outputs_exist()
+        name = self._layer_name(layer, self.code_layer)
+        codes = self._run(self._check(x), lambda b: self.graph(b, stop=name)[f"{name}:out"])
+        if sample:
+            if codes.size and (codes.min() < 0 or codes.max() > 1):
+                raise ConfigurationError(
+                    f"sample=True needs codes in [0, 1]; layer {name!r} gives values in "
+                    f"[{codes.min():.3g}, {codes.max():.3g}]"
+                )
+            generator = np.random.default_rng(self.seed)
+            codes = (generator.random(codes.shape) < codes).astype(codes.dtype)
+        return codes
+
+    def decode(self, z: Any, layer: str | int | None = None) -> np.ndarray:
+        """Reconstructions from codes ``z`` of ``layer`` (default: the middle layer).
+
+        Returns
+        -------
+        ndarray, shape (n, features) or (n, *output_shape)
+        """
+        self._check_outputs_exist()
+        name = self._layer_name(layer, self.code_layer)
+        shape = self.graph.layers[name].output_shape
+        zt = check_array(z, shape, name="z", layer=name, device=self.device)
+        out = self.graph.output_name
+        result = self._run(zt, lambda b: self.graph.run_from(name, b)[f"{out}:out"])
+        return self._inverse(result)
+
+    def _inverse(self, y: np.ndarray) -> np.ndarray:
+        if self.preprocessing is not None:
+            return self.preprocessing.inverse_transform(y)
+        return y
+
+    def predict(self, x: Any) -> np.ndarray:
+        """Reconstruction of ``x``, shape like the output layer (n, features)."""
+        self._check_outputs_exist()
+        out = self.graph.output_name
+        return self._inverse(self._run(self._check(x), lambda b: self.graph(b)[f"{out}:out"]))
+
+    def feed_forward(self, x: Any) -> dict[str, np.ndarray]:
+        """Every layer's ``'name:pre'`` and ``'name:out'`` for ``x`` (plus ``'in:out'``)."""
+        xt = self._check(x)
+        was_training = self.graph.training
+        self.graph.eval()
+        parts: dict[str, list[np.ndarray]] = {}
+        try:
+            with torch.inference_mode():
+                for batch in self._batches(xt):
+                    for key, value in self.graph(batch).items():
+                        parts.setdefault(key, []).append(to_numpy(value))
+        finally:
+            self.graph.train(was_training)
+        return {key: np.concatenate(values, axis=0) for key, values in parts.items()}
+
+    def score(self, x: Any, w: Any = None) -> float:
+        """R^2 of the reconstruction: ``1 - SS_res / SS_tot`` with per-feature means.
+
+        Equals scikit-learn's ``r2_score(x, predict(x), multioutput='variance_weighted')``
+        when unweighted.  With ``w`` (shaped like ``x``) both sums are weighted.
+        """
+        target = check_array(x, self.graph.input_shape, name="x", layer=self.graph.input_name)
+        target = target.flatten(1).double().numpy()
+        pred = self.predict(x).reshape(target.shape[0], -1).astype(np.float64)
+        if pred.shape != target.shape:
+            raise DataError(f"score needs an output shaped like the input, got {pred.shape} vs {target.shape}")
+        weight = np.ones_like(target) if w is None else np.asarray(w, dtype=np.float64).reshape(target.shape)
+        mean = (weight * target).sum(axis=0) / np.maximum(weight.sum(axis=0), 1e-12)
+        ss_res = (weight * (target - pred) ** 2).sum()
+        ss_tot = (weight * (target - mean) ** 2).sum()
+        return float(1.0 - ss_res / ss_tot) if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)
+
+    # ------------------------------------------------------------------ training
+    def itertrain(self, x: Any, valid: Any = None, **kwargs: Any):
+        """Train, yielding ``(train_monitors, valid_monitors)`` after each epoch.
+
+        Keywords as :meth:`train`.  Breaking out of the loop still restores the
+        best parameters seen.
+        """
+        from .training import itertrain
+
+        return itertrain(self, x, valid, **kwargs)
+
+    def train(self, x: Any, valid: Any = None, **kwargs: Any) -> tuple[dict[str, float], dict[str, float]]:
+        """Train until early stopping or ``max_epochs``; return the last monitors.
+
+        Parameters
+        ----------
+        x : array-like, shape (n, features), or ``[x, w]`` when ``weighted``
+        valid : array-like, optional
+            Validation data for early stopping (or ``valid_split=0.1``).
+        **kwargs
+            ``algo``, ``learning_rate``, ``batch_size``, ``max_epochs``, ``patience``,
+            regularizers (``hidden_l1``, ``weight_l2``, ...): see
+            :class:`aekit.training.TrainOptions`.
+        """
+        train_mon: dict[str, float] = {}
+        valid_mon: dict[str, float] = {}
+        for train_mon, valid_mon in self.itertrain(x, valid, **kwargs):
+            pass
+        return train_mon, valid_mon
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str) -> None:
+        """Write the model to one file (safetensors weights + JSON config), atomically."""
+        from .saving import save_model
+
+        save_model(self, path)
+
+    @classmethod
+    def load(cls, path: str) -> Autoencoder:
+        """Read a model written by :meth:`save`; never executes code from the file."""
+        from .saving import load_model
+
+        return load_model(path)
+
+    def config(self) -> dict[str, Any]:
+        """The JSON-ready description the model file stores (no weights)."""
+        from .specs import specs_to_config
+
+        return {
+            "layers": specs_to_config(self.specs),
+            "losses": [term.to_dict() for term in self._losses],
+            "weighted": self.weighted,
+            "rng": self.seed,
+            "hidden_activation": self.hidden_activation,
+            "output_activation": self.output_activation,
+        }
+
+    def __repr__(self) -> str:
+        parts = []
+        for layer in self.layers:
+            shape = "x".join(map(str, layer.output_shape))
+            act = f" {layer.spec.activation}" if layer.spec.form != "input" else ""
+            form = "" if layer.spec.form in ("dense", "input") else f" {layer.spec.form}"
+            parts.append(f"{layer.name}:{shape}{act}{form}")
+        losses = " + ".join(f"{t.weight:g}*{t.name}" if t.weight != 1 else t.name for t in self._losses)
+        return f"Autoencoder([{', '.join(parts)}], loss={losses}, params={self.num_params})"
+
+
+def _activation_range(layer: Layer) -> tuple[float, float]:
+    from .activations import output_range
+
+    return output_range(layer.spec.activation)
+

@@ -1,0 +1,207 @@
+"""The one-file model format: safetensors weights with the JSON config in its metadata.
+
+A model file never executes code on load (no pickle): the weights are raw
+tensors, the architecture is JSON.  Files are written atomically (a temporary
+file in the same folder, flushed, fsynced, then renamed over the target), so a
+crash never leaves a half-written model in place of a good one.
+
+Metadata keys: ``format`` (``'aekit'``), ``format_version`` (integer as text),
+``aekit_version``, ``config`` (JSON: layers, losses, ...), ``history`` (JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from .errors import AekitError, ModelFileError
+
+__all__ = ["FORMAT_VERSION", "atomic_write", "load_model", "read_model_file", "save_model", "write_model_file"]
+
+FORMAT_VERSION = 1
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise ModelFileError(f"cannot write {str(path)!r}: folder {str(directory)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_model_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+    """Serialise tensors plus JSON-able metadata to a safetensors file, atomically."""
+    meta = {"format": "aekit", "format_version": str(FORMAT_VERSION)}
+    from . import __version__
+
+    meta["aekit_version"] = __version__
+    meta.update({k: json.dumps(v) for k, v in metadata.items()})
+    contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(path, st_save(contiguous, metadata=meta))
+
+
+def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read and check a file written by :func:`write_model_file`.
+
+    Returns
+    -------
+    tensors : dict of str to tensor
+    metadata : dict
+        The decoded JSON metadata (``format_version`` as an int).
+
+    Raises
+    ------
+    ModelFileError
+        Missing, empty, truncated, foreign (pickle, zip, ...) or newer-format files.
+    """
+    name = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(f"model file {name!r} does not exist") from None
+    except IsADirectoryError:
+        raise ModelFileError(f"model file {name!r} is a folder, not a file") from None
+    except OSError as error:
+        raise ModelFileError(f"cannot read model file {name!r}: {error.strerror}") from None
+    if not raw:
+        raise ModelFileError(f"model file {name!r} is empty")
+    if len(raw) < 8:
+        raise ModelFileError(f"model file {name!r} is truncated ({len(raw)} bytes)")
+    (header_len,) = struct.unpack("<Q", raw[:8])
+    if header_len > min(len(raw) - 8, _MAX_HEADER) or raw[8:9] != b"{":
+        kind = _guess_kind(raw)
+        raise ModelFileError(f"model file {name!r} is not an aekit model file ({kind})")
+    try:
+        header = json.loads(raw[8:8 + header_len])
+        meta = header.get("__metadata__") or {}
+        tensors = st_load(raw)
+    except (SafetensorError, ValueError, UnicodeDecodeError, AttributeError) as error:
+        raise ModelFileError(f"model file {name!r} is damaged or truncated: {error}") from None
+    if meta.get("format") != "aekit":
+        raise ModelFileError(f"model file {name!r} is a safetensors file but not an aekit model (no aekit metadata)")
+    try:
+        version = int(meta.get("format_version", "0"))
+        decoded = {k: json.loads(v) for k, v in meta.items() if k not in ("format", "format_version", "aekit_version")}
+    except (ValueError, TypeError) as error:
+        raise ModelFileError(f"model file {name!r} has unreadable metadata: {error}") from None
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"model file {name!r} has format version {version}, newer than this aekit reads ({FORMAT_VERSION}); "
+            "upgrade aekit"
+        )
+    decoded["format_version"] = version
+    decoded["aekit_version"] = meta.get("aekit_version", "unknown")
+    return tensors, decoded
+
+
+def _guess_kind(raw: bytes) -> str:
+    if raw[:1] == b"\x80":
+        return "it looks like a pickle, which aekit never loads"
+    if raw[:4] == b"PK\x03\x04":
+        return "it looks like a zip archive (e.g. a torch.save file), which aekit never loads"
+    if raw[:6] == b"\x93NUMPY":
+        return "it is a NumPy .npy file; pass it as data, not as a model"
+    return "no safetensors header"
+
+
+def model_tensors(net) -> dict[str, torch.Tensor]:
+    """The model's parameters and buffers by short name (``'hid1.w'``)."""
+    tensors = {k.split(".", 1)[1]: v for k, v in net.graph.state_dict().items()}
+    if net.preprocessing is not None:
+        tensors.update({f"preprocessing.{k}": v for k, v in net.preprocessing.state_tensors().items()})
+    return tensors
+
+
+def model_metadata(net) -> dict[str, Any]:
+    """The JSON-ready description of ``net`` stored beside its tensors."""
+    meta: dict[str, Any] = {"config": net.config(), "history": net.history}
+    if net.preprocessing is not None:
+        meta["preprocessing"] = net.preprocessing.get_config()
+    return meta
+
+
+def save_model(net, path: str | os.PathLike) -> None:
+    """Save ``net`` to ``path`` (see the module docstring for the format)."""
+    write_model_file(path, model_tensors(net), model_metadata(net))
+
+
+def model_from_file_contents(tensors: dict[str, torch.Tensor], meta: dict[str, Any], name: str):
+    """Rebuild an Autoencoder from a model file's tensors and metadata, checking both."""
+    from .network import Autoencoder
+    from .specs import specs_from_config
+
+    config = meta.get("config")
+    if not isinstance(config, dict) or "layers" not in config:
+        raise ModelFileError(f"model file {name!r} has no model config in its metadata")
+    try:
+        specs = specs_from_config(config["layers"])
+        losses = config.get("losses") or [{"name": "mse"}]
+        first = dict(losses[0])
+        net = Autoencoder(specs, loss=first.pop("name"), weighted=config.get("weighted", False),
+                          rng=config.get("rng", 13),
+                          hidden_activation=config.get("hidden_activation", "relu"),
+                          output_activation=config.get("output_activation", "linear"), **first)
+        for extra in losses[1:]:
+            extra = dict(extra)
+            net.add_loss(extra.pop("name"), **extra)
+    except (AekitError, TypeError, KeyError, ValueError) as error:
+        raise ModelFileError(f"model file {name!r} has an invalid model config: {error}") from None
+    expected = {k.split(".", 1)[1]: v for k, v in net.graph.state_dict().items()}
+    weights = {k: v for k, v in tensors.items() if not k.startswith("preprocessing.")}
+    missing = sorted(set(expected) - set(weights))
+    extra = sorted(set(weights) - set(expected))
+    if missing or extra:
+        raise ModelFileError(
+            f"model file {name!r} does not match its config: missing {missing or 'nothing'}, "
+            f"unexpected {extra or 'nothing'}"
+        )
+    for key, value in weights.items():
+        if tuple(value.shape) != tuple(expected[key].shape) or value.dtype != expected[key].dtype:
+            raise ModelFileError(
+                f"model file {name!r}: tensor {key!r} has shape {tuple(value.shape)} ({value.dtype}), "
+                f"but the config needs {tuple(expected[key].shape)} ({expected[key].dtype})"
+            )
+    net.graph.load_state_dict({f"layers.{k}": v for k, v in weights.items()})
+    if "preprocessing" in meta and meta["preprocessing"] is not None:
+        from .preprocessing import from_config
+
+        state = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("preprocessing.")}
+        try:
+            net.preprocessing = from_config(meta["preprocessing"], state)
+        except (AekitError, TypeError, KeyError, ValueError) as error:
+            raise ModelFileError(f"model file {name!r} has an invalid preprocessing step: {error}") from None
+    history = meta.get("history") or []
+    net.history = list(history) if isinstance(history, list) else []
+    return net
+
+
+def load_model(path: str | os.PathLike):
+    """Load an :class:`~aekit.Autoencoder` saved with :meth:`Autoencoder.save`."""
+    tensors, meta = read_model_file(path)
+    return model_from_file_contents(tensors, meta, str(path))
+
+
+load = load_model

@@ -1,0 +1,445 @@
+"""Training: options, batches, optimizers, early stopping and monitors.
+
+``itertrain`` is the engine; ``Autoencoder.train`` drains it.  Design points:
+
+* the data are checked and moved to the device once; each epoch draws one
+  permutation and slices contiguous batches from the permuted copy, so samples
+  are re-mixed every epoch (theanets kept fixed batches);
+* monitor values are summed on the device and read once per epoch (no host
+  sync per batch); epoch means weigh each batch by its size;
+* the best parameters (by validation loss, or training loss without validation
+  data) are restored when training ends -- also when the caller breaks out of
+  the loop or an error escapes;
+* ``max_gradient_norm`` clips the global norm over all parameters (theanets
+  called per-tensor clipping global).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import regularizers as reg
+from .errors import ConfigurationError, DataError, TrainingDiverged, unknown_name_error
+
+__all__ = ["ALGORITHMS", "TrainOptions", "TensorSource", "itertrain", "make_optimizer"]
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = ("sgd", "nag", "rmsprop", "adam", "adagrad", "adadelta", "rprop", "lbfgs")
+DEFAULT_LEARNING_RATE = {"sgd": 1e-2, "nag": 1e-2, "rmsprop": 1e-3, "adam": 1e-3, "adagrad": 1e-2,
+                         "adadelta": 1.0, "rprop": 1e-2, "lbfgs": 1.0}
+VALID_BATCH = 4096
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    """Every option of :meth:`Autoencoder.train` that is not a regularizer.
+
+    Attributes
+    ----------
+    algo : str
+        One of :data:`ALGORITHMS` (``'layerwise'`` means ``layerwise=True`` with Adam).
+    learning_rate : float, optional
+        Defaults per algorithm (Adam: 1e-3).
+    momentum : float
+        For sgd, nag and rmsprop.
+    batch_size : int
+    max_epochs : int
+        Upper bound on epochs (theanets' ``max_updates`` is accepted as an alias).
+    patience : int
+        Validations without improvement before stopping.
+    min_improvement : float
+        Relative improvement of the validation loss that counts as progress.
+    validate_every : int
+        Validate every this many epochs; 0 turns validation and early stopping off.
+    valid_split : float
+        Fraction of ``x`` held out for validation when ``valid`` is None.
+    max_gradient_norm : float, optional
+        Clip the global gradient norm over all parameters.
+    monitors : dict, optional
+        ``{'hid1:out': (0.1, 0.9)}`` reports the fraction of activations below each
+        threshold; ``{'name': fn(outputs, x) -> scalar tensor}`` reports any function.
+    layerwise : bool
+        Greedy layerwise pretraining of each encoder depth before the full model.
+    shuffle : bool
+        Re-shuffle the samples every epoch (default True).
+    on_nan : str
+        ``'raise'`` (TrainingDiverged) or ``'warn'`` (restore, halve the learning rate, go on).
+    """
+
+    algo: str = "adam"
+    learning_rate: float | None = None
+    momentum: float = 0.9
+    batch_size: int = 64
+    max_epochs: int = 100
+    patience: int = 5
+    min_improvement: float = 0.0
+    validate_every: int = 1
+    valid_split: float = 0.0
+    max_gradient_norm: float | None = None
+    monitors: Mapping[str, Any] | None = None
+    layerwise: bool = False
+    shuffle: bool = True
+    on_nan: str = "raise"
+
+    @classmethod
+    def parse(cls, kwargs: dict[str, Any]) -> tuple[TrainOptions, dict[str, Any]]:
+        """Split ``kwargs`` into options and regularizer keywords; reject unknown names."""
+        kwargs = dict(kwargs)
+        if "max_updates" in kwargs:
+            if "max_epochs" in kwargs:
+                raise ConfigurationError("give max_epochs or its alias max_updates, not both")
+            kwargs["max_epochs"] = kwargs.pop("max_updates")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        valid_names = fields | set(reg.REGULARIZER_KEYS) | {"max_updates"}
+        for key in kwargs:
+            if key not in valid_names:
+                raise unknown_name_error("keyword argument of train()", key, valid_names)
+        options = cls(**{k: v for k, v in kwargs.items() if k in fields})
+        options.validate()
+        return options, {k: v for k, v in kwargs.items() if k in reg.REGULARIZER_KEYS}
+
+    def validate(self) -> None:
+        """Check types and ranges, raising the standard ConfigurationError."""
+        if self.algo == "layerwise":
+            self.algo, self.layerwise = "adam", True
+        if not isinstance(self.algo, str) or self.algo.lower() not in ALGORITHMS:
+            raise unknown_name_error("training algorithm", str(self.algo), ALGORITHMS)
+        self.algo = self.algo.lower()
+        _integer("batch_size", self.batch_size, 1)
+        _integer("max_epochs", self.max_epochs, 0)
+        _integer("patience", self.patience, 0)
+        _integer("validate_every", self.validate_every, 0)
+        if self.learning_rate is None:
+            self.learning_rate = DEFAULT_LEARNING_RATE[self.algo]
+        _number("learning_rate", self.learning_rate, 0.0, math.inf, open_low=True)
+        _number("momentum", self.momentum, 0.0, 1.0)
+        _number("min_improvement", self.min_improvement, 0.0, math.inf)
+        _number("valid_split", self.valid_split, 0.0, 0.99)
+        if self.max_gradient_norm is not None:
+            _number("max_gradient_norm", self.max_gradient_norm, 0.0, math.inf, open_low=True)
+        if self.on_nan not in ("raise", "warn"):
+            raise ConfigurationError(f"on_nan must be 'raise' or 'warn', got {self.on_nan!r}")
+        if self.monitors is not None and not isinstance(self.monitors, Mapping):
+            raise ConfigurationError(f"monitors must be a dict, got {type(self.monitors).__name__}")
+
+
+def _integer(key: str, value: Any, low: int) -> None:
+    if not hasattr(value, "__index__") or isinstance(value, bool) or value < low:
+        raise ConfigurationError(f"{key} must be an integer >= {low}, got {value!r}")
+
+
+def _number(key: str, value: Any, low: float, high: float, open_low: bool = False) -> None:
+    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+    if ok:
+        value = float(value)
+        ok = (value > low if open_low else value >= low) and value <= high
+    if not ok:
+        bracket = "(" if open_low else "["
+        raise ConfigurationError(f"{key} must be a number in {bracket}{low}, {high}], got {value!r}")
+
+
+def make_optimizer(algo: str, params: list[torch.nn.Parameter], lr: float, momentum: float) -> torch.optim.Optimizer:
+    """The ``torch.optim`` optimizer for ``algo``, fused where the build supports it."""
+    if algo == "adam":
+        try:
+            return torch.optim.Adam(params, lr=lr, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            return torch.optim.Adam(params, lr=lr, foreach=True)
+    if algo in ("sgd", "nag"):
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=algo == "nag" and momentum > 0)
+    if algo == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=momentum if momentum < 1 else 0.0)
+    if algo == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr)
+    if algo == "adadelta":
+        return torch.optim.Adadelta(params, lr=lr)
+    if algo == "rprop":
+        return torch.optim.Rprop(params, lr=lr)
+    return torch.optim.LBFGS(params, lr=lr, max_iter=1, history_size=20, line_search_fn="strong_wolfe")
+
+
+class TensorSource:
+    """Training data held as tensors on the training device.
+
+    Parameters
+    ----------
+    x : tensor, shape (n, *input_shape)
+    w : tensor or None, shape like ``x``
+    """
+
+    def __init__(self, x: torch.Tensor, w: torch.Tensor | None = None):
+        self.x = x
+        self.w = w
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Contiguous slices of one fresh permutation (no shuffle when generator is None)."""
+        x, w = self.x, self.w
+        if generator is not None:
+            perm = torch.randperm(len(self), generator=generator).to(x.device)
+            x = x.index_select(0, perm)
+            w = w.index_select(0, perm) if w is not None else None
+        for start in range(0, len(self), batch_size):
+            stop = start + batch_size
+            yield x[start:stop], (w[start:stop] if w is not None else None)
+
+
+def _split_weighted(net, data: Any, name: str) -> tuple[Any, Any]:
+    if not net.weighted:
+        return data, None
+    if not isinstance(data, (list, tuple)) or len(data) != 2:
+        raise DataError(f"{name} must be [x, w] for a weighted Autoencoder, got {type(data).__name__}")
+    return data[0], data[1]
+
+
+def _as_source(net, data: Any, name: str) -> TensorSource:
+    x, w = _split_weighted(net, data, name)
+    xt = net._check(x, name=name)
+    wt = None
+    if w is not None:
+        wt = net._check(w, name=f"{name} weights", transform=False)
+        if (wt < 0).any():
+            raise DataError(f"{name} weights must be >= 0, got a minimum of {wt.min().item():g}")
+    return TensorSource(xt, wt)
+
+
+def _monitor_terms(monitors: Mapping[str, Any] | None, outputs: dict[str, torch.Tensor], x) -> dict[str, torch.Tensor]:
+    terms: dict[str, torch.Tensor] = {}
+    for key, spec in (monitors or {}).items():
+        if callable(spec):
+            terms[key] = torch.as_tensor(spec(outputs, x)).detach().float()
+            continue
+        name = key if ":" in key else f"{key}:out"
+        if name not in outputs:
+            raise ConfigurationError(f"monitor {key!r} names an output that does not exist; try one of {sorted(outputs)}")
+        thresholds = spec if isinstance(spec, (list, tuple)) else [spec]
+        for threshold in thresholds:
+            terms[f"{name}<{threshold:g}"] = (outputs[name] < threshold).float().mean()
+    return terms
+
+
+class _Trainer:
+    """State of one training run; :func:`itertrain` drives it."""
+
+    def __init__(self, net, x: Any, valid: Any, options: TrainOptions, regs: reg.Regularizers):
+        self.net = net
+        self.options = options
+        self.regs = regs
+        net._check_outputs_exist()
+        source = _as_source(net, x, "x")
+        self.valid = None
+        if valid is not None:
+            self.valid = _as_source(net, valid, "valid")
+        elif options.valid_split > 0 and options.validate_every > 0:
+            n_valid = int(round(len(source) * options.valid_split))
+            if n_valid < 1 or n_valid >= len(source):
+                raise DataError(f"valid_split={options.valid_split} leaves no examples for training or validation "
+                                f"out of {len(source)}")
+            perm = torch.randperm(len(source), generator=torch.Generator().manual_seed(net.seed)).to(source.x.device)
+            pick = lambda t, idx: None if t is None else t.index_select(0, idx)  # noqa: E731
+            v_idx, t_idx = perm[:n_valid], perm[n_valid:]
+            self.valid = TensorSource(pick(source.x, v_idx), pick(source.w, v_idx))
+            source = TensorSource(pick(source.x, t_idx), pick(source.w, t_idx))
+        self.source = source
+        self.generator = torch.Generator().manual_seed(net.seed + 1 + len(net.history))
+        self.optimizer = make_optimizer(options.algo, net.params, options.learning_rate, options.momentum)
+        self.best_loss = math.inf
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch = 0
+        self.epoch = 0
+        self.valid_monitors: dict[str, float] = {}
+
+    # -------------------------------------------------------------- steps
+    def _step(self, xb: torch.Tensor, wb: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        net, opts = self.net, self.options
+        self.optimizer.zero_grad(set_to_none=True)
+        total, terms = net.loss_terms(xb, wb, self.regs, training=True)
+        total.backward()
+        if opts.max_gradient_norm is not None:
+            torch.nn.utils.clip_grad_norm_(net.params, opts.max_gradient_norm, foreach=True)
+        self.optimizer.step()
+        return terms
+
+    def _lbfgs_epoch(self) -> dict[str, float]:
+        net, src = self.net, self.source
+        stash: dict[str, torch.Tensor] = {}
+
+        def closure() -> torch.Tensor:
+            self.optimizer.zero_grad(set_to_none=True)
+            total, terms = net.loss_terms(src.x, src.w, self.regs, training=True)
+            total.backward()
+            stash.clear()
+            stash.update({k: v.detach() for k, v in terms.items()})
+            return total
+
+        self.optimizer.step(closure)
+        return {k: float(v) for k, v in stash.items()}
+
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over the training data; returns size-weighted mean monitors."""
+        self.net.graph.train()
+        if self.options.algo == "lbfgs":
+            return self._lbfgs_epoch()
+        keys: list[str] | None = None
+        total: torch.Tensor | None = None
+        count = 0
+        generator = self.generator if self.options.shuffle else None
+        for xb, wb in self.source.batches(self.options.batch_size, generator):
+            terms = self._step(xb, wb)
+            if keys is None:
+                keys = list(terms)
+            n = xb.shape[0]
+            values = torch.stack([terms[k].detach().float().reshape(()) for k in keys]) * n
+            total = values if total is None else total + values
+            count += n
+        means = (total / count).tolist()  # the one host sync of the epoch
+        return dict(zip(keys, means))
+
+    @torch.no_grad()
+    def evaluate(self, source: TensorSource) -> dict[str, float]:
+        """Monitors on ``source`` without noise or dropout, in eval mode."""
+        net = self.net
+        net.graph.eval()
+        try:
+            sums: dict[str, torch.Tensor] = {}
+            count = 0
+            for xb, wb in source.batches(VALID_BATCH, None):
+                with torch.enable_grad() if self.regs.contractive else torch.no_grad():
+                    _, terms = net.loss_terms(xb, wb, self.regs, training=False)
+                if self.options.monitors:
+                    outputs = net.graph(xb)
+                    terms.update(_monitor_terms(self.options.monitors, outputs, xb))
+                n = xb.shape[0]
+                for k, v in terms.items():
+                    v = v.detach().float() * n
+                    sums[k] = sums[k] + v if k in sums else v
+                count += n
+            return {k: float(v) / count for k, v in sums.items()}
+        finally:
+            net.graph.train()
+
+    # -------------------------------------------------------------- bookkeeping
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.net.graph.state_dict().items()}
+
+    def restore_best(self) -> None:
+        if self.best_state is not None:
+            self.net.graph.load_state_dict(self.best_state)
+
+    def consider(self, loss: float) -> bool:
+        """Record ``loss`` for early stopping; True if it is a new best."""
+        best = self.best_loss
+        if math.isfinite(loss) and (
+            not math.isfinite(best) or (best - loss) / max(abs(best), 1e-12) > self.options.min_improvement
+        ):
+            self.best_loss, self.best_epoch, self.best_state = loss, self.epoch, self.snapshot()
+            return True
+        return False
+
+    def handle_divergence(self, monitors: dict[str, float]) -> None:
+        message = (f"training diverged at epoch {self.epoch}: the loss became {monitors.get('loss')}; "
+                   f"parameters restored to the best finite ones (epoch {self.best_epoch}). "
+                   f"Try a smaller learning_rate (now {self.options.learning_rate:g}), "
+                   "max_gradient_norm, or scaled input data")
+        if self.best_state is None:
+            raise TrainingDiverged(message.replace("restored to the best finite ones (epoch 0)",
+                                                   "could not be restored (no finite epoch yet)"))
+        self.restore_best()
+        if self.options.on_nan == "raise":
+            raise TrainingDiverged(message)
+        warnings.warn(message + "; halving the learning rate and going on", RuntimeWarning, stacklevel=3)
+        for group in self.optimizer.param_groups:
+            group["lr"] *= 0.5
+        self.options.learning_rate *= 0.5
+        self.optimizer.state.clear()
+
+
+def itertrain(net, x: Any, valid: Any = None, **kwargs: Any) -> Iterator[tuple[dict[str, float], dict[str, float]]]:
+    """Validate the options now, then return the epoch generator (see :class:`TrainOptions`)."""
+    options, reg_kwargs = TrainOptions.parse(kwargs)
+    regs = reg.Regularizers.from_kwargs(code_layer=net.code_layer, **reg_kwargs)
+    trainer = _Trainer(net, x, valid, options, regs)
+    if options.layerwise:
+        return _layerwise(net, x, valid, kwargs, trainer)
+    return _run(trainer)
+
+
+def _run(trainer: _Trainer) -> Iterator[tuple[dict[str, float], dict[str, float]]]:
+    net, opts = trainer.net, trainer.options
+    # An initial snapshot so that a NaN in the first epoch can be rolled back.
+    trainer.best_state = trainer.snapshot()
+    trainer.best_epoch = 0
+    validating = opts.validate_every > 0
+    stale = 0
+    try:
+        while trainer.epoch < opts.max_epochs:
+            trainer.epoch += 1
+            train_mon = trainer.train_epoch()
+            if not math.isfinite(train_mon.get("loss", math.nan)):
+                trainer.handle_divergence(train_mon)
+                stale += 1
+                if stale > opts.patience:
+                    break
+                continue
+            if validating and trainer.epoch % opts.validate_every == 0:
+                if trainer.valid is not None:
+                    trainer.valid_monitors = trainer.evaluate(trainer.valid)
+                    criterion = trainer.valid_monitors["loss"]
+                else:
+                    criterion = train_mon["loss"]
+                    if opts.monitors:
+                        trainer.valid_monitors = trainer.evaluate(trainer.source)
+                if trainer.consider(criterion):
+                    stale = 0
+                else:
+                    stale += 1
+            elif not validating:
+                trainer.best_state = None  # validation off: keep the final parameters
+            net.history.append({"epoch": len(net.history) + 1, "train": dict(train_mon),
+                                "valid": dict(trainer.valid_monitors)})
+            log.info("epoch %d: %s", trainer.epoch,
+                     " ".join(f"{k}={v:.6g}" for k, v in train_mon.items()))
+            yield dict(train_mon), dict(trainer.valid_monitors)
+            if validating and stale > opts.patience:
+                log.info("early stopping after %d epochs (best: epoch %d)", trainer.epoch, trainer.best_epoch)
+                break
+    finally:
+        if validating or trainer.best_state is not None:
+            trainer.restore_best()
+        net.graph.train()
+
+
+def _layerwise(net, x, valid, kwargs, full: _Trainer):
+    """Greedy layerwise pretraining: encoder depth 1, 2, ... then the whole model."""
+    names = list(net.graph.layers)
+    code_index = names.index(net.code_layer)
+    inner = {k: v for k, v in kwargs.items() if k not in ("layerwise", "algo")}
+    inner["algo"] = full.options.algo
+    for depth in range(1, code_index):
+        sub = net.graph.subgraph(names[: depth + 1] + names[len(names) - depth:])
+        if sub is None:
+            log.info("layerwise: skipping depth %d (decoder does not mirror the encoder)", depth)
+            continue
+        view = copy.copy(net)
+        view.graph = sub
+        view.history = []
+        log.info("layerwise: pretraining %s", " -> ".join(sub.layers))
+        yield from _run(_Trainer(view, x, valid, *TrainOptions.parse(inner)[:1],
+                                 reg.Regularizers.from_kwargs(code_layer=names[depth], **{
+                                     k: v for k, v in inner.items() if k in reg.REGULARIZER_KEYS})))
+    yield from _run(full)
+
