@@ -410,7 +410,7 @@ class Autoencoder:
     def _check(self, x: Any, name: str = "x", transform: bool = True) -> torch.Tensor:
         tensor = check_array(x, self.graph.input_shape, name=name, layer=self.graph.input_name,
                              device=self.device)
-        if transform and self.preprocessing is not None and name == "x":
+        if transform and self.preprocessing is not None and name in ("x", "valid"):
             tensor = self.preprocessing.transform_tensor(tensor)
         return tensor
 

@@ -29,6 +29,7 @@ import torch
 
 from . import regularizers as reg
 from .errors import ConfigurationError, DataError, TrainingDiverged, unknown_name_error
+from .streaming import StreamingSource, is_streamable
 
 __all__ = ["ALGORITHMS", "TrainOptions", "TensorSource", "itertrain", "make_optimizer"]
 
@@ -206,8 +207,12 @@ def _split_weighted(net, data: Any, name: str) -> tuple[Any, Any]:
     return data[0], data[1]
 
 
-def _as_source(net, data: Any, name: str) -> TensorSource:
+def _as_source(net, data: Any, name: str) -> TensorSource | StreamingSource:
     x, w = _split_weighted(net, data, name)
+    if is_streamable(x):
+        # Memory-mapped / on-disk data: read, check and preprocess block by block.
+        return StreamingSource(x, w, check=lambda b, n: net._check(b, name=name),
+                               check_weights=lambda b, n: net._check(b, name=n, transform=False), name=name)
     xt = net._check(x, name=name)
     wt = None
     if w is not None:
@@ -249,11 +254,14 @@ class _Trainer:
             if n_valid < 1 or n_valid >= len(source):
                 raise DataError(f"valid_split={options.valid_split} leaves no examples for training or validation "
                                 f"out of {len(source)}")
-            perm = torch.randperm(len(source), generator=torch.Generator().manual_seed(net.seed)).to(source.x.device)
-            pick = lambda t, idx: None if t is None else t.index_select(0, idx)  # noqa: E731
-            v_idx, t_idx = perm[:n_valid], perm[n_valid:]
-            self.valid = TensorSource(pick(source.x, v_idx), pick(source.w, v_idx))
-            source = TensorSource(pick(source.x, t_idx), pick(source.w, t_idx))
+            if isinstance(source, StreamingSource):
+                source, self.valid = source.split_tail(n_valid)  # a contiguous tail block: no random reads
+            else:
+                perm = torch.randperm(len(source), generator=torch.Generator().manual_seed(net.seed)).to(source.x.device)
+                pick = lambda t, idx: None if t is None else t.index_select(0, idx)  # noqa: E731
+                v_idx, t_idx = perm[:n_valid], perm[n_valid:]
+                self.valid = TensorSource(pick(source.x, v_idx), pick(source.w, v_idx))
+                source = TensorSource(pick(source.x, t_idx), pick(source.w, t_idx))
         self.source = source
         self.generator = torch.Generator().manual_seed(net.seed + 1 + len(net.history))
         self.optimizer = make_optimizer(options.algo, net.params, options.learning_rate, options.momentum)
