@@ -92,6 +92,9 @@ class Layer(nn.Module):
         self.input_shape = tuple(input_shape)
         self.output_shape = self.infer_shape(self.input_shape)
         self.activation = activations.get(spec.activation, self.output_shape[0])
+        # batch_norm=True normalises the pre-activation (per channel for images);
+        # its running statistics are buffers, so they train, save and load with the weights.
+        self.norm = _batch_norm(self.output_shape) if spec.batch_norm else None
 
     def infer_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Per-example output shape for ``input_shape``."""
@@ -106,10 +109,18 @@ class Layer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pre = self.transform(x)
+        if self.norm is not None:
+            pre = self.norm(pre)
         return pre, self.activation(pre)
 
     def extra_repr(self) -> str:
         return f"{self.name!r}, {self.input_shape} -> {self.output_shape}, activation={self.spec.activation!r}"
+
+
+def _batch_norm(shape: tuple[int, ...]) -> nn.Module:
+    if len(shape) == 3:
+        return nn.BatchNorm2d(shape[0])
+    return nn.BatchNorm1d(_numel(shape))
 
 
 def _init_bias(layer: Layer, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -253,7 +264,9 @@ def build_layer(spec: LayerSpec, input_shape: tuple[int, ...], built: dict[str, 
     if spec.form == "tied":
         if spec.partner not in built:
             raise ConfigurationError(f"tied layer {spec.name!r} names partner {spec.partner!r}, which does not exist")
-        return Tied(spec, input_shape, built[spec.partner])
+        partner = built[spec.partner]
+        # A partner names the class that mirrors it (conv layers: TiedConv).
+        return getattr(partner, "tied_class", Tied)(spec, input_shape, partner)
     cls = LAYER_CLASSES.get(spec.form)
     if cls is None:
         raise ConfigurationError(f"layer {spec.name!r}: form {spec.form!r} is not available")
@@ -266,3 +279,7 @@ class Input(Layer):
 
     def __init__(self, spec: LayerSpec, input_shape: tuple[int, ...] | None = None):
         super().__init__(spec, tuple(spec.shape))
+
+
+# The image layers live in their own module and register themselves here.
+from . import conv as _conv  # noqa: E402,F401  (import for its side effect: fills LAYER_CLASSES)

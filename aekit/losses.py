@@ -145,9 +145,14 @@ class Loss:
         logits_ok: bool = False,
     ) -> torch.Tensor:
         """Evaluate on a ``feed_forward``-style dict of outputs."""
+        out = outputs[f"{self.output}:out"]
+        if out.shape != target.shape and out.numel() == target.numel():
+            # A flat output reconstructing an image input (or the reverse): compare value by value.
+            target = target.reshape(out.shape)
+            if sample_weight is not None:
+                sample_weight = sample_weight.reshape(out.shape)
         if self.name == "bce" and logits_ok:
             return bce_with_logits(outputs[f"{self.output}:pre"], target, sample_weight)
-        out = outputs[f"{self.output}:out"]
         if self.name == "gll":
             if f"{self.covar}:out" not in outputs:
                 raise ConfigurationError(f"loss 'gll' names covar={self.covar!r}, which is not a layer")

@@ -311,6 +311,24 @@ class Autoencoder:
                     raise ConfigurationError(f"loss {term.name!r} reads layer {layer!r}, which does not exist")
         if len(self.graph.layers) < 2:
             raise ConfigurationError("this Autoencoder has only an input layer; add layers with add_layer()")
+        self._check_output_shapes()
+
+    def _check_output_shapes(self) -> None:
+        # A reconstruction must line up with the input: the same shape, or the
+        # same number of values when one side is flat (a dense output after an
+        # image input).  Mis-lined conv specs surface here, not as a broadcast error.
+        want = tuple(self.graph.input_shape)
+        for term in self._losses:
+            got = tuple(self.graph.layers[term.output].output_shape)
+            if got == want or (math.prod(got) == math.prod(want) and (len(got) == 1 or len(want) == 1)):
+                continue
+            hint = ""
+            if self.graph.layers[term.output].spec.form == "deconv2":
+                hint = "; give the deconv2 layer shape=" + repr(want) + " or mirror the conv with dict(form='tied')"
+            raise ConfigurationError(
+                f"output layer {term.output!r} produces shape {got}, but an autoencoder must reconstruct "
+                f"its input of shape {want} (layer {self.graph.input_name!r}){hint}"
+            )
 
     def loss_terms(
         self,
@@ -472,11 +490,13 @@ class Autoencoder:
 
     def _inverse(self, y: np.ndarray) -> np.ndarray:
         if self.preprocessing is not None:
+            if y.ndim > 2:  # images: preprocessing works on flat rows
+                return self.preprocessing.inverse_transform(y.reshape(y.shape[0], -1)).reshape(y.shape)
             return self.preprocessing.inverse_transform(y)
         return y
 
     def predict(self, x: Any) -> np.ndarray:
-        """Reconstruction of ``x``, shape like the output layer (n, features)."""
+        """Reconstruction of ``x``, shaped like the output layer: (n, features), or (n, C, H, W) for an image output."""
         self._check_outputs_exist()
         out = self.graph.output_name
         return self._inverse(self._run(self._check(x), lambda b: self.graph(b)[f"{out}:out"]))

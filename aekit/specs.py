@@ -175,11 +175,15 @@ def _raw_dict(item: Any, index: int, where: str) -> dict[str, Any]:
 
 def _find_partner(specs: list[LayerSpec]) -> str | None:
     # theanets' rule: walk back; each tied layer pushes, each untied layer pops;
-    # the partner is the untied layer that brings the count to zero.
+    # the partner is the untied layer that brings the count to zero.  Layers
+    # without weights (flatten, reshape, pool, upsample) only change shapes, so
+    # they are skipped: a conv encoder with a dense code still mirrors layer by layer.
     count = 1
     for spec in reversed(specs):
         if spec.form == "input":
             return None
+        if spec.form in _FORMLESS_SIZE:
+            continue
         count += 1 if spec.form in ("tied",) else -1
         if count == 0:
             return spec.name
