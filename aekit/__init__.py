@@ -21,6 +21,8 @@ from .saving import load
 __all__ = sorted([
     "AekitError",
     "Autoencoder",
+    "AutoencoderOutlierDetector",
+    "AutoencoderTransformer",
     "ConfigurationError",
     "DataError",
     "ModelFileError",
@@ -33,3 +35,12 @@ __all__ = sorted([
     "regularizers",
     "specs",
 ])
+
+
+def __getattr__(name: str):
+    # The scikit-learn adapters load on first use: scikit-learn is an optional dependency.
+    if name in ("AutoencoderOutlierDetector", "AutoencoderTransformer"):
+        from . import estimator
+
+        return getattr(estimator, name)
+    raise AttributeError(f"module 'aekit' has no attribute {name!r}")
