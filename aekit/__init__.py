@@ -15,6 +15,8 @@ from .errors import (
     ModelFileError,
     TrainingDiverged,
 )
+from . import visualize
+from .diagnose import Finding, diagnose
 from .network import Autoencoder
 from .saving import load
 
@@ -25,15 +27,18 @@ __all__ = sorted([
     "AutoencoderTransformer",
     "ConfigurationError",
     "DataError",
+    "Finding",
     "ModelFileError",
     "TrainingDiverged",
     "__version__",
     "activations",
+    "diagnose",
     "errors",
     "load",
     "losses",
     "regularizers",
     "specs",
+    "visualize",
 ])
 
 
