@@ -17,8 +17,11 @@ from .errors import (
 )
 from . import visualize
 from .diagnose import Finding, diagnose
+from . import datasets, preprocessing
+from .loaders import load_data
 from .network import Autoencoder
 from .saving import load
+from .streaming import StreamingSource
 
 __all__ = sorted([
     "AekitError",
@@ -29,13 +32,17 @@ __all__ = sorted([
     "DataError",
     "Finding",
     "ModelFileError",
+    "StreamingSource",
     "TrainingDiverged",
     "__version__",
     "activations",
+    "datasets",
     "diagnose",
     "errors",
     "load",
+    "load_data",
     "losses",
+    "preprocessing",
     "regularizers",
     "specs",
     "visualize",

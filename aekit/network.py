@@ -424,6 +424,16 @@ class Autoencoder:
         total, _ = self.loss_terms(xt, wt, regs, training=True)
         return total
 
+    def set_preprocessing(self, step: Any) -> None:
+        """Attach a fitted :mod:`aekit.preprocessing` step (None detaches it).
+
+        Inputs of encode/predict/train/score go through ``step`` and outputs of
+        predict/decode through its inverse; the step is saved with the model.
+        """
+        from .preprocessing import check_step
+
+        self.preprocessing = None if step is None else check_step(step, self.graph.input_shape)
+
     # ------------------------------------------------------------------ inference
     def _check(self, x: Any, name: str = "x", transform: bool = True) -> torch.Tensor:
         tensor = check_array(x, self.graph.input_shape, name=name, layer=self.graph.input_name,
