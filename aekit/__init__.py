@@ -15,7 +15,7 @@ from .errors import (
     ModelFileError,
     TrainingDiverged,
 )
-from . import visualize
+from . import report, visualize
 from .diagnose import Finding, diagnose
 from . import datasets, preprocessing
 from .loaders import load_data
@@ -44,6 +44,7 @@ __all__ = sorted([
     "losses",
     "preprocessing",
     "regularizers",
+    "report",
     "specs",
     "visualize",
 ])
