@@ -1,0 +1,302 @@
+"""File loaders (aekit.load_data) and training streamed from memory-mapped arrays."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import aekit
+from aekit.errors import ConfigurationError, DataError
+from aekit.loaders import read_idx
+from aekit.streaming import StreamingSource, is_streamable
+
+MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+
+def write_idx(path, array, compress=False):
+    codes = {np.uint8: 0x08, np.int32: 0x0C, np.float32: 0x0D}
+    code = codes[array.dtype.type]
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    raw = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+    (gzip.open if compress else open)(path, "wb").write(raw)
+
+
+# ------------------------------------------------------------------ npy / npz
+def test_npy_roundtrip_is_float32(tmp_path, rng):
+    x = rng.random((20, 5))
+    np.save(tmp_path / "x.npy", x)
+    out = aekit.load_data(tmp_path / "x.npy")
+    assert out.dtype == np.float32 and out.shape == (20, 5)
+    np.testing.assert_array_equal(out, x.astype(np.float32))
+
+
+def test_npy_mmap_is_a_read_only_memmap(tmp_path, rng):
+    x = rng.random((30, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = aekit.load_data(tmp_path / "x.npy", mmap=True)
+    assert isinstance(out, np.memmap) and not out.flags.writeable
+    np.testing.assert_array_equal(out, x)
+    with pytest.raises(DataError, match="mmap=True needs"):
+        aekit.load_data(_write_csv(tmp_path, "1,2\n3,4\n"), mmap=True)
+
+
+def test_npz_picks_an_array_by_key(tmp_path, rng):
+    a, b = rng.random((4, 3)), rng.random((5, 2))
+    np.savez(tmp_path / "d.npz", train=a, test=b)
+    np.testing.assert_allclose(aekit.load_data(tmp_path / "d.npz", key="test"), b, rtol=1e-6)
+    with pytest.raises(DataError, match="several arrays.*key="):
+        aekit.load_data(tmp_path / "d.npz")
+    with pytest.raises(DataError, match="no array named 'valid'.*'train'"):
+        aekit.load_data(tmp_path / "d.npz", key="valid")
+    np.savez_compressed(tmp_path / "one.npz", only=a)
+    np.testing.assert_allclose(aekit.load_data(tmp_path / "one.npz"), a, rtol=1e-6)
+
+
+# ------------------------------------------------------------------ csv / tsv
+def _write_csv(tmp_path, text, name="t.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_csv_with_and_without_header(tmp_path):
+    expected = np.array([[1, 2.5, -3], [4, 5, 6e-3]], np.float32)
+    with_header = aekit.load_data(_write_csv(tmp_path, "a,b,c\n1,2.5,-3\n4,5,6e-3\n"))
+    without = aekit.load_data(_write_csv(tmp_path, "1,2.5,-3\n4,5,6e-3\n\n", "n.csv"))
+    np.testing.assert_array_equal(with_header, expected)
+    np.testing.assert_array_equal(without, expected)
+    tsv = aekit.load_data(_write_csv(tmp_path, "x\ty\n1\t2\n3\t4\n", "t.tsv"))
+    np.testing.assert_array_equal(tsv, [[1, 2], [3, 4]])
+    cols = aekit.load_data(_write_csv(tmp_path, "label,p1,p2\n7,0.1,0.2\n3,0.3,0.4\n", "l.csv"), usecols=[1, 2])
+    np.testing.assert_allclose(cols, [[0.1, 0.2], [0.3, 0.4]])
+
+
+def test_csv_bad_cell_is_reported_with_line_and_column(tmp_path):
+    path = _write_csv(tmp_path, "a,b,c\n1,2,3\n4,oops,6\n")
+    with pytest.raises(DataError, match=r"line 3, column 2 is not a number: 'oops'") as info:
+        aekit.load_data(path)
+    assert str(path) in str(info.value)
+
+
+def test_csv_ragged_and_nan(tmp_path):
+    with pytest.raises(DataError, match="ragged: line 3 has 2 columns"):
+        aekit.load_data(_write_csv(tmp_path, "1,2,3\n4,5,6\n7,8\n"))
+    with pytest.raises(DataError, match=r"NaN or infinite values \(first at row 1, column 2"):
+        aekit.load_data(_write_csv(tmp_path, "1,2,3\n4,5,nan\n", "nan.csv"))
+    with pytest.raises(DataError, match="header but no data rows"):
+        aekit.load_data(_write_csv(tmp_path, "a,b,c\n", "h.csv"), header=True)
+
+
+# ------------------------------------------------------------------ idx
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_images_and_labels(tmp_path, rng, compress):
+    images = rng.integers(0, 256, size=(6, 4, 5), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=6).astype(np.uint8)
+    suffix = ".gz" if compress else ""
+    write_idx(tmp_path / f"img-idx3-ubyte{suffix}", images, compress)
+    write_idx(tmp_path / f"lab-idx1-ubyte{suffix}", labels, compress)
+    x = aekit.load_data(tmp_path / f"img-idx3-ubyte{suffix}")
+    assert x.dtype == np.float32 and x.shape == (6, 4, 5)
+    np.testing.assert_allclose(x, images / 255.0, rtol=1e-6)
+    raw = aekit.load_data(tmp_path / f"img-idx3-ubyte{suffix}", scale=False)
+    np.testing.assert_array_equal(raw, images)
+    y = aekit.load_data(tmp_path / f"lab-idx1-ubyte{suffix}")
+    assert y.dtype == np.int64
+    np.testing.assert_array_equal(y, labels)
+
+
+def test_idx_float_payload_is_not_scaled(tmp_path, rng):
+    data = rng.random((3, 2, 2)).astype(np.float32)
+    write_idx(tmp_path / "f.idx", data)
+    np.testing.assert_array_equal(aekit.load_data(tmp_path / "f.idx"), data)
+
+
+def test_idx_truncated_and_bad_magic(tmp_path, rng):
+    images = rng.integers(0, 256, size=(6, 4, 5), dtype=np.uint8)
+    write_idx(tmp_path / "img.idx", images)
+    raw = (tmp_path / "img.idx").read_bytes()
+    (tmp_path / "short.idx").write_bytes(raw[:-7])
+    with pytest.raises(DataError, match="short.idx' is truncated: the header promises shape"):
+        aekit.load_data(tmp_path / "short.idx")
+    (tmp_path / "bad.idx").write_bytes(b"\x01\x02\x03\x04" + raw[4:])
+    with pytest.raises(DataError, match="bad magic number"):
+        aekit.load_data(tmp_path / "bad.idx")
+    gz = gzip.compress(raw)
+    (tmp_path / "cut-idx3-ubyte.gz").write_bytes(gz[: len(gz) // 2])
+    with pytest.raises(DataError, match="cut-idx3-ubyte.gz.*cannot be read"):
+        aekit.load_data(tmp_path / "cut-idx3-ubyte.gz")
+
+
+def test_mnist_idx_from_shared_data():
+    path = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
+    if not path.exists():
+        pytest.skip("MNIST not found in ../shared/data")
+    x = aekit.load_data(path)
+    assert x.shape == (10000, 28, 28) and x.dtype == np.float32
+    assert x.min() == 0.0 and x.max() == 1.0
+    reference = np.frombuffer(gzip.open(path).read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    np.testing.assert_allclose(x, reference / 255.0, rtol=1e-6)
+    labels = read_idx(MNIST_DIR / "t10k-labels-idx1-ubyte.gz")
+    assert labels.shape == (10000,) and set(np.unique(labels)) == set(range(10))
+
+
+# ------------------------------------------------------------------ images
+def test_image_folder_gray_and_rgb(tmp_path, rng):
+    from PIL import Image
+
+    gray = rng.integers(0, 256, size=(3, 6, 7), dtype=np.uint8)
+    folder = tmp_path / "gray"
+    folder.mkdir()
+    for i, img in enumerate(gray):
+        Image.fromarray(img, mode="L").save(folder / f"{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    x = aekit.load_data(folder)
+    assert x.shape == (3, 6, 7) and x.dtype == np.float32
+    np.testing.assert_allclose(x, gray / 255.0, rtol=1e-6)
+
+    rgb = rng.integers(0, 256, size=(2, 6, 7, 3), dtype=np.uint8)
+    folder = tmp_path / "rgb"
+    folder.mkdir()
+    for i, img in enumerate(rgb):
+        Image.fromarray(img, mode="RGB").save(folder / f"{i}.png")
+    x = aekit.load_data(folder)
+    assert x.shape == (2, 3, 6, 7)
+    np.testing.assert_allclose(x, rgb.transpose(0, 3, 1, 2) / 255.0, rtol=1e-6)
+    # JPEG is lossy: check shape and closeness only.
+    Image.fromarray(rgb[0], mode="RGB").save(folder / "z.jpg", quality=95)
+    assert aekit.load_data(folder, color="gray").shape == (3, 6, 7)
+
+
+def test_image_folder_of_mixed_sizes_is_refused(tmp_path):
+    from PIL import Image
+
+    Image.new("L", (4, 4)).save(tmp_path / "a.png")
+    Image.new("L", (5, 4)).save(tmp_path / "b.png")
+    with pytest.raises(DataError, match="must share one size: 'a.png' is 4x4, 'b.png' is 5x4"):
+        aekit.load_data(tmp_path)
+
+
+# ------------------------------------------------------------------ bad files
+def test_bad_files_get_data_errors_naming_the_path(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        aekit.load_data(tmp_path / "missing.npy")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataError, match="empty.csv' is empty"):
+        aekit.load_data(tmp_path / "empty.csv")
+    np.save(tmp_path / "good.npy", np.zeros((100, 10)))
+    raw = (tmp_path / "good.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(raw[:-50])
+    with pytest.raises(DataError, match="cut.npy' is not a readable .npy"):
+        aekit.load_data(tmp_path / "cut.npy")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="obj.npy"):
+        aekit.load_data(tmp_path / "obj.npy")
+    np.save(tmp_path / "str.npy", np.array([["a", "b"]]))
+    with pytest.raises(DataError, match="str.npy': the array has dtype <U1"):
+        aekit.load_data(tmp_path / "str.npy")
+    np.save(tmp_path / "inf.npy", np.array([[1.0, 2.0], [np.inf, 0.0]]))
+    with pytest.raises(DataError, match=r"inf.npy' holds NaN or infinite values \(first at row 1, column 0"):
+        aekit.load_data(tmp_path / "inf.npy")
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 this is not a zip")
+    with pytest.raises(DataError, match="junk.npz' is not a readable .npz"):
+        aekit.load_data(tmp_path / "junk.npz")
+
+
+# ------------------------------------------------------------------ streaming
+class RowStore:
+    """An h5py-like array: shape, dtype and row slicing only (no __array__)."""
+
+    def __init__(self, array):
+        self._array = array
+        self.shape, self.dtype = array.shape, array.dtype
+        self.reads = 0
+
+    def __getitem__(self, index):
+        self.reads += 1
+        return self._array[index]
+
+
+def test_streaming_source_covers_every_row_once_per_epoch(rng):
+    x = np.arange(1000 * 3, dtype=np.float32).reshape(1000, 3)
+    store = RowStore(x)
+    assert is_streamable(store) and not is_streamable(x) and not is_streamable([[1.0]])
+    source = StreamingSource(store, block_bytes=100 * 3 * 4)  # 100 rows a block
+    assert len(source) == 1000 and source.block_rows == 100
+    gen = torch.Generator().manual_seed(0)
+    first = torch.cat([xb for xb, _ in source.batches(32, gen)])
+    second = torch.cat([xb for xb, _ in source.batches(32, gen)])
+    for epoch in (first, second):
+        assert sorted(epoch[:, 0].tolist()) == sorted(x[:, 0].tolist())  # a permutation of all rows
+    assert not torch.equal(first, second)  # re-mixed every epoch
+    assert not torch.equal(first, torch.from_numpy(x))
+    ordered = torch.cat([xb for xb, _ in source.batches(32, None)])
+    np.testing.assert_array_equal(ordered.numpy(), x)
+    assert max(xb.shape[0] for xb, _ in source.batches(32, gen)) == 32
+    head, tail = source.split_tail(150)
+    assert (len(head), len(tail)) == (850, 150)
+    np.testing.assert_array_equal(torch.cat([b for b, _ in tail.batches(64, None)]).numpy(), x[850:])
+
+
+def test_training_from_memmap_matches_in_memory_quality(tmp_path, digits):
+    x = digits[0][:1200]
+    np.save(tmp_path / "digits.npy", x)
+    mapped = aekit.load_data(tmp_path / "digits.npy", mmap=True)
+    options = dict(algo="adam", batch_size=32, learning_rate=3e-3, max_epochs=8, valid_split=0.1)
+    streamed = aekit.Autoencoder([64, (16, "sigmoid"), (64, "tied")], rng=3)
+    memory = aekit.Autoencoder([64, (16, "sigmoid"), (64, "tied")], rng=3)
+    before = streamed.score(x)
+    _, valid_stream = streamed.train(mapped, **options)
+    _, valid_memory = memory.train(x, **options)
+    assert streamed.score(x) > before + 0.3
+    assert streamed.score(x) == pytest.approx(memory.score(x), abs=0.05)
+    assert valid_stream["loss"] == pytest.approx(valid_memory["loss"], rel=0.25)
+    assert len(streamed.history) == len(memory.history)
+
+
+def test_streaming_uses_small_blocks_and_a_tail_for_validation(tmp_path, digits, monkeypatch):
+    import aekit.streaming as streaming
+
+    monkeypatch.setattr(streaming, "DEFAULT_BLOCK_BYTES", 64 * 4 * 100)  # 100 rows a block
+    x = digits[0][:600]
+    store = RowStore(x)
+    seen = []
+    net = aekit.Autoencoder([64, (8, "relu"), 64], rng=1)
+    original = net._check
+    net._check = lambda b, name="x", transform=True: seen.append((name, len(b))) or original(b, name, transform)
+    net.train(store, valid_split=0.25, max_epochs=2, batch_size=50)
+    assert max(n for _, n in seen) <= 100  # never more than one block in memory
+    assert {name for name, _ in seen} == {"x", "valid"}
+    assert sum(n for name, n in seen if name == "valid") == 150 * 2  # the 150-row tail, once per epoch
+
+
+def test_streaming_reports_bad_rows_and_lbfgs(tmp_path):
+    x = np.ones((300, 4), np.float32)
+    x[257, 2] = np.nan
+    np.save(tmp_path / "bad.npy", x)
+    mapped = aekit.load_data(tmp_path / "bad.npy", mmap=True)  # not scanned up front
+    net = aekit.Autoencoder([4, 2, 4])
+    with pytest.raises(DataError, match=r"x rows \d+:\d+: .*NaN"):
+        net.train(mapped, max_epochs=1, validate_every=0)
+    np.save(tmp_path / "good.npy", np.ones((30, 4), np.float32))
+    with pytest.raises(ConfigurationError, match="lbfgs"):
+        net.train(aekit.load_data(tmp_path / "good.npy", mmap=True), algo="lbfgs", max_epochs=1)
+
+
+def test_weighted_streaming(tmp_path, rng):
+    x = rng.random((200, 6)).astype(np.float32)
+    w = np.ones_like(x)
+    w[:, 3:] = 0.0
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "w.npy", w)
+    net = aekit.Autoencoder([6, (3, "linear"), 6], weighted=True, rng=2)
+    xm = aekit.load_data(tmp_path / "x.npy", mmap=True)
+    wm = np.load(tmp_path / "w.npy", mmap_mode="r")
+    train, _ = net.train([xm, wm], max_epochs=3, validate_every=0)
+    assert np.isfinite(train["loss"])
+    with pytest.raises(DataError, match="weights must be shaped like x"):
+        StreamingSource(xm, wm[:, :3])

@@ -1,0 +1,162 @@
+import numpy as np
+import pytest
+import torch
+
+import aekit
+from aekit import ConfigurationError, DataError
+
+
+@pytest.fixture
+def small():
+    return np.random.default_rng(0).random((40, 12)).astype(np.float32)
+
+
+def test_shapes_of_every_output(small):
+    net = aekit.Autoencoder([12, (6, "relu"), (3, "sigmoid"), (6, "tied"), (12, "tied")])
+    assert net.code_layer == "hid2"
+    assert net.encode(small).shape == (40, 3)
+    assert net.encode(small, layer="hid1").shape == (40, 6)
+    assert net.encode(small, layer=1).shape == (40, 6)
+    assert net.decode(net.encode(small)).shape == (40, 12)
+    outputs = net.feed_forward(small)
+    assert sorted(outputs) == sorted(["in:out"] + [f"{n}:{k}" for n in ("hid1", "hid2", "hid3", "out")
+                                                     for k in ("pre", "out")])
+    np.testing.assert_allclose(outputs["out:out"], net.predict(small), rtol=1e-6)
+    np.testing.assert_allclose(net.decode(outputs["hid2:out"]), net.predict(small), rtol=1e-5, atol=1e-6)
+
+
+def test_tied_weights_are_shared_not_copied():
+    net = aekit.Autoencoder([12, (6, "relu"), (12, "tied")])
+    w = net.find("hid1", "w")
+    assert w.shape == (12, 6)
+    assert net.num_params == 12 * 6 + 6 + 12
+    with torch.no_grad():
+        w.zero_()
+    out = net.feed_forward(np.ones((2, 12), np.float32))
+    np.testing.assert_allclose(out["out:out"], 0.0)
+    with pytest.raises(ConfigurationError, match="shares 'hid1'.w"):
+        net.find("out", "w")
+
+
+def test_layers_are_not_seeded_alike_and_biases_start_at_zero():
+    net = aekit.Autoencoder([10, (10, "tanh"), (10, "tanh"), 10])
+    w1, w2 = net.find("hid1", "w"), net.find("hid2", "w")
+    assert not torch.allclose(w1, w2)
+    for layer in ("hid1", "hid2", "out"):
+        assert torch.count_nonzero(net.find(layer, "b")) == 0
+    again = aekit.Autoencoder([10, (10, "tanh"), (10, "tanh"), 10])
+    assert torch.equal(again.find("hid1", "w"), w1)
+
+
+def test_init_keys():
+    net = aekit.Autoencoder([50, dict(size=40, std=0.0, mean=2.0, mean_b=1.0), dict(size=50, diagonal=1.0)])
+    assert torch.all(net.find("hid1", "w") == 2.0) and torch.all(net.find("hid1", "b") == 1.0)
+    assert torch.equal(net.find("out", "w"), torch.eye(40, 50))
+    sparse = aekit.Autoencoder([100, dict(size=100, sparsity=0.9)])
+    zeros = (sparse.find("out", "w") == 0).float().mean().item()
+    assert 0.85 < zeros < 0.95
+
+
+def test_score_is_sklearn_r2(small):
+    from sklearn.metrics import r2_score
+
+    net = aekit.Autoencoder([12, (6, "relu"), 12])
+    expected = r2_score(small, net.predict(small), multioutput="variance_weighted")
+    assert np.isclose(net.score(small), expected, atol=1e-6)
+
+
+def test_sampled_codes_are_binary(small):
+    net = aekit.Autoencoder([12, (6, "sigmoid"), 12])
+    codes = net.encode(small, sample=True)
+    assert set(np.unique(codes)) <= {0.0, 1.0}
+    with pytest.raises(ConfigurationError, match="sample=True needs codes in \\[0, 1\\]"):
+        aekit.Autoencoder([12, (6, "linear"), 12]).encode(small - 5, sample=True)
+
+
+def test_inputs_may_be_tensors_and_lists(small):
+    net = aekit.Autoencoder([12, 4, 12])
+    a = net.predict(small)
+    np.testing.assert_array_equal(net.predict(torch.from_numpy(small)), a)
+    np.testing.assert_allclose(net.predict(small.tolist()), a, rtol=1e-6)
+    assert isinstance(net.encode(small), np.ndarray)
+
+
+@pytest.mark.parametrize(
+    "x, error, message",
+    [
+        (np.zeros((5, 11)), DataError, "x has 11 features, but this Autoencoder expects 12 \\(layer 'in'\\)"),
+        (np.zeros(12), DataError, "x must be 2-D"),
+        (np.zeros((0, 12)), DataError, "x is empty"),
+        (np.array([["a"] * 12]), DataError, "x must hold real numbers"),
+        (np.full((3, 12), np.nan), DataError, "NaN or infinite values \\(first in row 0\\)"),
+        ([[1, 2], [3]], DataError, "rectangular"),
+        ("data.csv", DataError, "2-D numeric array"),
+        (np.zeros((2, 12), dtype=complex), DataError, "real numbers"),
+    ],
+)
+def test_malformed_arrays_get_the_documented_error(x, error, message):
+    net = aekit.Autoencoder([12, 4, 12])
+    with pytest.raises(error, match=message):
+        net.predict(x)
+    with pytest.raises(error, match=message):
+        net.train(x, max_epochs=1)
+
+
+def test_unknown_layer_names():
+    net = aekit.Autoencoder([12, 4, 12])
+    with pytest.raises(ConfigurationError, match="did you mean 'hid1'"):
+        net.encode(np.zeros((2, 12)), layer="hid")
+    with pytest.raises(ConfigurationError, match="layer index"):
+        net.find(7, "w")
+
+
+def test_add_layer_builds_a_graph_and_keeps_values(small):
+    net = aekit.Autoencoder([12, (6, "relu")], output_activation="relu")
+    w = net.find("out", "w").detach().clone()
+    net.add_layer(dict(size=12, activation="linear", form="tied"), is_output=False)
+    assert [layer.name for layer in net.layers] == ["in", "out", "hid2"]
+    assert torch.equal(net.find("out", "w"), w)
+    net2 = aekit.Autoencoder([12])
+    net2.add_layer(6, activation="sigmoid")
+    net2.add_layer((12, "tied"), is_output=True)
+    assert [layer.name for layer in net2.layers] == ["in", "hid1", "out"]
+    assert net2.predict(small).shape == (40, 12)
+
+
+def test_add_loss_and_set_loss(small):
+    net = aekit.Autoencoder([12, (6, "sigmoid"), (12, "sigmoid")], loss="mse")
+    net.add_loss("mae", weight=0.1)
+    assert [(t.name, t.weight) for t in net.losses] == [("mse", 1.0), ("mae", 0.1)]
+    x = torch.from_numpy(small)
+    y = torch.from_numpy(net.predict(small))
+    expected = torch.nn.functional.mse_loss(y, x) + 0.1 * torch.nn.functional.l1_loss(y, x)
+    assert torch.isclose(net.loss(small), expected, rtol=1e-5)
+    net.set_loss("bce")
+    expected = torch.nn.functional.binary_cross_entropy(y, x)
+    assert torch.isclose(net.loss(small), expected, rtol=1e-4)
+
+
+def test_loss_adds_regularizers_and_is_differentiable(small):
+    net = aekit.Autoencoder([12, (6, "relu"), 12])
+    plain = net.loss(small)
+    penalised = net.loss(small, weight_l2=0.1)
+    assert penalised > plain
+    penalised.backward()
+    assert net.find("hid1", "w").grad is not None
+    with pytest.raises(ConfigurationError, match="did you mean 'weight_l2'"):
+        net.loss(small, weight_l22=0.1)
+
+
+def test_gll_with_a_variance_layer(small):
+    net = aekit.Autoencoder(
+        [12, (6, "relu"), dict(size=12, name="out"), dict(size=12, name="var", inputs="hid1", activation="softplus")],
+        loss="gll", covar="var",
+    )
+    assert net.graph.output_name == "out"
+    tm, _ = net.train(small, max_epochs=3, validate_every=0)
+    assert np.isfinite(tm["loss"])
+
+
+def test_repr_names_layers():
+    text = repr(aekit.Autoencoder([784, (64, "relu"), (784, "tied")]))
+    assert "hid1:64 relu" in text and "out:784 linear tied" in text and "params=" in text

@@ -1,0 +1,146 @@
+import json
+import os
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+import aekit
+from aekit import ModelFileError
+from aekit.saving import atomic_write, read_model_file
+
+
+@pytest.fixture
+def trained(digits):
+    x = digits[0][:300]
+    net = aekit.Autoencoder([64, (16, "sigmoid"), (8, "relu"), (16, "tied"), (64, "tied")], loss="bce")
+    net.add_loss("mae", weight=0.2)
+    net.train(x, max_epochs=2, validate_every=0)
+    return net, x
+
+
+def test_round_trip_predicts_bit_for_bit(trained, tmp_path):
+    net, x = trained
+    path = tmp_path / "model.aekit"
+    net.save(path)
+    again = aekit.load(path)
+    np.testing.assert_array_equal(again.predict(x), net.predict(x))
+    np.testing.assert_array_equal(again.encode(x), net.encode(x))
+    assert again.config() == net.config()
+    assert again.history == net.history
+    assert [(t.name, t.weight) for t in again.losses] == [("bce", 1.0), ("mae", 0.2)]
+    # tied weights stay shared after loading
+    assert again.graph.layers["out"].partner is again.graph.layers["hid1"]
+    assert aekit.Autoencoder.load(path).num_params == net.num_params
+
+
+def test_file_is_plain_safetensors_with_json_config(trained, tmp_path):
+    from safetensors import safe_open
+
+    net, _ = trained
+    path = tmp_path / "model.aekit"
+    net.save(path)
+    with safe_open(str(path), "pt") as handle:
+        meta = handle.metadata()
+        assert sorted(handle.keys()) == ["hid1.b", "hid1.w", "hid2.b", "hid2.w", "hid3.b", "out.b"]
+    assert meta["format"] == "aekit" and meta["format_version"] == "1"
+    config = json.loads(meta["config"])
+    assert [layer["name"] for layer in config["layers"]] == ["in", "hid1", "hid2", "hid3", "out"]
+
+
+def test_save_is_atomic(trained, tmp_path, monkeypatch):
+    net, _ = trained
+    path = tmp_path / "model.aekit"
+    path.write_bytes(b"previous good file")
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        net.save(path)
+    assert path.read_bytes() == b"previous good file"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.aekit"]  # no temporary left behind
+
+
+def test_atomic_write_into_a_missing_folder(tmp_path):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        atomic_write(tmp_path / "nope" / "m.aekit", b"x")
+
+
+class _Evil:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_a_pickle_is_refused_and_never_run(tmp_path):
+    target = tmp_path / "created-by-pickle"
+    path = tmp_path / "evil.aekit"
+    path.write_bytes(pickle.dumps(_Evil(str(target))))
+    with pytest.raises(ModelFileError, match="looks like a pickle"):
+        aekit.load(path)
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is empty"),
+        (b"\x01\x02", "truncated"),
+        (b"PK\x03\x04" + b"\0" * 100, "zip archive"),
+        (b"\x93NUMPY" + b"\0" * 100, "pass it as data"),
+    ],
+)
+def test_foreign_files(tmp_path, content, message):
+    path = tmp_path / "m.aekit"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError, match=message):
+        aekit.load(path)
+
+
+def test_missing_truncated_and_tampered_files(trained, tmp_path):
+    net, _ = trained
+    with pytest.raises(ModelFileError, match="does not exist"):
+        aekit.load(tmp_path / "missing.aekit")
+    with pytest.raises(ModelFileError, match="is a folder"):
+        aekit.load(tmp_path)
+    path = tmp_path / "m.aekit"
+    net.save(path)
+    raw = path.read_bytes()
+    (tmp_path / "cut.aekit").write_bytes(raw[: len(raw) - 100])
+    with pytest.raises(ModelFileError, match="damaged or truncated"):
+        aekit.load(tmp_path / "cut.aekit")
+    # a config that no longer matches the tensors
+    tensors, meta = read_model_file(path)
+    meta["config"]["layers"][2]["size"] = 9
+    from aekit.saving import write_model_file
+
+    write_model_file(tmp_path / "tampered.aekit", tensors, {k: v for k, v in meta.items()
+                                                              if k in ("config", "history")})
+    with pytest.raises(ModelFileError, match="tensor .hid2.w. has shape \\(16, 8\\)"):
+        aekit.load(tmp_path / "tampered.aekit")
+
+
+def test_plain_safetensors_without_aekit_metadata(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(ModelFileError, match="not an aekit model"):
+        aekit.load(tmp_path / "plain.safetensors")
+
+
+def test_newer_format_versions_are_refused(trained, tmp_path):
+    net, _ = trained
+    path = tmp_path / "m.aekit"
+    net.save(path)
+    raw = bytearray(path.read_bytes())
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = raw[8:8 + n].replace(b'"format_version":"1"', b'"format_version":"9"')
+    path.write_bytes(bytes(raw[:8]) + bytes(header) + bytes(raw[8 + n:]))
+    with pytest.raises(ModelFileError, match="format version 9, newer than"):
+        aekit.load(path)
