@@ -1,0 +1,182 @@
+"""aekit.visualize: feature definitions against their formulas, and PNGs that read back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import aekit
+from aekit import visualize as V
+
+mpimg = pytest.importorskip("matplotlib.image")
+
+torch.set_num_threads(1)  # tiny models: threads only contend on a shared CPU
+
+
+@pytest.fixture(scope="module")
+def trained(request):
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = (data.data / 16.0).astype(np.float32)
+    net = aekit.Autoencoder([64, (16, "sigmoid"), (64, "sigmoid")], rng=3)
+    net.train(x, algo="adam", learning_rate=1e-2, batch_size=128, max_epochs=8)
+    return net, x, data.target
+
+
+def test_image_shape_rules():
+    assert V.image_shape(64) == (8, 8)
+    assert V.image_shape(784) == (28, 28)
+    assert V.image_shape(192) == (3, 8, 8)
+    assert V.image_shape(10) == (2, 5)
+    assert V.image_shape(7) == (1, 7)
+    assert V.image_shape((1, 28, 28)) == (28, 28)
+    assert V.image_shape((3, 4, 5)) == (3, 4, 5)
+
+
+def test_encoder_features_are_normalised_weight_columns(trained):
+    net, _, _ = trained
+    feats = V.feature_images(net, "hid1", "encoder")
+    w = net.find("hid1", "w").detach().numpy().astype(np.float64)
+    expected = (w / np.linalg.norm(w, axis=0)).T.reshape(16, 8, 8)
+    assert feats.shape == (16, 8, 8)
+    np.testing.assert_allclose(feats, expected, atol=1e-6)
+    # UFLDL: this input maximises the unit's pre-activation among all inputs of norm 1.
+    rng = np.random.default_rng(0)
+    others = rng.normal(size=(500, 64))
+    others /= np.linalg.norm(others, axis=1, keepdims=True)
+    best = np.einsum("uf,fu->u", feats.reshape(16, 64), w)
+    assert np.all(best[None, :] >= others @ w - 1e-9)
+
+
+def test_gradient_ascent_finds_the_analytic_optimum(trained):
+    net, _, _ = trained
+    analytic = V.feature_images(net, "hid1", method="analytic")
+    ascent = V.feature_images(net, "hid1", method="ascent", steps=150)
+    np.testing.assert_allclose(ascent, analytic, atol=1e-4)
+
+
+def test_deep_layer_features_lie_in_the_unit_ball_and_beat_random_inputs():
+    net = aekit.Autoencoder([36, (12, "tanh"), (5, "sigmoid"), (12, "tanh"), (36, "linear")], rng=1)
+    feats = V.feature_images(net, "hid2", steps=150)
+    assert feats.shape == (5, 6, 6)
+    flat = torch.tensor(feats.reshape(5, 36))
+    np.testing.assert_array_less(flat.norm(dim=1).numpy(), 1 + 1e-5)
+    with torch.no_grad():
+        pre = net.graph(flat, stop="hid2")["hid2:pre"].diagonal()
+        rand = torch.randn(2000, 36)
+        rand /= rand.norm(dim=1, keepdim=True)
+        rand_pre = net.graph(rand, stop="hid2")["hid2:pre"]
+    assert torch.all(pre >= rand_pre.max(dim=0).values - 1e-4)
+
+
+def test_decoder_features_of_a_linear_decoder_are_its_columns():
+    net = aekit.Autoencoder([64, (10, "relu"), (64, "linear")], rng=2)
+    feats = V.feature_images(net, "hid1", "decoder", scale=2.0)
+    w_out = net.find("out", "w").detach().numpy()  # (10, 64)
+    np.testing.assert_allclose(feats.reshape(10, 64), 2.0 * w_out, atol=1e-5)
+
+
+def test_decoder_features_through_a_nonlinear_output_match_decode(trained):
+    net, _, _ = trained
+    feats = V.feature_images(net, "hid1", "decoder")
+    codes = np.vstack([np.zeros((1, 16)), np.eye(16)]).astype(np.float32)
+    drawn = net.decode(codes)
+    np.testing.assert_allclose(feats.reshape(16, 64), drawn[1:] - drawn[:1], atol=1e-5)
+
+
+def test_image_input_keeps_its_shape():
+    net = aekit.Autoencoder([(1, 6, 6), (7, "sigmoid"), (36, "sigmoid")], rng=0)
+    assert V.feature_images(net, "hid1").shape == (7, 6, 6)
+    assert V.feature_images(net, "hid1", "decoder").shape == (7, 6, 6)
+
+
+def test_conv_filters_are_normalised_kernels():
+    pytest.importorskip("aekit.conv")
+    net = aekit.Autoencoder([(1, 8, 8), dict(form="conv2", channels=4, kernel=3, stride=2, activation="relu"),
+                             "flatten", (64, "sigmoid")], rng=0)
+    feats = V.feature_images(net, "hid1")
+    w = net.find("hid1", "w").detach().numpy()  # torch layout (out, in, k, k)
+    expected = w[:, 0] / np.linalg.norm(w.reshape(4, -1), axis=1)[:, None, None]
+    np.testing.assert_allclose(feats, expected, atol=1e-6)
+    ascent = V.feature_images(net, "hid1", method="ascent", steps=50)
+    assert ascent.shape == (4, 8, 8)
+
+
+def test_bad_arguments_name_what_was_wrong(trained):
+    net, _, _ = trained
+    with pytest.raises(aekit.ConfigurationError, match="kind"):
+        V.feature_images(net, "hid1", kind="middle")
+    with pytest.raises(aekit.ConfigurationError, match="in"):
+        V.feature_images(net, "in")
+    deep = aekit.Autoencoder([16, (8, "relu"), (4, "relu"), (8, "relu"), (16, "linear")])
+    with pytest.raises(aekit.ConfigurationError, match="ascent"):
+        V.feature_images(deep, "hid2", method="analytic")
+
+
+def test_tile_mosaic_layout_and_contrast():
+    imgs = np.arange(5 * 4 * 3, dtype=np.float32).reshape(5, 4, 3)
+    mosaic = V.tile_mosaic(imgs, n_cols=3, border=1)
+    assert mosaic.shape == (2 * 5 + 1, 3 * 4 + 1)
+    assert mosaic.min() >= 0 and mosaic.max() <= 1
+    assert np.all(mosaic[0] == 0) and np.all(mosaic[:, 0] == 0)  # black border
+    # per-tile contrast: every tile reaches an extreme of the grey scale
+    for k in range(5):
+        r, c = divmod(k, 3)
+        tile = mosaic[1 + r * 5: 1 + r * 5 + 4, 1 + c * 4: 1 + c * 4 + 3]
+        assert np.isclose(tile.min(), 0.0) or np.isclose(tile.max(), 1.0)
+
+
+def test_save_tiles_writes_a_png_of_the_expected_size(tmp_path, trained):
+    net, _, _ = trained
+    feats = V.feature_images(net, "hid1")
+    path = V.save_tiles(feats, tmp_path / "f.png", n_cols=4, border=1, zoom=3)
+    assert path == str(tmp_path / "f.png")
+    img = mpimg.imread(path)
+    assert img.shape[:2] == (3 * (4 * 9 + 1), 3 * (4 * 9 + 1))
+    titled = mpimg.imread(V.save_tiles(feats, tmp_path / "t.png", titles=[f"u{i}" for i in range(16)]))
+    assert titled.ndim == 3 and titled.shape[0] > 100
+    rgb = mpimg.imread(V.save_tiles(np.random.default_rng(0).random((6, 3, 5, 5)), tmp_path / "c.png", zoom=1))
+    assert rgb.shape[:2] == (2 * 6 + 1, 3 * 6 + 1)
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_plots_write_valid_pngs(tmp_path, trained):
+    net, x, y = trained
+    recon = mpimg.imread(V.plot_reconstructions(net, x, tmp_path / "r.png", n=5, zoom=2))
+    assert recon.shape[:2] == (2 * (2 * 9 + 1), 2 * (5 * 9 + 1))
+    for path in (
+        V.plot_history(net, tmp_path / "h.png"),
+        V.plot_codes(net, x[:200], tmp_path / "c.png", labels=y[:200]),
+        V.plot_codes(net, x[:50], tmp_path / "c2.png"),
+        V.plot_activations(net, x[:200], tmp_path / "a.png", max_units=4),
+        V.save_top_inputs(net, x, tmp_path / "top.png", k=4, max_units=6),
+    ):
+        img = mpimg.imread(path)
+        assert img.ndim == 3 and img.shape[0] > 20 and img.shape[1] > 20
+
+
+def test_top_inputs_are_the_most_activating_rows(trained):
+    net, x, _ = trained
+    index = V.top_inputs(net, x, layer="hid1", k=5)
+    codes = net.encode(x, layer="hid1")
+    assert index.shape == (16, 5)
+    for unit in range(16):
+        expected = np.sort(codes[:, unit])[::-1][:5]
+        np.testing.assert_allclose(codes[index[unit], unit], expected)
+
+
+def test_visualize_does_not_load_pyplot():
+    import subprocess
+    import sys
+
+    code = ("import sys, aekit, numpy as np, tempfile, os\n"
+            "net = aekit.Autoencoder([16, (4, 'sigmoid'), (16, 'sigmoid')])\n"
+            "d = tempfile.mkdtemp()\n"
+            "aekit.visualize.save_tiles(aekit.visualize.feature_images(net), os.path.join(d, 'f.png'))\n"
+            "aekit.visualize.plot_history(net, os.path.join(d, 'h.png'))\n"
+            "print('matplotlib.pyplot' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"MPLBACKEND": "", "PATH": ""})
+    assert out.stdout.strip() == "False"
