@@ -69,8 +69,8 @@ class StreamingSource:
         Same for blocks of ``w``.
     start, stop : int, optional
         The range of rows used (for a validation tail).
-    block_bytes : int
-        Target size of one block read from ``x``.
+    block_bytes : int, optional
+        Target size of one block read from ``x`` (default :data:`DEFAULT_BLOCK_BYTES`).
     name : str
         Used in error messages.
     """
@@ -83,7 +83,7 @@ class StreamingSource:
         check_weights: Callable[[Any, str], torch.Tensor] | None = None,
         start: int = 0,
         stop: int | None = None,
-        block_bytes: int = DEFAULT_BLOCK_BYTES,
+        block_bytes: int | None = None,
         name: str = "x",
     ):
         shape = tuple(getattr(x, "shape", ()))
@@ -101,7 +101,8 @@ class StreamingSource:
             raise DataError(f"rows {self.start}:{self.stop} are outside {name}'s {shape[0]} rows")
         itemsize = np.dtype(getattr(x, "dtype", np.float32)).itemsize
         row_bytes = max(1, math.prod(shape[1:]) * max(itemsize, 4))
-        self.block_rows = max(1, int(block_bytes) // row_bytes)
+        block_bytes = DEFAULT_BLOCK_BYTES if block_bytes is None else int(block_bytes)
+        self.block_rows = max(1, block_bytes // row_bytes)
 
     def __len__(self) -> int:
         return self.stop - self.start
