@@ -1,9 +1,8 @@
-"""aekit.report: one self-contained HTML page; the README's "Look inside" example runs as written."""
+"""aekit.report: one self-contained HTML page with its pictures and the diagnosis."""
 
 from __future__ import annotations
 
 import os
-import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -16,8 +15,6 @@ import aekit
 mpimg = pytest.importorskip("matplotlib.image")
 
 torch.set_num_threads(1)  # tiny models: threads only contend on a shared CPU
-
-README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 class _Refs(HTMLParser):
@@ -84,17 +81,4 @@ def test_report_of_an_untrained_model_without_history(tmp_path):
     assert "history.png" not in text
 
 
-def test_readme_look_inside_example_runs(tmp_path, monkeypatch, capsys):
-    text = README.read_text(encoding="utf-8")
-    section = text.split("## Look inside", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    # Same code on fewer rows and epochs: the test checks that it runs and writes what it says.
-    code = code.replace("max_epochs=10", "max_epochs=2")
-    code = code.replace("aekit.datasets.digits()", "[a[:300] for a in aekit.datasets.digits()]")
-    assert "a[:300]" in code and "max_epochs=2" in code
-    monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {})
-    for name in ("features.png", "decoder.png", "reconstructions.png", "curves.png", "codes.png",
-                 "activations.png", "top_inputs.png", "report/index.html"):
-        assert (tmp_path / name).exists(), name
-    assert "output" in capsys.readouterr().out.lower()
+# The README's "Look inside" example runs as written in tests/test_readme.py (every README block does).
