@@ -166,7 +166,10 @@ def make_optimizer(algo: str, params: list[torch.nn.Parameter], lr: float, momen
         return torch.optim.Adadelta(params, lr=lr)
     if algo == "rprop":
         return torch.optim.Rprop(params, lr=lr)
-    return torch.optim.LBFGS(params, lr=lr, max_iter=1, history_size=20, line_search_fn="strong_wolfe")
+    # One iteration per epoch; max_eval must be explicit: torch derives it as max_iter * 5 // 4 = 1,
+    # which leaves the strong-Wolfe line search no evaluations, and L-BFGS then stalls for good.
+    return torch.optim.LBFGS(params, lr=lr, max_iter=1, max_eval=25, history_size=20,
+                             line_search_fn="strong_wolfe")
 
 
 class TensorSource:
