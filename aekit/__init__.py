@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 from . import activations, errors, losses, regularizers, specs
 from .errors import (
     AekitError,
+    CheckpointError,
     ConfigurationError,
     DataError,
     ModelFileError,
@@ -28,6 +29,7 @@ __all__ = sorted([
     "Autoencoder",
     "AutoencoderOutlierDetector",
     "AutoencoderTransformer",
+    "CheckpointError",
     "ConfigurationError",
     "DataError",
     "Finding",

@@ -199,8 +199,11 @@ def model_from_file_contents(tensors: dict[str, torch.Tensor], meta: dict[str, A
 
 
 def load_model(path: str | os.PathLike):
-    """Load an :class:`~aekit.Autoencoder` saved with :meth:`Autoencoder.save`."""
+    """Load an :class:`~aekit.Autoencoder` saved with :meth:`Autoencoder.save` (or a training checkpoint)."""
     tensors, meta = read_model_file(path)
+    if meta.get("kind") == "checkpoint":
+        # A checkpoint holds the model beside the trainer state, under 'model.'.
+        tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     return model_from_file_contents(tensors, meta, str(path))
 
 

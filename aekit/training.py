@@ -20,6 +20,7 @@ import copy
 import dataclasses
 import logging
 import math
+import os
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -75,6 +76,13 @@ class TrainOptions:
         Re-shuffle the samples every epoch (default True).
     on_nan : str
         ``'raise'`` (TrainingDiverged) or ``'warn'`` (restore, halve the learning rate, go on).
+    checkpoint : str or path, optional
+        Write the whole training state there every ``checkpoint_every`` epochs and at
+        the end (see :mod:`aekit.checkpoint`).
+    checkpoint_every : int
+        Epochs between checkpoints (default 1).
+    resume : bool
+        Continue from ``checkpoint`` if that file exists (else start afresh).
     """
 
     algo: str = "adam"
@@ -91,6 +99,9 @@ class TrainOptions:
     layerwise: bool = False
     shuffle: bool = True
     on_nan: str = "raise"
+    checkpoint: str | os.PathLike | None = None
+    checkpoint_every: int = 1
+    resume: bool = False
 
     @classmethod
     def parse(cls, kwargs: dict[str, Any]) -> tuple[TrainOptions, dict[str, Any]]:
@@ -132,6 +143,13 @@ class TrainOptions:
             raise ConfigurationError(f"on_nan must be 'raise' or 'warn', got {self.on_nan!r}")
         if self.monitors is not None and not isinstance(self.monitors, Mapping):
             raise ConfigurationError(f"monitors must be a dict, got {type(self.monitors).__name__}")
+        if self.checkpoint is not None and not isinstance(self.checkpoint, (str, os.PathLike)):
+            raise ConfigurationError(f"checkpoint must be a file path, got {type(self.checkpoint).__name__}")
+        _integer("checkpoint_every", self.checkpoint_every, 1)
+        if not isinstance(self.resume, (bool, np.bool_)):
+            raise ConfigurationError(f"resume must be True or False, got {self.resume!r}")
+        if self.resume and self.checkpoint is None:
+            raise ConfigurationError("resume=True needs checkpoint=PATH (the file to resume from)")
 
 
 def _integer(key: str, value: Any, low: int) -> None:
@@ -143,7 +161,7 @@ def _number(key: str, value: Any, low: float, high: float, open_low: bool = Fals
     ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
     if ok:
         value = float(value)
-        ok = (value > low if open_low else value >= low) and value <= high
+        ok = math.isfinite(value) and (value > low if open_low else value >= low) and value <= high
     if not ok:
         bracket = "(" if open_low else "["
         raise ConfigurationError(f"{key} must be a number in {bracket}{low}, {high}], got {value!r}")
@@ -272,7 +290,10 @@ class _Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch = 0
         self.epoch = 0
+        self.stale = 0  # validations since the last improvement
         self.valid_monitors: dict[str, float] = {}
+        self.checkpointer = None  # an aekit.checkpoint.Checkpointer when train(checkpoint=...)
+        self.resumed = False
 
     # -------------------------------------------------------------- steps
     def _step(self, xb: torch.Tensor, wb: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -347,6 +368,11 @@ class _Trainer:
     def snapshot(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.net.graph.state_dict().items()}
 
+    def params_finite(self) -> bool:
+        """True if every parameter is finite (one host sync)."""
+        flags = [torch.isfinite(p.detach()).all() for p in self.net.params]
+        return bool(torch.stack(flags).all()) if flags else True
+
     def restore_best(self) -> None:
         if self.best_state is not None:
             self.net.graph.load_state_dict(self.best_state)
@@ -384,6 +410,12 @@ def itertrain(net, x: Any, valid: Any = None, **kwargs: Any) -> Iterator[tuple[d
     options, reg_kwargs = TrainOptions.parse(kwargs)
     regs = reg.Regularizers.from_kwargs(code_layer=net.code_layer, **reg_kwargs)
     trainer = _Trainer(net, x, valid, options, regs)
+    if options.checkpoint is not None:
+        from .checkpoint import Checkpointer
+
+        trainer.checkpointer = Checkpointer(options, reg_kwargs)
+        if options.resume and trainer.checkpointer.resume(trainer):
+            return _run(trainer)  # checkpoints are written after any layerwise pretraining
     if options.layerwise:
         return _layerwise(net, x, valid, kwargs, trainer)
     return _run(trainer)
@@ -391,19 +423,20 @@ def itertrain(net, x: Any, valid: Any = None, **kwargs: Any) -> Iterator[tuple[d
 
 def _run(trainer: _Trainer) -> Iterator[tuple[dict[str, float], dict[str, float]]]:
     net, opts = trainer.net, trainer.options
-    # An initial snapshot so that a NaN in the first epoch can be rolled back.
-    trainer.best_state = trainer.snapshot()
-    trainer.best_epoch = 0
+    if not trainer.resumed:
+        # An initial snapshot so that a NaN in the first epoch can be rolled back.
+        trainer.best_state = trainer.snapshot()
+        trainer.best_epoch = 0
     validating = opts.validate_every > 0
-    stale = 0
     try:
         while trainer.epoch < opts.max_epochs:
             trainer.epoch += 1
             train_mon = trainer.train_epoch()
-            if not math.isfinite(train_mon.get("loss", math.nan)):
+            # A finite loss can hide a last step that made the parameters non-finite.
+            if not math.isfinite(train_mon.get("loss", math.nan)) or not trainer.params_finite():
                 trainer.handle_divergence(train_mon)
-                stale += 1
-                if stale > opts.patience:
+                trainer.stale += 1
+                if trainer.stale > opts.patience:
                     break
                 continue
             if validating and trainer.epoch % opts.validate_every == 0:
@@ -415,17 +448,21 @@ def _run(trainer: _Trainer) -> Iterator[tuple[dict[str, float], dict[str, float]
                     if opts.monitors:
                         trainer.valid_monitors = trainer.evaluate(trainer.source)
                 if trainer.consider(criterion):
-                    stale = 0
+                    trainer.stale = 0
                 else:
-                    stale += 1
+                    trainer.stale += 1
             elif not validating:
                 trainer.best_state = None  # validation off: keep the final parameters
             net.history.append({"epoch": len(net.history) + 1, "train": dict(train_mon),
                                 "valid": dict(trainer.valid_monitors)})
             log.info("epoch %d: %s", trainer.epoch,
                      " ".join(f"{k}={v:.6g}" for k, v in train_mon.items()))
+            stopping = validating and trainer.stale > opts.patience
+            if trainer.checkpointer is not None and trainer.checkpointer.due(
+                    trainer.epoch, stopping or trainer.epoch >= opts.max_epochs):
+                trainer.checkpointer.save(trainer)  # before yielding: a consumer may stop here
             yield dict(train_mon), dict(trainer.valid_monitors)
-            if validating and stale > opts.patience:
+            if stopping:
                 log.info("early stopping after %d epochs (best: epoch %d)", trainer.epoch, trainer.best_epoch)
                 break
     finally:
