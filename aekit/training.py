@@ -387,8 +387,9 @@ class _Trainer:
             return True
         return False
 
-    def handle_divergence(self, monitors: dict[str, float]) -> None:
-        message = (f"training diverged at epoch {self.epoch}: the loss became {monitors.get('loss')}; "
+    def handle_divergence(self, monitors: dict[str, float], reason: str | None = None) -> None:
+        reason = reason or f"the loss became {monitors.get('loss')}"
+        message = (f"training diverged at epoch {self.epoch}: {reason}; "
                    f"parameters restored to the best finite ones (epoch {self.best_epoch}). "
                    f"Try a smaller learning_rate (now {self.options.learning_rate:g}), "
                    "max_gradient_norm, or scaled input data")
@@ -433,8 +434,10 @@ def _run(trainer: _Trainer) -> Iterator[tuple[dict[str, float], dict[str, float]
             trainer.epoch += 1
             train_mon = trainer.train_epoch()
             # A finite loss can hide a last step that made the parameters non-finite.
-            if not math.isfinite(train_mon.get("loss", math.nan)) or not trainer.params_finite():
-                trainer.handle_divergence(train_mon)
+            loss_finite = math.isfinite(train_mon.get("loss", math.nan))
+            if not loss_finite or not trainer.params_finite():
+                trainer.handle_divergence(train_mon, None if not loss_finite else
+                                          "the parameters became NaN or infinite")
                 trainer.stale += 1
                 if trainer.stale > opts.patience:
                     break
@@ -452,7 +455,9 @@ def _run(trainer: _Trainer) -> Iterator[tuple[dict[str, float], dict[str, float]
                 else:
                     trainer.stale += 1
             elif not validating:
-                trainer.best_state = None  # validation off: keep the final parameters
+                # Validation off: the latest finite parameters are the ones to keep (and to
+                # roll back to if a later epoch diverges).
+                trainer.best_state, trainer.best_epoch = trainer.snapshot(), trainer.epoch
             net.history.append({"epoch": len(net.history) + 1, "train": dict(train_mon),
                                 "valid": dict(trainer.valid_monitors)})
             log.info("epoch %d: %s", trainer.epoch,
