@@ -150,6 +150,8 @@ def feature_images(
     graph = net.graph
     reads_input = graph.sources.get(name) == graph.input_name
     if kind == "decoder":
+        if name == graph.output_name:
+            raise ConfigurationError(f"decoder features need a layer before the output, got {name!r}")
         return _decoder_features(net, name, scale)
     weight = getattr(module, "w", None)
     analytic = reads_input and isinstance(weight, torch.nn.Parameter) and module.spec.form in ("dense", "conv2")
