@@ -151,7 +151,8 @@ def write_report(
     sections.append(attempt("activations.png", f"Histograms of the activations of {net.code_layer!r}, unit by unit.",
                             lambda p: visualize.plot_activations(net, sample, p)))
     if first is not None:
-        sections.append(attempt("top_inputs.png", f"For each unit of {first!r} (rows): the inputs that activate it most.",
+        sections.append(attempt("top_inputs.png",
+                                f"For each unit of {first!r} (rows): the inputs that activate it most.",
                                 lambda p: visualize.save_top_inputs(net, sample, p, layer=first)))
 
     page = (

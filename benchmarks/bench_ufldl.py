@@ -77,7 +77,8 @@ def _gabor(params: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     amp, x0, y0, theta, sx, sy, freq, phase, offset = params
     u = (xx - x0) * math.cos(theta) + (yy - y0) * math.sin(theta)
     v = -(xx - x0) * math.sin(theta) + (yy - y0) * math.cos(theta)
-    return amp * np.exp(-(u ** 2 / (2 * sx ** 2) + v ** 2 / (2 * sy ** 2))) * np.cos(2 * math.pi * freq * u + phase) + offset
+    envelope = np.exp(-(u ** 2 / (2 * sx ** 2) + v ** 2 / (2 * sy ** 2)))
+    return amp * envelope * np.cos(2 * math.pi * freq * u + phase) + offset
 
 
 def gabor_r2(filt: np.ndarray) -> float:
