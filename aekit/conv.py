@@ -321,8 +321,8 @@ class TiedConv(Layer):
 class Pool(Layer):
     """Max or average pooling over ``kernel`` x ``kernel`` windows.
 
-    The stride defaults to the kernel (``dict(form='pool', kernel=2)`` halves H and
-    W); average pooling counts only real (unpadded) pixels.
+    The kernel defaults to 2 and the stride to the kernel, so ``dict(form='pool')``
+    halves H and W; average pooling counts only real (unpadded) pixels.
     """
 
     MODES = ("max", "avg")

@@ -262,6 +262,8 @@ def parse_layers(
             raise ConfigurationError(f"{where}: a dense layer needs a size, got {item!r}")
         if "shape" in raw and raw["shape"] is not None:
             raw["shape"] = tuple(_positive_int(v, f"{where} shape") for v in raw["shape"])
+        if form == "pool" and raw.get("kernel") is None:
+            raw["kernel"] = 2  # Keras' pool_size: dict(form='pool') halves H and W
         for key in ("channels", "kernel", "stride", "scale"):
             if key in raw and raw[key] is not None:
                 raw[key] = _positive_int(raw[key], f"{where} {key}")
