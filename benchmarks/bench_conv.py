@@ -1,0 +1,168 @@
+"""MNIST conv autoencoder with a 32-unit dense code: aekit against plain PyTorch.
+
+Both models have the same shape::
+
+    (1, 28, 28) -> conv 16 (stride 2, relu) -> conv 32 (stride 2, relu) -> flatten
+    -> dense 32 (linear code) -> dense 1568 (relu) -> reshape (32, 7, 7)
+    -> deconv 16 (stride 2, relu) -> deconv 1 (stride 2, sigmoid)
+
+and are trained 4 epochs on the first 12,000 training images with Adam
+(learning rate 1e-3, batches of 64, shuffled), then scored on the 10,000 test
+images: reconstruction MSE, and the accuracy of a nearest-class-centroid
+classifier (scikit-learn ``NearestCentroid``, fit on the train codes, scored on
+the test codes) -- codes that are the same for every input score about 10%.
+
+The baseline is plain PyTorch (``nn.Conv2d``/``nn.ConvTranspose2d`` with
+``padding=1, output_padding=1``, torch's default init, its own loop).
+
+Needs ``../shared/data/mnist`` (original idx.gz files); skips with a message
+otherwise.  Run ``python benchmarks/bench_conv.py``; ``run()`` returns the figures.
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import aekit
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+N_TRAIN, EPOCHS, BATCH, LR, CODE = 12_000, 4, 64, 1e-3, 32
+TARGET_MSE, TARGET_ACC = 0.035, 0.5
+
+LAYERS = [
+    (1, 28, 28),
+    dict(form="conv2", channels=16, stride=2),
+    dict(form="conv2", channels=32, stride=2),
+    "flatten",
+    dict(size=CODE, activation="linear", name="code"),
+    dict(size=32 * 7 * 7),
+    dict(form="reshape", shape=(32, 7, 7)),
+    dict(form="deconv2", channels=16, stride=2),
+    dict(form="deconv2", channels=1, stride=2, activation="sigmoid"),
+]
+
+
+def _images(name: str) -> np.ndarray:
+    raw = gzip.open(DATA / name).read()
+    return np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 1, 28, 28).astype(np.float32) / 255.0
+
+
+def _labels(name: str) -> np.ndarray:
+    return np.frombuffer(gzip.open(DATA / name).read(), np.uint8, offset=8).astype(np.int64)
+
+
+def load_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(x_train, y_train, x_test, y_test), or None when the files are absent."""
+    names = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    if not all((DATA / n).exists() for n in names):
+        return None
+    return (_images(names[0])[:N_TRAIN], _labels(names[1])[:N_TRAIN], _images(names[2]), _labels(names[3]))
+
+
+class TorchConvAE(nn.Module):
+    """The same model written directly in PyTorch (the baseline)."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(32 * 7 * 7, CODE),
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(CODE, 32 * 7 * 7), nn.ReLU(), nn.Unflatten(1, (32, 7, 7)),
+            nn.ConvTranspose2d(32, 16, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(16, 1, 3, stride=2, padding=1, output_padding=1), nn.Sigmoid(),
+        )
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+
+def _centroid_accuracy(train_codes, y_train, test_codes, y_test) -> float:
+    from sklearn.neighbors import NearestCentroid
+
+    return float(NearestCentroid().fit(train_codes, y_train).score(test_codes, y_test))
+
+
+def _run_aekit(x, y, xt, yt) -> dict:
+    start = time.perf_counter()
+    net = aekit.Autoencoder(LAYERS, rng=0)
+    net.train(x, algo="adam", learning_rate=LR, batch_size=BATCH, max_epochs=EPOCHS, validate_every=0)
+    seconds = time.perf_counter() - start
+    mse = float(np.mean((net.predict(xt) - xt) ** 2))
+    acc = _centroid_accuracy(net.encode(x, layer="code"), y, net.encode(xt, layer="code"), yt)
+    return {"model": "aekit", "test_mse": mse, "centroid_acc": acc, "seconds": seconds, "params": net.num_params}
+
+
+def _run_torch(x, y, xt, yt) -> dict:
+    torch.manual_seed(0)
+    model = TorchConvAE()
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    xtr = torch.from_numpy(x)
+    generator = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    model.train()
+    for _ in range(EPOCHS):
+        for idx in torch.randperm(len(xtr), generator=generator).split(BATCH):
+            batch = xtr[idx]
+            loss = torch.mean((model(batch) - batch) ** 2)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    seconds = time.perf_counter() - start
+    model.eval()
+    with torch.no_grad():
+        test = torch.from_numpy(xt)
+        mse = float(torch.mean((model(test) - test) ** 2))
+        codes, test_codes = model.encoder(xtr).numpy(), model.encoder(test).numpy()
+    acc = _centroid_accuracy(codes, y, test_codes, yt)
+    params = sum(p.numel() for p in model.parameters())
+    return {"model": "plain PyTorch", "test_mse": mse, "centroid_acc": acc, "seconds": seconds, "params": params}
+
+
+def run() -> dict:
+    """Train both models; return their figures, or ``{'skipped': reason}`` without MNIST."""
+    data = load_mnist()
+    if data is None:
+        return {"skipped": f"MNIST not found in {DATA}"}
+    x, y, xt, yt = data
+    rows = [_run_aekit(x, y, xt, yt), _run_torch(x, y, xt, yt)]
+    ours = rows[0]
+    return {
+        "rows": rows,
+        "n_train": len(x),
+        "n_test": len(xt),
+        "epochs": EPOCHS,
+        "threads": torch.get_num_threads(),
+        "passes": ours["test_mse"] < TARGET_MSE and ours["centroid_acc"] > TARGET_ACC,
+    }
+
+
+def to_markdown(result: dict) -> str:
+    if "skipped" in result:
+        return f"bench_conv skipped: {result['skipped']}"
+    lines = [
+        f"MNIST conv autoencoder, {CODE}-unit code, {result['epochs']} epochs on {result['n_train']} images "
+        f"(Adam {LR:g}, batch {BATCH}), {result['n_test']} test images, {result['threads']} torch threads",
+        "",
+        "| model | test MSE | nearest-centroid acc. on codes | train time (s) | params |",
+        "|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        lines.append(f"| {row['model']} | {row['test_mse']:.4f} | {row['centroid_acc']:.3f} | "
+                     f"{row['seconds']:.1f} | {row['params']} |")
+    lines += ["", f"acceptance (aekit MSE < {TARGET_MSE}, accuracy > {TARGET_ACC}): "
+                  f"{'pass' if result['passes'] else 'FAIL'}"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(to_markdown(run()))
