@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import activations, errors, losses, regularizers, specs
+from . import activations, conv, errors, losses, regularizers, specs
 from .errors import (
     AekitError,
     CheckpointError,
@@ -38,6 +38,7 @@ __all__ = sorted([
     "TrainingDiverged",
     "__version__",
     "activations",
+    "conv",
     "datasets",
     "diagnose",
     "errors",
