@@ -238,7 +238,7 @@ def test_default_init_scales_with_fan_in_and_activation():
 def test_misaligned_specs_raise_clear_errors(layers, match):
     with pytest.raises(aekit.ConfigurationError, match=match):
         net = aekit.Autoencoder(layers)
-        net.predict(np.zeros((1, net.graph.input_shape[0] * 0 + int(np.prod(net.graph.input_shape)))))
+        net.predict(np.zeros((1, int(np.prod(net.graph.input_shape)))))
 
 
 def test_add_layer_builds_a_conv_graph():
