@@ -39,6 +39,8 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
         raise ModelFileError(f"cannot write {str(path)!r}: folder {str(directory)!r} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -50,6 +52,12 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def write_model_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
@@ -178,7 +186,8 @@ def model_from_file_contents(tensors: dict[str, torch.Tensor], meta: dict[str, A
             f"model file {name!r} does not match its config: missing {missing or 'nothing'}, "
             f"unexpected {extra or 'nothing'}"
         )
-    for key, value in weights.items():
+    for key in expected:  # graph order: the file's own order may vary between runs
+        value = weights[key]
         if tuple(value.shape) != tuple(expected[key].shape) or value.dtype != expected[key].dtype:
             raise ModelFileError(
                 f"model file {name!r}: tensor {key!r} has shape {tuple(value.shape)} ({value.dtype}), "
