@@ -13,7 +13,6 @@ Run ``python benchmarks/bench_streaming.py [--gib 1.0]``; ``run()`` returns the 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 import threading
