@@ -96,11 +96,29 @@ def optimizer_from_file(optimizer: torch.optim.Optimizer, saved: Any, tensors: d
         state = {int(index): {k: _decode(v, tensors, name) for k, v in entry.items()}
                  for index, entry in saved["state"]}
         groups = [{k: _decode(v, tensors, name) for k, v in group.items()} for group in saved["param_groups"]]
+        _check_optimizer_state(optimizer, state, name)
         optimizer.load_state_dict({"state": state, "param_groups": groups})
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
         raise CheckpointError(f"checkpoint {name!r} has an optimizer state this optimizer cannot use: {error}") from None
+
+
+def _check_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[int, dict[str, Any]], name: str) -> None:
+    # load_state_dict takes any keys and shapes; a damaged entry would only fail
+    # later, inside optimizer.step, with a bare KeyError or RuntimeError.
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if any(not 0 <= index < len(params) for index in state):
+        raise CheckpointError(f"checkpoint {name!r} has optimizer state for parameters this model does not have")
+    if len({frozenset(entry) for entry in state.values()}) > 1:
+        raise CheckpointError(f"checkpoint {name!r} is damaged: its optimizer state entries disagree on their keys")
+    if isinstance(optimizer, torch.optim.LBFGS):
+        return  # one entry over the flattened parameters
+    for index, entry in state.items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape != params[index].shape:
+                raise CheckpointError(f"checkpoint {name!r} is damaged: optimizer state {key!r} of parameter "
+                                      f"{index} has shape {tuple(value.shape)}, expected {tuple(params[index].shape)}")
 
 
 # ---------------------------------------------------------------------- reading
@@ -321,6 +339,9 @@ class Checkpointer:
         if state.get("has_best") and set(best) != set(net.graph.state_dict()):
             raise CheckpointError(f"checkpoint {name!r} is damaged: its best-parameter snapshot is incomplete")
 
+        bad = sorted(k for k, v in (*model.items(), *best.items()) if v.is_floating_point() and not v.isfinite().all())
+        if bad:
+            raise CheckpointError(f"checkpoint {name!r} is damaged: tensors {bad[:3]} hold NaN or infinite values")
         net.graph.load_state_dict(restored.graph.state_dict())
         optimizer_from_file(trainer.optimizer, meta["optimizer"], tensors, name)
         try:

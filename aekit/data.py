@@ -65,6 +65,8 @@ def check_array(
             np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
         ) or np.issubdtype(array.dtype, np.complexfloating):
             raise DataError(f"{name} must hold real numbers, got an array of dtype {array.dtype}")
+        if not array.dtype.isnative:  # torch reads native byte order only (e.g. '>f4' from a file)
+            array = array.astype(array.dtype.newbyteorder("="))
         tensor = torch.from_numpy(np.ascontiguousarray(array))
     n_features = math.prod(input_shape)
     if tensor.dim() < 2:

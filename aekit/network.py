@@ -17,7 +17,7 @@ from torch import nn
 
 from . import regularizers as reg
 from .data import check_array, to_numpy
-from .errors import ConfigurationError, DataError, unknown_name_error
+from .errors import AekitError, ConfigurationError, DataError, unknown_name_error
 from .layers import Layer, build_layer, layer_seed
 from .losses import Loss
 from .specs import LayerSpec, parse_layers
@@ -64,12 +64,20 @@ class Graph(nn.Module):
                 if previous is not None:
                     raise ConfigurationError(f"only the first layer may be an input, got {spec.name!r}")
                 layer = build_layer(spec, tuple(spec.shape), {})
+            elif previous is None:
+                raise ConfigurationError(f"the first layer must be the input, got {spec.name!r} ({spec.form})")
             else:
                 source = (spec.inputs or previous).split(":")[0]
                 if source not in self.layers:
                     raise ConfigurationError(f"layer {spec.name!r} reads from {source!r}, which is not an earlier layer")
                 self.sources[spec.name] = source
-                layer = build_layer(spec, self.layers[source].output_shape, dict(self.layers.items()))
+                try:
+                    layer = build_layer(spec, self.layers[source].output_shape, dict(self.layers.items()))
+                except AekitError:
+                    raise
+                except (TypeError, ValueError, AttributeError, KeyError, IndexError) as error:
+                    # A spec option of a type the layer cannot use (e.g. padding='x').
+                    raise ConfigurationError(f"layer {spec.name!r} ({spec.form}) cannot be built: {error}") from None
             self.layers[spec.name] = layer
             previous = spec.name
         names = list(self.layers)

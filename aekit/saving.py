@@ -175,7 +175,7 @@ def model_from_file_contents(tensors: dict[str, torch.Tensor], meta: dict[str, A
         for extra in losses[1:]:
             extra = dict(extra)
             net.add_loss(extra.pop("name"), **extra)
-    except (AekitError, TypeError, KeyError, ValueError) as error:
+    except (AekitError, TypeError, KeyError, ValueError, AttributeError, IndexError) as error:
         raise ModelFileError(f"model file {name!r} has an invalid model config: {error}") from None
     expected = {k.split(".", 1)[1]: v for k, v in net.graph.state_dict().items()}
     weights = {k: v for k, v in tensors.items() if not k.startswith("preprocessing.")}
@@ -200,7 +200,7 @@ def model_from_file_contents(tensors: dict[str, torch.Tensor], meta: dict[str, A
         state = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("preprocessing.")}
         try:
             net.preprocessing = from_config(meta["preprocessing"], state)
-        except (AekitError, TypeError, KeyError, ValueError) as error:
+        except (AekitError, TypeError, KeyError, ValueError, AttributeError, IndexError) as error:
             raise ModelFileError(f"model file {name!r} has an invalid preprocessing step: {error}") from None
     history = meta.get("history") or []
     net.history = list(history) if isinstance(history, list) else []

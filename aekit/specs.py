@@ -15,8 +15,11 @@ Everything downstream works with :class:`LayerSpec` only.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from . import activations
 from .errors import ConfigurationError, unknown_name_error
@@ -127,6 +130,19 @@ def _positive_int(value: Any, what: str) -> int:
     return value
 
 
+def _shape(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, (tuple, list)) or not value:
+        raise ConfigurationError(f"{what} must be a non-empty tuple of positive integers, got {value!r}")
+    return tuple(_positive_int(v, what) for v in value)
+
+
+def _finite_float(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value):
+        raise ConfigurationError(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
 def _is_int(value: Any) -> bool:
     return hasattr(value, "__index__") and not isinstance(value, bool)
 
@@ -233,7 +249,7 @@ def parse_layers(
             specs.append(item)
             continue
         raw = _raw_dict(item, index, where)
-        init = tuple(sorted((k, float(raw.pop(k))) for k in list(raw) if k in INIT_KEYS))
+        init = tuple(sorted((k, _finite_float(raw.pop(k), f"{where} {k}")) for k in list(raw) if k in INIT_KEYS))
         if index == 0:
             form = raw.pop("form", "input")
             if form != "input":
@@ -242,8 +258,11 @@ def parse_layers(
             size = raw.pop("size", None)
             if shape is None and size is None:
                 raise ConfigurationError(f"{where}: the input needs a size or a shape")
-            shape = tuple(shape) if shape is not None else (_positive_int(size, f"{where} size"),)
-            specs.append(LayerSpec(name=raw.pop("name", "in"), form="input", shape=shape,
+            shape = _shape(shape, f"{where} shape") if shape is not None else (_positive_int(size, f"{where} size"),)
+            name = raw.pop("name", "in")
+            if not isinstance(name, str) or not name:
+                raise ConfigurationError(f"{where} name must be a non-empty string, got {name!r}")
+            specs.append(LayerSpec(name=name, form="input", shape=shape,
                                    size=int(_prod(shape))))
             continue
         form = raw.pop("form", "dense")
@@ -261,7 +280,10 @@ def parse_layers(
         elif form == "dense":
             raise ConfigurationError(f"{where}: a dense layer needs a size, got {item!r}")
         if "shape" in raw and raw["shape"] is not None:
-            raw["shape"] = tuple(_positive_int(v, f"{where} shape") for v in raw["shape"])
+            raw["shape"] = _shape(raw["shape"], f"{where} shape")
+        for key in ("name", "inputs", "partner"):
+            if raw.get(key) is not None and (not isinstance(raw[key], str) or not raw[key]):
+                raise ConfigurationError(f"{where} {key} must be a non-empty string, got {raw[key]!r}")
         if form == "pool" and raw.get("kernel") is None:
             raw["kernel"] = 2  # Keras' pool_size: dict(form='pool') halves H and W
         for key in ("channels", "kernel", "stride", "scale"):

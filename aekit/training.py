@@ -145,6 +145,8 @@ class TrainOptions:
             raise ConfigurationError(f"monitors must be a dict, got {type(self.monitors).__name__}")
         if self.checkpoint is not None and not isinstance(self.checkpoint, (str, os.PathLike)):
             raise ConfigurationError(f"checkpoint must be a file path, got {type(self.checkpoint).__name__}")
+        if self.checkpoint is not None and (not str(os.fspath(self.checkpoint)) or "\0" in str(os.fspath(self.checkpoint))):
+            raise ConfigurationError(f"checkpoint must be a file path, got {self.checkpoint!r}")
         _integer("checkpoint_every", self.checkpoint_every, 1)
         if not isinstance(self.resume, (bool, np.bool_)):
             raise ConfigurationError(f"resume must be True or False, got {self.resume!r}")
