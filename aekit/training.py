@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from . import regularizers as reg
+from . import steps
 from .errors import ConfigurationError, DataError, TrainingDiverged, unknown_name_error
 from .streaming import StreamingSource, is_streamable
 
@@ -83,6 +84,12 @@ class TrainOptions:
         Epochs between checkpoints (default 1).
     resume : bool
         Continue from ``checkpoint`` if that file exists (else start afresh).
+    precision : str
+        ``'fp32'`` (default), ``'bf16'`` or ``'fp16'``: run forward and loss under
+        ``torch.autocast`` (fp16 with a gradient scaler); see :mod:`aekit.steps`.
+    compile : bool or 'auto'
+        Compile the training step with ``torch.compile`` (``'auto'``: on CUDA only);
+        falls back to eager execution with a logged warning when compiling fails.
     """
 
     algo: str = "adam"
@@ -102,6 +109,8 @@ class TrainOptions:
     checkpoint: str | os.PathLike | None = None
     checkpoint_every: int = 1
     resume: bool = False
+    precision: str = "fp32"
+    compile: bool | str = False
 
     @classmethod
     def parse(cls, kwargs: dict[str, Any]) -> tuple[TrainOptions, dict[str, Any]]:
@@ -143,6 +152,13 @@ class TrainOptions:
             raise ConfigurationError(f"on_nan must be 'raise' or 'warn', got {self.on_nan!r}")
         if self.monitors is not None and not isinstance(self.monitors, Mapping):
             raise ConfigurationError(f"monitors must be a dict, got {type(self.monitors).__name__}")
+        for key, spec in (self.monitors or {}).items():
+            thresholds = spec if isinstance(spec, (list, tuple)) else [spec]
+            if not isinstance(key, str) or not (callable(spec) or all(
+                    isinstance(t, (int, float, np.integer, np.floating)) and not isinstance(t, bool)
+                    for t in thresholds)):
+                raise ConfigurationError(f"monitors[{key!r}] must be a threshold, a list of thresholds or a "
+                                         f"function(outputs, x), got {spec!r}")
         if self.checkpoint is not None and not isinstance(self.checkpoint, (str, os.PathLike)):
             raise ConfigurationError(f"checkpoint must be a file path, got {type(self.checkpoint).__name__}")
         if self.checkpoint is not None and (not str(os.fspath(self.checkpoint)) or "\0" in str(os.fspath(self.checkpoint))):
@@ -152,6 +168,8 @@ class TrainOptions:
             raise ConfigurationError(f"resume must be True or False, got {self.resume!r}")
         if self.resume and self.checkpoint is None:
             raise ConfigurationError("resume=True needs checkpoint=PATH (the file to resume from)")
+        self.precision = steps.check_precision(self.precision)
+        self.compile = steps.check_compile(self.compile)
 
 
 def _integer(key: str, value: Any, low: int) -> None:
@@ -288,6 +306,9 @@ class _Trainer:
         self.source = source
         self.generator = torch.Generator().manual_seed(net.seed + 1 + len(net.history))
         self.optimizer = make_optimizer(options.algo, net.params, options.learning_rate, options.momentum)
+        self.stepper = steps.StepRunner(net, regs, self.optimizer, max_gradient_norm=options.max_gradient_norm,
+                                        precision=options.precision, compile=options.compile,
+                                        batch_size=options.batch_size)
         self.best_loss = math.inf
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch = 0
@@ -298,15 +319,9 @@ class _Trainer:
         self.resumed = False
 
     # -------------------------------------------------------------- steps
-    def _step(self, xb: torch.Tensor, wb: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        net, opts = self.net, self.options
-        self.optimizer.zero_grad(set_to_none=True)
-        total, terms = net.loss_terms(xb, wb, self.regs, training=True)
-        total.backward()
-        if opts.max_gradient_norm is not None:
-            torch.nn.utils.clip_grad_norm_(net.params, opts.max_gradient_norm, foreach=True)
-        self.optimizer.step()
-        return terms
+    def _step(self, xb: torch.Tensor, wb: torch.Tensor | None) -> torch.Tensor:
+        """One optimizer step; the detached loss terms in ``self.stepper.keys`` order."""
+        return self.stepper(xb, wb)
 
     def _lbfgs_epoch(self) -> dict[str, float]:
         net, src = self.net, self.source
@@ -328,20 +343,17 @@ class _Trainer:
         self.net.graph.train()
         if self.options.algo == "lbfgs":
             return self._lbfgs_epoch()
-        keys: list[str] | None = None
         total: torch.Tensor | None = None
         count = 0
         generator = self.generator if self.options.shuffle else None
         for xb, wb in self.source.batches(self.options.batch_size, generator):
-            terms = self._step(xb, wb)
-            if keys is None:
-                keys = list(terms)
             n = xb.shape[0]
-            values = torch.stack([terms[k].detach().float().reshape(()) for k in keys]) * n
-            total = values if total is None else total + values
+            values = self._step(xb, wb)
+            # Accumulated on the device: no host sync per batch.
+            total = values * n if total is None else total.add_(values, alpha=n)
             count += n
         means = (total / count).tolist()  # the one host sync of the epoch
-        return dict(zip(keys, means))
+        return dict(zip(self.stepper.keys, means))
 
     @torch.no_grad()
     def evaluate(self, source: TensorSource) -> dict[str, float]:
