@@ -27,7 +27,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -569,20 +569,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------- entry point
-def _setup_logging(verbose: int) -> None:
+def _setup_logging(verbose: int) -> Callable[[], None]:
+    """Send aekit's logs and warnings to stderr, one line each; return a function that undoes it."""
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("aekit: %(levelname)s: %(message)s"))
     root = logging.getLogger("aekit")
+    saved = (root.handlers[:], root.level, root.propagate, warnings.showwarning)
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
 
     def show(message, category, filename, lineno, file=None, line=None):
         # One line per warning, not Python's two-line source dump.
-        print(f"aekit: warning: {message}", file=sys.stderr)
+        print(f"aekit: warning: {_one_line(message)}", file=sys.stderr)
 
     warnings.showwarning = show
+
+    def restore() -> None:
+        root.handlers[:], level_, root.propagate, warnings.showwarning = saved[0], saved[1], saved[2], saved[3]
+        root.setLevel(level_)
+
+    return restore
 
 
 def _one_line(text: Any) -> str:
@@ -593,10 +601,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 error, 2 usage, 130 interrupted)."""
     parser = build_parser()
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    undo: list[Callable[[], None]] = []  # main() leaves the process as it found it (tests call it)
     try:
         args = parser.parse_args(argv)
         debug = args.debug
-        _setup_logging(args.verbose)
+        undo.append(_setup_logging(args.verbose))
         threads = args.threads
         if threads is None and args.command == "demo":
             threads = 1  # the demo's tiny model gains nothing from more; on a busy machine they spin
@@ -605,7 +614,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError(f"--threads must be >= 1, got {threads}")
             import torch
 
+            before = torch.get_num_threads()
             torch.set_num_threads(threads)
+            undo.append(lambda: torch.set_num_threads(before))
         return int(args.func(args) or 0)
     except UsageError as error:
         print(f"aekit: error: {_one_line(error)}", file=sys.stderr)
@@ -628,6 +639,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"aekit: error: unexpected {type(error).__name__}: {_one_line(error)} "
               "(run with --debug for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        for step in reversed(undo):
+            step()
 
 
 if __name__ == "__main__":  # pragma: no cover
