@@ -1,0 +1,129 @@
+"""The fast training paths compute what a plain PyTorch loop computes.
+
+* one aekit epoch equals a hand-written epoch over the same permutation;
+* mixed precision (bf16 / fp16 autocast) runs and lands near the fp32 result;
+* a failing ``torch.compile`` falls back to eager training with a warning;
+* ``compile=True`` gives the eager losses (set ``AEKIT_TEST_COMPILE=1``: compiling
+  takes tens of seconds on a small CPU, too long for every test run).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import aekit
+from aekit.errors import ConfigurationError
+from aekit.steps import StepRunner
+
+
+def _data(n: int = 50, d: int = 20, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, d), dtype=np.float32)
+
+
+def _net(d: int = 20) -> aekit.Autoencoder:
+    return aekit.Autoencoder([d, (8, "sigmoid"), (d, "sigmoid")], rng=3)
+
+
+def test_one_epoch_equals_plain_pytorch_with_the_same_permutation():
+    x = _data()
+    net = _net()
+    w1, b1 = net.find("hid1", "w").detach().clone(), net.find("hid1", "b").detach().clone()
+    w2, b2 = net.find("out", "w").detach().clone(), net.find("out", "b").detach().clone()
+    # The permutation aekit draws for its first epoch (see _Trainer.generator).
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(net.seed + 1))
+    train, _ = net.train(x, batch_size=16, max_epochs=1, validate_every=0, learning_rate=1e-2)
+
+    params = [p.requires_grad_() for p in (w1, b1, w2, b2)]
+    optimizer = torch.optim.Adam(params, lr=1e-2, foreach=False)
+    xs = torch.from_numpy(x)[perm]
+    total, count = 0.0, 0
+    for start in range(0, len(xs), 16):
+        xb = xs[start:start + 16]
+        optimizer.zero_grad()
+        out = torch.sigmoid(torch.sigmoid(xb @ w1 + b1) @ w2 + b2)
+        loss = ((out - xb) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(xb)
+        count += len(xb)
+    assert train["loss"] == pytest.approx(total / count, rel=1e-5)
+    for name, ref in (("hid1.w", w1), ("hid1.b", b1), ("out.w", w2), ("out.b", b2)):
+        layer, param = name.split(".")
+        torch.testing.assert_close(net.find(layer, param).detach(), ref.detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_epoch_monitor_is_size_weighted_mean_over_batches():
+    # 50 samples in batches of 16: the last batch has 2; the epoch loss weighs it by 2.
+    x = _data()
+    net = _net()
+    train, _ = net.train(x, batch_size=16, max_epochs=1, validate_every=0, learning_rate=1e-12)
+    # With a negligible learning rate the epoch mean equals the loss of the start model.
+    assert train["loss"] == pytest.approx(float(((net.predict(x) - x) ** 2).mean()), rel=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_autocast_trains_close_to_fp32(precision):
+    x = _data(200, 20)
+    ref = _net().train(x, batch_size=32, max_epochs=3, validate_every=0, learning_rate=1e-2)[0]["loss"]
+    net = _net()
+    got = net.train(x, batch_size=32, max_epochs=3, validate_every=0, learning_rate=1e-2,
+                    precision=precision)[0]["loss"]
+    assert np.isfinite(got)
+    assert got == pytest.approx(ref, rel=0.05)
+    assert net.find("hid1", "w").dtype == torch.float32  # parameters stay float32
+
+
+def test_fp16_with_gradient_clipping_uses_the_scaler():
+    x = _data(64, 20)
+    net = _net()
+    train, _ = net.train(x, batch_size=32, max_epochs=2, validate_every=0, precision="fp16", max_gradient_norm=0.5)
+    assert np.isfinite(train["loss"])
+
+
+@pytest.mark.parametrize("key,value", [("precision", "fp8"), ("compile", "yes"), ("compile", 1.5)])
+def test_bad_speed_options_are_refused(key, value):
+    with pytest.raises(ConfigurationError, match=key):
+        _net().train(_data(), max_epochs=1, **{key: value})
+
+
+def test_precision_aliases_are_accepted():
+    train, _ = _net().train(_data(), max_epochs=1, validate_every=0, precision="bfloat16")
+    assert np.isfinite(train["loss"])
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):
+    x = _data(64, 20)
+    ref = _net().train(x, batch_size=16, max_epochs=2, validate_every=0)[0]
+
+    def broken(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("no compiler here")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with caplog.at_level(logging.WARNING, logger="aekit.steps"):
+        got = _net().train(x, batch_size=16, max_epochs=2, validate_every=0, compile=True)[0]
+    assert any("training eagerly" in r.message for r in caplog.records)
+    assert got["loss"] == pytest.approx(ref["loss"], rel=1e-6)
+
+
+def test_compile_auto_stays_eager_on_cpu():
+    net = _net()
+    regs = aekit.regularizers.Regularizers()
+    runner = StepRunner(net, regs, torch.optim.Adam(net.params), compile="auto")
+    assert runner._compile_pending is (net.device.type == "cuda")
+
+
+@pytest.mark.skipif(os.environ.get("AEKIT_TEST_COMPILE") != "1", reason="set AEKIT_TEST_COMPILE=1 (slow compile)")
+def test_compiled_step_matches_eager_losses():
+    x = _data(96, 20)
+    eager = [m["loss"] for m, _ in _net().itertrain(x, batch_size=32, max_epochs=3, validate_every=0)]
+    compiled = [m["loss"] for m, _ in _net().itertrain(x, batch_size=32, max_epochs=3, validate_every=0,
+                                                        compile=True)]
+    np.testing.assert_allclose(compiled, eager, rtol=1e-4)
