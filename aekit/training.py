@@ -90,6 +90,10 @@ class TrainOptions:
     compile : bool or 'auto'
         Compile the training step with ``torch.compile`` (``'auto'``: on CUDA only);
         falls back to eager execution with a logged warning when compiling fails.
+    distributed : bool or 'auto'
+        Data-parallel training over a ``torch.distributed`` process group (see
+        :mod:`aekit.distributed`); ``'auto'`` (default) when launched by torchrun
+        with several processes.  ``batch_size`` is then per process.
     """
 
     algo: str = "adam"
@@ -111,6 +115,7 @@ class TrainOptions:
     resume: bool = False
     precision: str = "fp32"
     compile: bool | str = False
+    distributed: bool | str = "auto"
 
     @classmethod
     def parse(cls, kwargs: dict[str, Any]) -> tuple[TrainOptions, dict[str, Any]]:
@@ -170,6 +175,9 @@ class TrainOptions:
             raise ConfigurationError("resume=True needs checkpoint=PATH (the file to resume from)")
         self.precision = steps.check_precision(self.precision)
         self.compile = steps.check_compile(self.compile)
+        from .distributed import parse_mode
+
+        self.distributed = parse_mode(self.distributed)
 
 
 def _integer(key: str, value: Any, low: int) -> None:
@@ -424,7 +432,7 @@ def itertrain(net, x: Any, valid: Any = None, **kwargs: Any) -> Iterator[tuple[d
     """Validate the options now, then return the epoch generator (see :class:`TrainOptions`)."""
     options, reg_kwargs = TrainOptions.parse(kwargs)
     regs = reg.Regularizers.from_kwargs(code_layer=net.code_layer, **reg_kwargs)
-    trainer = _Trainer(net, x, valid, options, regs)
+    trainer = _trainer_class(net, options)(net, x, valid, options, regs)
     if options.checkpoint is not None:
         from .checkpoint import Checkpointer
 
@@ -434,6 +442,15 @@ def itertrain(net, x: Any, valid: Any = None, **kwargs: Any) -> Iterator[tuple[d
     if options.layerwise:
         return _layerwise(net, x, valid, kwargs, trainer)
     return _run(trainer)
+
+
+def _trainer_class(net, options: TrainOptions) -> type[_Trainer]:
+    """``_Trainer``, or the data-parallel one when this process is part of a distributed run."""
+    if options.distributed is False:
+        return _Trainer
+    from . import distributed
+
+    return distributed.DistributedTrainer if distributed.resolve(options.distributed, net.device) else _Trainer
 
 
 def _run(trainer: _Trainer) -> Iterator[tuple[dict[str, float], dict[str, float]]]:
@@ -505,7 +522,7 @@ def _layerwise(net, x, valid, kwargs, full: _Trainer):
         view.graph = sub
         view.history = []
         log.info("layerwise: pretraining %s", " -> ".join(sub.layers))
-        yield from _run(_Trainer(view, x, valid, *TrainOptions.parse(inner)[:1],
+        yield from _run(type(full)(view, x, valid, *TrainOptions.parse(inner)[:1],
                                  reg.Regularizers.from_kwargs(code_layer=names[depth], **{
                                      k: v for k, v in inner.items() if k in reg.REGULARIZER_KEYS})))
     yield from _run(full)
