@@ -233,25 +233,36 @@ def _epoch_line(epoch: int, total: int, train: dict[str, float], valid: dict[str
     return line
 
 
-def progress(epochs: Iterator, total: int, quiet: bool = False) -> Iterator:
-    """Show training progress on stderr: a tqdm bar on a terminal, else one line per epoch."""
+def progress(epochs: Iterator, total: int, quiet: bool = False,
+             epoch_of: Callable[[], int] | None = None) -> Iterator:
+    """Show training progress on stderr: a tqdm bar on a terminal, else one line per epoch.
+
+    ``epoch_of()`` gives the current epoch number (a resumed run does not start at 1).
+    """
     if quiet:
         yield from epochs
         return
+    count = 0
+
+    def current() -> int:
+        return epoch_of() if epoch_of is not None else count
+
     if sys.stderr.isatty():
         from tqdm.auto import tqdm
 
         with tqdm(total=total, unit="epoch", file=sys.stderr, dynamic_ncols=True) as bar:
             for train, valid in epochs:
+                count += 1
                 post = {"loss": f"{train.get('loss', math.nan):.4g}"}
                 if "loss" in valid:
                     post["valid"] = f"{valid['loss']:.4g}"
                 bar.set_postfix(post)
-                bar.update(1)
+                bar.update(max(current() - bar.n, 0))
                 yield train, valid
         return
-    for epoch, (train, valid) in enumerate(epochs, start=1):
-        print(_epoch_line(epoch, total, train, valid), file=sys.stderr, flush=True)
+    for train, valid in epochs:
+        count += 1
+        print(_epoch_line(current(), total, train, valid), file=sys.stderr, flush=True)
         yield train, valid
 
 
@@ -308,7 +319,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_mon: dict[str, float] = {}
     valid_mon: dict[str, float] = {}
     epochs = net.itertrain(x, valid, **settings)  # joins the process group under torchrun
-    for train_mon, valid_mon in progress(epochs, total, args.quiet or not main_process):
+    for train_mon, valid_mon in progress(epochs, total, args.quiet or not main_process,
+                                         lambda: len(net.history)):
         pass
     seconds = time.perf_counter() - start
     if not main_process:
@@ -502,6 +514,11 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None,
                    help="keep the batch order fixed")
     g.add_argument("--on-nan", choices=("raise", "warn"), help="on a NaN loss: stop (default) or go on")
+    g = p.add_argument_group("checkpoints")
+    g.add_argument("--checkpoint", help="write the whole training state to this file as training goes")
+    g.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (default 1)")
+    g.add_argument("--resume", action="store_true", default=None,
+                   help="continue from --checkpoint if it exists (else start afresh)")
     g = p.add_argument_group("regularizers and noise")
     for key, text in (
         ("hidden_l1", "L1 penalty on hidden activations"),
