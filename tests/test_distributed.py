@@ -1,0 +1,246 @@
+"""Data-parallel training: shards, DDP == one process on the global batch, torchrun end to end, resume.
+
+Two gloo processes on this machine stand in for a cluster.  The references are
+single-process runs with the same *global* batch size (``batch_size * 2``):
+aekit's data-parallel runs draw the same permutation and take the same steps,
+so parameters must agree up to float rounding.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import aekit
+from aekit import ConfigurationError, distributed
+from aekit.distributed import ShardedSource
+from aekit.streaming import StreamingSource
+from aekit.training import TensorSource
+
+WORLD = 2
+LAYERS = [24, (6, "sigmoid"), (24, "tied")]
+
+
+def data(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 4))
+    return (z @ rng.normal(size=(4, 24)) + 0.1 * rng.normal(size=(n, 24))).astype(np.float32)
+
+
+def make(**kwargs) -> aekit.Autoencoder:
+    return aekit.Autoencoder(LAYERS, rng=7, **kwargs)
+
+
+class RecordingArray:
+    """A read-only array-like (streamed like a memmap) that records the rows read from it."""
+
+    def __init__(self, array: np.ndarray):
+        self.array, self.shape, self.dtype, self.rows = array, array.shape, array.dtype, []
+
+    def __getitem__(self, index):
+        self.rows.extend(np.arange(len(self.array))[index].tolist())
+        return self.array[index]
+
+
+# The scenarios, run by both ranks in the workers and by one process as the reference.
+SCENARIOS = {
+    # one step on a 32-example global batch: sgd, tied weights, weight and activity penalties
+    "one-step": dict(n=32, algo="sgd", learning_rate=0.05, max_epochs=1, validate_every=0,
+                     weight_l2=1e-3, hidden_l1=1e-2),
+    # a short last global batch (50 = 3 * 16 + 2), adam, validation data and early stopping
+    "epochs-valid": dict(n=50, algo="adam", learning_rate=1e-2, max_epochs=4, patience=1, valid=True),
+    # memory-mapped style streaming source
+    "stream": dict(n=40, algo="adam", learning_rate=1e-2, max_epochs=2, validate_every=0, stream=True),
+    # full-batch L-BFGS: the line search must see the global loss on every rank
+    "lbfgs": dict(n=40, algo="lbfgs", max_epochs=3, validate_every=0),
+}
+PER_RANK_BATCH = 8
+
+
+def run_scenario(name: str, batch_size: int, distributed_mode, record: list | None = None) -> aekit.Autoencoder:
+    options = dict(SCENARIOS[name])
+    n = options.pop("n")
+    x = data(n)
+    valid = data(21, seed=1) if options.pop("valid", False) else None
+    if options.pop("stream", False):
+        x = RecordingArray(x)
+        if record is not None:
+            record.append(x)
+    net = make()
+    net.train(x, valid, batch_size=batch_size, distributed=distributed_mode, **options)
+    return net
+
+
+def _worker(rank: int, folder: str) -> None:
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank,
+                                         world_size=WORLD)
+    try:
+        for name in SCENARIOS:
+            record: list = []
+            net = run_scenario(name, PER_RANK_BATCH, True, record)
+            params = {k: v.detach().numpy() for k, v in net.graph.state_dict().items()}
+            np.savez(f"{folder}/{name}-{rank}.npz", **params)
+            losses = np.array([[h["train"]["loss"], h["valid"].get("loss", np.nan)] for h in net.history])
+            np.save(f"{folder}/{name}-{rank}-history.npy", losses)
+            if record:
+                np.save(f"{folder}/{name}-{rank}-rows.npy", np.array(record[0].rows))
+        # Resume, with two processes, from a checkpoint written by one.
+        net = make()
+        net.train(data(48), batch_size=PER_RANK_BATCH, max_epochs=4, validate_every=0,
+                  checkpoint=f"{folder}/run.ckpt", resume=True)
+        np.savez(f"{folder}/resume-{rank}.npz", **{k: v.detach().numpy() for k, v in net.graph.state_dict().items()})
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ddp")
+    # The checkpoint to resume from: 2 of 4 epochs in one process, global batch 16.
+    first = make()
+    for i, _ in enumerate(first.itertrain(data(48), batch_size=PER_RANK_BATCH * WORLD, max_epochs=4,
+                                          validate_every=0, checkpoint=folder / "run.ckpt"), 1):
+        if i == 2:
+            break
+    mp.spawn(_worker, args=(str(folder),), nprocs=WORLD, join=True)
+    return folder
+
+
+def load_params(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_ddp_equals_one_process_on_the_global_batch(ddp_runs, name):
+    reference = run_scenario(name, PER_RANK_BATCH * WORLD, False)
+    want = {k: v.detach().numpy() for k, v in reference.graph.state_dict().items()}
+    ranks = [load_params(ddp_runs / f"{name}-{r}.npz") for r in range(WORLD)]
+    for key, value in want.items():
+        np.testing.assert_array_equal(ranks[0][key], ranks[1][key])  # replicas stay identical
+        np.testing.assert_allclose(ranks[0][key], value, rtol=1e-5, atol=1e-6, err_msg=f"{name}: {key}")
+    # Monitors are all-reduced: every rank reports the single-process epoch means.
+    history = np.array([[h["train"]["loss"], h["valid"].get("loss", np.nan)] for h in reference.history])
+    for r in range(WORLD):
+        np.testing.assert_allclose(np.load(ddp_runs / f"{name}-{r}-history.npy"), history, rtol=1e-5)
+    assert len(history) == SCENARIOS[name]["max_epochs"] or SCENARIOS[name].get("valid")
+
+
+def test_each_rank_reads_only_its_own_rows(ddp_runs):
+    rows = [np.load(ddp_runs / f"stream-{r}-rows.npy") for r in range(WORLD)]
+    n, epochs = SCENARIOS["stream"]["n"], SCENARIOS["stream"]["max_epochs"]
+    for r in range(WORLD):
+        # the wrapper also sees the size checks; each rank reads about half of each epoch
+        assert len(rows[r]) <= epochs * (n // WORLD + 1)
+    per_epoch = [np.array_split(rows[r], epochs) for r in range(WORLD)]
+    for e in range(epochs):
+        a, b = set(per_epoch[0][e].tolist()), set(per_epoch[1][e].tolist())
+        assert not a & b
+        assert a | b == set(range(n))
+
+
+def test_resume_with_another_number_of_processes(ddp_runs):
+    reference = make()
+    reference.train(data(48), batch_size=PER_RANK_BATCH * WORLD, max_epochs=4, validate_every=0)
+    for r in range(WORLD):
+        got = load_params(ddp_runs / f"resume-{r}.npz")
+        for key, value in reference.graph.state_dict().items():
+            np.testing.assert_allclose(got[key], value.numpy(), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------- shards, without processes
+def test_tensor_shards_partition_each_global_batch():
+    n, b = 53, 4
+    x = torch.arange(n, dtype=torch.float32)[:, None].repeat(1, 3)
+    single = [xb[:, 0] for xb, _ in TensorSource(x).batches(b * 3, torch.Generator().manual_seed(5))]
+    shards = [list(ShardedSource(TensorSource(x), r, 3).scaled_batches(b, torch.Generator().manual_seed(5)))
+              for r in range(3)]
+    assert len({len(s) for s in shards}) == 1  # same number of steps on every rank
+    for step, want in enumerate(single):
+        parts = [shards[r][step] for r in range(3)]
+        got = torch.cat([p[0][:, 0] for p in parts])
+        assert torch.equal(got, want)
+        # scales: share of the global batch times the world size; they average to 1
+        assert sum(p[2] for p in parts) == pytest.approx(3.0)
+        assert [p[2] for p in parts] == pytest.approx([p[0].shape[0] * 3 / want.numel() for p in parts])
+    assert len(ShardedSource(TensorSource(x), 0, 3)) == n  # checkpoints see the whole data
+
+
+def test_global_batches_smaller_than_the_world_are_skipped():
+    x = torch.zeros(13, 2)  # 13 = 12 + 1: the last global batch has one row for three ranks
+    steps = [len(list(ShardedSource(TensorSource(x), r, 3).batches(4, None))) for r in range(3)]
+    assert steps == [1, 1, 1]
+
+
+def test_streamed_shards_read_disjoint_rows_and_match_one_process():
+    x = data(300)
+    single = StreamingSource(x, block_bytes=24 * 4 * 70)  # 70-row blocks
+    want = [xb for xb, _ in single.batches(16, torch.Generator().manual_seed(3))]
+    recorders = [RecordingArray(x) for _ in range(WORLD)]
+    shards = [list(ShardedSource(StreamingSource(rec, block_bytes=24 * 4 * 70), r, WORLD)
+                   .scaled_batches(8, torch.Generator().manual_seed(3))) for r, rec in enumerate(recorders)]
+    assert len(shards[0]) == len(shards[1]) == len(want)
+    for step, ref in enumerate(want):
+        torch.testing.assert_close(torch.cat([shards[0][step][0], shards[1][step][0]]), ref)
+    seen = [set(rec.rows) for rec in recorders]
+    assert not seen[0] & seen[1]
+    assert seen[0] | seen[1] == set(range(300))
+
+
+def test_validation_shards_are_contiguous_and_cover_everything():
+    x = torch.arange(10, dtype=torch.float32)[:, None]
+    parts = [ShardedSource(TensorSource(x), r, 3).local.x[:, 0].tolist() for r in range(3)]
+    assert sum(parts, []) == list(range(10))
+    tiny = ShardedSource(TensorSource(x[:2]), 1, 3)  # fewer rows than ranks: everyone evaluates all
+    assert not tiny.sharded_eval and len(tiny.local) == 2
+
+
+# ---------------------------------------------------------------------- options and launch detection
+def test_distributed_option_values(monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    x = data(20)
+    net = make()
+    net.train(x, max_epochs=1, distributed="auto")  # no launch: plain training
+    net.train(x, max_epochs=1, distributed="false")
+    with pytest.raises(ConfigurationError, match="torchrun"):
+        net.train(x, max_epochs=1, distributed=True)
+    with pytest.raises(ConfigurationError, match="distributed must be"):
+        net.train(x, max_epochs=1, distributed="sometimes")
+    assert distributed.is_main_process() and distributed.world_size() == 1 and not distributed.is_active()
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert distributed.launch_env() == (1, 2, 1) and not distributed.is_main_process()
+    with pytest.raises(ConfigurationError, match="MASTER_ADDR"):
+        net.train(x, max_epochs=1)
+
+
+# ---------------------------------------------------------------------- torchrun, end to end
+def test_torchrun_cli_matches_one_process_with_the_same_global_batch(tmp_path):
+    x = data(400)
+    np.save(tmp_path / "x.npy", x)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    common = ["train", "x.npy", "--layers", "24,6:sigmoid,24:tied", "--epochs", "4", "--valid-split", "0.1",
+              "--learning-rate", "0.01", "--seed", "3", "--threads", "1"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}"]
+    two = subprocess.run([*launcher, "-m", "aekit", *common, "--batch-size", "16", "-o", "two.aekit"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert "on 2 processes (batch 16 per process, 32 per step)" in two.stdout
+    assert two.stdout.count("saved two.aekit") == 1  # rank 0 alone reports and writes
+    one = subprocess.run([sys.executable, "-m", "aekit", *common, "--batch-size", "32", "-o", "one.aekit"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert one.returncode == 0, one.stderr[-2000:]
+    a, b = aekit.load(tmp_path / "two.aekit"), aekit.load(tmp_path / "one.aekit")
+    assert len(a.history) == len(b.history) == 4
+    assert a.score(x) == pytest.approx(b.score(x), abs=1e-4)
+    untrained = aekit.Autoencoder([24, (6, "sigmoid"), (24, "tied")], rng=3)
+    assert a.score(x) > untrained.score(x) + 0.2  # it did learn
