@@ -19,6 +19,7 @@ from .errors import (
 from . import report, visualize
 from .diagnose import Finding, diagnose
 from . import datasets, preprocessing
+from . import distributed
 from .loaders import load_data
 from .network import Autoencoder
 from .saving import load
@@ -41,6 +42,7 @@ __all__ = sorted([
     "conv",
     "datasets",
     "diagnose",
+    "distributed",
     "errors",
     "load",
     "load_data",
