@@ -126,13 +126,13 @@ def test_pipeline_classifies_digits_well_above_chance(digits):
     mnist_dir = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
     if (mnist_dir / "train-images-idx3-ubyte.gz").exists():
         # A subset keeps it fast.
-        x_all = aekit.load_data(mnist_dir / "train-images-idx3-ubyte.gz").reshape(-1, 784)[:3000]
-        y_all = aekit.load_data(mnist_dir / "train-labels-idx1-ubyte.gz")[:3000]
+        x_all = aekit.load_data(mnist_dir / "train-images-idx3-ubyte.gz").reshape(-1, 784)[:2400]
+        y_all = aekit.load_data(mnist_dir / "train-labels-idx1-ubyte.gz")[:2400]
     else:
         x_all, y_all = digits
     n_train = len(x_all) * 2 // 3
     pipe = make_pipeline(
-        AutoencoderTransformer(hidden=(64,), max_epochs=15, random_state=0),
+        AutoencoderTransformer(hidden=(64,), max_epochs=10, random_state=0),
         LogisticRegression(max_iter=500),
     )
     pipe.fit(x_all[:n_train], y_all[:n_train])
