@@ -15,9 +15,21 @@ import aekit
 from aekit import cli
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    # In-process commands: on a busy 2-core machine two BLAS threads spin on each other.
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # comes with scikit-learn
+        yield
+        return
+    with threadpool_limits(1):
+        yield
+
+
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """``python -m aekit ARGS`` in ``cwd``; one torch thread (tiny models, shared cores)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "aekit", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 

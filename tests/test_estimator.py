@@ -24,10 +24,14 @@ from aekit import AutoencoderOutlierDetector, AutoencoderTransformer  # noqa: E4
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    # Tiny models: more threads only contend on a shared 2-core machine.
+    # Tiny models and solvers: on a busy 2-core machine, threads that wait on each other spin
+    # (torch and OpenBLAS both ran ~50x slower with 2 threads than with 1 here).
+    from threadpoolctl import threadpool_limits
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1):
+        yield
     torch.set_num_threads(before)
 
 
