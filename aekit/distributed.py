@@ -475,7 +475,20 @@ class DistributedTrainer(_Trainer):
 
     # -------------------------------------------------------------- steps
     def train_epoch(self) -> dict[str, float]:
-        """One pass; monitors are means over every process's examples."""
+        """One pass; monitors are means over every process's examples.
+
+        Noise and dropout masks come from a generator seeded by (model seed, epoch,
+        rank): with torch's global generator, identical on every rank, the replicas
+        would draw the same masks for different examples.  The global generator is
+        left as it was, so checkpoints and resumes do not depend on the rank.
+        """
+        devices = [self.net.device.index] if self.net.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            seed = np.random.SeedSequence([self.net.seed % 2**64, self.epoch, self.rank]).generate_state(1)[0]
+            torch.manual_seed(int(seed))
+            return self._train_epoch()
+
+    def _train_epoch(self) -> dict[str, float]:
         self.net.graph.train()
         if self.options.algo == "lbfgs":
             return self._lbfgs_epoch()
