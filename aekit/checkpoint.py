@@ -97,11 +97,42 @@ def optimizer_from_file(optimizer: torch.optim.Optimizer, saved: Any, tensors: d
                  for index, entry in saved["state"]}
         groups = [{k: _decode(v, tensors, name) for k, v in group.items()} for group in saved["param_groups"]]
         _check_optimizer_state(optimizer, state, name)
+        _check_param_groups(optimizer, groups, name)
         optimizer.load_state_dict({"state": state, "param_groups": groups})
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
         raise CheckpointError(f"checkpoint {name!r} has an optimizer state this optimizer cannot use: {error}") from None
+
+
+def _same_kind(saved: Any, current: Any) -> bool:
+    number = (int, float)
+    if isinstance(current, bool) or current is None or isinstance(current, str):
+        return type(saved) is type(current)
+    if isinstance(current, number):
+        return isinstance(saved, number) and not isinstance(saved, bool) and math.isfinite(saved)
+    if isinstance(current, (list, tuple)):
+        return isinstance(saved, (list, tuple)) and len(saved) == len(current) and all(
+            _same_kind(a, b) for a, b in zip(saved, current))
+    return isinstance(saved, type(current))
+
+
+def _check_param_groups(optimizer: torch.optim.Optimizer, groups: list[Any], name: str) -> None:
+    # The optimizer built for this run says which keys and kinds of value a group has.
+    current = optimizer.param_groups
+    if not isinstance(groups, list) or len(groups) != len(current):
+        raise CheckpointError(f"checkpoint {name!r} is damaged: wrong number of optimizer parameter groups")
+    for saved, group in zip(groups, current):
+        if not isinstance(saved, dict) or set(saved) != set(group):
+            raise CheckpointError(f"checkpoint {name!r} is damaged: optimizer settings have keys "
+                                  f"{sorted(saved) if isinstance(saved, dict) else saved!r}, "
+                                  f"expected {sorted(group)}")
+        for key, value in group.items():
+            if key != "params" and not _same_kind(saved[key], value):
+                raise CheckpointError(f"checkpoint {name!r} is damaged: optimizer setting {key!r} is "
+                                      f"{saved[key]!r}, expected a value like {value!r}")
+        if saved["params"] != list(range(len(saved["params"]))) or len(saved["params"]) != len(group["params"]):
+            raise CheckpointError(f"checkpoint {name!r} is damaged: optimizer parameter indices do not match")
 
 
 def _check_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[int, dict[str, Any]], name: str) -> None:

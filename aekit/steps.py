@@ -102,7 +102,10 @@ class StepRunner:
     def _first_keys(self, xb: torch.Tensor, wb: torch.Tensor | None) -> None:
         # The term names depend on the regularizers only; learn them once, without
         # a backward pass, so the compiled function can return a plain tensor.
-        with torch.no_grad():
+        # fork_rng: this probe must not consume the noise/dropout draws, or a run resumed from a
+        # checkpoint (which probes again) would no longer match an uninterrupted one bit for bit.
+        cuda = [xb.device.index or 0] if xb.device.type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=cuda):
             _, terms = self.net.loss_terms(xb[:1], None if wb is None else wb[:1], self.regs, training=True)
         self.keys = list(terms)
 
