@@ -273,7 +273,8 @@ def to_markdown(result: dict) -> str:
     lines.append(
         f"- Time to the first training step in a fresh interpreter (import aekit + build + one batch, no "
         f"compilation): {fs['first_step_s']:.2f} s (import alone {fs['import_s']:.2f} s; whole process "
-        f"{fs['process_wall_s']:.2f} s)."
+        f"{fs['process_wall_s']:.2f} s). Most of the time after the import is torch itself importing "
+        "`torch._dynamo` when the first `torch.optim` optimizer is built; a plain PyTorch loop pays the same."
     )
     return "\n".join(lines)
 
