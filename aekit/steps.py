@@ -104,9 +104,14 @@ class StepRunner:
         # a backward pass, so the compiled function can return a plain tensor.
         # fork_rng: this probe must not consume the noise/dropout draws, or a run resumed from a
         # checkpoint (which probes again) would no longer match an uninterrupted one bit for bit.
+        # Buffers (batch-norm running statistics) are put back for the same reason; the whole
+        # batch is used because batch norm cannot normalise a single example.
         cuda = [xb.device.index or 0] if xb.device.type == "cuda" else []
+        buffers = [(b, b.clone()) for b in self.net.graph.buffers()]
         with torch.no_grad(), torch.random.fork_rng(devices=cuda):
-            _, terms = self.net.loss_terms(xb[:1], None if wb is None else wb[:1], self.regs, training=True)
+            _, terms = self.net.loss_terms(xb, wb, self.regs, training=True)
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
         self.keys = list(terms)
 
     def _try_compile(self) -> None:

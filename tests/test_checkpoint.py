@@ -254,3 +254,19 @@ def test_the_same_seed_and_data_give_bit_identical_models(x):
     torch.manual_seed(0)
     c.train(x, **options)
     assert not same_params(a, c)
+
+
+def test_resume_with_batch_norm_is_bit_identical(x, tmp_path):
+    # Running statistics are buffers: saved, restored, and untouched by the step runner's probe.
+    layers = [64, dict(size=16, activation="relu", batch_norm=True), (64, "linear")]
+    options = dict(batch_size=32, validate_every=0, input_dropout=0.1)
+    torch.manual_seed(3)
+    reference = make(layers)
+    reference.train(x, max_epochs=4, **options)
+    path = tmp_path / "bn.ckpt"
+    torch.manual_seed(3)
+    make(layers).train(x, max_epochs=2, checkpoint=path, **options)
+    resumed = make(layers)
+    resumed.train(x, max_epochs=4, checkpoint=path, resume=True, **options)
+    for (name, a), (_, b) in zip(reference.graph.state_dict().items(), resumed.graph.state_dict().items()):
+        assert torch.equal(a, b), name
