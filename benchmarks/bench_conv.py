@@ -148,8 +148,10 @@ def run() -> dict:
 
 def to_markdown(result: dict) -> str:
     if "skipped" in result:
-        return f"bench_conv skipped: {result['skipped']}"
+        return f"### Convolutional autoencoder on MNIST\n\nskipped: {result['skipped']}"
     lines = [
+        "### Convolutional autoencoder on MNIST",
+        "",
         f"MNIST conv autoencoder, {CODE}-unit code, {result['epochs']} epochs on {result['n_train']} images "
         f"(Adam {LR:g}, batch {BATCH}), {result['n_test']} test images, {result['threads']} torch threads",
         "",

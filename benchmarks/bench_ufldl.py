@@ -148,7 +148,7 @@ def run(n_patches: int = 10_000, iterations: int = 400, n_random: int = 50, seed
     }
 
 
-def markdown(result: dict) -> str:
+def to_markdown(result: dict) -> str:
     learned, rand = result["learned"], result["random"]
     rows = [
         ("Gabor fit R^2, mean", "gabor_r2_mean"),
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--iterations", type=int, default=400)
     parser.add_argument("--random", type=int, default=50)
     args = parser.parse_args(argv)
-    print(markdown(run(args.patches, args.iterations, args.random)))
+    print(to_markdown(run(args.patches, args.iterations, args.random)))
 
 
 if __name__ == "__main__":
