@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigurationError, unknown_name_error
-from .layers import Layer, _init_bias, default_std, random_matrix, register
+from .layers import Layer, Tied, _init_bias, default_std, random_matrix, register
 from .specs import LayerSpec
 
 __all__ = ["Conv2", "Deconv2", "Pool", "TiedConv", "Upsample", "conv_same", "deconv_same"]
@@ -255,7 +255,7 @@ class Deconv2(_Kernel):
         return deconv_same(x, self.w, self.b, self.spec.stride, self.crop, self.output_shape[1:])
 
 
-class TiedConv(Layer):
+class TiedConv(Tied):
     """Decoder layer that runs the adjoint of a ``conv2`` (or ``deconv2``) partner with its kernel.
 
     After a ``conv2`` it is a transposed convolution back to exactly the conv's
@@ -264,21 +264,12 @@ class TiedConv(Layer):
     partner's parameter itself (shared storage, gradients from both uses add up).
     """
 
-    form = "tied"
-
-    def __init__(self, spec: LayerSpec, input_shape: tuple[int, ...], partner: Layer):
-        self._partner = (partner,)  # a tuple hides it from nn.Module registration
-        super().__init__(spec, input_shape)
+    def check_partner_output(self, partner: Layer) -> None:
         if tuple(self.input_shape) != tuple(partner.output_shape):
             raise ConfigurationError(
-                f"tied layer {spec.name!r} takes input of shape {tuple(self.input_shape)}, but its partner "
+                f"tied layer {self.spec.name!r} takes input of shape {tuple(self.input_shape)}, but its partner "
                 f"{partner.name!r} gives {tuple(partner.output_shape)}"
             )
-        self.b = nn.Parameter(torch.zeros(self.output_shape[0]))
-
-    @property
-    def partner(self) -> Layer:
-        return self._partner[0]
 
     def infer_shape(self, input_shape):
         partner = self._partner[0]
@@ -294,10 +285,6 @@ class TiedConv(Layer):
                 f"{partner.name!r} takes input of shape {shape} ({math.prod(shape)} values)"
             )
         return shape
-
-    def reset_parameters(self, generator):
-        with torch.no_grad():
-            self.b.copy_(_init_bias(self, self.b.shape[0], generator))
 
     def transform(self, x):
         partner = self.partner

@@ -184,12 +184,16 @@ class Tied(Layer):
         super().__init__(spec, input_shape)
         if not hasattr(partner, "w"):
             raise ConfigurationError(f"tied layer {spec.name!r} needs a partner with weights, got {partner.name!r}")
+        self.check_partner_output(partner)
+        self.b = nn.Parameter(torch.zeros(self.output_shape[0]))
+
+    def check_partner_output(self, partner: Layer) -> None:
+        """Raise unless this layer's input is what ``partner`` produces (a size check for dense)."""
         if _numel(self.input_shape) != _numel(partner.output_shape):
             raise ConfigurationError(
-                f"tied layer {spec.name!r} takes {_numel(self.input_shape)} inputs, but its partner "
+                f"tied layer {self.spec.name!r} takes {_numel(self.input_shape)} inputs, but its partner "
                 f"{partner.name!r} has {partner.output_shape[0]} outputs"
             )
-        self.b = nn.Parameter(torch.zeros(self.output_shape[0]))
 
     @property
     def partner(self) -> Layer:
