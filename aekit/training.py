@@ -511,8 +511,10 @@ def _layerwise(net, x, valid, kwargs, full: _Trainer):
     """Greedy layerwise pretraining: encoder depth 1, 2, ... then the whole model."""
     names = list(net.graph.layers)
     code_index = names.index(net.code_layer)
-    inner = {k: v for k, v in kwargs.items() if k not in ("layerwise", "algo")}
-    inner["algo"] = full.options.algo
+    # Each stage trains with the run's own (already checked) options; only the
+    # contractive penalty's default layer moves with the stage's code layer.
+    options = dataclasses.replace(full.options, layerwise=False)
+    reg_kwargs = {k: v for k, v in kwargs.items() if k in reg.REGULARIZER_KEYS}
     for depth in range(1, code_index):
         sub = net.graph.subgraph(names[: depth + 1] + names[len(names) - depth:])
         if sub is None:
@@ -522,8 +524,7 @@ def _layerwise(net, x, valid, kwargs, full: _Trainer):
         view.graph = sub
         view.history = []
         log.info("layerwise: pretraining %s", " -> ".join(sub.layers))
-        yield from _run(type(full)(view, x, valid, *TrainOptions.parse(inner)[:1],
-                                 reg.Regularizers.from_kwargs(code_layer=names[depth], **{
-                                     k: v for k, v in inner.items() if k in reg.REGULARIZER_KEYS})))
+        regs = reg.Regularizers.from_kwargs(code_layer=names[depth], **reg_kwargs)
+        yield from _run(type(full)(view, x, valid, dataclasses.replace(options), regs))
     yield from _run(full)
 
