@@ -374,14 +374,10 @@ class Autoencoder:
         for key, power in (("weight_l1", 1), ("weight_l2", 2)):
             patterns = getattr(regs, key)
             if patterns:
-                named = dict(graph.named_parameters())
-                # 'layers.hid1.w' -> 'hid1.w'
-                short = {n.split(".", 1)[1]: p for n, p in named.items() if p.dim() > 1}
-                value = sum(
-                    lam * reg.weight_penalty([p], power)
-                    for name, p in short.items()
-                    for lam in [reg.match(patterns, [name]).get(name, 0.0)] if lam
-                )
+                # 'layers.hid1.w' -> 'hid1.w'; biases (1-D) are never penalised.
+                weights = {n.split(".", 1)[1]: p for n, p in graph.named_parameters() if p.dim() > 1}
+                chosen = reg.match(patterns, weights)
+                value = sum(lam * reg.weight_penalty([weights[name]], power) for name, lam in chosen.items() if lam)
                 terms[key] = torch.as_tensor(value)
                 total = total + terms[key]
         for key, power in (("hidden_l1", 1), ("hidden_l2", 2)):
