@@ -50,6 +50,7 @@ In a script, write files from one process only::
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import os
 from collections.abc import Iterator
@@ -446,6 +447,18 @@ class DistributedTrainer(_Trainer):
                 kwargs = {"device_ids": [self.net.device.index], "output_device": self.net.device.index}
             self._ddp = nn.parallel.DistributedDataParallel(_Objective(self.net, self.regs), **kwargs)
         return self._ddp
+
+    def close(self) -> None:
+        """Drop the DDP wrapper now, while the process group is alive.
+
+        DDP holds a reference to the process group, so :func:`shutdown` could not
+        join gloo's worker threads while it lives; left to the interpreter's
+        final garbage collection, a worker thread still freeing its last
+        all-reduce's tensors needs the GIL as the interpreter goes away, and the
+        process aborts ("terminate called without an active exception").
+        """
+        self._ddp = None
+        gc.collect()
 
     def _reduce(self, sums: torch.Tensor, count: float) -> tuple[list[float], float]:
         """All-reduce ``[*sums, count]``; returns the global sums and count (one host sync)."""

@@ -399,6 +399,9 @@ class _Trainer:
         if self.best_state is not None:
             self.net.graph.load_state_dict(self.best_state)
 
+    def close(self) -> None:
+        """Release what the run holds beyond the model (the data-parallel trainer's communication)."""
+
     def consider(self, loss: float) -> bool:
         """Record ``loss`` for early stopping; True if it is a new best."""
         best = self.best_loss
@@ -505,6 +508,7 @@ def _run(trainer: _Trainer) -> Iterator[tuple[dict[str, float], dict[str, float]
         if validating or trainer.best_state is not None:
             trainer.restore_best()
         net.graph.train()
+        trainer.close()
 
 
 def _layerwise(net, x, valid, kwargs, full: _Trainer):
