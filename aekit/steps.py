@@ -7,6 +7,9 @@ so the caller can accumulate epoch means on the device without a host sync.
 * ``precision='bf16'|'fp16'`` runs the forward pass and the loss under
   ``torch.autocast`` (parameters and optimizer state stay float32); fp16 adds a
   ``GradScaler`` so that small gradients do not underflow.
+* Dense autoencoders (dense and tied layers, elementwise activations, MSE/MAE/
+  cross-entropy, L1/L2 penalties) in float32 take the hand-derived step of
+  :mod:`aekit.fused`: the same matrix products without autograd's overhead.
 * ``compile=True`` compiles forward + loss (and, through AOTAutograd, the
   backward) with ``torch.compile`` for full batches; a short last batch runs
   eagerly, so there is no recompilation for it.  If the compiler is missing or
@@ -24,6 +27,7 @@ from typing import Any
 import torch
 
 from .errors import ConfigurationError
+from .fused import DenseChainStep
 
 __all__ = ["COMPILE_CHOICES", "PRECISIONS", "StepRunner", "check_compile", "check_precision"]
 
@@ -87,6 +91,9 @@ class StepRunner:
         self._compiled = None
         self._compile_pending = bool(want)
         self.compile_seconds: float | None = None
+        # The autograd-free step, where the model allows it (decided once the term names are known).
+        self.fast: DenseChainStep | None = None
+        self._fast_candidate = None if (want or self.amp_dtype is not None) else DenseChainStep.build(net, regs)
 
     # ------------------------------------------------------------------ the objective
     def _objective(self, xb: torch.Tensor, wb: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,6 +134,14 @@ class StepRunner:
         """One optimizer step on a batch; returns the detached loss terms, shape (len(keys),)."""
         if self.keys is None:
             self._first_keys(xb, wb)
+            if self._fast_candidate is not None and self._fast_candidate.keys == self.keys:
+                self.fast = self._fast_candidate
+                log.debug("training with the hand-derived dense step (aekit.fused)")
+            self._fast_candidate = None
+        if self.fast is not None:
+            values = self.fast(xb, wb)  # writes every .grad: no zero_grad needed
+            self._update()
+            return values
         if self._compile_pending:
             self._try_compile()
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,119 @@
+"""The hand-derived dense step (aekit.fused) against autograd on the same model."""
+
+import numpy as np
+import pytest
+import torch
+
+import aekit
+from aekit import fused
+from aekit import regularizers as reg
+from aekit.fused import DenseChainStep
+
+
+def batch(n=37, d=12, seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).random((n, d), dtype=np.float32))
+
+
+def autograd_reference(net, x, regs):
+    """Terms (dict) and gradients (one per parameter) from Autoencoder.loss_terms + backward."""
+    for p in net.params:
+        p.grad = None
+    total, terms = net.loss_terms(x, None, regs, training=True)
+    total.backward()
+    grads = [p.grad.clone() for p in net.params]
+    for p in net.params:
+        p.grad = None
+    return {k: float(v.detach()) for k, v in terms.items()}, grads
+
+
+CASES = [
+    # (layers, loss, regularizer keywords)
+    ([12, (5, "sigmoid"), (12, "sigmoid")], "mse", {}),
+    ([12, (5, "relu"), (12, "linear")], "mse", {}),
+    ([12, (7, "tanh"), (3, "linear"), (7, "tanh"), (12, "sigmoid")], "mse", {}),
+    ([12, (5, "sigmoid"), (12, "tied")], "mse", {}),  # tied: linear output sharing W^T
+    ([12, (6, "relu"), (4, "sigmoid"), (6, "tied"), (12, "tied")], "mae", {}),
+    ([12, (5, "logistic"), (12, "sigmoid")], "bce", {}),
+    ([12, (5, "rect:max"), {"size": 12, "form": "tied", "activation": "sigmoid"}], "bce", {}),
+    ([12, (8, "relu"), (12, "linear")], "mse", {"hidden_l1": 0.1}),
+    ([12, (8, "sigmoid"), (12, "tied")], "mse", {"hidden_l2": 0.3, "weight_l2": 1e-2}),
+    ([12, (8, "tanh"), (4, "relu"), (8, "tanh"), (12, "linear")], "mse",
+     {"weight_l1": {"hid1.w": 0.01, "*.w": 0.002}, "hidden_l1": {"hid2": 0.05}, "hidden_l2": {"hid1": 0.0}}),
+]
+
+
+@pytest.mark.parametrize("layers, loss, kwargs", CASES)
+def test_terms_and_gradients_match_autograd(layers, loss, kwargs):
+    net = aekit.Autoencoder(layers, loss=loss, rng=5)
+    regs = reg.Regularizers.from_kwargs(code_layer=net.code_layer, **kwargs)
+    step = DenseChainStep.build(net, regs)
+    assert step is not None
+    for n in (37, 5):  # a second batch size: fresh buffers
+        x = batch(n)
+        expected, grads = autograd_reference(net, x, regs)
+        assert step.keys == list(expected)
+        values = step(x)
+        assert values.shape == (len(step.keys),)
+        np.testing.assert_allclose(values.numpy(), [expected[k] for k in step.keys], rtol=2e-5, atol=1e-7)
+        for p, g in zip(net.params, grads):
+            np.testing.assert_allclose(p.grad.numpy(), g.numpy(), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("layers, loss, kwargs", [
+    ([(1, 4, 4), (6, "sigmoid"), (16, "sigmoid")], "mse", {}),  # image input
+    ([12, (5, "softplus"), (12, "linear")], "mse", {}),  # not in the table
+    ([12, (5, "relu+norm:z"), (12, "linear")], "mse", {}),
+    ([12, (5, "prelu"), (12, "linear")], "mse", {}),
+    ([12, {"size": 5, "activation": "relu", "batch_norm": True}, (12, "linear")], "mse", {}),
+    ([12, (5, "relu"), (12, "linear")], "bce", {}),  # bce on a linear output: clamped, autograd
+    ([12, (5, "relu"), (12, "linear")], "kl", {}),
+    ([12, (5, "relu"), (12, "linear")], "mse", {"input_noise": 0.1}),
+    ([12, (5, "relu"), (12, "linear")], "mse", {"hidden_dropout": 0.5}),
+    ([12, (5, "sigmoid"), (12, "linear")], "mse", {"sparsity_target": 0.1}),
+    ([12, (5, "sigmoid"), (12, "linear")], "mse", {"contractive": 0.1}),
+])
+def test_models_the_step_does_not_cover_go_through_autograd(layers, loss, kwargs):
+    net = aekit.Autoencoder(layers, loss=loss, rng=5)
+    regs = reg.Regularizers.from_kwargs(code_layer=net.code_layer, **kwargs)
+    assert DenseChainStep.build(net, regs) is None
+    weighted = aekit.Autoencoder([12, (5, "relu"), (12, "linear")], weighted=True)
+    assert DenseChainStep.build(weighted, reg.Regularizers()) is None
+
+
+def test_training_takes_the_fast_step_and_matches_autograd_training(monkeypatch):
+    x = np.random.default_rng(1).random((300, 20), dtype=np.float32)
+    layers = [20, (8, "sigmoid"), (20, "sigmoid")]
+    options = dict(batch_size=32, max_epochs=3, validate_every=0, learning_rate=3e-3, hidden_l1=0.01)
+    calls = []
+    original = DenseChainStep.__call__
+
+    def counted(self, xb, wb=None):
+        calls.append(xb.shape[0])
+        return original(self, xb, wb)
+
+    monkeypatch.setattr(DenseChainStep, "__call__", counted)
+    fast = aekit.Autoencoder(layers, rng=2)
+    fast.train(x, **options)
+    assert sum(calls) == 3 * 300  # every example of every epoch, the short last batches included
+    monkeypatch.setattr(DenseChainStep, "build", classmethod(lambda cls, net, regs: None))
+    slow = aekit.Autoencoder(layers, rng=2)
+    slow.train(x, **options)
+    for a, b in zip(fast.params, slow.params):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-4, atol=1e-5)
+    for h_fast, h_slow in zip(fast.history, slow.history):
+        assert h_fast["train"].keys() == h_slow["train"].keys()
+        for key in h_fast["train"]:
+            assert h_fast["train"][key] == pytest.approx(h_slow["train"][key], rel=1e-4)
+
+
+def test_activation_table_derivatives_are_those_of_autograd():
+    pre = torch.linspace(-3, 3, 41, dtype=torch.float64).requires_grad_()
+    upstream = torch.rand(41, dtype=torch.float64)
+    for name, (activate, derivative) in fused.ACTIVATIONS.items():
+        out = aekit.activations.get(name)(pre)
+        (expected,) = torch.autograd.grad(out, pre, upstream)
+        inplace = pre.detach().clone()
+        activate(inplace)
+        np.testing.assert_allclose(inplace.numpy(), out.detach().numpy(), err_msg=name)
+        got = upstream if derivative is None else derivative(upstream, inplace)
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-12, err_msg=name)
