@@ -33,17 +33,18 @@ __all__ = ["ACTIVATIONS", "LOSSES", "DenseChainStep"]
 
 log = logging.getLogger(__name__)
 
-# Each activation applied in place, and its derivative from the *output*, so
-# the pre-activation need not be kept (one buffer per layer).
+# Each activation applied in place, and its derivative from the *output*, so the
+# pre-activation need not be kept: ``derivative(grad, out, result)`` writes
+# d loss / d pre into ``result`` (which may be ``grad`` itself).
 _aten = torch.ops.aten
 ACTIVATIONS: dict[str, tuple[Callable, Callable | None]] = {
     "linear": (lambda t: None, None),
-    "sigmoid": (torch.sigmoid_, lambda g, out: _aten.sigmoid_backward(g, out)),
-    "logistic": (torch.sigmoid_, lambda g, out: _aten.sigmoid_backward(g, out)),
-    "tanh": (torch.tanh_, lambda g, out: _aten.tanh_backward(g, out)),
-    "relu": (torch.relu_, lambda g, out: _aten.threshold_backward(g, out, 0.0)),
-    "rect:max": (torch.relu_, lambda g, out: _aten.threshold_backward(g, out, 0.0)),
+    "sigmoid": (torch.sigmoid_, lambda g, out, r: _aten.sigmoid_backward.grad_input(g, out, grad_input=r)),
+    "tanh": (torch.tanh_, lambda g, out, r: _aten.tanh_backward.grad_input(g, out, grad_input=r)),
+    "relu": (torch.relu_, lambda g, out, r: _aten.threshold_backward.grad_input(g, out, 0.0, grad_input=r)),
 }
+ACTIVATIONS["logistic"] = ACTIVATIONS["sigmoid"]
+ACTIVATIONS["rect:max"] = ACTIVATIONS["relu"]
 LOSSES = ("mse", "mae", "bce")
 
 
@@ -59,6 +60,7 @@ class _Link:
         self.activate, self.derivative = ACTIVATIONS[self.act_name]
         self.size = layer.b.shape[0]
         self.hidden_l1, self.hidden_l2 = hidden_l1, hidden_l2
+        self.is_last = False  # set by DenseChainStep.build
 
 
 class DenseChainStep:
@@ -113,6 +115,7 @@ class DenseChainStep:
                     or len(layer.activation.parts) != 1 or layer.activation.parts[0] not in ACTIVATIONS):
                 return None
             links.append(_Link(layer, hidden_l1.get(name), hidden_l2.get(name)))
+        links[-1].is_last = True
         params = [p for link in links for p in ((link.b,) if link.tied else (link.w, link.b))]
         if {id(p) for p in params} != {id(p) for p in net.params} or not all(p.requires_grad for p in params):
             return None
@@ -134,113 +137,115 @@ class DenseChainStep:
         return cls(links, loss, losses[0].weight, penalties, keys)
 
     # ------------------------------------------------------------------ the step
-    def _outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        # One activation buffer per layer, plus the output's pre-activation (bce) and
-        # the output gradient, reused every step: no allocation, and warm in the cache.
+    def _workspace(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """Per layer an output and a gradient buffer (n, size), plus the output's logits (bce).
+
+        Reused every step: no allocation per step, and warm in the cache.
+        """
         key = (x.shape[0], x.device, x.dtype)
-        if key not in self._buffers:
+        space = self._buffers.get(key)
+        if space is None:
             if len(self._buffers) > 4:
                 self._buffers.clear()  # batch sizes change rarely (the short last batch)
-            sizes = [link.size for link in self.links] + [self.links[-1].size] * 2
-            self._buffers[key] = [x.new_empty(x.shape[0], s) for s in sizes]
-        return self._buffers[key]
+            n = x.shape[0]
+            outs = [x.new_empty(n, link.size) for link in self.links]
+            grads = [x.new_empty(n, link.size) for link in self.links]
+            space = self._buffers[key] = (outs, grads, x.new_empty(n, self.links[-1].size))
+        return space
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
-        """One forward and backward pass on ``x`` of shape (n, n_in); returns the terms, shape (len(keys),)."""
+        """One forward and backward pass on ``x`` of shape (n, n_in); returns the terms, shape (len(keys),).
+
+        Every parameter's ``.grad`` is overwritten (not accumulated).
+        """
         links = self.links
-        buffers = self._outputs(x)
-        outs, pre_last, grad_buffer = buffers[:len(links)], buffers[-2], buffers[-1]
+        outs, grads, logits = self._workspace(x)
+        for link in links:  # created once; zero_grad(set_to_none=True) elsewhere may drop them
+            for param in (link.w, link.b):
+                if param.grad is None:
+                    param.grad = torch.empty_like(param)
         # Forward: pre = a @ W + b, activated in place.
         a = x
         for link, out in zip(links, outs):
             torch.addmm(link.b, a, link.w.t() if link.tied else link.w, out=out)
-            if link is links[-1] and self.loss == "bce":
-                pre_last.copy_(out)
+            if link.is_last and self.loss == "bce":
+                logits.copy_(out)
             link.activate(out)
             a = out
-        # The loss and its gradient with respect to the output (or, for bce, its logits).
-        y = outs[-1]
-        count = y.numel()
-        diff = torch.sub(y, x, out=grad_buffer)
+        # The loss and its gradient with respect to the output (for bce: the logits).
+        grad = torch.sub(outs[-1], x, out=grads[-1])
+        count = grad.numel()
         scale = self.loss_weight / count
         if self.loss == "mse":
-            value = torch.dot(diff.view(-1), diff.view(-1)) / count
-            grad, grad_is_pre = diff.mul_(2 * scale), False
+            flat = grad.view(-1)
+            value = torch.dot(flat, flat).div_(count)
+            grad.mul_(2 * scale)
         elif self.loss == "mae":
-            value = diff.abs().sum() / count
-            grad, grad_is_pre = diff.sign_().mul_(scale), False
-        else:  # bce from logits: d/dpre = (sigmoid(pre) - x) / count
-            value = F.binary_cross_entropy_with_logits(pre_last, x)
-            grad, grad_is_pre = diff.mul_(scale), True
-        terms = [value, value * self.loss_weight]
-        # Backward through the chain, writing each gradient once (tied weights: twice, added).
+            value = grad.abs().sum().div_(count)
+            grad.sign_().mul_(scale)
+        else:  # d/dlogits of the mean cross-entropy: (sigmoid(logits) - x) / count
+            value = F.binary_cross_entropy_with_logits(logits, x)
+            grad.mul_(scale)
+        terms = [value, value if self.loss_weight == 1 else value * self.loss_weight]
+        hidden_terms: dict[str, list[torch.Tensor]] = {"hidden_l1": [], "hidden_l2": []}
+        # Backward, last layer first; each gradient written once (a tied weight: twice, added).
         written: set[int] = set()
-        hidden_terms = {"hidden_l1": None, "hidden_l2": None}
         for index in range(len(links) - 1, -1, -1):
-            link, out = links[index], outs[index]
+            link, out, grad = links[index], outs[index], grads[index]
+            if not link.is_last:
+                self._hidden_penalties(link, out, grad, hidden_terms)
+            if link.derivative is not None and not (link.is_last and self.loss == "bce"):
+                link.derivative(grad, out, grad)  # in place: d loss / d pre
             a = x if index == 0 else outs[index - 1]
-            if index < len(links) - 1:
-                grad = self._hidden_penalties(link, out, grad, hidden_terms)
-            if not grad_is_pre and link.derivative is not None:
-                grad = link.derivative(grad, out)
-            grad_is_pre = False
-            self._weight_grad(link, a, grad, written)
-            _set_grad(link.b, lambda g: torch.sum(grad, 0, out=g))
+            if link.tied:  # the partner's W (n_out, n_in) gets g^T a
+                left, right = grad.t(), a
+            else:  # dW = a^T g, shape (n_in, n_out)
+                left, right = a.t(), grad
+            if id(link.w) in written:
+                link.w.grad.addmm_(left, right)
+            else:
+                torch.mm(left, right, out=link.w.grad)
+                written.add(id(link.w))
+            torch.sum(grad, 0, out=link.b.grad)
             if index > 0:
-                grad = grad @ (link.w if link.tied else link.w.t())
+                torch.mm(grad, link.w if link.tied else link.w.t(), out=grads[index - 1])
         for param, power, lam in self.weight_penalties:
             param.grad.add_(param.sign() if power == 1 else param, alpha=lam * power)
+        if len(self.keys) == 3:  # [loss, 'err', 'loss']: no penalties
+            return torch.stack([terms[0], terms[1], terms[1]])
         penalties = self._penalty_terms(hidden_terms, x)
         total = terms[1]
         for term in penalties:
             total = total + term
         return torch.stack([*terms, *penalties, total])
 
-    def _hidden_penalties(self, link: _Link, out: torch.Tensor, grad: torch.Tensor,
-                          hidden_terms: dict[str, torch.Tensor | None]) -> torch.Tensor:
-        """Add the hidden_l1/l2 gradients to ``grad`` (d loss / d out) and record their values."""
+    @staticmethod
+    def _hidden_penalties(link: _Link, out: torch.Tensor, grad: torch.Tensor,
+                          hidden_terms: dict[str, list[torch.Tensor]]) -> None:
+        """Add the hidden_l1/l2 gradients to ``grad`` (d loss / d out) in place; record their values."""
         count = out.numel()
-        for key, lam in (("hidden_l1", link.hidden_l1), ("hidden_l2", link.hidden_l2)):
-            if lam is None:
-                continue  # not a penalised layer
-            value = (out.abs().sum() if key == "hidden_l1" else torch.dot(out.view(-1), out.view(-1))) / count
-            term = lam * value
-            hidden_terms[key] = term if hidden_terms[key] is None else hidden_terms[key] + term
-            if lam:
-                grad = grad + (out.sign() if key == "hidden_l1" else out) * (lam * (1 if key == "hidden_l1" else 2)
-                                                                             / count)
-        return grad
+        if link.hidden_l1 is not None:
+            hidden_terms["hidden_l1"].append(out.abs().sum() * (link.hidden_l1 / count))
+            if link.hidden_l1:
+                grad.add_(out.sign(), alpha=link.hidden_l1 / count)
+        if link.hidden_l2 is not None:
+            flat = out.view(-1)
+            hidden_terms["hidden_l2"].append(torch.dot(flat, flat) * (link.hidden_l2 / count))
+            if link.hidden_l2:
+                grad.add_(out, alpha=2 * link.hidden_l2 / count)
 
-    def _penalty_terms(self, hidden_terms: dict[str, torch.Tensor | None], x: torch.Tensor) -> list[torch.Tensor]:
+    def _penalty_terms(self, hidden_terms: dict[str, list[torch.Tensor]], x: torch.Tensor) -> list[torch.Tensor]:
+        """The penalty terms in ``self.keys`` order (between 'err' and 'loss')."""
         extra = []
         for key in self.keys[2:-1]:
-            if key in ("weight_l1", "weight_l2"):
+            parts = hidden_terms.get(key)
+            if parts is None:  # weight_l1 / weight_l2
                 power = 1 if key == "weight_l1" else 2
-                value = torch.zeros((), device=x.device)
+                parts = []
                 for param, p, lam in self.weight_penalties:
                     if p == power:
                         flat = param.detach().view(-1)
-                        value = value + lam * (flat.abs().sum() if p == 1 else torch.dot(flat, flat))
-                extra.append(value)
-            else:
-                term = hidden_terms[key]
-                extra.append(term if term is not None else torch.zeros((), device=x.device))
+                        parts.append((flat.abs().sum() if p == 1 else torch.dot(flat, flat)) * lam)
+            extra.append(torch.stack(parts).sum() if parts else torch.zeros((), device=x.device))
         return extra
-
-    @staticmethod
-    def _weight_grad(link: _Link, a: torch.Tensor, grad: torch.Tensor, written: set[int]) -> None:
-        # Dense: dW = a^T g, shape (n_in, n_out).  Tied: the partner's W (n_out, n_in) gets g^T a.
-        left, right = (grad.t(), a) if link.tied else (a.t(), grad)
-        if id(link.w) in written:
-            link.w.grad.addmm_(left, right)
-        else:
-            _set_grad(link.w, lambda g: torch.mm(left, right, out=g))
-            written.add(id(link.w))
-
-
-def _set_grad(param: torch.nn.Parameter, write: Callable[[torch.Tensor], object]) -> None:
-    """Write a gradient into ``param.grad`` (created once; zero_grad(set_to_none) may have dropped it)."""
-    if param.grad is None:
-        param.grad = torch.empty_like(param)
-    write(param.grad)

@@ -29,7 +29,7 @@ import torch
 from .errors import ConfigurationError
 from .fused import DenseChainStep
 
-__all__ = ["COMPILE_CHOICES", "PRECISIONS", "StepRunner", "check_compile", "check_precision"]
+__all__ = ["COMPILE_CHOICES", "PRECISIONS", "FusedAdamUpdate", "StepRunner", "check_compile", "check_precision"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,68 @@ def check_compile(value: Any) -> bool | str:
     if value is True or value is False or value == "auto":
         return value
     raise ConfigurationError(f"compile must be True, False or 'auto', got {value!r}")
+
+
+class FusedAdamUpdate:
+    """``optimizer.step()`` of a fused ``torch.optim.Adam``, minus its per-call Python bookkeeping.
+
+    ``Optimizer.step`` regroups the parameters, their gradients and their state
+    on every call (about 0.2 ms on a CPU, 3-4% of a 784-256-784 step); the
+    update itself is one ``torch._fused_adam_`` kernel.  This calls that kernel on
+    the optimizer's own state tensors, gathered once, so ``optimizer.state_dict()``
+    and checkpoints see every update.  The first call, and any call after the
+    state was replaced (a resume loads new tensors), goes through
+    ``optimizer.step()``.  :meth:`build` returns None for anything but a fused,
+    single-group Adam with plain options.
+    """
+
+    def __init__(self, optimizer: torch.optim.Adam):
+        self.optimizer = optimizer
+        self.group = optimizer.param_groups[0]
+        self.params: list[torch.Tensor] = list(self.group["params"])
+        self._state: tuple[list[torch.Tensor], ...] | None = None
+
+    @classmethod
+    def build(cls, optimizer: torch.optim.Optimizer) -> FusedAdamUpdate | None:
+        if type(optimizer) is not torch.optim.Adam or len(optimizer.param_groups) != 1:
+            return None
+        group = optimizer.param_groups[0]
+        plain = all(not group.get(k) for k in ("amsgrad", "maximize", "differentiable", "capturable",
+                                               "decoupled_weight_decay", "foreach"))
+        scalars = not any(isinstance(v, torch.Tensor) for v in (group["lr"], *group["betas"]))
+        if not (group.get("fused") and plain and scalars and hasattr(torch, "_fused_adam_")):
+            return None
+        return cls(optimizer)
+
+    def _gather(self) -> tuple[list[torch.Tensor], ...] | None:
+        state = self.optimizer.state
+        try:
+            per_param = [state[p] for p in self.params]
+            return ([s["exp_avg"] for s in per_param], [s["exp_avg_sq"] for s in per_param],
+                    [s["step"] for s in per_param])
+        except KeyError:  # not initialised yet
+            return None
+
+    def _current(self) -> bool:
+        state = self._state
+        if state is None:
+            return False
+        live = self.optimizer.state
+        return all(live[p].get("exp_avg") is m for p, m in zip(self.params, state[0]))
+
+    def __call__(self) -> None:
+        params = self.params
+        if not self._current() or any(p.grad is None for p in params):
+            self.optimizer.step()
+            self._state = self._gather()
+            return
+        exp_avgs, exp_avg_sqs, steps = self._state
+        group = self.group
+        beta1, beta2 = group["betas"]
+        torch._foreach_add_(steps, 1)
+        torch._fused_adam_(params, [p.grad for p in params], exp_avgs, exp_avg_sqs, [], steps,
+                           amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2,
+                           weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
 
 
 class StepRunner:
@@ -93,6 +155,7 @@ class StepRunner:
         self.compile_seconds: float | None = None
         # The autograd-free step, where the model allows it (decided once the term names are known).
         self.fast: DenseChainStep | None = None
+        self._update_params = FusedAdamUpdate.build(optimizer) if self.amp_dtype is None else None
         self._fast_candidate = None if (want or self.amp_dtype is not None) else DenseChainStep.build(net, regs)
 
     # ------------------------------------------------------------------ the objective
@@ -182,4 +245,7 @@ class StepRunner:
             return
         if self.max_gradient_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.max_gradient_norm, foreach=True)
-        self.optimizer.step()
+        if self._update_params is not None:
+            self._update_params()
+        else:
+            self.optimizer.step()

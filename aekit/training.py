@@ -31,6 +31,7 @@ import torch
 from . import regularizers as reg
 from . import steps
 from .errors import ConfigurationError, DataError, TrainingDiverged, unknown_name_error
+from .data import all_finite
 from .streaming import StreamingSource, is_streamable
 
 __all__ = ["ALGORITHMS", "TrainOptions", "TensorSource", "itertrain", "make_optimizer"]
@@ -391,9 +392,8 @@ class _Trainer:
         return {k: v.detach().clone() for k, v in self.net.graph.state_dict().items()}
 
     def params_finite(self) -> bool:
-        """True if every parameter is finite (one host sync)."""
-        flags = [torch.isfinite(p.detach()).all() for p in self.net.params]
-        return bool(torch.stack(flags).all()) if flags else True
+        """True if every parameter is finite (one host sync per parameter)."""
+        return all(all_finite(p.detach()) for p in self.net.params)
 
     def restore_best(self) -> None:
         if self.best_state is not None:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 
@@ -127,3 +128,42 @@ def test_compiled_step_matches_eager_losses():
     compiled = [m["loss"] for m, _ in _net().itertrain(x, batch_size=32, max_epochs=3, validate_every=0,
                                                         compile=True)]
     np.testing.assert_allclose(compiled, eager, rtol=1e-4)
+
+
+def test_fused_adam_update_matches_optimizer_step_and_keeps_its_state():
+    from aekit.steps import FusedAdamUpdate
+
+    torch.manual_seed(0)
+    ref = [torch.randn(6, 4, requires_grad=True), torch.randn(4, requires_grad=True)]
+    mine = [p.detach().clone().requires_grad_() for p in ref]
+    opt_ref = torch.optim.Adam(ref, lr=1e-2, fused=True)
+    opt_mine = torch.optim.Adam(mine, lr=1e-2, fused=True)
+    update = FusedAdamUpdate.build(opt_mine)
+    assert update is not None
+    for step in range(5):
+        grads = [torch.randn_like(p) for p in ref]
+        for p, q, g in zip(ref, mine, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        opt_ref.step()
+        update()
+        if step == 2:  # a resume replaces the state tensors: the update must follow them
+            opt_mine.load_state_dict(copy.deepcopy(opt_ref.state_dict()))
+    for p, q in zip(ref, mine):
+        assert torch.equal(p, q)
+    for a, b in zip(opt_ref.state_dict()["state"].values(), opt_mine.state_dict()["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in ("step", "exp_avg", "exp_avg_sq"))
+    # Only a plain fused single-group Adam qualifies.
+    assert FusedAdamUpdate.build(torch.optim.Adam(ref, amsgrad=True, fused=True)) is None
+    assert FusedAdamUpdate.build(torch.optim.Adam(ref, foreach=True)) is None
+    assert FusedAdamUpdate.build(torch.optim.SGD(ref, lr=0.1)) is None
+
+
+def test_all_finite_agrees_with_isfinite_including_overflowing_sums():
+    from aekit.data import all_finite
+
+    big = torch.full((4,), 3e38)  # finite values whose float32 sum overflows
+    cases = [torch.rand(50), big, torch.tensor([1.0, float("nan")]), torch.tensor([float("inf"), -float("inf")]),
+             torch.tensor([-float("inf")]), torch.empty(0), torch.arange(5)]
+    for t in cases:
+        expected = bool(torch.isfinite(t).all()) if t.is_floating_point() else True
+        assert all_finite(t) is expected
