@@ -6,9 +6,10 @@ and perhaps L1/L2 penalties.  For these the backward pass is short enough to
 write out: :class:`DenseChainStep` runs the forward pass into preallocated
 buffers, in place where it can, and writes each gradient straight into the
 parameter's ``.grad`` with one matrix product (``out=``), with no autograd
-graph, no temporary tensors per step and no gradient zeroing.  On two CPU cores
-this trains the 784-256-784 sigmoid autoencoder about 1.4x faster than the same
-step through autograd (see ``BENCHMARKS.md``); the matrix products are the same.
+graph, no large temporary tensors per step and no gradient zeroing.  On this
+project's two CPU cores it took the 784-256-784 sigmoid autoencoder from 15.8k
+to 19.9k samples/s in the speed benchmark (``BENCHMARKS.md``, separate runs);
+the matrix products are the same as autograd's.
 
 The step is used automatically by :class:`aekit.steps.StepRunner` whenever
 :func:`DenseChainStep.build` accepts the model and its regularizers (float32,
