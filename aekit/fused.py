@@ -21,7 +21,6 @@ for every supported activation, loss and penalty.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import torch
@@ -31,8 +30,6 @@ from . import regularizers as reg
 from .layers import Dense, Tied
 
 __all__ = ["ACTIVATIONS", "LOSSES", "DenseChainStep"]
-
-log = logging.getLogger(__name__)
 
 # Each activation applied in place, and its derivative from the *output*, so the
 # pre-activation need not be kept: ``derivative(grad, out, result)`` writes
@@ -91,7 +88,7 @@ class DenseChainStep:
         self.loss, self.loss_weight = loss, loss_weight
         self.weight_penalties = weight_penalties
         self.keys = keys
-        self._buffers: dict[tuple[int, torch.device], list[torch.Tensor]] = {}
+        self._buffers: dict[tuple, tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]] = {}
 
     # ------------------------------------------------------------------ eligibility
     @classmethod
@@ -227,12 +224,11 @@ class DenseChainStep:
         """Add the hidden_l1/l2 gradients to ``grad`` (d loss / d out) in place; record their values."""
         count = out.numel()
         if link.hidden_l1 is not None:
-            hidden_terms["hidden_l1"].append(out.abs().sum() * (link.hidden_l1 / count))
+            hidden_terms["hidden_l1"].append(link.hidden_l1 * reg.hidden_penalty(out, 1))
             if link.hidden_l1:
                 grad.add_(out.sign(), alpha=link.hidden_l1 / count)
         if link.hidden_l2 is not None:
-            flat = out.view(-1)
-            hidden_terms["hidden_l2"].append(torch.dot(flat, flat) * (link.hidden_l2 / count))
+            hidden_terms["hidden_l2"].append(link.hidden_l2 * reg.hidden_penalty(out, 2))
             if link.hidden_l2:
                 grad.add_(out, alpha=2 * link.hidden_l2 / count)
 
@@ -243,10 +239,7 @@ class DenseChainStep:
             parts = hidden_terms.get(key)
             if parts is None:  # weight_l1 / weight_l2
                 power = 1 if key == "weight_l1" else 2
-                parts = []
-                for param, p, lam in self.weight_penalties:
-                    if p == power:
-                        flat = param.detach().view(-1)
-                        parts.append((flat.abs().sum() if p == 1 else torch.dot(flat, flat)) * lam)
+                parts = [lam * reg.weight_penalty([param], p) for param, p, lam in self.weight_penalties
+                         if p == power]
             extra.append(torch.stack(parts).sum() if parts else torch.zeros((), device=x.device))
         return extra
