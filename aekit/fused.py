@@ -35,6 +35,7 @@ __all__ = ["ACTIVATIONS", "LOSSES", "DenseChainStep"]
 # pre-activation need not be kept: ``derivative(grad, out, result)`` writes
 # d loss / d pre into ``result`` (which may be ``grad`` itself).
 _aten = torch.ops.aten
+_mse_backward = _aten.mse_loss_backward.grad_input
 ACTIVATIONS: dict[str, tuple[Callable, Callable | None]] = {
     "linear": (lambda t: None, None),
     "sigmoid": (torch.sigmoid_, lambda g, out, r: _aten.sigmoid_backward.grad_input(g, out, grad_input=r)),
@@ -59,6 +60,7 @@ class _Link:
         self.size = layer.b.shape[0]
         self.hidden_l1, self.hidden_l2 = hidden_l1, hidden_l2
         self.is_last = False  # set by DenseChainStep.build
+        self.accumulate_w = False  # tied weight already written by a later layer: add, do not overwrite
 
 
 class DenseChainStep:
@@ -89,6 +91,15 @@ class DenseChainStep:
         self.weight_penalties = weight_penalties
         self.keys = keys
         self._buffers: dict[tuple, tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]] = {}
+        self._ones: dict[tuple, torch.Tensor] = {}
+
+    def _one(self, x: torch.Tensor) -> torch.Tensor:
+        """A 0-d tensor 1 like ``x``: the ``grad_output`` of the MSE backward (made once per device)."""
+        key = (x.device, x.dtype)
+        one = self._ones.get(key)
+        if one is None:
+            one = self._ones[key] = torch.ones((), device=x.device, dtype=x.dtype)
+        return one
 
     # ------------------------------------------------------------------ eligibility
     @classmethod
@@ -114,6 +125,10 @@ class DenseChainStep:
                 return None
             links.append(_Link(layer, hidden_l1.get(name), hidden_l2.get(name)))
         links[-1].is_last = True
+        seen: set[int] = set()
+        for link in reversed(links):  # the backward order: the first to write a weight overwrites it
+            link.accumulate_w = id(link.w) in seen
+            seen.add(id(link.w))
         params = [p for link in links for p in ((link.b,) if link.tied else (link.w, link.b))]
         if {id(p) for p in params} != {id(p) for p in net.params} or not all(p.requires_grad for p in params):
             return None
@@ -172,23 +187,28 @@ class DenseChainStep:
             link.activate(out)
             a = out
         # The loss and its gradient with respect to the output (for bce: the logits).
-        grad = torch.sub(outs[-1], x, out=grads[-1])
+        grad = grads[-1]
         count = grad.numel()
         scale = self.loss_weight / count
         if self.loss == "mse":
+            # One pass for the gradient, 2 (out - x) / count (the same floats as subtracting and
+            # then scaling), and the error read back from it: sum (out - x)^2 = |grad|^2 count^2 / 4.
+            _mse_backward(self._one(x), outs[-1], x, 1, grad_input=grad)
             flat = grad.view(-1)
-            value = torch.dot(flat, flat).div_(count)
-            grad.mul_(2 * scale)
+            value = torch.dot(flat, flat).mul_(count / 4)
+            if self.loss_weight != 1:
+                grad.mul_(self.loss_weight)
         elif self.loss == "mae":
+            torch.sub(outs[-1], x, out=grad)
             value = grad.abs().sum().div_(count)
             grad.sign_().mul_(scale)
         else:  # d/dlogits of the mean cross-entropy: (sigmoid(logits) - x) / count
+            torch.sub(outs[-1], x, out=grad)
             value = F.binary_cross_entropy_with_logits(logits, x)
             grad.mul_(scale)
         terms = [value, value if self.loss_weight == 1 else value * self.loss_weight]
         hidden_terms: dict[str, list[torch.Tensor]] = {"hidden_l1": [], "hidden_l2": []}
         # Backward, last layer first; each gradient written once (a tied weight: twice, added).
-        written: set[int] = set()
         for index in range(len(links) - 1, -1, -1):
             link, out, grad = links[index], outs[index], grads[index]
             if not link.is_last:
@@ -200,11 +220,10 @@ class DenseChainStep:
                 left, right = grad.t(), a
             else:  # dW = a^T g, shape (n_in, n_out)
                 left, right = a.t(), grad
-            if id(link.w) in written:
+            if link.accumulate_w:
                 link.w.grad.addmm_(left, right)
             else:
                 torch.mm(left, right, out=link.w.grad)
-                written.add(id(link.w))
             torch.sum(grad, 0, out=link.b.grad)
             if index > 0:
                 torch.mm(grad, link.w if link.tied else link.w.t(), out=grads[index - 1])

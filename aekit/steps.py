@@ -73,6 +73,7 @@ class FusedAdamUpdate:
         self.group = optimizer.param_groups[0]
         self.params: list[torch.Tensor] = list(self.group["params"])
         self._state: tuple[list[torch.Tensor], ...] | None = None
+        self._live: dict | None = None  # the optimizer.state object self._state was gathered from
 
     @classmethod
     def build(cls, optimizer: torch.optim.Optimizer) -> FusedAdamUpdate | None:
@@ -87,7 +88,7 @@ class FusedAdamUpdate:
         return cls(optimizer)
 
     def _gather(self) -> tuple[list[torch.Tensor], ...] | None:
-        state = self.optimizer.state
+        state = self._live = self.optimizer.state
         try:
             per_param = [state[p] for p in self.params]
             return ([s["exp_avg"] for s in per_param], [s["exp_avg_sq"] for s in per_param],
@@ -96,11 +97,13 @@ class FusedAdamUpdate:
             return None
 
     def _current(self) -> bool:
-        state = self._state
-        if state is None:
+        # The optimizer's state is either cleared (after a divergence) or replaced as a whole
+        # (load_state_dict makes a new dict): checking the dict and one entry catches both.
+        if self._state is None:
             return False
         live = self.optimizer.state
-        return all(live[p].get("exp_avg") is m for p, m in zip(self.params, state[0]))
+        first = live.get(self.params[0]) if live is self._live else None
+        return first is not None and first.get("exp_avg") is self._state[0][0]
 
     def __call__(self) -> None:
         params = self.params

@@ -236,17 +236,43 @@ class TensorSource:
         return int(self.x.shape[0])
 
     def batches(
-        self, batch_size: int, generator: torch.Generator | None
+        self, batch_size: int, generator: torch.Generator | None, *, reuse: bool = False
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Contiguous slices of one fresh permutation (no shuffle when generator is None)."""
+        """Batches of one fresh permutation (in order, as slices, when generator is None).
+
+        Parameters
+        ----------
+        batch_size : int
+        generator : torch.Generator or None
+            Draws the permutation; None: no shuffle.
+        reuse : bool
+            Gather each shuffled batch into the same buffer, overwriting the previous
+            batch (use each batch before asking for the next).  Without it the whole
+            permuted data set is copied once per epoch, which for data held in memory
+            means a second copy of it; with it, training needs one batch more.
+        """
         x, w = self.x, self.w
-        if generator is not None:
-            perm = torch.randperm(len(self), generator=generator).to(x.device)
+        n = len(self)
+        if generator is None:
+            for start in range(0, n, batch_size):
+                yield x[start:start + batch_size], (w[start:start + batch_size] if w is not None else None)
+            return
+        perm = torch.randperm(n, generator=generator).to(x.device)
+        if not reuse:
             x = x.index_select(0, perm)
             w = w.index_select(0, perm) if w is not None else None
-        for start in range(0, len(self), batch_size):
-            stop = start + batch_size
-            yield x[start:stop], (w[start:stop] if w is not None else None)
+            for start in range(0, n, batch_size):
+                yield x[start:start + batch_size], (w[start:start + batch_size] if w is not None else None)
+            return
+        rows = min(batch_size, n)
+        x_buffer = x.new_empty((rows, *x.shape[1:]))
+        w_buffer = None if w is None else w.new_empty((rows, *w.shape[1:]))
+        for start in range(0, n, batch_size):
+            index = perm[start:start + batch_size]
+            k = index.shape[0]
+            xb = torch.index_select(x, 0, index, out=x_buffer[:k])
+            wb = None if w is None else torch.index_select(w, 0, index, out=w_buffer[:k])
+            yield xb, wb
 
 
 def _split_weighted(net, data: Any, name: str) -> tuple[Any, Any]:
@@ -355,7 +381,11 @@ class _Trainer:
         total: torch.Tensor | None = None
         count = 0
         generator = self.generator if self.options.shuffle else None
-        for xb, wb in self.source.batches(self.options.batch_size, generator):
+        if isinstance(self.source, TensorSource):  # each batch is used up before the next one
+            batches = self.source.batches(self.options.batch_size, generator, reuse=True)
+        else:
+            batches = self.source.batches(self.options.batch_size, generator)
+        for xb, wb in batches:
             n = xb.shape[0]
             values = self._step(xb, wb)
             # Accumulated on the device: no host sync per batch.

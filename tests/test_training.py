@@ -179,3 +179,18 @@ def test_theanets_seed_script_runs_with_only_its_import_changed(digits):
     net.train(data, weight_l2=0.0001, max_updates=5)
     w = net.find("hid1", "w").detach().numpy()
     assert w.shape == (64, 9)
+
+
+def test_reused_batch_buffer_gives_the_same_batches_as_a_permuted_copy():
+    x = torch.arange(46.0).reshape(23, 2)
+    w = x * 10
+    source = TensorSource(x, w)
+    copied = [(xb.clone(), wb.clone()) for xb, wb in source.batches(5, torch.Generator().manual_seed(4))]
+    reused = [(xb.clone(), wb.clone())
+              for xb, wb in source.batches(5, torch.Generator().manual_seed(4), reuse=True)]
+    assert [xb.shape[0] for xb, _ in reused] == [5, 5, 5, 5, 3]  # the short last batch too
+    for (xa, wa), (xb, wb) in zip(copied, reused):
+        assert torch.equal(xa, xb) and torch.equal(wa, wb)
+    # The buffer is overwritten: every batch handed out is one and the same storage.
+    pointers = {xb.data_ptr() for xb, _ in source.batches(5, torch.Generator().manual_seed(4), reuse=True)}
+    assert len(pointers) == 1
