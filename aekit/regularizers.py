@@ -150,6 +150,12 @@ class Regularizers:
     hidden_noise: dict[str, float] = field(default_factory=dict)
     hidden_dropout: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def uses_randomness(self) -> bool:
+        """True when training draws random numbers (noise or dropout)."""
+        return bool(self.input_noise or self.input_dropout or any(self.hidden_noise.values())
+                    or any(self.hidden_dropout.values()))
+
     @classmethod
     def from_kwargs(cls, code_layer: str = "*", **kwargs: Any) -> Regularizers:
         """Validate and normalise the regularizer keywords of ``train``/``loss``.

@@ -219,6 +219,11 @@ def make_optimizer(algo: str, params: list[torch.nn.Parameter], lr: float, momen
                              line_search_fn="strong_wolfe")
 
 
+def noise_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of epoch ``epoch``'s noise and dropout draws (process ``rank`` of a run)."""
+    return int(np.random.SeedSequence([seed % 2**64, epoch, rank]).generate_state(1)[0])
+
+
 class TensorSource:
     """Training data held as tensors on the training device.
 
@@ -374,7 +379,21 @@ class _Trainer:
         return {k: float(v) for k, v in stash.items()}
 
     def train_epoch(self) -> dict[str, float]:
-        """One pass over the training data; returns size-weighted mean monitors."""
+        """One pass over the training data; returns size-weighted mean monitors.
+
+        Noise and dropout draw from torch's global generator, seeded for the epoch
+        from (model seed, epoch number) and put back afterwards: the same ``rng``
+        gives the same training run whatever else the process drew, and a resumed
+        run draws what an uninterrupted one would.
+        """
+        if not self.regs.uses_randomness:
+            return self._train_epoch()
+        devices = [self.net.device.index or 0] if self.net.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(noise_seed(self.net.seed, len(self.net.history) + 1))
+            return self._train_epoch()
+
+    def _train_epoch(self) -> dict[str, float]:
         self.net.graph.train()
         if self.options.algo == "lbfgs":
             return self._lbfgs_epoch()

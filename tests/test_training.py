@@ -194,3 +194,22 @@ def test_reused_batch_buffer_gives_the_same_batches_as_a_permuted_copy():
     # The buffer is overwritten: every batch handed out is one and the same storage.
     pointers = {xb.data_ptr() for xb, _ in source.batches(5, torch.Generator().manual_seed(4), reuse=True)}
     assert len(pointers) == 1
+
+
+@pytest.mark.parametrize("noise", [dict(input_noise=0.2), dict(hidden_dropout=0.3)])
+def test_noise_is_reproducible_from_the_model_seed_alone(noise):
+    x = np.random.default_rng(1).random((60, 6)).astype(np.float32)
+
+    def trained(global_seed: int) -> np.ndarray:
+        torch.manual_seed(global_seed)  # whatever else the process drew must not matter
+        net = aekit.Autoencoder([6, (3, "sigmoid"), (6, "sigmoid")], rng=5)
+        net.train(x, batch_size=10, max_epochs=2, validate_every=0, **noise)
+        return net.predict(x)
+
+    np.testing.assert_array_equal(trained(0), trained(123))
+    # ... and training leaves the global generator where the caller put it.
+    torch.manual_seed(9)
+    state = torch.get_rng_state()
+    net = aekit.Autoencoder([6, (3, "sigmoid"), (6, "sigmoid")], rng=5)
+    net.train(x, batch_size=10, max_epochs=1, validate_every=0, **noise)
+    assert torch.equal(torch.get_rng_state(), state)
