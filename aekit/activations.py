@@ -21,6 +21,7 @@ from .errors import ConfigurationError, unknown_name_error
 __all__ = ["Activation", "get", "names", "output_range"]
 
 _EPS = 1e-8
+LEAKY_RELU_SLOPE = 0.1  # the slope of 'leaky-relu' below zero, as in theanets
 
 
 def _example_axes(x: torch.Tensor) -> tuple[int, ...]:
@@ -59,7 +60,7 @@ _FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "rect:minmax": lambda x: torch.clamp(x, 0.0, 1.0),
     "softplus": F.softplus,
     "softmax": _softmax,
-    "leaky-relu": lambda x: F.leaky_relu(x, 0.1),
+    "leaky-relu": lambda x: F.leaky_relu(x, LEAKY_RELU_SLOPE),
     "elu": F.elu,
     "gelu": F.gelu,
     "norm:mean": _norm_mean,

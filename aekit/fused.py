@@ -1,7 +1,8 @@
 """A hand-derived training step for dense autoencoders: the fast path of training.
 
 Most autoencoders people train are a chain of dense layers (some tied) with
-elementwise activations, a mean squared (or absolute, or cross-entropy) error
+elementwise activations (linear, sigmoid, tanh, relu, leaky-relu, elu, softplus:
+those whose derivative follows from their output), a mean squared (or absolute, or cross-entropy) error
 and perhaps L1/L2 penalties.  For these the backward pass is short enough to
 write out: :class:`DenseChainStep` runs the forward pass into preallocated
 buffers, in place where it can, and writes each gradient straight into the
@@ -14,7 +15,8 @@ the matrix products are the same as autograd's.
 The step is used automatically by :class:`aekit.steps.StepRunner` whenever
 :func:`DenseChainStep.build` accepts the model and its regularizers (float32,
 not compiled); anything else -- convolutions, batch norm, noise, dropout,
-sparsity, contractive penalties, weighted losses, other activations --
+sparsity, contractive penalties, weighted losses, other activations (gelu,
+prelu, clamps, normalisations, compositions) --
 goes through autograd as before.  The tests check its gradients against autograd
 for every supported activation, loss and penalty.
 """
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from . import regularizers as reg
+from .activations import LEAKY_RELU_SLOPE
 from .layers import Dense, Tied
 
 __all__ = ["ACTIVATIONS", "LOSSES", "DenseChainStep"]
@@ -44,6 +47,24 @@ ACTIVATIONS: dict[str, tuple[Callable, Callable | None]] = {
 }
 ACTIVATIONS["logistic"] = ACTIVATIONS["sigmoid"]
 ACTIVATIONS["rect:max"] = ACTIVATIONS["relu"]
+
+
+def _softplus_derivative(grad: torch.Tensor, out: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+    # softplus' = sigmoid(pre) = 1 - exp(-out); expm1 keeps it accurate where out is small.
+    factor = torch.neg(out).expm1_().neg_()
+    return torch.mul(grad, factor, out=result)
+
+
+# Softplus at torch's default threshold (20: linear above it, as F.softplus); ELU with alpha 1;
+# both derivatives from the output, which determines the pre-activation's sign (elu_backward
+# and leaky_relu_backward take the result for exactly this).
+ACTIVATIONS["softplus"] = (lambda t: _aten.softplus.out(t, 1, 20, out=t), _softplus_derivative)
+ACTIVATIONS["elu"] = (F.elu_, lambda g, out, r: _aten.elu_backward.grad_input(g, 1.0, 1, 1, True, out,
+                                                                                grad_input=r))
+ACTIVATIONS["leaky-relu"] = (
+    lambda t: F.leaky_relu_(t, LEAKY_RELU_SLOPE),
+    lambda g, out, r: _aten.leaky_relu_backward.grad_input(g, out, LEAKY_RELU_SLOPE, True, grad_input=r),
+)
 LOSSES = ("mse", "mae", "bce")
 
 

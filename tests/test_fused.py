@@ -39,6 +39,8 @@ CASES = [
     ([12, (8, "sigmoid"), (12, "tied")], "mse", {"hidden_l2": 0.3, "weight_l2": 1e-2}),
     ([12, (8, "tanh"), (4, "relu"), (8, "tanh"), (12, "linear")], "mse",
      {"weight_l1": {"hid1.w": 0.01, "*.w": 0.002}, "hidden_l1": {"hid2": 0.05}, "hidden_l2": {"hid1": 0.0}}),
+    ([12, (8, "softplus"), (4, "elu"), (8, "leaky-relu"), (12, "linear")], "mse", {"hidden_l1": 0.05}),
+    ([12, (6, "lrelu"), (12, "softplus")], "mae", {}),
 ]
 
 
@@ -61,7 +63,7 @@ def test_terms_and_gradients_match_autograd(layers, loss, kwargs):
 
 @pytest.mark.parametrize("layers, loss, kwargs", [
     ([(1, 4, 4), (6, "sigmoid"), (16, "sigmoid")], "mse", {}),  # image input
-    ([12, (5, "softplus"), (12, "linear")], "mse", {}),  # not in the table
+    ([12, (5, "gelu"), (12, "linear")], "mse", {}),  # not in the table: needs its pre-activation
     ([12, (5, "relu+norm:z"), (12, "linear")], "mse", {}),
     ([12, (5, "prelu"), (12, "linear")], "mse", {}),
     ([12, {"size": 5, "activation": "relu", "batch_norm": True}, (12, "linear")], "mse", {}),
