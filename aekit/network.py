@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from .errors import AekitError, ConfigurationError, DataError, unknown_name_erro
 from .layers import Layer, build_layer, layer_seed
 from .losses import Loss
 from .specs import LayerSpec, parse_layers
+from .streaming import StreamingSource, is_streamable
 
 __all__ = ["Autoencoder", "Graph", "resolve_device"]
 
@@ -439,10 +440,19 @@ class Autoencoder:
         self.preprocessing = None if step is None else check_step(step, self.graph.input_shape)
 
     # ------------------------------------------------------------------ inference
+    # Inputs come in two kinds.  NumPy arrays, tensors and lists are checked as a
+    # whole (``_check``) and run in batches of INFERENCE_BATCH.  Streamable ones
+    # (``np.memmap``, h5py-like datasets: see ``aekit.streaming.is_streamable``)
+    # are read, checked and preprocessed one block of rows at a time, as training
+    # reads them, so that only the outputs -- never the whole input -- sit in memory.
     def _check(self, x: Any, name: str = "x", transform: bool = True) -> torch.Tensor:
         tensor = check_array(x, self.graph.input_shape, name=name, layer=self.graph.input_name,
                              device=self.device)
-        if transform and self.preprocessing is not None and name in ("x", "valid"):
+        return self._preprocess(tensor, name) if transform else tensor
+
+    def _preprocess(self, tensor: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """Apply the attached preprocessing step to a checked tensor of data (not weights, not codes)."""
+        if self.preprocessing is not None and name in ("x", "valid"):
             tensor = self.preprocessing.transform_tensor(tensor)
         return tensor
 
@@ -450,12 +460,76 @@ class Autoencoder:
         for start in range(0, x.shape[0], INFERENCE_BATCH):
             yield x[start:start + INFERENCE_BATCH]
 
-    @torch.inference_mode()
-    def _run(self, x: torch.Tensor, fn) -> np.ndarray:
+    def _stream(
+        self,
+        x: Any,
+        name: str = "x",
+        shape: tuple[int, ...] | None = None,
+        layer: str | None = None,
+    ) -> StreamingSource:
+        """A :class:`StreamingSource` over streamable ``x`` whose blocks are checked but not preprocessed.
+
+        Parameters
+        ----------
+        x : array-like, shape (n, features) or (n, *shape)
+            Streamable data (``is_streamable(x)``).
+        name : str
+            The argument's name, for error messages.
+        shape, layer : optional
+            The per-example shape expected and the layer named in errors
+            (default: the input layer).
+
+        Raises
+        ------
+        DataError
+            If ``x`` has the wrong rank, dtype or size, or no rows (the messages
+            of the in-memory path); bad values surface when their block is read.
+        """
+        shape = tuple(self.graph.input_shape if shape is None else shape)
+        layer = self.graph.input_name if layer is None else layer
+
+        def check(block: Any, block_name: str) -> torch.Tensor:
+            return check_array(block, shape, name=block_name, layer=layer, device=self.device)
+
+        source = StreamingSource(x, check=check, name=name)
+        # dtype, rank and feature count are checked on an empty slice before any
+        # row is read, so a wrong file fails at once with today's one-line message.
+        # (A private copy: torch warns about the read-only views a memmap gives.)
+        check_array(np.array(x[:0]), shape, name=name, layer=layer, allow_empty=len(source) > 0)
+        if source.block_rows > INFERENCE_BATCH:
+            # Whole batches per block put the batch boundaries where the in-memory
+            # path puts them, so streamed outputs match it bit for bit.
+            source.block_rows -= source.block_rows % INFERENCE_BATCH
+        return source
+
+    @staticmethod
+    def _blocks(source: StreamingSource) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """``(start, stop, checked block)`` for the rows of ``source``, in order."""
+        for a in range(source.start, source.stop, source.block_rows):
+            b = min(a + source.block_rows, source.stop)
+            block, _ = source.read(a, b)
+            yield a, b, block
+
+    def _inputs(self, x: Any) -> Iterator[torch.Tensor]:
+        """Checked, preprocessed batches of ``x`` (streamed block by block when ``x`` is streamable)."""
+        if not is_streamable(x):
+            yield from self._batches(self._check(x))
+            return
+        for _, _, block in self._blocks(self._stream(x)):
+            yield from self._batches(self._preprocess(block))
+
+    def _run(self, batches: Iterable[torch.Tensor], fn: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
         was_training = self.graph.training
         self.graph.eval()
         try:
-            return np.concatenate([to_numpy(fn(batch)) for batch in self._batches(x)], axis=0)
+            parts = []
+            for batch in batches:
+                # Only the model runs in inference mode: blocks are read and
+                # preprocessed outside it, so tensors the preprocessing step
+                # caches stay usable by training later.
+                with torch.inference_mode():
+                    parts.append(to_numpy(fn(batch)))
+            return np.concatenate(parts, axis=0)
         finally:
             self.graph.train(was_training)
 
@@ -465,6 +539,8 @@ class Autoencoder:
         Parameters
         ----------
         x : array-like, shape (n, features) or (n, *input_shape)
+            A memory-mapped or other streamable ``x`` is read one block of rows
+            at a time; only the codes are held in memory.
         layer : str or int, optional
         sample : bool
             Draw Bernoulli samples with the code activations as probabilities
@@ -476,7 +552,7 @@ class Autoencoder:
         """
         self._check_outputs_exist()
         name = self._layer_name(layer, self.code_layer)
-        codes = self._run(self._check(x), lambda b: self.graph(b, stop=name)[f"{name}:out"])
+        codes = self._run(self._inputs(x), lambda b: self.graph(b, stop=name)[f"{name}:out"])
         if sample:
             if codes.size and (codes.min() < 0 or codes.max() > 1):
                 raise ConfigurationError(
@@ -490,6 +566,8 @@ class Autoencoder:
     def decode(self, z: Any, layer: str | int | None = None) -> np.ndarray:
         """Reconstructions from codes ``z`` of ``layer`` (default: the middle layer).
 
+        A memory-mapped or other streamable ``z`` is read one block of rows at a time.
+
         Returns
         -------
         ndarray, shape (n, features) or (n, *output_shape)
@@ -497,10 +575,17 @@ class Autoencoder:
         self._check_outputs_exist()
         name = self._layer_name(layer, self.code_layer)
         shape = self.graph.layers[name].output_shape
-        zt = check_array(z, shape, name="z", layer=name, device=self.device)
         out = self.graph.output_name
-        result = self._run(zt, lambda b: self.graph.run_from(name, b)[f"{out}:out"])
-        return self._inverse(result)
+
+        def run(b: torch.Tensor) -> torch.Tensor:
+            return self.graph.run_from(name, b)[f"{out}:out"]
+
+        if is_streamable(z):
+            source = self._stream(z, name="z", shape=shape, layer=name)
+            return np.concatenate([self._inverse(self._run(self._batches(block), run))
+                                   for _, _, block in self._blocks(source)], axis=0)
+        zt = check_array(z, shape, name="z", layer=name, device=self.device)
+        return self._inverse(self._run(self._batches(zt), run))
 
     def _inverse(self, y: np.ndarray) -> np.ndarray:
         if self.preprocessing is not None:
@@ -510,20 +595,35 @@ class Autoencoder:
         return y
 
     def predict(self, x: Any) -> np.ndarray:
-        """Reconstruction of ``x``, shaped like the output layer: (n, features), or (n, C, H, W) for an image output."""
+        """Reconstruction of ``x``, shaped like the output layer: (n, features), or (n, C, H, W) for an image output.
+
+        A memory-mapped or other streamable ``x`` is read one block of rows at a time.
+        """
         self._check_outputs_exist()
         out = self.graph.output_name
-        return self._inverse(self._run(self._check(x), lambda b: self.graph(b)[f"{out}:out"]))
+
+        def run(b: torch.Tensor) -> torch.Tensor:
+            return self.graph(b)[f"{out}:out"]
+
+        if is_streamable(x):
+            # The inverse preprocessing is row-wise: applying it per block keeps
+            # its float64 working copy as small as the block.
+            return np.concatenate([self._inverse(self._run(self._batches(self._preprocess(block)), run))
+                                   for _, _, block in self._blocks(self._stream(x))], axis=0)
+        return self._inverse(self._run(self._batches(self._check(x)), run))
 
     def feed_forward(self, x: Any) -> dict[str, np.ndarray]:
-        """Every layer's ``'name:pre'`` and ``'name:out'`` for ``x`` (plus ``'in:out'``)."""
-        xt = self._check(x)
+        """Every layer's ``'name:pre'`` and ``'name:out'`` for ``x`` (plus ``'in:out'``).
+
+        A memory-mapped or other streamable ``x`` is read one block of rows at a
+        time; note that ``'in:out'`` is the whole (preprocessed) input.
+        """
         was_training = self.graph.training
         self.graph.eval()
         parts: dict[str, list[np.ndarray]] = {}
         try:
-            with torch.inference_mode():
-                for batch in self._batches(xt):
+            for batch in self._inputs(x):
+                with torch.inference_mode():
                     for key, value in self.graph(batch).items():
                         parts.setdefault(key, []).append(to_numpy(value))
         finally:
@@ -535,7 +635,11 @@ class Autoencoder:
 
         Equals scikit-learn's ``r2_score(x, predict(x), multioutput='variance_weighted')``
         when unweighted.  With ``w`` (shaped like ``x``) both sums are weighted.
+        A memory-mapped or other streamable ``x`` (and ``w``) is read one block
+        of rows at a time, in one pass.
         """
+        if is_streamable(x):
+            return self._score_streamed(x, w)
         target = check_array(x, self.graph.input_shape, name="x", layer=self.graph.input_name)
         target = target.flatten(1).double().numpy()
         pred = self.predict(x).reshape(target.shape[0], -1).astype(np.float64)
@@ -545,6 +649,45 @@ class Autoencoder:
         mean = (weight * target).sum(axis=0) / np.maximum(weight.sum(axis=0), 1e-12)
         ss_res = (weight * (target - pred) ** 2).sum()
         ss_tot = (weight * (target - mean) ** 2).sum()
+        return float(1.0 - ss_res / ss_tot) if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)
+
+    def _score_streamed(self, x: Any, w: Any) -> float:
+        """:meth:`score` for streamable ``x``: per-block sums merged without a second pass.
+
+        The per-feature weighted means and squared deviations of the blocks are
+        combined with Chan et al.'s pairwise update, which is as accurate as the
+        two-pass in-memory formula (a running ``sum(w x^2) - mean^2`` would
+        cancel catastrophically for data far from zero).
+        """
+        self._check_outputs_exist()
+        source = self._stream(x)
+        n = len(source)
+        n_features = math.prod(self.graph.input_shape)
+        w_shape = tuple(getattr(w, "shape", np.shape(w))) if w is not None else None
+        if w_shape is not None and (len(w_shape) < 1 or w_shape[0] != n or math.prod(w_shape) != n * n_features):
+            raise DataError(f"w must be shaped like x ({n} rows of {n_features} values), got shape {w_shape}")
+        out = self.graph.output_name
+        total = mean = m2 = np.zeros(n_features)
+        ss_res = 0.0
+        for a, b, raw in self._blocks(source):
+            target = to_numpy(raw).reshape(b - a, -1).astype(np.float64)
+            pred = self._run(self._batches(self._preprocess(raw)), lambda t: self.graph(t)[f"{out}:out"])
+            pred = self._inverse(pred).reshape(b - a, -1).astype(np.float64)
+            if pred.shape != target.shape:
+                raise DataError(f"score needs an output shaped like the input, got {(n, pred.shape[1])} "
+                                f"vs {(n, target.shape[1])}")
+            weight = np.ones_like(target) if w is None else np.asarray(w[a:b], dtype=np.float64).reshape(target.shape)
+            ss_res += float((weight * (target - pred) ** 2).sum())
+            block_total = weight.sum(axis=0)
+            block_mean = (weight * target).sum(axis=0) / np.maximum(block_total, 1e-12)
+            block_m2 = (weight * (target - block_mean) ** 2).sum(axis=0)
+            merged = total + block_total
+            share = block_total / np.maximum(merged, 1e-12)
+            delta = block_mean - mean
+            m2 = m2 + block_m2 + delta ** 2 * total * share
+            mean = mean + delta * share
+            total = merged
+        ss_tot = float(m2.sum())
         return float(1.0 - ss_res / ss_tot) if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)
 
     # ------------------------------------------------------------------ training
