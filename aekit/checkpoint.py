@@ -6,11 +6,17 @@ the next epoch depends on:
 
 * tensors ``model.*`` (the current parameters and preprocessing state),
   ``best.*`` (the early-stopping snapshot), ``optim.*`` (optimizer state) and
-  ``rng.*`` (the trainer's shuffle generator and torch's global generator, which
-  draws the noise and dropout masks);
+  ``rng.*`` (the trainer's shuffle generator and torch's global generator; noise
+  and dropout masks come from a generator seeded per epoch from the model seed);
 * JSON: the epoch counter, best loss and epoch, the stale-validation counter,
   the last validation monitors, the history, the optimizer's param groups and
-  scalar state, the options and regularizers, and the data sizes.
+  scalar state, the options and regularizers, the data sizes and, for
+  ``precision='fp16'``, the gradient scaler's state (``grad_scaler``: loss
+  scale, growth tracker, growth and backoff settings; ``null`` otherwise).
+
+A checkpoint without ``grad_scaler`` (an fp32 run, or one written before aekit
+stored it) still resumes: an fp16 run then starts from the default loss scale,
+and says so in the log when the checkpoint's own run was fp16.
 
 Resuming restores all of it, so a run that is stopped and resumed ends with the
 same parameters, bit for bit, as one that was never stopped (same device,
@@ -152,6 +158,52 @@ def _check_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[int, di
                                       f"{index} has shape {tuple(value.shape)}, expected {tuple(params[index].shape)}")
 
 
+# ---------------------------------------------------------------------- gradient scaler
+def grad_scaler(trainer) -> torch.amp.GradScaler | None:
+    """The enabled ``GradScaler`` of an fp16 ``trainer``, or None.
+
+    Single-process and data-parallel trainers both keep it on their step runner
+    (:attr:`aekit.steps.StepRunner.scaler`).
+    """
+    scaler = getattr(getattr(trainer, "stepper", None), "scaler", None)
+    return scaler if scaler is not None and scaler.is_enabled() else None
+
+
+def scaler_to_file(scaler: torch.amp.GradScaler | None) -> dict[str, int | float] | None:
+    """``scaler.state_dict()`` as JSON (plain numbers, no tensors); None without an enabled scaler."""
+    if scaler is None or not scaler.is_enabled():
+        return None
+    state = scaler.state_dict()
+    for key, value in state.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise CheckpointError(f"cannot store gradient-scaler state {key!r}: expected a finite number, "
+                                  f"got {value!r}")
+    return dict(state)
+
+
+def scaler_from_file(scaler: torch.amp.GradScaler, saved: Any, name: str) -> dict[str, int | float]:
+    """Check what :func:`scaler_to_file` wrote against ``scaler``; returns the state to load.
+
+    Checked before anything is restored, so a damaged entry leaves the trainer untouched
+    (``GradScaler.load_state_dict`` takes any values; a zero or NaN scale would silently
+    skip every later step).
+    """
+    current = scaler.state_dict()
+    if not isinstance(saved, dict) or set(saved) != set(current):
+        got = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+        raise CheckpointError(f"checkpoint {name!r} is damaged: its gradient-scaler state has keys {got}, "
+                              f"expected {sorted(current)}")
+    for key, value in current.items():
+        number = saved[key]
+        kind = int if isinstance(value, int) else (int, float)
+        if (isinstance(number, bool) or not isinstance(number, kind) or not math.isfinite(number) or number < 0
+                or (key == "scale" and number == 0)):
+            expected = "a positive" if key == "scale" else "a non-negative"
+            raise CheckpointError(f"checkpoint {name!r} is damaged: gradient-scaler {key!r} is {number!r}, "
+                                  f"expected {expected} {'integer' if kind is int else 'number'}")
+    return {key: saved[key] for key in current}
+
+
 # ---------------------------------------------------------------------- reading
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read and check a checkpoint file.
@@ -185,6 +237,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     for key, kind in (("trainer", dict), ("optimizer", dict), ("data", dict), ("history", list)):
         if not isinstance(meta.get(key), kind):
             raise CheckpointError(f"checkpoint {name!r} is damaged: its {key!r} entry is missing or malformed")
+    if not isinstance(meta.get("grad_scaler"), (dict, type(None))):
+        raise CheckpointError(f"checkpoint {name!r} is damaged: its 'grad_scaler' entry is "
+                              f"{type(meta['grad_scaler']).__name__}, expected an object or null")
     return tensors, meta
 
 
@@ -310,6 +365,9 @@ class Checkpointer:
                 "learning_rate": trainer.options.learning_rate,
             },
             "optimizer": {"algo": trainer.options.algo, **optimizer},
+            # Without it a resumed fp16 run restarts at the default loss scale and skips
+            # (or no longer skips) overflowing steps differently from an uninterrupted one.
+            "grad_scaler": scaler_to_file(grad_scaler(trainer)),
             "options": self.options,
             "regularizers": self.regularizers,
             "data": _data_sizes(trainer),
@@ -373,8 +431,19 @@ class Checkpointer:
         bad = sorted(k for k, v in (*model.items(), *best.items()) if v.is_floating_point() and not v.isfinite().all())
         if bad:
             raise CheckpointError(f"checkpoint {name!r} is damaged: tensors {bad[:3]} hold NaN or infinite values")
+        scaler, scaler_state = grad_scaler(trainer), None
+        if scaler is not None and meta.get("grad_scaler") is not None:
+            scaler_state = scaler_from_file(scaler, meta["grad_scaler"], name)
+        elif scaler is not None and (meta.get("options") or {}).get("precision") == "fp16":
+            # An fp16 checkpoint from an aekit that did not store the scaler: still usable, but the
+            # run is no longer bit-identical to an uninterrupted one. (A run that changed its
+            # precision was already warned about above.)
+            log.warning("checkpoint %s has no gradient-scaler state (written by an older aekit): the fp16 "
+                        "loss scale restarts at %g", name, scaler.get_scale())
         net.graph.load_state_dict(restored.graph.state_dict())
         optimizer_from_file(trainer.optimizer, meta["optimizer"], tensors, name)
+        if scaler_state is not None:
+            scaler.load_state_dict(scaler_state)
         try:
             trainer.generator.set_state(generator_state)
             torch.set_rng_state(torch_state)

@@ -419,7 +419,9 @@ class DistributedTrainer(_Trainer):
         if self.valid is not None:
             self.valid = ShardedSource(self.valid, self.rank, self.world)
         self._ddp: nn.Module | None = None
-        self._scaler: torch.amp.GradScaler | None = None
+        # The step runner's scaler (None unless fp16): the one aekit.checkpoint saves and restores,
+        # so a resumed data-parallel fp16 run keeps its loss scale.
+        self._scaler: torch.amp.GradScaler | None = self.stepper.scaler
         log.info("data-parallel training on %d processes (%s): batch_size %d per process, %d per step",
                  self.world, torch.distributed.get_backend(), options.batch_size, self.effective_batch_size)
 

@@ -134,6 +134,13 @@ class StepRunner:
     compile : bool or 'auto'
     batch_size : int
         Batches of exactly this size go through the compiled function.
+
+    Attributes
+    ----------
+    scaler : torch.amp.GradScaler or None
+        The loss scaler of an fp16 run (None otherwise).  Its state (scale, growth
+        tracker) is part of a training checkpoint: :mod:`aekit.checkpoint` saves and
+        restores it, and the data-parallel trainer steps with this same object.
     """
 
     def __init__(self, net, regs, optimizer: torch.optim.Optimizer, *, max_gradient_norm: float | None = None,
@@ -145,7 +152,7 @@ class StepRunner:
         self.max_gradient_norm = max_gradient_norm
         self.device_type = net.device.type
         self.amp_dtype = PRECISIONS[check_precision(precision)]
-        self.scaler = None
+        self.scaler: torch.amp.GradScaler | None = None
         if self.amp_dtype is torch.float16:
             self.scaler = torch.amp.GradScaler(self.device_type)
         self.batch_size = batch_size

@@ -29,7 +29,7 @@ def same_params(a, b):
 @pytest.mark.parametrize(
     "options",
     [
-        # noise draws from torch's global generator; valid_split uses the seed; early-stopping state matters
+        # noise is seeded per epoch; valid_split uses the seed; early-stopping state matters
         dict(algo="adam", input_noise=0.1, valid_split=0.2, patience=50),
         dict(algo="nag", momentum=0.9, hidden_dropout=0.2, validate_every=0),
         dict(algo="rmsprop", validate_every=2, weight_l2=1e-3),
