@@ -62,7 +62,7 @@ from torch import nn
 
 from .errors import CheckpointError, ConfigurationError, DataError
 from .streaming import StreamingSource
-from .training import TensorSource, _Trainer
+from .training import TensorSource, _Trainer, noise_seed
 
 __all__ = [
     "DistributedTrainer",
@@ -489,21 +489,17 @@ class DistributedTrainer(_Trainer):
                 buffer.copy_(copy)
 
     # -------------------------------------------------------------- steps
-    def train_epoch(self) -> dict[str, float]:
-        """One pass; monitors are means over every process's examples.
+    def epoch_noise_seed(self) -> int:
+        """This epoch's noise seed, from (model seed, epoch, rank).
 
-        Noise and dropout masks come from a generator seeded by (model seed, epoch,
-        rank): with torch's global generator, identical on every rank, the replicas
-        would draw the same masks for different examples.  The global generator is
-        left as it was, so checkpoints and resumes do not depend on the rank.
+        With one seed for all, every replica would draw the same noise and dropout
+        masks for different examples.  (The global generator is still put back after
+        the epoch, so checkpoints and resumes do not depend on the rank.)
         """
-        devices = [self.net.device.index] if self.net.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            seed = np.random.SeedSequence([self.net.seed % 2**64, self.epoch, self.rank]).generate_state(1)[0]
-            torch.manual_seed(int(seed))
-            return self._train_epoch()
+        return noise_seed(self.net.seed, self.epoch, self.rank)
 
     def _train_epoch(self) -> dict[str, float]:
+        """One pass through DDP; monitors are means over every process's examples."""
         self.net.graph.train()
         if self.options.algo == "lbfgs":
             return self._lbfgs_epoch()

@@ -258,21 +258,23 @@ class TensorSource:
         """
         x, w = self.x, self.w
         n = len(self)
-        if generator is None:
-            for start in range(0, n, batch_size):
-                yield x[start:start + batch_size], (w[start:start + batch_size] if w is not None else None)
+        perm = None if generator is None else torch.randperm(n, generator=generator).to(x.device)
+        if perm is not None and reuse:
+            yield from self._gathered(perm, batch_size)
             return
-        perm = torch.randperm(n, generator=generator).to(x.device)
-        if not reuse:
+        if perm is not None:
             x = x.index_select(0, perm)
             w = w.index_select(0, perm) if w is not None else None
-            for start in range(0, n, batch_size):
-                yield x[start:start + batch_size], (w[start:start + batch_size] if w is not None else None)
-            return
-        rows = min(batch_size, n)
+        for start in range(0, n, batch_size):
+            yield x[start:start + batch_size], (w[start:start + batch_size] if w is not None else None)
+
+    def _gathered(self, perm: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """The batches of ``perm``, each gathered into the same (one-batch) buffer."""
+        x, w = self.x, self.w
+        rows = min(batch_size, len(self))
         x_buffer = x.new_empty((rows, *x.shape[1:]))
         w_buffer = None if w is None else w.new_empty((rows, *w.shape[1:]))
-        for start in range(0, n, batch_size):
+        for start in range(0, len(self), batch_size):
             index = perm[start:start + batch_size]
             k = index.shape[0]
             xb = torch.index_select(x, 0, index, out=x_buffer[:k])
@@ -390,8 +392,12 @@ class _Trainer:
             return self._train_epoch()
         devices = [self.net.device.index or 0] if self.net.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(noise_seed(self.net.seed, len(self.net.history) + 1))
+            torch.manual_seed(self.epoch_noise_seed())
             return self._train_epoch()
+
+    def epoch_noise_seed(self) -> int:
+        """The seed of this epoch's noise and dropout draws (see :func:`noise_seed`)."""
+        return noise_seed(self.net.seed, len(self.net.history) + 1)
 
     def _train_epoch(self) -> dict[str, float]:
         self.net.graph.train()
