@@ -450,6 +450,13 @@ class Autoencoder:
                              device=self.device)
         return self._preprocess(tensor, name) if transform else tensor
 
+    def _check_weights(self, w: Any, name: str = "w") -> torch.Tensor:
+        """Per-value weights ``w``, shaped like the input, finite and >= 0, as a tensor."""
+        tensor = self._check(w, name=name, transform=False)
+        if (tensor < 0).any():
+            raise DataError(f"{name} must be >= 0, got a minimum of {tensor.min().item():g}")
+        return tensor
+
     def _preprocess(self, tensor: torch.Tensor, name: str = "x") -> torch.Tensor:
         """Apply the attached preprocessing step to a checked tensor of data (not weights, not codes)."""
         if self.preprocessing is not None and name in ("x", "valid"):
@@ -645,7 +652,8 @@ class Autoencoder:
         pred = self.predict(x).reshape(target.shape[0], -1).astype(np.float64)
         if pred.shape != target.shape:
             raise DataError(f"score needs an output shaped like the input, got {pred.shape} vs {target.shape}")
-        weight = np.ones_like(target) if w is None else np.asarray(w, dtype=np.float64).reshape(target.shape)
+        weight = (np.ones_like(target) if w is None
+                  else to_numpy(self._check_weights(w)).astype(np.float64).reshape(target.shape))
         mean = (weight * target).sum(axis=0) / np.maximum(weight.sum(axis=0), 1e-12)
         ss_res = (weight * (target - pred) ** 2).sum()
         ss_tot = (weight * (target - mean) ** 2).sum()
@@ -676,7 +684,9 @@ class Autoencoder:
             if pred.shape != target.shape:
                 raise DataError(f"score needs an output shaped like the input, got {(n, pred.shape[1])} "
                                 f"vs {(n, target.shape[1])}")
-            weight = np.ones_like(target) if w is None else np.asarray(w[a:b], dtype=np.float64).reshape(target.shape)
+            weight = (np.ones_like(target) if w is None
+                      else to_numpy(self._check_weights(np.asarray(w[a:b]), f"w rows {a}:{b}"))
+                      .astype(np.float64).reshape(target.shape))
             ss_res += float((weight * (target - pred) ** 2).sum())
             block_total = weight.sum(axis=0)
             block_mean = (weight * target).sum(axis=0) / np.maximum(block_total, 1e-12)

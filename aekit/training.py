@@ -299,9 +299,7 @@ def _as_source(net, data: Any, name: str) -> TensorSource | StreamingSource:
     xt = net._check(x, name=name)
     wt = None
     if w is not None:
-        wt = net._check(w, name=f"{name} weights", transform=False)
-        if (wt < 0).any():
-            raise DataError(f"{name} weights must be >= 0, got a minimum of {wt.min().item():g}")
+        wt = net._check_weights(w, name=f"{name} weights")
     return TensorSource(xt, wt)
 
 

@@ -65,6 +65,18 @@ def test_score_is_sklearn_r2(small):
     assert np.isclose(net.score(small), expected, atol=1e-6)
 
 
+def test_score_refuses_bad_weights_with_a_data_error(small):
+    net = aekit.Autoencoder([12, (6, "relu"), 12])
+    ones = np.ones_like(small)
+    assert net.score(small, ones) == pytest.approx(net.score(small))
+    bad_shape, negative, not_finite = ones[:, :5], -ones, ones.copy()
+    not_finite[3, 4] = np.nan
+    for w, message in ((bad_shape, "w"), (negative, "w must be >= 0"), (not_finite, "w")):
+        with pytest.raises(DataError, match=message) as caught:
+            net.score(small, w)
+        assert "\n" not in str(caught.value)
+
+
 def test_sampled_codes_are_binary(small):
     net = aekit.Autoencoder([12, (6, "sigmoid"), 12])
     codes = net.encode(small, sample=True)
