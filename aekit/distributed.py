@@ -62,7 +62,7 @@ from torch import nn
 
 from .errors import CheckpointError, ConfigurationError, DataError
 from .streaming import StreamingSource
-from .training import TensorSource, _Trainer, noise_seed
+from .training import TensorSource, _Trainer
 
 __all__ = [
     "DistributedTrainer",
@@ -489,15 +489,6 @@ class DistributedTrainer(_Trainer):
                 buffer.copy_(copy)
 
     # -------------------------------------------------------------- steps
-    def epoch_noise_seed(self) -> int:
-        """This epoch's noise seed, from (model seed, epoch, rank).
-
-        With one seed for all, every replica would draw the same noise and dropout
-        masks for different examples.  (The global generator is still put back after
-        the epoch, so checkpoints and resumes do not depend on the rank.)
-        """
-        return noise_seed(self.net.seed, self.epoch, self.rank)
-
     def _train_epoch(self) -> dict[str, float]:
         """One pass through DDP; monitors are means over every process's examples."""
         self.net.graph.train()

@@ -321,6 +321,8 @@ def _monitor_terms(monitors: Mapping[str, Any] | None, outputs: dict[str, torch.
 class _Trainer:
     """State of one training run; :func:`itertrain` drives it."""
 
+    rank = 0  # this process's place in a data-parallel run (aekit.distributed sets it)
+
     def __init__(self, net, x: Any, valid: Any, options: TrainOptions, regs: reg.Regularizers):
         self.net = net
         self.options = options
@@ -394,8 +396,13 @@ class _Trainer:
             return self._train_epoch()
 
     def epoch_noise_seed(self) -> int:
-        """The seed of this epoch's noise and dropout draws (see :func:`noise_seed`)."""
-        return noise_seed(self.net.seed, len(self.net.history) + 1)
+        """The seed of this epoch's noise and dropout draws (see :func:`noise_seed`).
+
+        The epoch is counted over the model's whole history (a second ``train`` call
+        goes on drawing new noise); the rank makes the replicas of a data-parallel
+        run draw different masks for their different examples.
+        """
+        return noise_seed(self.net.seed, len(self.net.history) + 1, self.rank)
 
     def _train_epoch(self) -> dict[str, float]:
         self.net.graph.train()
