@@ -607,17 +607,20 @@ class Autoencoder:
         A memory-mapped or other streamable ``x`` is read one block of rows at a time.
         """
         self._check_outputs_exist()
-        out = self.graph.output_name
-
-        def run(b: torch.Tensor) -> torch.Tensor:
-            return self.graph(b)[f"{out}:out"]
-
         if is_streamable(x):
             # The inverse preprocessing is row-wise: applying it per block keeps
             # its float64 working copy as small as the block.
-            return np.concatenate([self._inverse(self._run(self._batches(self._preprocess(block)), run))
-                                   for _, _, block in self._blocks(self._stream(x))], axis=0)
-        return self._inverse(self._run(self._batches(self._check(x)), run))
+            return np.concatenate([self._reconstruct(block) for _, _, block in self._blocks(self._stream(x))],
+                                  axis=0)
+        return self._inverse(self._run(self._batches(self._check(x)), self._output))
+
+    def _output(self, batch: torch.Tensor) -> torch.Tensor:
+        """The output layer's activations for a (preprocessed) batch."""
+        return self.graph(batch)[f"{self.graph.output_name}:out"]
+
+    def _reconstruct(self, block: torch.Tensor) -> np.ndarray:
+        """:meth:`predict` of one checked, not yet preprocessed block of rows."""
+        return self._inverse(self._run(self._batches(self._preprocess(block)), self._output))
 
     def feed_forward(self, x: Any) -> dict[str, np.ndarray]:
         """Every layer's ``'name:pre'`` and ``'name:out'`` for ``x`` (plus ``'in:out'``).
@@ -674,13 +677,11 @@ class Autoencoder:
         w_shape = tuple(getattr(w, "shape", np.shape(w))) if w is not None else None
         if w_shape is not None and (len(w_shape) < 1 or w_shape[0] != n or math.prod(w_shape) != n * n_features):
             raise DataError(f"w must be shaped like x ({n} rows of {n_features} values), got shape {w_shape}")
-        out = self.graph.output_name
         total = mean = m2 = np.zeros(n_features)
         ss_res = 0.0
         for a, b, raw in self._blocks(source):
             target = to_numpy(raw).reshape(b - a, -1).astype(np.float64)
-            pred = self._run(self._batches(self._preprocess(raw)), lambda t: self.graph(t)[f"{out}:out"])
-            pred = self._inverse(pred).reshape(b - a, -1).astype(np.float64)
+            pred = self._reconstruct(raw).reshape(b - a, -1).astype(np.float64)
             if pred.shape != target.shape:
                 raise DataError(f"score needs an output shaped like the input, got {(n, pred.shape[1])} "
                                 f"vs {(n, target.shape[1])}")
