@@ -8,6 +8,7 @@ message for each way an array can be wrong.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 
 from .errors import DataError
 
-__all__ = ["all_finite", "check_array", "to_numpy"]
+__all__ = ["all_finite", "check_array", "check_weights", "first_row", "to_numpy"]
 
 
 def _describe(x: Any) -> str:
@@ -32,6 +33,7 @@ def check_array(
     device: torch.device | str | None = None,
     allow_empty: bool = False,
     check_finite: bool = True,
+    rows: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Validate ``x`` and return it as a tensor of shape (n, *input_shape).
 
@@ -44,6 +46,10 @@ def check_array(
     name, layer : str
         Used in error messages (``x has 783 features, but this Autoencoder
         expects 784 (layer 'in')``).
+    rows : sequence of int, optional
+        The row number of each of ``x``'s rows in the data the user gave, for
+        error messages about a block of a larger, streamed array (default: 0,
+        1, ...).
 
     Raises
     ------
@@ -67,7 +73,10 @@ def check_array(
             raise DataError(f"{name} must hold real numbers, got an array of dtype {array.dtype}")
         if not array.dtype.isnative:  # torch reads native byte order only (e.g. '>f4' from a file)
             array = array.astype(array.dtype.newbyteorder("="))
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        array = np.ascontiguousarray(array)
+        if not array.flags.writeable:  # a memmap opened read-only: torch warns about sharing it
+            array = array.copy()
+        tensor = torch.from_numpy(array)
     n_features = math.prod(input_shape)
     if tensor.dim() < 2:
         raise DataError(
@@ -91,9 +100,35 @@ def check_array(
         tensor = tensor.reshape(tensor.shape[0], *input_shape)
     tensor = tensor.to(device=device, dtype=dtype)
     if check_finite and not all_finite(tensor):
-        bad = (~torch.isfinite(tensor)).flatten(1).any(dim=1).nonzero()[0, 0].item()
+        bad = first_row(~torch.isfinite(tensor), rows)
         raise DataError(f"{name} holds NaN or infinite values (first in row {bad})")
     return tensor
+
+
+def check_weights(weights: torch.Tensor, name: str = "w", rows: Sequence[int] | None = None) -> torch.Tensor:
+    """``weights`` (a checked, finite tensor of per-value weights) if none is negative.
+
+    Raises
+    ------
+    DataError
+        ``w must be >= 0, got a minimum of -0.5 (first in row 17)``; ``rows``
+        as in :func:`check_array`.
+    """
+    negative = weights < 0
+    if negative.any():
+        raise DataError(f"{name} must be >= 0, got a minimum of {weights.min().item():g} "
+                        f"(first in row {first_row(negative, rows)})")
+    return weights
+
+
+def first_row(mask: torch.Tensor, rows: Sequence[int] | None = None) -> int:
+    """The number of the first row of ``mask`` (shape (n, ...)) with a True value.
+
+    ``rows`` maps each row to its number in the user's data (a block of a
+    streamed array); by default the rows count from 0.
+    """
+    bad = int(mask.flatten(1).any(dim=1).nonzero()[0, 0].item())
+    return bad if rows is None else int(rows[bad])
 
 
 def all_finite(tensor: torch.Tensor) -> bool:

@@ -330,18 +330,16 @@ def _read_rows(src: StreamingSource, rows: np.ndarray) -> tuple[torch.Tensor, to
     back = torch.from_numpy(np.argsort(order, kind="stable"))
     where = f"{src.name} rows {int(ascending[0])}..{int(ascending[-1])}"
     try:
-        xt = src.check(np.array(src.data[ascending]), src.name)
+        xt = src.check(np.array(src.data[ascending]), src.name, ascending)
     except DataError as error:
         raise DataError(f"{where}: {error}") from None
     xt = xt.index_select(0, back.to(xt.device))
     wt = None
     if src.w is not None:
         try:
-            wt = src.check_weights(np.array(src.w[ascending]), f"{src.name} weights")
+            wt = src.check_weights(np.array(src.w[ascending]), f"{src.name} weights", ascending)
         except DataError as error:
             raise DataError(f"{src.name} weights {where.split(' ', 1)[1]}: {error}") from None
-        if (wt < 0).any():
-            raise DataError(f"{src.name} weights must be >= 0, got {wt.min().item():g} in {where}")
         wt = wt.index_select(0, back.to(wt.device))
     return xt, wt
 

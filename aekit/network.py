@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import regularizers as reg
-from .data import check_array, to_numpy
+from .data import check_array, check_weights, to_numpy
 from .errors import AekitError, ConfigurationError, DataError, unknown_name_error
 from .layers import Layer, build_layer, layer_seed
 from .losses import Loss
@@ -445,17 +445,16 @@ class Autoencoder:
     # (``np.memmap``, h5py-like datasets: see ``aekit.streaming.is_streamable``)
     # are read, checked and preprocessed one block of rows at a time, as training
     # reads them, so that only the outputs -- never the whole input -- sit in memory.
-    def _check(self, x: Any, name: str = "x", transform: bool = True) -> torch.Tensor:
+    def _check(self, x: Any, name: str = "x", transform: bool = True,
+               rows: Sequence[int] | None = None) -> torch.Tensor:
+        """``x`` checked (:func:`check_array`; ``rows`` numbers its rows in messages), preprocessed if ``transform``."""
         tensor = check_array(x, self.graph.input_shape, name=name, layer=self.graph.input_name,
-                             device=self.device)
+                             device=self.device, rows=rows)
         return self._preprocess(tensor, name) if transform else tensor
 
-    def _check_weights(self, w: Any, name: str = "w") -> torch.Tensor:
+    def _check_weights(self, w: Any, name: str = "w", rows: Sequence[int] | None = None) -> torch.Tensor:
         """Per-value weights ``w``, shaped like the input, finite and >= 0, as a tensor."""
-        tensor = self._check(w, name=name, transform=False)
-        if (tensor < 0).any():
-            raise DataError(f"{name} must be >= 0, got a minimum of {tensor.min().item():g}")
-        return tensor
+        return check_weights(self._check(w, name=name, transform=False, rows=rows), name, rows)
 
     def _preprocess(self, tensor: torch.Tensor, name: str = "x") -> torch.Tensor:
         """Apply the attached preprocessing step to a checked tensor of data (not weights, not codes)."""
@@ -495,8 +494,8 @@ class Autoencoder:
         shape = tuple(self.graph.input_shape if shape is None else shape)
         layer = self.graph.input_name if layer is None else layer
 
-        def check(block: Any, block_name: str) -> torch.Tensor:
-            return check_array(block, shape, name=block_name, layer=layer, device=self.device)
+        def check(block: Any, block_name: str, rows: Sequence[int]) -> torch.Tensor:
+            return check_array(block, shape, name=block_name, layer=layer, device=self.device, rows=rows)
 
         source = StreamingSource(x, check=check, name=name)
         # dtype, rank and feature count are checked on an empty slice before any
@@ -686,7 +685,7 @@ class Autoencoder:
                 raise DataError(f"score needs an output shaped like the input, got {(n, pred.shape[1])} "
                                 f"vs {(n, target.shape[1])}")
             weight = (np.ones_like(target) if w is None
-                      else to_numpy(self._check_weights(np.asarray(w[a:b]), f"w rows {a}:{b}"))
+                      else to_numpy(self._check_weights(np.asarray(w[a:b]), "w", range(a, b)))
                       .astype(np.float64).reshape(target.shape))
             ss_res += float((weight * (target - pred) ** 2).sum())
             block_total = weight.sum(axis=0)

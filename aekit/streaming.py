@@ -24,12 +24,13 @@ when training reaches it, with its row number.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from .data import check_weights
 from .errors import ConfigurationError, DataError
 
 __all__ = ["DEFAULT_BLOCK_BYTES", "StreamingSource", "is_streamable"]
@@ -62,11 +63,13 @@ class StreamingSource:
     w : array-like or None, shape like ``x``
         Per-element weights, read with the same blocks.
     check : callable, optional
-        ``check(block, name) -> tensor`` applied to each block of ``x``
+        ``check(block, name, rows) -> tensor`` applied to each block of ``x``
         (normally ``net._check``, which validates, preprocesses and moves the
-        block to the model's device).  Default: a float32 CPU tensor.
+        block to the model's device); ``rows`` are the block's row numbers in
+        ``x``, for error messages.  Default: a float32 CPU tensor.
     check_weights : callable, optional
-        Same for blocks of ``w``.
+        Same for blocks of ``w``; it must reject negative weights (the default
+        does).
     start, stop : int, optional
         The range of rows used (for a validation tail).
     block_bytes : int, optional
@@ -79,8 +82,8 @@ class StreamingSource:
         self,
         x: Any,
         w: Any = None,
-        check: Callable[[Any, str], torch.Tensor] | None = None,
-        check_weights: Callable[[Any, str], torch.Tensor] | None = None,
+        check: Callable[[Any, str, Sequence[int]], torch.Tensor] | None = None,
+        check_weights: Callable[[Any, str, Sequence[int]], torch.Tensor] | None = None,
         start: int = 0,
         stop: int | None = None,
         block_bytes: int | None = None,
@@ -93,7 +96,7 @@ class StreamingSource:
             raise DataError(f"{name} weights must be shaped like {name} {shape}, got {tuple(getattr(w, 'shape', ()))}")
         self.data, self.w = x, w
         self.check = check or _default_check
-        self.check_weights = check_weights or _default_check
+        self.check_weights = check_weights or _default_weights_check
         self.name = name
         self.start = int(start)
         self.stop = int(shape[0] if stop is None else stop)
@@ -135,18 +138,17 @@ class StreamingSource:
         """Rows ``a:b`` (absolute indices) as checked tensors."""
         # A private copy: a memmap slice is a read-only view of the file, which torch warns about.
         block = np.array(self.data[a:b])
+        rows = range(a, b)
         try:
-            xt = self.check(block, self.name)
+            xt = self.check(block, self.name, rows)
         except DataError as error:
             raise DataError(f"{self.name} rows {a}:{b}: {error}") from None
         wt = None
         if self.w is not None:
             try:
-                wt = self.check_weights(np.array(self.w[a:b]), f"{self.name} weights")
+                wt = self.check_weights(np.array(self.w[a:b]), f"{self.name} weights", rows)
             except DataError as error:
                 raise DataError(f"{self.name} weights rows {a}:{b}: {error}") from None
-            if (wt < 0).any():
-                raise DataError(f"{self.name} weights must be >= 0, got {wt.min().item():g} in rows {a}:{b}")
         return xt, wt
 
     def _blocks(self, generator: torch.Generator | None) -> list[tuple[int, int]]:
@@ -186,6 +188,9 @@ class StreamingSource:
             del xt, wt
 
 
-
-def _default_check(block: Any, name: str) -> torch.Tensor:
+def _default_check(block: Any, name: str, rows: Sequence[int]) -> torch.Tensor:
     return torch.as_tensor(np.asarray(block, dtype=np.float32))
+
+
+def _default_weights_check(block: Any, name: str, rows: Sequence[int]) -> torch.Tensor:
+    return check_weights(_default_check(block, name, rows), name, rows)

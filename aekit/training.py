@@ -294,8 +294,8 @@ def _as_source(net, data: Any, name: str) -> TensorSource | StreamingSource:
     x, w = _split_weighted(net, data, name)
     if is_streamable(x):
         # Memory-mapped / on-disk data: read, check and preprocess block by block.
-        return StreamingSource(x, w, check=lambda b, n: net._check(b, name=name),
-                               check_weights=lambda b, n: net._check(b, name=n, transform=False), name=name)
+        return StreamingSource(x, w, check=lambda b, n, rows: net._check(b, name=name, rows=rows),
+                               check_weights=lambda b, n, rows: net._check_weights(b, name=n, rows=rows), name=name)
     xt = net._check(x, name=name)
     wt = None
     if w is not None:

@@ -280,7 +280,7 @@ def test_streaming_reports_bad_rows_and_lbfgs(tmp_path):
     np.save(tmp_path / "bad.npy", x)
     mapped = aekit.load_data(tmp_path / "bad.npy", mmap=True)  # not scanned up front
     net = aekit.Autoencoder([4, 2, 4])
-    with pytest.raises(DataError, match=r"x rows \d+:\d+: .*NaN"):
+    with pytest.raises(DataError, match=r"x rows \d+:\d+: .*NaN or infinite values \(first in row 257\)$"):
         net.train(mapped, max_epochs=1, validate_every=0)
     np.save(tmp_path / "good.npy", np.ones((30, 4), np.float32))
     with pytest.raises(ConfigurationError, match="lbfgs"):
@@ -300,3 +300,28 @@ def test_weighted_streaming(tmp_path, rng):
     assert np.isfinite(train["loss"])
     with pytest.raises(DataError, match="weights must be shaped like x"):
         StreamingSource(xm, wm[:, :3])
+
+
+@pytest.mark.parametrize("block_bytes", [6 * 4 * 50, None])  # 50-row blocks, and one block
+def test_streamed_negative_weight_names_its_row_in_the_whole_array(tmp_path, rng, monkeypatch, block_bytes):
+    import aekit.streaming as streaming
+
+    if block_bytes is not None:
+        monkeypatch.setattr(streaming, "DEFAULT_BLOCK_BYTES", block_bytes)
+    x = rng.random((200, 6)).astype(np.float32)
+    w = np.ones_like(x)
+    w[173, 4] = -0.5
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "w.npy", w)
+    xm, wm = (np.load(tmp_path / f"{name}.npy", mmap_mode="r") for name in ("x", "w"))
+    message = r"x weights must be >= 0, got a minimum of -0.5 \(first in row 173\)$"
+    net = aekit.Autoencoder([6, (3, "linear"), 6], weighted=True, rng=2)
+    with pytest.raises(DataError, match=r"^x weights rows \d+:\d+: " + message):
+        net.train([xm, wm], max_epochs=1, validate_every=0)
+    with pytest.raises(DataError, match=r"^x weights rows \d+:\d+: " + message):  # the default weights check
+        for _ in StreamingSource(xm, wm).batches(32, torch.Generator().manual_seed(0)):
+            pass
+    # score reads w block by block too; its message is the in-memory one.
+    for given in (w, wm):
+        with pytest.raises(DataError, match=r"^w must be >= 0, got a minimum of -0.5 \(first in row 173\)$"):
+            net.score(x, given)

@@ -9,6 +9,7 @@ so parameters must agree up to float rounding.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ import torch
 import torch.multiprocessing as mp
 
 import aekit
-from aekit import ConfigurationError, distributed
+from aekit import ConfigurationError, DataError, distributed
+from aekit.data import check_array
 from aekit.distributed import ShardedSource
 from aekit.streaming import StreamingSource
 from aekit.training import TensorSource
@@ -208,6 +210,27 @@ def test_streamed_shards_read_disjoint_rows_and_match_one_process():
     seen = [set(rec.rows) for rec in recorders]
     assert not seen[0] & seen[1]
     assert seen[0] | seen[1] == set(range(300))
+
+
+def test_streamed_shards_name_bad_rows_by_their_number_in_the_array():
+    x = data(300)
+    x[211, 5] = float("nan")
+    w = np.ones_like(x)
+    w[97, 1] = -2.0
+    for source, message in [
+        (StreamingSource(x, block_bytes=24 * 4 * 70, check=lambda b, n, rows: check_array(b, (24,), n, rows=rows)),
+         r"x holds NaN or infinite values \(first in row 211\)$"),
+        (StreamingSource(np.nan_to_num(x), w, block_bytes=24 * 4 * 70),
+         r"x weights must be >= 0, got a minimum of -2 \(first in row 97\)$"),
+    ]:
+        errors = []
+        for rank in range(WORLD):  # each rank reads its own shuffled rows of every block
+            try:
+                for _ in ShardedSource(source, rank, WORLD).scaled_batches(8, torch.Generator().manual_seed(3)):
+                    pass
+            except DataError as error:
+                errors.append(str(error))
+        assert len(errors) == 1 and re.search(message, errors[0]), errors  # only the rank that read the row
 
 
 def test_validation_shards_are_contiguous_and_cover_everything():

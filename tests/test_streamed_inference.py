@@ -124,6 +124,8 @@ def test_nan_in_a_late_block_raises_the_in_memory_error_type(small_blocks, tmp_p
         with pytest.raises(type(memory.value), match=r"^x rows 400:450: x holds NaN or infinite values") as streamed:
             getattr(net, method)(xm)
         assert "\n" not in str(streamed.value)
+        # The row is counted in the user's array, as in memory, not from the start of the block.
+        assert "(first in row 437)" in str(memory.value) and str(streamed.value).endswith("(first in row 437)")
 
 
 def test_bad_shapes_fail_before_any_row_is_read(small_blocks, tmp_path):
