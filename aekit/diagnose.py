@@ -47,6 +47,7 @@ import torch
 
 from .activations import output_range
 from .data import to_numpy
+from .streaming import is_streamable
 from .errors import ConfigurationError, DataError
 
 __all__ = ["Finding", "diagnose"]
@@ -207,14 +208,20 @@ def diagnose(
     """
     if isinstance(x, (list, tuple)) and getattr(net, "weighted", False) and len(x) == 2:
         x = x[0]
-    raw = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    if raw.ndim < 2 or raw.shape[0] < 2:
-        raise DataError(f"diagnose needs x with at least 2 examples in rows, got shape {raw.shape}")
-    rows = _subsample(raw.shape[0], int(max_samples))
-    raw = raw[rows]
+    if is_streamable(x):
+        # A memmap or an on-disk dataset (h5py, zarr): read only the sampled rows
+        # (increasing, as h5py wants them), never the whole array.
+        shape = tuple(x.shape)
+    else:
+        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        shape = x.shape
+    if len(shape) < 2 or shape[0] < 2:
+        raise DataError(f"diagnose needs x with at least 2 examples in rows, got shape {shape}")
+    rows = _subsample(shape[0], int(max_samples))
+    raw = np.asarray(x[rows])
     labels = None if y is None else np.asarray(y).reshape(-1)
-    if labels is not None and labels.shape[0] != np.asarray(x).shape[0]:
-        raise DataError(f"y has {labels.shape[0]} labels, but x has {np.asarray(x).shape[0]} examples")
+    if labels is not None and labels.shape[0] != shape[0]:
+        raise DataError(f"y has {labels.shape[0]} labels, but x has {shape[0]} examples")
     findings: list[Finding] = []
 
     findings += _check_order(raw, None if labels is None else labels[rows], order_correlation, label_runs)

@@ -201,3 +201,29 @@ def test_conv_model_is_diagnosed(data):
         net.find("hid1", "b")[:] = -100.0
     findings = aekit.diagnose(net, x[:200])
     assert "dead-units" in errors(findings)
+
+
+class OnDiskRows:
+    """An h5py-like dataset: shape, dtype and indexing only; ``np.asarray`` of it would not read the rows."""
+
+    def __init__(self, array):
+        self._array = array
+        self.shape, self.dtype = array.shape, array.dtype
+        self.reads = []
+
+    def __getitem__(self, index):
+        self.reads.append(np.arange(len(self._array))[index].size)
+        return self._array[index]
+
+
+def test_streamable_data_is_sampled_not_read_whole(good, data, tmp_path):
+    x, y = data
+    store = OnDiskRows(x)
+    findings = aekit.diagnose(good, store, y, max_samples=500)
+    assert sum(store.reads) == 500  # the sampled rows only
+    assert findings == aekit.diagnose(good, x, y, max_samples=500)
+    np.save(tmp_path / "x.npy", x)
+    mapped = aekit.load_data(tmp_path / "x.npy", mmap=True)
+    assert aekit.diagnose(good, mapped, y, max_samples=500) == findings
+    with pytest.raises(aekit.DataError, match="y has 3 labels, but x has 1797 examples"):
+        aekit.diagnose(good, store, y[:3])
