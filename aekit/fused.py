@@ -3,7 +3,9 @@
 Most autoencoders people train are a chain of dense layers (some tied) with
 elementwise activations (linear, sigmoid, tanh, relu, leaky-relu, elu, softplus:
 those whose derivative follows from their output), a mean squared (or absolute, or cross-entropy) error
-and perhaps L1/L2 penalties.  For these the backward pass is short enough to
+and perhaps L1/L2 penalties, UFLDL's KL sparsity penalty, and denoising
+corruption (Gaussian noise and dropout on the input or hidden layers).  For
+these the backward pass is short enough to
 write out: :class:`DenseChainStep` runs the forward pass into preallocated
 buffers, in place where it can, and writes each gradient straight into the
 parameter's ``.grad`` with one matrix product (``out=``), with no autograd
@@ -14,9 +16,9 @@ the matrix products are the same as autograd's.
 
 The step is used automatically by :class:`aekit.steps.StepRunner` whenever
 :func:`DenseChainStep.build` accepts the model and its regularizers (float32,
-not compiled); anything else -- convolutions, batch norm, noise, dropout,
-sparsity, contractive penalties, weighted losses, other activations (gelu,
-prelu, clamps, normalisations, compositions) --
+not compiled); anything else -- convolutions, batch norm, contractive
+penalties, weighted losses, other activations (gelu, prelu, clamps,
+normalisations, compositions) --
 goes through autograd as before.  The tests check its gradients against autograd
 for every supported activation, loss and penalty.
 """
@@ -29,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from . import regularizers as reg
-from .activations import LEAKY_RELU_SLOPE
+from .activations import LEAKY_RELU_SLOPE, output_range
 from .layers import Dense, Tied
 
 __all__ = ["ACTIVATIONS", "LOSSES", "DenseChainStep"]
@@ -80,6 +82,8 @@ class _Link:
         self.activate, self.derivative = ACTIVATIONS[self.act_name]
         self.size = layer.b.shape[0]
         self.hidden_l1, self.hidden_l2 = hidden_l1, hidden_l2
+        # Training noise on this (hidden) layer's output, and its KL sparsity weight (beta).
+        self.noise, self.dropout, self.sparsity = 0.0, 0.0, 0.0
         self.is_last = False  # set by DenseChainStep.build
         self.accumulate_w = False  # tied weight already written by a later layer: add, do not overwrite
 
@@ -103,15 +107,22 @@ class DenseChainStep:
         ``weight_l1`` (power 1) and ``weight_l2`` (power 2) terms.
     keys : list of str
         The names of the returned terms, in order.
+    input_noise, input_dropout : float
+        Gaussian noise std and dropout probability on the input (denoising).
+    sparsity_target : float
+        UFLDL's rho, for the links with a KL sparsity weight.
     """
 
     def __init__(self, links: list[_Link], loss: str, loss_weight: float,
-                 weight_penalties: list[tuple[torch.nn.Parameter, int, float]], keys: list[str]):
+                 weight_penalties: list[tuple[torch.nn.Parameter, int, float]], keys: list[str],
+                 input_noise: float = 0.0, input_dropout: float = 0.0, sparsity_target: float = 0.05):
         self.links = links
         self.loss, self.loss_weight = loss, loss_weight
         self.weight_penalties = weight_penalties
         self.keys = keys
-        self._buffers: dict[tuple, tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]] = {}
+        self.input_noise, self.input_dropout = input_noise, input_dropout
+        self.sparsity_target = sparsity_target
+        self._buffers: dict[tuple, _Workspace] = {}
         self._ones: dict[tuple, torch.Tensor] = {}
 
     def _one(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,8 +141,7 @@ class DenseChainStep:
         names = list(graph.layers)
         if len(graph.input_shape) != 1 or net.weighted or names[-1] != graph.output_name:
             return None
-        if (regs.input_noise or regs.input_dropout or regs.hidden_noise or regs.hidden_dropout or regs.sparsity
-                or regs.contractive):
+        if regs.contractive:  # a Jacobian per example: autograd's job
             return None
         losses = net._losses
         if len(losses) != 1 or losses[0].name not in LOSSES or losses[0].output != graph.output_name:
@@ -146,6 +156,15 @@ class DenseChainStep:
                 return None
             links.append(_Link(layer, hidden_l1.get(name), hidden_l2.get(name)))
         links[-1].is_last = True
+        # Noise, dropout and sparsity exactly where Autoencoder.loss_terms applies them: hidden
+        # layers only, sparsity only on those whose output lies in [0, 1].
+        noise = reg.match(regs.hidden_noise, graph.hidden_names)
+        drop = reg.match(regs.hidden_dropout, graph.hidden_names)
+        sparse = reg.match(regs.sparsity, graph.hidden_names)
+        for link in links:
+            link.noise, link.dropout = noise.get(link.name, 0.0), drop.get(link.name, 0.0)
+            low, high = output_range(graph.layers[link.name].spec.activation)
+            link.sparsity = sparse.get(link.name, 0.0) if low >= 0 and high <= 1 else 0.0
         seen: set[int] = set()
         for link in reversed(links):  # the backward order: the first to write a weight overwrites it
             link.accumulate_w = id(link.w) in seen
@@ -164,49 +183,52 @@ class DenseChainStep:
                 keys.append(key)
                 chosen = reg.match(getattr(regs, key), weights)
                 penalties += [(weights[n], power, float(lam)) for n, lam in chosen.items() if lam]
-        for key, table in (("hidden_l1", hidden_l1), ("hidden_l2", hidden_l2)):
+        for key, table in (("hidden_l1", hidden_l1), ("hidden_l2", hidden_l2), ("sparsity", regs.sparsity)):
             if table:
                 keys.append(key)
         keys.append("loss")
-        return cls(links, loss, losses[0].weight, penalties, keys)
+        return cls(links, loss, losses[0].weight, penalties, keys, input_noise=regs.input_noise,
+                   input_dropout=regs.input_dropout, sparsity_target=regs.sparsity_target)
 
     # ------------------------------------------------------------------ the step
-    def _workspace(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-        """Per layer an output and a gradient buffer (n, size), plus the output's logits (bce).
-
-        Reused every step: no allocation per step, and warm in the cache.
-        """
+    def _workspace(self, x: torch.Tensor) -> _Workspace:
+        """The buffers of a batch of ``x``'s size: reused every step, so no allocation per step."""
         key = (x.shape[0], x.device, x.dtype)
         space = self._buffers.get(key)
         if space is None:
             if len(self._buffers) > 4:
                 self._buffers.clear()  # batch sizes change rarely (the short last batch)
-            n = x.shape[0]
-            outs = [x.new_empty(n, link.size) for link in self.links]
-            grads = [x.new_empty(n, link.size) for link in self.links]
-            space = self._buffers[key] = (outs, grads, x.new_empty(n, self.links[-1].size))
+            space = self._buffers[key] = _Workspace(x, self)
         return space
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
         """One forward and backward pass on ``x`` of shape (n, n_in); returns the terms, shape (len(keys),).
 
-        Every parameter's ``.grad`` is overwritten (not accumulated).
+        Every parameter's ``.grad`` is overwritten (not accumulated).  Noise and
+        dropout draw from torch's global generator in the order autograd's path
+        draws them (input noise, input dropout, then each hidden layer's noise and
+        dropout), so both paths see the same corruption.
         """
         links = self.links
-        outs, grads, logits = self._workspace(x)
+        space = self._workspace(x)
+        outs, grads = space.outs, space.grads
         for link in links:  # created once; zero_grad(set_to_none=True) elsewhere may drop them
             for param in (link.w, link.b):
                 if param.grad is None:
                     param.grad = torch.empty_like(param)
-        # Forward: pre = a @ W + b, activated in place.
-        a = x
-        for link, out in zip(links, outs):
+        # Forward: pre = a @ W + b, activated in place, then corrupted (training noise) into
+        # a separate buffer where needed: the derivative wants the clean activation.
+        a = space.corrupt(x, self.input_noise, self.input_dropout, space.x_in, space.x_mask)
+        inputs, posts = [], []
+        for index, (link, out) in enumerate(zip(links, outs)):
+            inputs.append(a)
             torch.addmm(link.b, a, link.w.t() if link.tied else link.w, out=out)
             if link.is_last and self.loss == "bce":
-                logits.copy_(out)
+                space.logits.copy_(out)
             link.activate(out)
-            a = out
+            a = space.corrupt(out, link.noise, link.dropout, space.posts[index], space.masks[index])
+            posts.append(a)
         # The loss and its gradient with respect to the output (for bce: the logits).
         grad = grads[-1]
         count = grad.numel()
@@ -225,18 +247,20 @@ class DenseChainStep:
             grad.sign_().mul_(scale)
         else:  # d/dlogits of the mean cross-entropy: (sigmoid(logits) - x) / count
             torch.sub(outs[-1], x, out=grad)
-            value = F.binary_cross_entropy_with_logits(logits, x)
+            value = F.binary_cross_entropy_with_logits(space.logits, x)
             grad.mul_(scale)
         terms = [value, value if self.loss_weight == 1 else value * self.loss_weight]
-        hidden_terms: dict[str, list[torch.Tensor]] = {"hidden_l1": [], "hidden_l2": []}
+        hidden_terms: dict[str, list[torch.Tensor]] = {"hidden_l1": [], "hidden_l2": [], "sparsity": []}
         # Backward, last layer first; each gradient written once (a tied weight: twice, added).
         for index in range(len(links) - 1, -1, -1):
             link, out, grad = links[index], outs[index], grads[index]
-            if not link.is_last:
-                self._hidden_penalties(link, out, grad, hidden_terms)
+            if not link.is_last:  # grad is d loss / d (corrupted) output
+                self._hidden_penalties(link, posts[index], grad, hidden_terms)
+                if link.dropout:
+                    grad.mul_(space.masks[index])  # additive noise passes the gradient as it is
             if link.derivative is not None and not (link.is_last and self.loss == "bce"):
                 link.derivative(grad, out, grad)  # in place: d loss / d pre
-            a = x if index == 0 else outs[index - 1]
+            a = inputs[index]
             if link.tied:  # the partner's W (n_out, n_in) gets g^T a
                 left, right = grad.t(), a
             else:  # dW = a^T g, shape (n_in, n_out)
@@ -258,10 +282,9 @@ class DenseChainStep:
             total = total + term
         return torch.stack([*terms, *penalties, total])
 
-    @staticmethod
-    def _hidden_penalties(link: _Link, out: torch.Tensor, grad: torch.Tensor,
+    def _hidden_penalties(self, link: _Link, out: torch.Tensor, grad: torch.Tensor,
                           hidden_terms: dict[str, list[torch.Tensor]]) -> None:
-        """Add the hidden_l1/l2 gradients to ``grad`` (d loss / d out) in place; record their values."""
+        """Add the hidden_l1/l2 and sparsity gradients to ``grad`` (d loss / d out) in place; record their values."""
         count = out.numel()
         if link.hidden_l1 is not None:
             hidden_terms["hidden_l1"].append(link.hidden_l1 * reg.hidden_penalty(out, 1))
@@ -271,6 +294,16 @@ class DenseChainStep:
             hidden_terms["hidden_l2"].append(link.hidden_l2 * reg.hidden_penalty(out, 2))
             if link.hidden_l2:
                 grad.add_(out, alpha=2 * link.hidden_l2 / count)
+        if link.sparsity:
+            rho = self.sparsity_target
+            hidden_terms["sparsity"].append(link.sparsity * reg.kl_sparsity(out, rho))
+            # d/d rho_hat_j of KL(rho || rho_hat_j) is (1 - rho)/(1 - rho_hat) - rho/rho_hat, zero where
+            # kl_sparsity's clamp holds rho_hat; rho_hat is a mean over the batch's rows.
+            rho_hat = out.mean(dim=0)
+            inside = (rho_hat >= 1e-6) & (rho_hat <= 1 - 1e-6)
+            rho_hat = rho_hat.clamp(1e-6, 1 - 1e-6)
+            slope = ((1 - rho) / (1 - rho_hat) - rho / rho_hat).mul_(inside).mul_(link.sparsity / out.shape[0])
+            grad.add_(slope)
 
     def _penalty_terms(self, hidden_terms: dict[str, list[torch.Tensor]], x: torch.Tensor) -> list[torch.Tensor]:
         """The penalty terms in ``self.keys`` order (between 'err' and 'loss')."""
@@ -283,3 +316,38 @@ class DenseChainStep:
                          if p == power]
             extra.append(torch.stack(parts).sum() if parts else torch.zeros((), device=x.device))
         return extra
+
+
+class _Workspace:
+    """The buffers of one batch size: per layer an output, a gradient, and (with training
+    noise) a corrupted output and a dropout mask; the output's logits (bce); the corrupted input."""
+
+    def __init__(self, x: torch.Tensor, step: DenseChainStep):
+        n = x.shape[0]
+        links = step.links
+        self.outs = [x.new_empty(n, link.size) for link in links]
+        self.grads = [x.new_empty(n, link.size) for link in links]
+        self.posts = [x.new_empty(n, link.size) if (link.noise or link.dropout) else None for link in links]
+        self.masks = [x.new_empty(n, link.size) if link.dropout else None for link in links]
+        self.logits = x.new_empty(n, links[-1].size) if step.loss == "bce" else None
+        corrupted = step.input_noise or step.input_dropout
+        self.x_in = torch.empty_like(x) if corrupted else None
+        self.x_mask = torch.empty_like(x) if step.input_dropout else None
+
+    @staticmethod
+    def corrupt(t: torch.Tensor, noise: float, dropout: float, result: torch.Tensor | None,
+                mask: torch.Tensor | None) -> torch.Tensor:
+        """``t`` with Gaussian noise and dropout, into ``result``; ``t`` itself when neither applies.
+
+        The same draws and floats as :func:`aekit.regularizers.gaussian_noise`
+        (``t + std * randn_like(t)``) and ``F.dropout`` (a Bernoulli(1 - p) mask
+        divided by 1 - p, multiplied in), one after the other.
+        """
+        if not (noise or dropout):
+            return t
+        if noise:
+            result.normal_().mul_(noise).add_(t)
+        if dropout:
+            mask.bernoulli_(1 - dropout).div_(1 - dropout)
+            torch.mul(result if noise else t, mask, out=result)
+        return result

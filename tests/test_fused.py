@@ -41,6 +41,19 @@ CASES = [
      {"weight_l1": {"hid1.w": 0.01, "*.w": 0.002}, "hidden_l1": {"hid2": 0.05}, "hidden_l2": {"hid1": 0.0}}),
     ([12, (8, "softplus"), (4, "elu"), (8, "leaky-relu"), (12, "linear")], "mse", {"hidden_l1": 0.05}),
     ([12, (6, "lrelu"), (12, "softplus")], "mae", {}),
+    # Denoising and sparse models: the same draws as autograd's path (seeded alike below).
+    ([12, (5, "relu"), (12, "linear")], "mse", {"input_noise": 0.1}),
+    ([12, (5, "sigmoid"), {"size": 12, "form": "tied", "activation": "sigmoid"}], "bce", {"input_dropout": 0.3}),
+    ([12, (5, "relu"), (12, "linear")], "mse", {"input_noise": 0.2, "input_dropout": 0.25, "hidden_l1": 0.1}),
+    ([12, (6, "relu"), (4, "sigmoid"), (6, "tied"), (12, "tied")], "mse",
+     {"hidden_dropout": {"hid1": 0.5}, "hidden_noise": {"hid2": 0.3}, "hidden_l2": 0.2}),
+    ([12, (8, "tanh"), (12, "linear")], "mae", {"hidden_noise": 0.1, "hidden_dropout": 0.2, "hidden_l1": 0.05}),
+    ([12, (5, "sigmoid"), (12, "linear")], "mse", {"sparsity_target": 0.1}),
+    # Sparsity only where the output lies in [0, 1] (relu and tanh layers are skipped, as in loss_terms).
+    ([12, (8, "sigmoid"), (4, "relu"), (8, "tanh"), (12, "sigmoid")], "bce",
+     {"sparsity_target": 0.05, "sparsity_weight": 3.0, "weight_l2": 1e-3, "input_noise": 0.05}),
+    ([12, (8, "relu"), (12, "linear")], "mse", {"sparsity_target": 0.2}),  # no layer in range: a zero term
+    ([12, (6, "sigmoid"), (12, "sigmoid")], "mse", {"sparsity_target": 0.3, "hidden_dropout": 0.4}),
 ]
 
 
@@ -52,8 +65,10 @@ def test_terms_and_gradients_match_autograd(layers, loss, kwargs):
     assert step is not None
     for n in (37, 5):  # a second batch size: fresh buffers
         x = batch(n)
+        torch.manual_seed(n)
         expected, grads = autograd_reference(net, x, regs)
         assert step.keys == list(expected)
+        torch.manual_seed(n)  # the same noise and dropout draws
         values = step(x)
         assert values.shape == (len(step.keys),)
         np.testing.assert_allclose(values.numpy(), [expected[k] for k in step.keys], rtol=2e-5, atol=1e-7)
@@ -69,9 +84,6 @@ def test_terms_and_gradients_match_autograd(layers, loss, kwargs):
     ([12, {"size": 5, "activation": "relu", "batch_norm": True}, (12, "linear")], "mse", {}),
     ([12, (5, "relu"), (12, "linear")], "bce", {}),  # bce on a linear output: clamped, autograd
     ([12, (5, "relu"), (12, "linear")], "kl", {}),
-    ([12, (5, "relu"), (12, "linear")], "mse", {"input_noise": 0.1}),
-    ([12, (5, "relu"), (12, "linear")], "mse", {"hidden_dropout": 0.5}),
-    ([12, (5, "sigmoid"), (12, "linear")], "mse", {"sparsity_target": 0.1}),
     ([12, (5, "sigmoid"), (12, "linear")], "mse", {"contractive": 0.1}),
 ])
 def test_models_the_step_does_not_cover_go_through_autograd(layers, loss, kwargs):
@@ -82,10 +94,15 @@ def test_models_the_step_does_not_cover_go_through_autograd(layers, loss, kwargs
     assert DenseChainStep.build(weighted, reg.Regularizers()) is None
 
 
-def test_training_takes_the_fast_step_and_matches_autograd_training(monkeypatch):
+@pytest.mark.parametrize("regularizers", [
+    dict(hidden_l1=0.01),
+    # A denoising, sparse model: the epoch-seeded noise makes both runs draw the same corruption.
+    dict(input_noise=0.2, input_dropout=0.1, hidden_dropout=0.2, sparsity_target=0.1, sparsity_weight=0.5),
+])
+def test_training_takes_the_fast_step_and_matches_autograd_training(monkeypatch, regularizers):
     x = np.random.default_rng(1).random((300, 20), dtype=np.float32)
     layers = [20, (8, "sigmoid"), (20, "sigmoid")]
-    options = dict(batch_size=32, max_epochs=3, validate_every=0, learning_rate=3e-3, hidden_l1=0.01)
+    options = dict(batch_size=32, max_epochs=3, validate_every=0, learning_rate=3e-3, **regularizers)
     calls = []
     original = DenseChainStep.__call__
 
