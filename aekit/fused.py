@@ -1,8 +1,9 @@
 """A hand-derived training step for dense autoencoders: the fast path of training.
 
 Most autoencoders people train are a chain of dense layers (some tied) with
-elementwise activations (linear, sigmoid, tanh, relu, leaky-relu, elu, softplus:
-those whose derivative follows from their output), a mean squared (or absolute, or cross-entropy) error
+elementwise activations (linear, sigmoid, tanh, relu, leaky-relu, elu, softplus,
+whose derivatives follow from their outputs, and gelu, whose pre-activation is
+kept), a mean squared (or absolute, or cross-entropy) error
 and perhaps L1/L2 penalties, UFLDL's KL sparsity penalty, and denoising
 corruption (Gaussian noise and dropout on the input or hidden layers).  For
 these the backward pass is short enough to
@@ -17,7 +18,7 @@ the matrix products are the same as autograd's.
 The step is used automatically by :class:`aekit.steps.StepRunner` whenever
 :func:`DenseChainStep.build` accepts the model and its regularizers (float32,
 not compiled); anything else -- convolutions, batch norm, contractive
-penalties, weighted losses, other activations (gelu, prelu, clamps,
+penalties, weighted losses, other activations (prelu, clamps,
 normalisations, compositions) --
 goes through autograd as before.  The tests check its gradients against autograd
 for every supported activation, loss and penalty.
@@ -34,7 +35,7 @@ from . import regularizers as reg
 from .activations import LEAKY_RELU_SLOPE, output_range
 from .layers import Dense, Tied
 
-__all__ = ["ACTIVATIONS", "LOSSES", "DenseChainStep"]
+__all__ = ["ACTIVATIONS", "LOSSES", "PRE_ACTIVATIONS", "DenseChainStep"]
 
 # Each activation applied in place, and its derivative from the *output*, so the
 # pre-activation need not be kept: ``derivative(grad, out, result)`` writes
@@ -67,6 +68,12 @@ ACTIVATIONS["leaky-relu"] = (
     lambda t: F.leaky_relu_(t, LEAKY_RELU_SLOPE),
     lambda g, out, r: _aten.leaky_relu_backward.grad_input(g, out, LEAKY_RELU_SLOPE, True, grad_input=r),
 )
+# Activations whose derivative needs the pre-activation: it is kept in a buffer of its own.
+# ``activate(pre, out)`` writes the output; ``derivative(grad, pre, result)`` as above.
+PRE_ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
+    "gelu": (lambda pre, out: _aten.gelu.out(pre, approximate="none", out=out),
+             lambda g, pre, r: _aten.gelu_backward.grad_input(g, pre, approximate="none", grad_input=r)),
+}
 LOSSES = ("mse", "mae", "bce")
 
 
@@ -79,7 +86,8 @@ class _Link:
         self.w = layer.partner.w if self.tied else layer.w  # tied: the partner's (n_out, n_in) weight
         self.b = layer.b
         self.act_name = layer.activation.parts[0]
-        self.activate, self.derivative = ACTIVATIONS[self.act_name]
+        self.keeps_pre = self.act_name in PRE_ACTIVATIONS
+        self.activate, self.derivative = (PRE_ACTIVATIONS if self.keeps_pre else ACTIVATIONS)[self.act_name]
         self.size = layer.b.shape[0]
         self.hidden_l1, self.hidden_l2 = hidden_l1, hidden_l2
         # Training noise on this (hidden) layer's output, and its KL sparsity weight (beta).
@@ -152,7 +160,7 @@ class DenseChainStep:
         for previous, name in zip(names, names[1:]):
             layer = graph.layers[name]
             if (type(layer) not in (Dense, Tied) or graph.sources[name] != previous or layer.norm is not None
-                    or len(layer.activation.parts) != 1 or layer.activation.parts[0] not in ACTIVATIONS):
+                    or len(layer.activation.parts) != 1 or layer.activation.parts[0] not in (*ACTIVATIONS, *PRE_ACTIVATIONS)):
                 return None
             links.append(_Link(layer, hidden_l1.get(name), hidden_l2.get(name)))
         links[-1].is_last = True
@@ -223,10 +231,14 @@ class DenseChainStep:
         inputs, posts = [], []
         for index, (link, out) in enumerate(zip(links, outs)):
             inputs.append(a)
-            torch.addmm(link.b, a, link.w.t() if link.tied else link.w, out=out)
+            pre = out if space.pres[index] is None else space.pres[index]
+            torch.addmm(link.b, a, link.w.t() if link.tied else link.w, out=pre)
             if link.is_last and self.loss == "bce":
-                space.logits.copy_(out)
-            link.activate(out)
+                space.logits.copy_(pre)
+            if link.keeps_pre:
+                link.activate(pre, out)
+            else:
+                link.activate(out)
             a = space.corrupt(out, link.noise, link.dropout, space.posts[index], space.masks[index])
             posts.append(a)
         # The loss and its gradient with respect to the output (for bce: the logits).
@@ -259,7 +271,8 @@ class DenseChainStep:
                 if link.dropout:
                     grad.mul_(space.masks[index])  # additive noise passes the gradient as it is
             if link.derivative is not None and not (link.is_last and self.loss == "bce"):
-                link.derivative(grad, out, grad)  # in place: d loss / d pre
+                # In place: d loss / d pre, from the output (or the kept pre-activation).
+                link.derivative(grad, space.pres[index] if link.keeps_pre else out, grad)
             a = inputs[index]
             if link.tied:  # the partner's W (n_out, n_in) gets g^T a
                 left, right = grad.t(), a
@@ -319,14 +332,16 @@ class DenseChainStep:
 
 
 class _Workspace:
-    """The buffers of one batch size: per layer an output, a gradient, and (with training
-    noise) a corrupted output and a dropout mask; the output's logits (bce); the corrupted input."""
+    """The buffers of one batch size: per layer an output, a gradient, and where needed the
+    pre-activation (gelu), a corrupted output and a dropout mask (training noise); the output's
+    logits (bce); the corrupted input."""
 
     def __init__(self, x: torch.Tensor, step: DenseChainStep):
         n = x.shape[0]
         links = step.links
         self.outs = [x.new_empty(n, link.size) for link in links]
         self.grads = [x.new_empty(n, link.size) for link in links]
+        self.pres = [x.new_empty(n, link.size) if link.keeps_pre else None for link in links]
         self.posts = [x.new_empty(n, link.size) if (link.noise or link.dropout) else None for link in links]
         self.masks = [x.new_empty(n, link.size) if link.dropout else None for link in links]
         self.logits = x.new_empty(n, links[-1].size) if step.loss == "bce" else None

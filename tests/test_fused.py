@@ -41,6 +41,9 @@ CASES = [
      {"weight_l1": {"hid1.w": 0.01, "*.w": 0.002}, "hidden_l1": {"hid2": 0.05}, "hidden_l2": {"hid1": 0.0}}),
     ([12, (8, "softplus"), (4, "elu"), (8, "leaky-relu"), (12, "linear")], "mse", {"hidden_l1": 0.05}),
     ([12, (6, "lrelu"), (12, "softplus")], "mae", {}),
+    # gelu keeps its pre-activation; with bce the output's logits are that same buffer's copy.
+    ([12, (6, "gelu"), (4, "sigmoid"), (6, "gelu"), (12, "sigmoid")], "bce", {"hidden_l1": 0.1}),
+    ([12, (6, "gelu"), {"size": 12, "form": "tied", "activation": "gelu"}], "mse", {"hidden_dropout": 0.3}),
     # Denoising and sparse models: the same draws as autograd's path (seeded alike below).
     ([12, (5, "relu"), (12, "linear")], "mse", {"input_noise": 0.1}),
     ([12, (5, "sigmoid"), {"size": 12, "form": "tied", "activation": "sigmoid"}], "bce", {"input_dropout": 0.3}),
@@ -78,7 +81,6 @@ def test_terms_and_gradients_match_autograd(layers, loss, kwargs):
 
 @pytest.mark.parametrize("layers, loss, kwargs", [
     ([(1, 4, 4), (6, "sigmoid"), (16, "sigmoid")], "mse", {}),  # image input
-    ([12, (5, "gelu"), (12, "linear")], "mse", {}),  # not in the table: needs its pre-activation
     ([12, (5, "relu+norm:z"), (12, "linear")], "mse", {}),
     ([12, (5, "prelu"), (12, "linear")], "mse", {}),
     ([12, {"size": 5, "activation": "relu", "batch_norm": True}, (12, "linear")], "mse", {}),
@@ -135,4 +137,12 @@ def test_activation_table_derivatives_are_those_of_autograd():
         activate(inplace)
         np.testing.assert_allclose(inplace.numpy(), out.detach().numpy(), err_msg=name)
         got = upstream if derivative is None else derivative(upstream, inplace, torch.empty_like(upstream))
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-12, err_msg=name)
+    for name, (activate, derivative) in fused.PRE_ACTIVATIONS.items():
+        out = aekit.activations.get(name)(pre)
+        (expected,) = torch.autograd.grad(out, pre, upstream)
+        written = torch.empty_like(upstream)
+        activate(pre.detach(), written)
+        np.testing.assert_allclose(written.numpy(), out.detach().numpy(), err_msg=name)
+        got = derivative(upstream, pre.detach(), torch.empty_like(upstream))
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-12, err_msg=name)
