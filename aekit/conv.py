@@ -57,9 +57,11 @@ def conv_same(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: 
     -------
     tensor, shape (n, C_out, H_out, W_out)
     """
-    if any(pads):
-        x = F.pad(x, pads)
-    return F.conv2d(x, w, b, stride=stride)
+    left, right, top, bottom = pads
+    if left == right >= 0 and top == bottom >= 0:
+        # Symmetric: the convolution pads by itself, without a padded copy of x.
+        return F.conv2d(x, w, b, stride=stride, padding=(top, left))
+    return F.conv2d(F.pad(x, pads), w, b, stride=stride)
 
 
 def deconv_same(
@@ -89,12 +91,17 @@ def deconv_same(
     -------
     tensor, shape (n, C_out, H_out, W_out)
     """
-    full = F.conv_transpose2d(x, w, None, stride=stride)
     (top, left), (out_h, out_w) = crop, out_hw
-    pads = (-left, out_w + left - full.shape[3], -top, out_h + top - full.shape[2])
-    if any(pads):
-        full = F.pad(full, pads)
-    if b is not None:
+    k_h, k_w = w.shape[2:]
+    full_h, full_w = (x.shape[2] - 1) * stride + k_h, (x.shape[3] - 1) * stride + k_w
+    if top + out_h <= full_h and left + out_w <= full_w and top >= 0 and left >= 0:
+        # A crop only (the usual case): the bias goes into the kernel's own pass, and the crop
+        # is a view, with no padded copy and no separate pass to add the bias.
+        full = F.conv_transpose2d(x, w, b, stride=stride)
+        return full[:, :, top:top + out_h, left:left + out_w]
+    full = F.conv_transpose2d(x, w, None, stride=stride)
+    full = F.pad(full, (-left, out_w + left - full_w, -top, out_h + top - full_h))
+    if b is not None:  # after the zero extension: the extended border gets the bias too
         full = full + b.view(1, -1, 1, 1)
     return full
 

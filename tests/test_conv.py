@@ -73,6 +73,52 @@ def test_conv_matches_torch_reference_with_same_padding():
     assert layer.w.shape == (5, 3, 3, 3) and d.w.shape == (5, 3, 3, 3)  # (out,in,k,k) / (in,out,k,k)
 
 
+def _padded_conv(x, w, b, stride, pads):
+    """conv_same by its definition: an explicit zero pad (or crop), then a plain convolution."""
+    return F.conv2d(F.pad(x, pads), w, b, stride=stride)
+
+
+def _cropped_deconv(x, w, b, stride, crop, out_hw):
+    """deconv_same by its definition: the full transposed convolution, cropped or zero-extended, plus b."""
+    full = F.conv_transpose2d(x, w, None, stride=stride)
+    (top, left), (out_h, out_w) = crop, out_hw
+    full = F.pad(full, (-left, out_w + left - full.shape[3], -top, out_h + top - full.shape[2]))
+    return full + b.view(1, -1, 1, 1)
+
+
+@pytest.mark.parametrize("size", [5, 8, 9])
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("kernel", [1, 2, 3, 4])
+def test_native_padding_and_cropping_equal_the_padded_definitions(size, stride, kernel):
+    # Symmetric pads go to the convolution itself and crops become views with the bias in the
+    # kernel's pass; asymmetric pads, negative pads (tied layers) and zero extensions keep F.pad.
+    torch.manual_seed(size * 100 + stride * 10 + kernel)
+    x = torch.rand(2, 3, size, size, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, kernel, kernel, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    for pads in [(0, 0, 0, 0), (1, 1, 1, 1), (0, 1, 0, 1), (1, 2, 0, 0), (-1, -1, 0, 1), (2, 2, 1, 1)]:
+        if size + pads[0] + pads[1] < kernel or size + pads[2] + pads[3] < kernel:
+            continue
+        got, want = conv_same(x, w, b, stride, pads), _padded_conv(x, w, b, stride, pads)
+        torch.testing.assert_close(got, want)
+        grads = torch.autograd.grad((got * torch.cos(want.detach())).sum(), (x, w, b))
+        expected = torch.autograd.grad((want * torch.cos(want.detach())).sum(), (x, w, b))
+        for g, e in zip(grads, expected):
+            torch.testing.assert_close(g, e)
+    z = torch.rand(2, 4, size, size, dtype=torch.float64, requires_grad=True)
+    full = (size - 1) * stride + kernel
+    wt = w.detach().clone().requires_grad_()  # transposed-conv layout (C_in=4, C_out=3, k, k)
+    for crop, out in [((0, 0), (full, full)), ((0, 0), (full - 1, full)), ((1, 0), (full - 1, full - 2)),
+                      ((0, 1), (full + 1, full)), ((1, 1), (full + 2, full + 2))]:
+        got, want = deconv_same(z, wt, b[:3], stride, crop, out), _cropped_deconv(z, wt, b[:3], stride, crop, out)
+        assert got.shape == want.shape == (2, 3, *out)
+        torch.testing.assert_close(got, want)
+        grads = torch.autograd.grad((got * torch.sin(want.detach())).sum(), (z, wt, b))
+        expected = torch.autograd.grad((want * torch.sin(want.detach())).sum(), (z, wt, b))
+        for g, e in zip(grads, expected):
+            torch.testing.assert_close(g, e)
+
+
 @pytest.mark.parametrize("mode", ["max", "avg"])
 @pytest.mark.parametrize("size", [7, 8])
 def test_pool_and_upsample_shapes_and_values(mode, size):
