@@ -41,6 +41,21 @@ __all__ = ["Conv2", "Deconv2", "Pool", "TiedConv", "Upsample", "conv_same", "dec
 Pads = tuple[int, int, int, int]  # F.pad order: (left, right, top, bottom)
 
 
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (an image batch or a kernel) in channels-last memory order (NHWC), the order oneDNN's
+    convolutions work in.
+
+    In NCHW every convolution and its backward pass reorder their operands; in
+    NHWC the outputs stay NHWC from layer to layer and the reorders go away.
+    A no-op for a tensor already in that order, such as the previous layer's
+    output.  With one channel both orders look contiguous, and a convolution
+    would pick NCHW: the copy sets the strides explicitly.
+    """
+    if t.stride(1) == 1 and t.is_contiguous(memory_format=torch.channels_last):
+        return t
+    return torch.empty_like(t, memory_format=torch.channels_last).copy_(t)
+
+
 def conv_same(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int, pads: Pads) -> torch.Tensor:
     """Zero-pad ``x`` by ``pads`` then convolve.
 
@@ -57,11 +72,12 @@ def conv_same(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: 
     -------
     tensor, shape (n, C_out, H_out, W_out)
     """
+    x = _channels_last(x)
     left, right, top, bottom = pads
     if left == right >= 0 and top == bottom >= 0:
         # Symmetric: the convolution pads by itself, without a padded copy of x.
-        return F.conv2d(x, w, b, stride=stride, padding=(top, left))
-    return F.conv2d(F.pad(x, pads), w, b, stride=stride)
+        return F.conv2d(x, _channels_last(w), b, stride=stride, padding=(top, left))
+    return F.conv2d(F.pad(x, pads), _channels_last(w), b, stride=stride)
 
 
 def deconv_same(
@@ -91,15 +107,16 @@ def deconv_same(
     -------
     tensor, shape (n, C_out, H_out, W_out)
     """
+    x = _channels_last(x)
     (top, left), (out_h, out_w) = crop, out_hw
     k_h, k_w = w.shape[2:]
     full_h, full_w = (x.shape[2] - 1) * stride + k_h, (x.shape[3] - 1) * stride + k_w
     if top + out_h <= full_h and left + out_w <= full_w and top >= 0 and left >= 0:
         # A crop only (the usual case): the bias goes into the kernel's own pass, and the crop
         # is a view, with no padded copy and no separate pass to add the bias.
-        full = F.conv_transpose2d(x, w, b, stride=stride)
+        full = F.conv_transpose2d(x, _channels_last(w), b, stride=stride)
         return full[:, :, top:top + out_h, left:left + out_w]
-    full = F.conv_transpose2d(x, w, None, stride=stride)
+    full = F.conv_transpose2d(x, _channels_last(w), None, stride=stride)
     full = F.pad(full, (-left, out_w + left - full_w, -top, out_h + top - full_h))
     if b is not None:  # after the zero extension: the extended border gets the bias too
         full = full + b.view(1, -1, 1, 1)

@@ -119,6 +119,27 @@ def test_native_padding_and_cropping_equal_the_padded_definitions(size, stride, 
             torch.testing.assert_close(g, e)
 
 
+def test_convolutions_run_channels_last_from_a_one_channel_input_on():
+    # oneDNN works in NHWC: from the first layer on (one input channel, where NCHW and NHWC
+    # strides both look contiguous) each conv and deconv output stays NHWC, so no layer reorders.
+    net = aekit.Autoencoder([(1, 12, 12), conv(4, 2), conv(8, 2), deconv(4, 2), deconv(1, 2, activation="sigmoid")],
+                            rng=0)
+    x = torch.rand(3, 1, 12, 12)
+    outputs = net.graph(x)
+    for name in ("hid1", "hid2", "hid3"):
+        out = outputs[f"{name}:out"]
+        assert out.stride(1) == 1 and out.is_contiguous(memory_format=torch.channels_last), name
+    assert all(p.is_contiguous() for p in net.params)  # the parameters themselves stay NCHW (safetensors)
+    reference = x
+    for layer in net.layers[1:]:  # the same layers, computed NCHW by their padded definitions
+        if isinstance(layer, Conv2):
+            reference = layer.activation(_padded_conv(reference, layer.w, layer.b, layer.spec.stride, layer.pads))
+        else:
+            reference = layer.activation(_cropped_deconv(reference, layer.w, layer.b, layer.spec.stride, layer.crop,
+                                                         layer.output_shape[1:]))
+    torch.testing.assert_close(outputs["out:out"], reference)
+
+
 @pytest.mark.parametrize("mode", ["max", "avg"])
 @pytest.mark.parametrize("size", [7, 8])
 def test_pool_and_upsample_shapes_and_values(mode, size):
