@@ -17,7 +17,8 @@ the matrix products are the same as autograd's.
 
 The step is used automatically by :class:`aekit.steps.StepRunner` whenever
 :func:`DenseChainStep.build` accepts the model and its regularizers (float32,
-not compiled); anything else -- convolutions, batch norm, contractive
+not compiled; images into a dense first layer included, flattened as that
+layer flattens them); anything else -- convolutions, batch norm, contractive
 penalties, weighted losses, other activations (prelu, clamps,
 normalisations, compositions) --
 goes through autograd as before.  The tests check its gradients against autograd
@@ -147,7 +148,8 @@ class DenseChainStep:
         """The fast step for ``net`` trained with ``regs``, or None where autograd is needed."""
         graph = net.graph
         names = list(graph.layers)
-        if len(graph.input_shape) != 1 or net.weighted or names[-1] != graph.output_name:
+        # An image-shaped input is fine: the first (dense) layer flattens it, and so does the step.
+        if net.weighted or names[-1] != graph.output_name:
             return None
         if regs.contractive:  # a Jacobian per example: autograd's job
             return None
@@ -211,7 +213,8 @@ class DenseChainStep:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
-        """One forward and backward pass on ``x`` of shape (n, n_in); returns the terms, shape (len(keys),).
+        """One forward and backward pass on ``x`` of shape (n, n_in) (or (n, C, H, W) into a dense first
+        layer); returns the terms, shape (len(keys),).
 
         Every parameter's ``.grad`` is overwritten (not accumulated).  Noise and
         dropout draw from torch's global generator in the order autograd's path
@@ -219,6 +222,7 @@ class DenseChainStep:
         dropout), so both paths see the same corruption.
         """
         links = self.links
+        x = x.reshape(x.shape[0], -1)  # images (n, C, H, W) into a dense first layer: rows, as it flattens them
         space = self._workspace(x)
         outs, grads = space.outs, space.grads
         for link in links:  # created once; zero_grad(set_to_none=True) elsewhere may drop them

@@ -41,6 +41,9 @@ CASES = [
      {"weight_l1": {"hid1.w": 0.01, "*.w": 0.002}, "hidden_l1": {"hid2": 0.05}, "hidden_l2": {"hid1": 0.0}}),
     ([12, (8, "softplus"), (4, "elu"), (8, "leaky-relu"), (12, "linear")], "mse", {"hidden_l1": 0.05}),
     ([12, (6, "lrelu"), (12, "softplus")], "mae", {}),
+    # Images into a dense first layer: flattened, as the layer flattens them.
+    ([(1, 3, 4), (6, "sigmoid"), (12, "sigmoid")], "mse", {"input_dropout": 0.2}),
+    ([(3, 2, 2), (5, "relu"), (12, "tied")], "mae", {"weight_l2": 1e-2}),
     # gelu keeps its pre-activation; with bce the output's logits are that same buffer's copy.
     ([12, (6, "gelu"), (4, "sigmoid"), (6, "gelu"), (12, "sigmoid")], "bce", {"hidden_l1": 0.1}),
     ([12, (6, "gelu"), {"size": 12, "form": "tied", "activation": "gelu"}], "mse", {"hidden_dropout": 0.3}),
@@ -67,7 +70,7 @@ def test_terms_and_gradients_match_autograd(layers, loss, kwargs):
     step = DenseChainStep.build(net, regs)
     assert step is not None
     for n in (37, 5):  # a second batch size: fresh buffers
-        x = batch(n)
+        x = batch(n).reshape(n, *net.graph.input_shape)
         torch.manual_seed(n)
         expected, grads = autograd_reference(net, x, regs)
         assert step.keys == list(expected)
@@ -80,13 +83,14 @@ def test_terms_and_gradients_match_autograd(layers, loss, kwargs):
 
 
 @pytest.mark.parametrize("layers, loss, kwargs", [
-    ([(1, 4, 4), (6, "sigmoid"), (16, "sigmoid")], "mse", {}),  # image input
     ([12, (5, "relu+norm:z"), (12, "linear")], "mse", {}),
     ([12, (5, "prelu"), (12, "linear")], "mse", {}),
     ([12, {"size": 5, "activation": "relu", "batch_norm": True}, (12, "linear")], "mse", {}),
     ([12, (5, "relu"), (12, "linear")], "bce", {}),  # bce on a linear output: clamped, autograd
     ([12, (5, "relu"), (12, "linear")], "kl", {}),
     ([12, (5, "sigmoid"), (12, "linear")], "mse", {"contractive": 0.1}),
+    ([(1, 4, 4), {"form": "conv2", "channels": 2, "stride": 2}, "flatten", (16, "sigmoid")], "mse", {}),
+    ([(1, 4, 4), (6, "sigmoid"), {"form": "reshape", "shape": (1, 2, 3)}, (16, "sigmoid")], "mse", {}),
 ])
 def test_models_the_step_does_not_cover_go_through_autograd(layers, loss, kwargs):
     net = aekit.Autoencoder(layers, loss=loss, rng=5)
