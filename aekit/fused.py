@@ -159,10 +159,11 @@ class DenseChainStep:
         hidden_l1 = reg.match(regs.hidden_l1, graph.hidden_names)
         hidden_l2 = reg.match(regs.hidden_l2, graph.hidden_names)
         links = []
+        known = {*ACTIVATIONS, *PRE_ACTIVATIONS}
         for previous, name in zip(names, names[1:]):
             layer = graph.layers[name]
             if (type(layer) not in (Dense, Tied) or graph.sources[name] != previous or layer.norm is not None
-                    or len(layer.activation.parts) != 1 or layer.activation.parts[0] not in (*ACTIVATIONS, *PRE_ACTIVATIONS)):
+                    or len(layer.activation.parts) != 1 or layer.activation.parts[0] not in known):
                 return None
             links.append(_Link(layer, hidden_l1.get(name), hidden_l2.get(name)))
         links[-1].is_last = True

@@ -222,8 +222,9 @@ def to_markdown(result: dict) -> str:
     for row in result["rows"]:
         lines.append(f"| {row['model']} | {row['test_mse']:.4f} | {row['centroid_acc']:.3f} | "
                      f"{row['seconds']:.1f} | {row['params']} |")
-    lines += ["", "Train time is one run each, in this order. The third row is the plain model started at aekit's initial scale (He-normal weights for relu "
-              "layers, Glorot for the others, zero biases) instead of torch's smaller uniform default, to tell "
+    lines += ["", "Train time is one run each, in this order. The third row is the plain model started at "
+              "aekit's initial scale (He-normal weights for relu layers, Glorot for the others, zero biases) "
+              "instead of torch's smaller uniform default, to tell "
               "the initialisation's share of a test-MSE gap between the first two rows from the training's.",
               ""]
     speed = result["speed"]
