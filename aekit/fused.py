@@ -18,9 +18,9 @@ the matrix products are the same as autograd's.
 The step is used automatically by :class:`aekit.steps.StepRunner` whenever
 :func:`DenseChainStep.build` accepts the model and its regularizers (float32,
 not compiled; images into a dense first layer included, flattened as that
-layer flattens them); anything else -- convolutions, batch norm, contractive
-penalties, weighted losses, other activations (prelu, clamps,
-normalisations, compositions) --
+layer flattens them; weighted losses included); anything else --
+convolutions, batch norm, contractive penalties, several losses, other
+activations (prelu, clamps, normalisations, compositions) --
 goes through autograd as before.  The tests check its gradients against autograd
 for every supported activation, loss and penalty.
 """
@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from . import regularizers as reg
 from .activations import LEAKY_RELU_SLOPE, output_range
 from .layers import Dense, Tied
+from .losses import _EPS as LOSS_EPS
+from .losses import _reduce as reduce_loss
 
 __all__ = ["ACTIVATIONS", "LOSSES", "PRE_ACTIVATIONS", "DenseChainStep"]
 
@@ -149,7 +151,7 @@ class DenseChainStep:
         graph = net.graph
         names = list(graph.layers)
         # An image-shaped input is fine: the first (dense) layer flattens it, and so does the step.
-        if net.weighted or names[-1] != graph.output_name:
+        if names[-1] != graph.output_name:
             return None
         if regs.contractive:  # a Jacobian per example: autograd's job
             return None
@@ -250,7 +252,9 @@ class DenseChainStep:
         grad = grads[-1]
         count = grad.numel()
         scale = self.loss_weight / count
-        if self.loss == "mse":
+        if w is not None:
+            value = self._weighted_loss(outs[-1], x, w.reshape(x.shape), space.logits, grad)
+        elif self.loss == "mse":
             # One pass for the gradient, 2 (out - x) / count (the same floats as subtracting and
             # then scaling), and the error read back from it: sum (out - x)^2 = |grad|^2 count^2 / 4.
             _mse_backward(self._one(x), outs[-1], x, 1, grad_input=grad)
@@ -299,6 +303,22 @@ class DenseChainStep:
         for term in penalties:
             total = total + term
         return torch.stack([*terms, *penalties, total])
+
+    def _weighted_loss(self, out: torch.Tensor, x: torch.Tensor, w: torch.Tensor, logits: torch.Tensor | None,
+                       grad: torch.Tensor) -> torch.Tensor:
+        """The weighted loss ``sum(w * err) / sum(w)``, as :mod:`aekit.losses` reduces it, and its
+        gradient times the loss weight, written into ``grad`` (for bce: with respect to the logits)."""
+        torch.sub(out, x, out=grad)  # out - x; for bce sigmoid(logits) - x, the logits' gradient
+        if self.loss == "mse":
+            value = reduce_loss(grad.square(), w)
+            grad.mul_(2)
+        elif self.loss == "mae":
+            value = reduce_loss(grad.abs(), w)
+            grad.sign_()
+        else:
+            value = reduce_loss(F.binary_cross_entropy_with_logits(logits, x, reduction="none"), w)
+        grad.mul_(w).mul_(self.loss_weight).div_(w.sum().clamp_min(LOSS_EPS))
+        return value
 
     def _hidden_penalties(self, link: _Link, out: torch.Tensor, grad: torch.Tensor,
                           hidden_terms: dict[str, list[torch.Tensor]]) -> None:
