@@ -224,19 +224,36 @@ class DenseChainStep:
         draws them (input noise, input dropout, then each hidden layer's noise and
         dropout), so both paths see the same corruption.
         """
-        links = self.links
         x = x.reshape(x.shape[0], -1)  # images (n, C, H, W) into a dense first layer: rows, as it flattens them
         space = self._workspace(x)
-        outs, grads = space.outs, space.grads
-        for link in links:  # created once; zero_grad(set_to_none=True) elsewhere may drop them
+        for link in self.links:  # created once; zero_grad(set_to_none=True) elsewhere may drop them
             for param in (link.w, link.b):
                 if param.grad is None:
                     param.grad = torch.empty_like(param)
-        # Forward: pre = a @ W + b, activated in place, then corrupted (training noise) into
-        # a separate buffer where needed: the derivative wants the clean activation.
+        inputs, posts = self._forward(x, space)
+        value = self._loss(x, w, space)
+        terms = [value, value if self.loss_weight == 1 else value * self.loss_weight]
+        hidden_terms = self._backward(space, inputs, posts)
+        for param, power, lam in self.weight_penalties:
+            param.grad.add_(param.sign() if power == 1 else param, alpha=lam * power)
+        if len(self.keys) == 3:  # [loss, 'err', 'loss']: no penalties
+            return torch.stack([terms[0], terms[1], terms[1]])
+        penalties = self._penalty_terms(hidden_terms, x)
+        total = terms[1]
+        for term in penalties:
+            total = total + term
+        return torch.stack([*terms, *penalties, total])
+
+    def _forward(self, x: torch.Tensor, space: _Workspace) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Run the chain on ``x`` (n, n_in) into ``space``; return each layer's input and (corrupted) output.
+
+        Each layer computes pre = a @ W + b and activates it in place; training noise
+        goes into a separate buffer where needed, as the derivative wants the clean
+        activation.
+        """
         a = space.corrupt(x, self.input_noise, self.input_dropout, space.x_in, space.x_mask)
         inputs, posts = [], []
-        for index, (link, out) in enumerate(zip(links, outs)):
+        for index, (link, out) in enumerate(zip(self.links, space.outs)):
             inputs.append(a)
             pre = out if space.pres[index] is None else space.pres[index]
             torch.addmm(link.b, a, link.w.t() if link.tied else link.w, out=pre)
@@ -248,31 +265,55 @@ class DenseChainStep:
                 link.activate(out)
             a = space.corrupt(out, link.noise, link.dropout, space.posts[index], space.masks[index])
             posts.append(a)
-        # The loss and its gradient with respect to the output (for bce: the logits).
-        grad = grads[-1]
-        count = grad.numel()
-        scale = self.loss_weight / count
+        return inputs, posts
+
+    def _loss(self, x: torch.Tensor, w: torch.Tensor | None, space: _Workspace) -> torch.Tensor:
+        """The loss (before its weight); its gradient, times the weight, goes into the output's
+        gradient buffer (for bce: the gradient with respect to the logits)."""
+        out, grad = space.outs[-1], space.grads[-1]
         if w is not None:
-            value = self._weighted_loss(outs[-1], x, w.reshape(x.shape), space.logits, grad)
-        elif self.loss == "mse":
+            return self._weighted_loss(out, x, w.reshape(x.shape), space.logits, grad)
+        count = grad.numel()
+        if self.loss == "mse":
             # One pass for the gradient, 2 (out - x) / count (the same floats as subtracting and
             # then scaling), and the error read back from it: sum (out - x)^2 = |grad|^2 count^2 / 4.
-            _mse_backward(self._one(x), outs[-1], x, 1, grad_input=grad)
+            _mse_backward(self._one(x), out, x, 1, grad_input=grad)
             flat = grad.view(-1)
             value = torch.dot(flat, flat).mul_(count / 4)
             if self.loss_weight != 1:
                 grad.mul_(self.loss_weight)
         elif self.loss == "mae":
-            torch.sub(outs[-1], x, out=grad)
+            torch.sub(out, x, out=grad)
             value = grad.abs().sum().div_(count)
-            grad.sign_().mul_(scale)
+            grad.sign_().mul_(self.loss_weight / count)
         else:  # d/dlogits of the mean cross-entropy: (sigmoid(logits) - x) / count
-            torch.sub(outs[-1], x, out=grad)
+            torch.sub(out, x, out=grad)
             value = F.binary_cross_entropy_with_logits(space.logits, x)
-            grad.mul_(scale)
-        terms = [value, value if self.loss_weight == 1 else value * self.loss_weight]
+            grad.mul_(self.loss_weight / count)
+        return value
+
+    def _weighted_loss(self, out: torch.Tensor, x: torch.Tensor, w: torch.Tensor, logits: torch.Tensor | None,
+                       grad: torch.Tensor) -> torch.Tensor:
+        """The weighted loss ``sum(w * err) / sum(w)``, as :mod:`aekit.losses` reduces it, and its
+        gradient times the loss weight, written into ``grad`` (for bce: with respect to the logits)."""
+        torch.sub(out, x, out=grad)  # out - x; for bce sigmoid(logits) - x, the logits' gradient
+        if self.loss == "mse":
+            value = reduce_loss(grad.square(), w)
+            grad.mul_(2)
+        elif self.loss == "mae":
+            value = reduce_loss(grad.abs(), w)
+            grad.sign_()
+        else:
+            value = reduce_loss(F.binary_cross_entropy_with_logits(logits, x, reduction="none"), w)
+        grad.mul_(w).mul_(self.loss_weight).div_(w.sum().clamp_min(LOSS_EPS))
+        return value
+
+    def _backward(self, space: _Workspace, inputs: list[torch.Tensor],
+                  posts: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+        """Write every ``.grad`` from the output's gradient in ``space``, last layer first; each
+        gradient is written once (a tied weight: twice, added).  Returns the hidden penalties' values."""
+        links, outs, grads = self.links, space.outs, space.grads
         hidden_terms: dict[str, list[torch.Tensor]] = {"hidden_l1": [], "hidden_l2": [], "sparsity": []}
-        # Backward, last layer first; each gradient written once (a tied weight: twice, added).
         for index in range(len(links) - 1, -1, -1):
             link, out, grad = links[index], outs[index], grads[index]
             if not link.is_last:  # grad is d loss / d (corrupted) output
@@ -294,31 +335,7 @@ class DenseChainStep:
             torch.sum(grad, 0, out=link.b.grad)
             if index > 0:
                 torch.mm(grad, link.w if link.tied else link.w.t(), out=grads[index - 1])
-        for param, power, lam in self.weight_penalties:
-            param.grad.add_(param.sign() if power == 1 else param, alpha=lam * power)
-        if len(self.keys) == 3:  # [loss, 'err', 'loss']: no penalties
-            return torch.stack([terms[0], terms[1], terms[1]])
-        penalties = self._penalty_terms(hidden_terms, x)
-        total = terms[1]
-        for term in penalties:
-            total = total + term
-        return torch.stack([*terms, *penalties, total])
-
-    def _weighted_loss(self, out: torch.Tensor, x: torch.Tensor, w: torch.Tensor, logits: torch.Tensor | None,
-                       grad: torch.Tensor) -> torch.Tensor:
-        """The weighted loss ``sum(w * err) / sum(w)``, as :mod:`aekit.losses` reduces it, and its
-        gradient times the loss weight, written into ``grad`` (for bce: with respect to the logits)."""
-        torch.sub(out, x, out=grad)  # out - x; for bce sigmoid(logits) - x, the logits' gradient
-        if self.loss == "mse":
-            value = reduce_loss(grad.square(), w)
-            grad.mul_(2)
-        elif self.loss == "mae":
-            value = reduce_loss(grad.abs(), w)
-            grad.sign_()
-        else:
-            value = reduce_loss(F.binary_cross_entropy_with_logits(logits, x, reduction="none"), w)
-        grad.mul_(w).mul_(self.loss_weight).div_(w.sum().clamp_min(LOSS_EPS))
-        return value
+        return hidden_terms
 
     def _hidden_penalties(self, link: _Link, out: torch.Tensor, grad: torch.Tensor,
                           hidden_terms: dict[str, list[torch.Tensor]]) -> None:
