@@ -203,14 +203,26 @@ class StepRunner:
             self._compiled = None
 
     # ------------------------------------------------------------------ one step
+    def _choose(self, xb: torch.Tensor, wb: torch.Tensor | None) -> None:
+        """On the first batch: learn the term names, and take the hand-derived step if it gives the same."""
+        self._first_keys(xb, wb)
+        if self._fast_candidate is not None and self._fast_candidate.keys == self.keys:
+            self.fast = self._fast_candidate
+            log.debug("training with the hand-derived dense step (aekit.fused)")
+        self._fast_candidate = None
+
+    def gradients(self, xb: torch.Tensor, wb: torch.Tensor | None) -> torch.Tensor | None:
+        """Every parameter's ``.grad`` written by the hand-derived step, and the loss terms, shape
+        (len(keys),); None (nothing done) where the model needs autograd.  No optimizer step: this
+        is the objective of an L-BFGS closure."""
+        if self.keys is None:
+            self._choose(xb, wb)
+        return None if self.fast is None else self.fast(xb, wb)
+
     def __call__(self, xb: torch.Tensor, wb: torch.Tensor | None) -> torch.Tensor:
         """One optimizer step on a batch; returns the detached loss terms, shape (len(keys),)."""
         if self.keys is None:
-            self._first_keys(xb, wb)
-            if self._fast_candidate is not None and self._fast_candidate.keys == self.keys:
-                self.fast = self._fast_candidate
-                log.debug("training with the hand-derived dense step (aekit.fused)")
-            self._fast_candidate = None
+            self._choose(xb, wb)
         if self.fast is not None:
             values = self.fast(xb, wb)  # writes every .grad: no zero_grad needed
             self._update()

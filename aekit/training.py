@@ -370,6 +370,11 @@ class _Trainer:
         stash: dict[str, torch.Tensor] = {}
 
         def closure() -> torch.Tensor:
+            values = self.stepper.gradients(src.x, src.w)  # the hand-derived step, where it applies
+            if values is not None:
+                stash.clear()
+                stash.update(zip(self.stepper.keys, values))
+                return values[-1]  # 'loss', the total
             self.optimizer.zero_grad(set_to_none=True)
             total, terms = net.loss_terms(src.x, src.w, self.regs, training=True)
             total.backward()

@@ -170,3 +170,28 @@ def test_activation_table_derivatives_are_those_of_autograd():
         np.testing.assert_allclose(written.numpy(), out.detach().numpy(), err_msg=name)
         got = derivative(upstream, pre.detach(), torch.empty_like(upstream))
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-12, err_msg=name)
+
+
+def test_lbfgs_closure_takes_the_fast_step_and_matches_autograd(monkeypatch):
+    # UFLDL's sparse autoencoder (sigmoid, weight decay, KL sparsity) trained full-batch with L-BFGS:
+    # the closure's gradients come from the hand-derived step.
+    x = np.random.default_rng(3).random((400, 16), dtype=np.float32)
+    options = dict(algo="lbfgs", max_epochs=15, validate_every=0, weight_l2=1e-4, sparsity_target=0.05,
+                   sparsity_weight=0.1)
+    calls = []
+    original = DenseChainStep.__call__
+
+    def counted(self, xb, wb=None):
+        calls.append(xb.shape[0])
+        return original(self, xb, wb)
+
+    monkeypatch.setattr(DenseChainStep, "__call__", counted)
+    fast = aekit.Autoencoder([16, (6, "sigmoid"), (16, "sigmoid")], rng=4)
+    fast.train(x, **options)
+    assert len(calls) >= 15 and set(calls) == {400}  # every evaluation, line search included, on the whole set
+    monkeypatch.setattr(DenseChainStep, "build", classmethod(lambda cls, net, regs: None))
+    slow = aekit.Autoencoder([16, (6, "sigmoid"), (16, "sigmoid")], rng=4)
+    slow.train(x, **options)
+    assert fast.history[0]["train"] == pytest.approx(slow.history[0]["train"], rel=1e-5)
+    assert fast.history[-1]["train"]["loss"] == pytest.approx(slow.history[-1]["train"]["loss"], rel=1e-3)
+    assert fast.history[-1]["train"]["loss"] < 0.7 * fast.history[0]["train"]["loss"]
