@@ -47,8 +47,8 @@ import torch
 
 from .activations import output_range
 from .data import to_numpy
-from .streaming import is_streamable
 from .errors import ConfigurationError, DataError
+from .streaming import is_streamable
 
 __all__ = ["Finding", "diagnose"]
 

@@ -25,6 +25,7 @@ from aekit.data import check_array
 from aekit.distributed import ShardedSource
 from aekit.streaming import StreamingSource
 from aekit.training import TensorSource
+from recording import RecordingArray
 
 WORLD = 2
 LAYERS = [24, (6, "sigmoid"), (24, "tied")]
@@ -38,17 +39,6 @@ def data(n: int, seed: int = 0) -> np.ndarray:
 
 def make(**kwargs) -> aekit.Autoencoder:
     return aekit.Autoencoder(LAYERS, rng=7, **kwargs)
-
-
-class RecordingArray:
-    """A read-only array-like (streamed like a memmap) that records the rows read from it."""
-
-    def __init__(self, array: np.ndarray):
-        self.array, self.shape, self.dtype, self.rows = array, array.shape, array.dtype, []
-
-    def __getitem__(self, index):
-        self.rows.extend(np.arange(len(self.array))[index].tolist())
-        return self.array[index]
 
 
 # The scenarios, run by both ranks in the workers and by one process as the reference.
