@@ -26,6 +26,19 @@ def autograd_reference(net, x, regs, w=None):
     return {k: float(v.detach()) for k, v in terms.items()}, grads
 
 
+def count_step_calls(monkeypatch) -> list[int]:
+    """The batch sizes the hand-derived step is called on from now on (it still runs)."""
+    calls: list[int] = []
+    original = DenseChainStep.__call__
+
+    def counted(self, xb, wb=None):
+        calls.append(xb.shape[0])
+        return original(self, xb, wb)
+
+    monkeypatch.setattr(DenseChainStep, "__call__", counted)
+    return calls
+
+
 CASES = [
     # (layers, loss, regularizer keywords)
     ([12, (5, "sigmoid"), (12, "sigmoid")], "mse", {}),
@@ -129,14 +142,7 @@ def test_training_takes_the_fast_step_and_matches_autograd_training(monkeypatch,
     x = np.random.default_rng(1).random((300, 20), dtype=np.float32)
     layers = [20, (8, "sigmoid"), (20, "sigmoid")]
     options = dict(batch_size=32, max_epochs=3, validate_every=0, learning_rate=3e-3, **regularizers)
-    calls = []
-    original = DenseChainStep.__call__
-
-    def counted(self, xb, wb=None):
-        calls.append(xb.shape[0])
-        return original(self, xb, wb)
-
-    monkeypatch.setattr(DenseChainStep, "__call__", counted)
+    calls = count_step_calls(monkeypatch)
     fast = aekit.Autoencoder(layers, rng=2)
     fast.train(x, **options)
     assert sum(calls) == 3 * 300  # every example of every epoch, the short last batches included
@@ -178,14 +184,7 @@ def test_lbfgs_closure_takes_the_fast_step_and_matches_autograd(monkeypatch):
     x = np.random.default_rng(3).random((400, 16), dtype=np.float32)
     options = dict(algo="lbfgs", max_epochs=15, validate_every=0, weight_l2=1e-4, sparsity_target=0.05,
                    sparsity_weight=0.1)
-    calls = []
-    original = DenseChainStep.__call__
-
-    def counted(self, xb, wb=None):
-        calls.append(xb.shape[0])
-        return original(self, xb, wb)
-
-    monkeypatch.setattr(DenseChainStep, "__call__", counted)
+    calls = count_step_calls(monkeypatch)
     fast = aekit.Autoencoder([16, (6, "sigmoid"), (16, "sigmoid")], rng=4)
     fast.train(x, **options)
     assert len(calls) >= 15 and set(calls) == {400}  # every evaluation, line search included, on the whole set
