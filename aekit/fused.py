@@ -352,13 +352,7 @@ class DenseChainStep:
         if link.sparsity:
             rho = self.sparsity_target
             hidden_terms["sparsity"].append(link.sparsity * reg.kl_sparsity(out, rho))
-            # d/d rho_hat_j of KL(rho || rho_hat_j) is (1 - rho)/(1 - rho_hat) - rho/rho_hat, zero where
-            # kl_sparsity's clamp holds rho_hat; rho_hat is a mean over the batch's rows.
-            rho_hat = out.mean(dim=0)
-            inside = (rho_hat >= 1e-6) & (rho_hat <= 1 - 1e-6)
-            rho_hat = rho_hat.clamp(1e-6, 1 - 1e-6)
-            slope = ((1 - rho) / (1 - rho_hat) - rho / rho_hat).mul_(inside).mul_(link.sparsity / out.shape[0])
-            grad.add_(slope)
+            grad.add_(reg.kl_sparsity_grad(out, rho), alpha=link.sparsity)
 
     def _penalty_terms(self, hidden_terms: dict[str, list[torch.Tensor]], x: torch.Tensor) -> list[torch.Tensor]:
         """The penalty terms in ``self.keys`` order (between 'err' and 'loss')."""

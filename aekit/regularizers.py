@@ -38,6 +38,7 @@ __all__ = [
     "gaussian_noise",
     "hidden_penalty",
     "kl_sparsity",
+    "kl_sparsity_grad",
     "match",
     "weight_penalty",
 ]
@@ -71,6 +72,9 @@ def hidden_penalty(h: torch.Tensor, power: int) -> torch.Tensor:
     return h.abs().mean() if power == 1 else h.square().mean()
 
 
+RHO_HAT_CLAMP = 1e-6  # rho_hat is kept in [eps, 1 - eps], where both logarithms are finite
+
+
 def kl_sparsity(h: torch.Tensor, rho: float) -> torch.Tensor:
     """UFLDL sparsity penalty ``sum_j KL(rho || rho_hat_j)`` for activations in [0, 1].
 
@@ -82,8 +86,25 @@ def kl_sparsity(h: torch.Tensor, rho: float) -> torch.Tensor:
         Target mean activation, in (0, 1).
     """
     dims = [0, *range(2, h.dim())]
-    rho_hat = h.mean(dim=dims).clamp(1e-6, 1 - 1e-6)
+    rho_hat = h.mean(dim=dims).clamp(RHO_HAT_CLAMP, 1 - RHO_HAT_CLAMP)
     return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
+
+
+def kl_sparsity_grad(h: torch.Tensor, rho: float) -> torch.Tensor:
+    """The gradient of :func:`kl_sparsity` with respect to each row of dense activations ``h`` (n, units).
+
+    ``d/d h_ij = ((1 - rho) / (1 - rho_hat_j) - rho / rho_hat_j) / n``, the same for
+    every row, zero where the clamp holds ``rho_hat_j``.
+
+    Returns
+    -------
+    tensor, shape (units,)
+        Add it to each row of the gradient with respect to ``h``.
+    """
+    rho_hat = h.mean(dim=0)
+    inside = (rho_hat >= RHO_HAT_CLAMP) & (rho_hat <= 1 - RHO_HAT_CLAMP)
+    rho_hat = rho_hat.clamp(RHO_HAT_CLAMP, 1 - RHO_HAT_CLAMP)
+    return ((1 - rho) / (1 - rho_hat) - rho / rho_hat).mul_(inside).div_(h.shape[0])
 
 
 def gaussian_noise(x: torch.Tensor, std: float) -> torch.Tensor:

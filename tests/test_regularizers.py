@@ -22,6 +22,18 @@ def test_kl_sparsity_matches_ufldl_formula():
     assert np.isclose(R.kl_sparsity(h, rho).item(), expected)
 
 
+def test_kl_sparsity_grad_is_autograds_including_clamped_units():
+    h = torch.rand(40, 6, dtype=torch.float64).mul(0.8).add(0.1)
+    h[:, 4] = 0.0  # rho_hat clamped at its floor: no gradient there
+    h[:, 5] = 1.0  # and at its ceiling
+    h.requires_grad_(True)
+    (expected,) = torch.autograd.grad(R.kl_sparsity(h, 0.05), h)
+    got = R.kl_sparsity_grad(h.detach(), 0.05)
+    assert got.shape == (6,)
+    torch.testing.assert_close(got.expand_as(h), expected)
+    assert got[4] == 0 and got[5] == 0
+
+
 @pytest.mark.parametrize("power", [1, 2])
 def test_gradcheck_weight_and_hidden_penalties(power):
     w = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
