@@ -27,7 +27,9 @@ process group (gloo on the CPU, nccl on CUDA, where each process takes the GPU
   global batch, so DDP's gradient average is the gradient of the mean loss over
   the whole global batch, as in one process.  Per-batch statistics (the mean
   activation of the KL sparsity penalty, batch norm) are still computed per
-  process, as in any data-parallel run.
+  process, as in any data-parallel run.  Dense models that qualify for the
+  hand-derived step of :mod:`aekit.fused` take it here too, and their scaled
+  gradients are averaged in one all-reduce of one flat buffer, as DDP would.
 * **Same decisions everywhere.**  Epoch monitors are all-reduced (sums of
   ``value * count`` and of counts), validation data are split in contiguous
   parts and their monitors all-reduced too, so every process sees the same
@@ -475,6 +477,20 @@ class DistributedTrainer(_Trainer):
         totals, n = self._reduce(sums, count)
         return {k: v / n for k, v in zip(keys, totals)}
 
+    def _average_gradients(self, scale: float) -> None:
+        """What DDP does to the gradients of ``loss * scale``, for gradients the hand-derived step wrote:
+        scale them, then average them over the processes, in one all-reduce of one flat buffer."""
+        grads = [p.grad for p in self.net.params]
+        flat = torch.cat([g.reshape(-1) for g in grads]).mul_(scale / self.world)
+        device = flat.device
+        flat = flat.to(_comm_device(self.net))
+        torch.distributed.all_reduce(flat)
+        flat = flat.to(device)
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
     def _sync_buffers(self) -> None:
         # Batch-norm statistics drift apart within an epoch (DDP only broadcasts them
         # before each forward); rank 0's are the ones kept.
@@ -504,24 +520,30 @@ class DistributedTrainer(_Trainer):
             self._scaler = torch.amp.GradScaler(device_type)
         scaler = self._scaler
         for xb, wb, scale in self.source.scaled_batches(opts.batch_size, generator):
-            self.optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type, dtype=amp, enabled=amp is not None):
-                loss, terms = ddp(xb, wb, scale)
-            (loss.float() if scaler is None else scaler.scale(loss.float())).backward()
-            if scaler is not None and opts.max_gradient_norm is not None:
-                scaler.unscale_(self.optimizer)
-            if opts.max_gradient_norm is not None:
-                torch.nn.utils.clip_grad_norm_(self.net.params, opts.max_gradient_norm, foreach=True)
-            if scaler is not None:
-                scaler.step(self.optimizer)
-                scaler.update()
+            values = self.stepper.gradients(xb, wb)  # the hand-derived step, where the model allows it
+            if values is not None:
+                self._average_gradients(scale)
+                self.stepper.update()
+                keys = self.stepper.keys
             else:
-                self.optimizer.step()
-            if keys is None:
-                keys = list(terms)
+                self.optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(device_type, dtype=amp, enabled=amp is not None):
+                    loss, terms = ddp(xb, wb, scale)
+                (loss.float() if scaler is None else scaler.scale(loss.float())).backward()
+                if scaler is not None and opts.max_gradient_norm is not None:
+                    scaler.unscale_(self.optimizer)
+                if opts.max_gradient_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(self.net.params, opts.max_gradient_norm, foreach=True)
+                if scaler is not None:
+                    scaler.step(self.optimizer)
+                    scaler.update()
+                else:
+                    self.optimizer.step()
+                if keys is None:
+                    keys = list(terms)
+                values = torch.stack([terms[k].detach().float().reshape(()) for k in keys])
             n = xb.shape[0]
-            values = torch.stack([terms[k].detach().float().reshape(()) for k in keys]) * n
-            total = values if total is None else total + values
+            total = values * n if total is None else total.add_(values, alpha=n)
             count += n
         if keys is None:
             raise DataError(f"no training step this epoch: every block of {len(self.source)} rows is smaller "

@@ -227,7 +227,7 @@ class StepRunner:
             self._choose(xb, wb)
         if self.fast is not None:
             values = self.fast(xb, wb)  # writes every .grad: no zero_grad needed
-            self._update()
+            self.update()
             return values
         if self._compile_pending:
             self._try_compile()
@@ -250,7 +250,7 @@ class StepRunner:
         if total is None:
             total, values = self._objective(xb, wb)
             self._backward(total)
-        self._update()
+        self.update()
         return values
 
     def _backward(self, total: torch.Tensor) -> None:
@@ -259,7 +259,8 @@ class StepRunner:
         else:
             total.backward()
 
-    def _update(self) -> None:
+    def update(self) -> None:
+        """Clip the gradients (``max_gradient_norm``) and step the optimizer (through the loss scaler in fp16)."""
         if self.scaler is not None:
             if self.max_gradient_norm is not None:
                 self.scaler.unscale_(self.optimizer)

@@ -44,12 +44,15 @@ def make(**kwargs) -> aekit.Autoencoder:
 # The scenarios, run by both ranks in the workers and by one process as the reference.
 SCENARIOS = {
     # one step on a 32-example global batch: sgd, tied weights, weight and activity penalties
+    # (these first three take the hand-derived step, its gradients averaged like DDP's)
     "one-step": dict(n=32, algo="sgd", learning_rate=0.05, max_epochs=1, validate_every=0,
                      weight_l2=1e-3, hidden_l1=1e-2),
     # a short last global batch (50 = 3 * 16 + 2), adam, validation data and early stopping
     "epochs-valid": dict(n=50, algo="adam", learning_rate=1e-2, max_epochs=4, patience=1, valid=True),
     # memory-mapped style streaming source
     "stream": dict(n=40, algo="adam", learning_rate=1e-2, max_epochs=2, validate_every=0, stream=True),
+    # a model the hand-derived step does not cover (a contractive penalty): DDP's own autograd path
+    "autograd": dict(n=32, algo="adam", learning_rate=1e-2, max_epochs=2, validate_every=0, contractive=0.01),
     # full-batch L-BFGS: the line search must see the global loss on every rank
     "lbfgs": dict(n=40, algo="lbfgs", max_epochs=3, validate_every=0),
 }
