@@ -562,16 +562,21 @@ class DistributedTrainer(_Trainer):
         stash: dict[str, float] = {}
 
         def closure() -> torch.Tensor:
-            self.optimizer.zero_grad(set_to_none=True)
-            loss, terms = ddp(local.x, local.w, scale)
-            loss.backward()
+            values = self.stepper.gradients(local.x, local.w)  # the hand-derived step, where it applies
+            if values is not None:
+                self._average_gradients(scale)
+                terms = dict(zip(self.stepper.keys, values))
+            else:
+                self.optimizer.zero_grad(set_to_none=True)
+                loss, terms = ddp(local.x, local.w, scale)
+                loss.backward()
             stash.clear()
             if self.source.sharded_eval:
                 stash.update(self._reduce_means({k: v.detach() for k, v in terms.items()}, n))
             else:
                 stash.update({k: float(v) for k, v in terms.items()})
             # The global loss: every rank's line search must see the same number.
-            return torch.tensor(stash["loss"], dtype=loss.dtype, device=loss.device)
+            return torch.tensor(stash["loss"], dtype=torch.float32, device=local.x.device)
 
         self.optimizer.step(closure)
         self._sync_buffers()
