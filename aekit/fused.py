@@ -2,8 +2,8 @@
 
 Most autoencoders people train are a chain of dense layers (some tied) with
 elementwise activations (linear, sigmoid, tanh, relu, leaky-relu, elu, softplus,
-whose derivatives follow from their outputs, and gelu, whose pre-activation is
-kept), a mean squared (or absolute, or cross-entropy) error
+whose derivatives follow from their outputs, and gelu and the clamps rect:min and
+rect:minmax, whose pre-activations are kept), a mean squared (or absolute, or cross-entropy) error
 and perhaps L1/L2 penalties, UFLDL's KL sparsity penalty, and denoising
 corruption (Gaussian noise and dropout on the input or hidden layers).  For
 these the backward pass is short enough to
@@ -20,7 +20,7 @@ The step is used automatically by :class:`aekit.steps.StepRunner` whenever
 not compiled; images into a dense first layer included, flattened as that
 layer flattens them; weighted losses included); anything else --
 convolutions, batch norm, contractive penalties, several losses, other
-activations (prelu, clamps, normalisations, compositions) --
+activations (prelu, normalisations, compositions) --
 goes through autograd as before.  The tests check its gradients against autograd
 for every supported activation, loss and penalty.
 """
@@ -73,9 +73,15 @@ ACTIVATIONS["leaky-relu"] = (
 )
 # Activations whose derivative needs the pre-activation: it is kept in a buffer of its own.
 # ``activate(pre, out)`` writes the output; ``derivative(grad, pre, result)`` as above.
+# The clamps pass the gradient where min <= pre <= max, bounds included, as torch.clamp does (the
+# output cannot tell pre == 1 from pre > 1).
 PRE_ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
     "gelu": (lambda pre, out: _aten.gelu.out(pre, approximate="none", out=out),
              lambda g, pre, r: _aten.gelu_backward.grad_input(g, pre, approximate="none", grad_input=r)),
+    "rect:min": (lambda pre, out: torch.clamp(pre, max=1.0, out=out),
+                 lambda g, pre, r: torch.mul(g, pre.le(1.0), out=r)),
+    "rect:minmax": (lambda pre, out: torch.clamp(pre, 0.0, 1.0, out=out),
+                    lambda g, pre, r: torch.mul(g, pre.ge(0.0).logical_and_(pre.le(1.0)), out=r)),
 }
 LOSSES = ("mse", "mae", "bce")
 

@@ -60,6 +60,7 @@ CASES = [
     # gelu keeps its pre-activation; with bce the output's logits are that same buffer's copy.
     ([12, (6, "gelu"), (4, "sigmoid"), (6, "gelu"), (12, "sigmoid")], "bce", {"hidden_l1": 0.1}),
     ([12, (6, "gelu"), {"size": 12, "form": "tied", "activation": "gelu"}], "mse", {"hidden_dropout": 0.3}),
+    ([12, (6, "rect:minmax"), (4, "rect:min"), (12, "rect:minmax")], "mae", {"hidden_l2": 0.1}),
     # Denoising and sparse models: the same draws as autograd's path (seeded alike below).
     ([12, (5, "relu"), (12, "linear")], "mse", {"input_noise": 0.1}),
     ([12, (5, "sigmoid"), {"size": 12, "form": "tied", "activation": "sigmoid"}], "bce", {"input_dropout": 0.3}),
@@ -168,6 +169,9 @@ def test_activation_table_derivatives_are_those_of_autograd():
         np.testing.assert_allclose(inplace.numpy(), out.detach().numpy(), err_msg=name)
         got = upstream if derivative is None else derivative(upstream, inplace, torch.empty_like(upstream))
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-12, err_msg=name)
+    # The clamps' bounds exactly: the gradient passes there, as torch.clamp's does.
+    pre = torch.cat([pre.detach(), torch.tensor([0.0, 1.0], dtype=torch.float64)]).requires_grad_()
+    upstream = torch.rand(43, dtype=torch.float64)
     for name, (activate, derivative) in fused.PRE_ACTIVATIONS.items():
         out = aekit.activations.get(name)(pre)
         (expected,) = torch.autograd.grad(out, pre, upstream)
