@@ -112,8 +112,24 @@ def ddp_runs(tmp_path_factory):
                                           validate_every=0, checkpoint=folder / "run.ckpt"), 1):
         if i == 2:
             break
-    mp.spawn(_worker, args=(str(folder),), nprocs=WORLD, join=True)
+    spawn_and_join(_worker, (str(folder),), timeout=WORKER_TIMEOUT)
     return folder
+
+
+WORKER_TIMEOUT = 300  # seconds; the workers take about 20 s. Ranks whose collectives stop matching hang.
+
+
+def spawn_and_join(worker, args: tuple, timeout: float) -> None:
+    """``mp.spawn`` the ranks and wait for them, but fail (and kill them) instead of hanging forever."""
+    import time
+
+    context = mp.spawn(worker, args=args, nprocs=WORLD, join=False)
+    deadline = time.monotonic() + timeout
+    while not context.join(timeout=max(0.0, deadline - time.monotonic())):
+        if time.monotonic() >= deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"the {WORLD} data-parallel workers did not finish within {timeout} s (a deadlock?)")
 
 
 def load_params(path: Path) -> dict[str, np.ndarray]:
