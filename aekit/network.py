@@ -659,7 +659,7 @@ class Autoencoder:
         mean = (weight * target).sum(axis=0) / np.maximum(weight.sum(axis=0), 1e-12)
         ss_res = (weight * (target - pred) ** 2).sum()
         ss_tot = (weight * (target - mean) ** 2).sum()
-        return float(1.0 - ss_res / ss_tot) if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)
+        return _r_squared(float(ss_res), float(ss_tot))
 
     def _score_streamed(self, x: Any, w: Any) -> float:
         """:meth:`score` for streamable ``x``: per-block sums merged without a second pass.
@@ -697,8 +697,7 @@ class Autoencoder:
             m2 = m2 + block_m2 + delta ** 2 * total * share
             mean = mean + delta * share
             total = merged
-        ss_tot = float(m2.sum())
-        return float(1.0 - ss_res / ss_tot) if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)
+        return _r_squared(ss_res, float(m2.sum()))
 
     # ------------------------------------------------------------------ training
     def itertrain(self, x: Any, valid: Any = None, **kwargs: Any):
@@ -766,6 +765,11 @@ class Autoencoder:
             parts.append(f"{layer.name}:{shape}{act}{form}")
         losses = " + ".join(f"{t.weight:g}*{t.name}" if t.weight != 1 else t.name for t in self._losses)
         return f"Autoencoder([{', '.join(parts)}], loss={losses}, params={self.num_params})"
+
+
+def _r_squared(ss_res: float, ss_tot: float) -> float:
+    """``1 - SS_res / SS_tot``; for constant data 1 if the reconstruction is exact, else 0."""
+    return 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)
 
 
 def _activation_range(layer: Layer) -> tuple[float, float]:
