@@ -18,7 +18,7 @@ from torch import nn
 
 from .errors import ConfigurationError, unknown_name_error
 
-__all__ = ["Activation", "get", "names", "output_range"]
+__all__ = ["ELEMENTWISE", "Activation", "get", "names", "output_range"]
 
 _EPS = 1e-8
 LEAKY_RELU_SLOPE = 0.1  # the slope of 'leaky-relu' below zero, as in theanets
@@ -68,6 +68,10 @@ _FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "norm:std": _norm_std,
     "norm:z": _norm_z,
 }
+
+# The names that act on each value alone, so that a dense layer with them has a diagonal
+# Jacobian with respect to its pre-activation (softmax and the normalisations mix units).
+ELEMENTWISE = frozenset({*(n for n in _FUNCTIONS if n != "softmax" and not n.startswith("norm:")), "prelu"})
 
 _ALIASES = {"identity": "linear", "lrelu": "leaky-relu", "leaky_relu": "leaky-relu"}
 

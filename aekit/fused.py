@@ -4,8 +4,9 @@ Most autoencoders people train are a chain of dense layers (some tied) with
 elementwise activations (linear, sigmoid, tanh, relu, leaky-relu, elu, softplus,
 whose derivatives follow from their outputs, and gelu and the clamps rect:min and
 rect:minmax, whose pre-activations are kept), a mean squared (or absolute, or cross-entropy) error
-and perhaps L1/L2 penalties, UFLDL's KL sparsity penalty, and denoising
-corruption (Gaussian noise and dropout on the input or hidden layers).  For
+and perhaps L1/L2 penalties, UFLDL's KL sparsity penalty, a contractive penalty on
+a first hidden layer (in closed form), and denoising corruption (Gaussian noise and
+dropout on the input or hidden layers).  For
 these the backward pass is short enough to
 write out: :class:`DenseChainStep` runs the forward pass into preallocated
 buffers, in place where it can, and writes each gradient straight into the
@@ -19,8 +20,9 @@ The step is used automatically by :class:`aekit.steps.StepRunner` whenever
 :func:`DenseChainStep.build` accepts the model and its regularizers (float32,
 not compiled; images into a dense first layer included, flattened as that
 layer flattens them; weighted losses included); anything else --
-convolutions, batch norm, contractive penalties, several losses, other
-activations (prelu, normalisations, compositions) --
+convolutions, batch norm, contractive penalties on deeper layers or with input
+corruption, several losses, other activations (prelu, normalisations,
+compositions) --
 goes through autograd as before.  The tests check its gradients against autograd
 for every supported activation, loss and penalty.
 """
@@ -98,9 +100,12 @@ class _Link:
         self.keeps_pre = self.act_name in PRE_ACTIVATIONS
         self.activate, self.derivative = (PRE_ACTIVATIONS if self.keeps_pre else ACTIVATIONS)[self.act_name]
         self.size = layer.b.shape[0]
+        self.activation = layer.activation  # the module, for the contractive penalty's f'(pre)
         self.hidden_l1, self.hidden_l2 = hidden_l1, hidden_l2
         # Training noise on this (hidden) layer's output, and its KL sparsity weight (beta).
         self.noise, self.dropout, self.sparsity = 0.0, 0.0, 0.0
+        # The contractive weight of a first layer (its pre-activation is then kept).
+        self.contractive = 0.0
         self.is_last = False  # set by DenseChainStep.build
         self.accumulate_w = False  # tied weight already written by a later layer: add, do not overwrite
 
@@ -159,8 +164,6 @@ class DenseChainStep:
         # An image-shaped input is fine: the first (dense) layer flattens it, and so does the step.
         if names[-1] != graph.output_name:
             return None
-        if regs.contractive:  # a Jacobian per example: autograd's job
-            return None
         losses = net._losses
         if len(losses) != 1 or losses[0].name not in LOSSES or losses[0].output != graph.output_name:
             return None
@@ -175,6 +178,13 @@ class DenseChainStep:
                 return None
             links.append(_Link(layer, hidden_l1.get(name), hidden_l2.get(name)))
         links[-1].is_last = True
+        if regs.contractive:
+            # The closed form of Autoencoder._jacobian_norm, at the clean input: only on the first
+            # layer (on the input) and without input corruption; anything else is autograd's job.
+            chosen = reg.match(regs.contractive, graph.hidden_names)
+            if regs.input_noise or regs.input_dropout or set(chosen) - {links[0].name} or links[0].tied:
+                return None
+            links[0].contractive = chosen.get(links[0].name, 0.0)
         # Noise, dropout and sparsity exactly where Autoencoder.loss_terms applies them: hidden
         # layers only, sparsity only on those whose output lies in [0, 1].
         noise = reg.match(regs.hidden_noise, graph.hidden_names)
@@ -202,7 +212,8 @@ class DenseChainStep:
                 keys.append(key)
                 chosen = reg.match(getattr(regs, key), weights)
                 penalties += [(weights[n], power, float(lam)) for n, lam in chosen.items() if lam]
-        for key, table in (("hidden_l1", hidden_l1), ("hidden_l2", hidden_l2), ("sparsity", regs.sparsity)):
+        for key, table in (("hidden_l1", hidden_l1), ("hidden_l2", hidden_l2), ("sparsity", regs.sparsity),
+                           ("contractive", regs.contractive)):
             if table:
                 keys.append(key)
         keys.append("loss")
@@ -268,6 +279,8 @@ class DenseChainStep:
             if link.keeps_pre:
                 link.activate(pre, out)
             else:
+                if pre is not out:  # kept for the contractive penalty
+                    out.copy_(pre)
                 link.activate(out)
             a = space.corrupt(out, link.noise, link.dropout, space.posts[index], space.masks[index])
             posts.append(a)
@@ -319,7 +332,11 @@ class DenseChainStep:
         """Write every ``.grad`` from the output's gradient in ``space``, last layer first; each
         gradient is written once (a tied weight: twice, added).  Returns the hidden penalties' values."""
         links, outs, grads = self.links, space.outs, space.grads
-        hidden_terms: dict[str, list[torch.Tensor]] = {"hidden_l1": [], "hidden_l2": [], "sparsity": []}
+        hidden_terms: dict[str, list[torch.Tensor]] = {"hidden_l1": [], "hidden_l2": [], "sparsity": [],
+                                                       "contractive": []}
+        contractive = None
+        if links[0].contractive:  # before any .grad is written: it reads W, and pre before it is freed
+            contractive = self._contractive(links[0], space.pres[0], hidden_terms)
         for index in range(len(links) - 1, -1, -1):
             link, out, grad = links[index], outs[index], grads[index]
             if not link.is_last:  # grad is d loss / d (corrupted) output
@@ -329,6 +346,8 @@ class DenseChainStep:
             if link.derivative is not None and not (link.is_last and self.loss == "bce"):
                 # In place: d loss / d pre, from the output (or the kept pre-activation).
                 link.derivative(grad, space.pres[index] if link.keeps_pre else out, grad)
+            if index == 0 and contractive is not None:
+                grad.add_(contractive[0])
             if index > 0:
                 # The input's gradient first, while ``grad`` is still in cache from the pass that
                 # wrote it: 2-4% faster per step than after the (larger) weight gradient in
@@ -345,7 +364,25 @@ class DenseChainStep:
             else:
                 torch.mm(left, right, out=link.w.grad)
             torch.sum(grad, 0, out=link.b.grad)
+        if contractive is not None:
+            links[0].w.grad.add_(contractive[1])
         return hidden_terms
+
+    @staticmethod
+    def _contractive(link: _Link, pre: torch.Tensor,
+                     hidden_terms: dict[str, list[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The contractive penalty of the first layer in closed form (:func:`aekit.regularizers.
+        dense_jacobian_norm`); records its value and returns its gradients with respect to the
+        pre-activation (n, units) and to W (n_in, units).  A small autograd graph: f'' comes from
+        the activation's own derivative, for every supported activation alike."""
+        with torch.enable_grad():
+            pre = pre.detach().requires_grad_(True)
+            w = link.w.detach().requires_grad_(True)
+            slope = torch.func.jvp(link.activation, (pre,), (torch.ones_like(pre),))[1]
+            value = link.contractive * reg.dense_jacobian_norm(slope, w)
+            grad_pre, grad_w = torch.autograd.grad(value, (pre, w))
+        hidden_terms["contractive"].append(value.detach())
+        return grad_pre, grad_w
 
     def _hidden_penalties(self, link: _Link, out: torch.Tensor, grad: torch.Tensor,
                           hidden_terms: dict[str, list[torch.Tensor]]) -> None:
@@ -387,7 +424,7 @@ class _Workspace:
         links = step.links
         self.outs = [x.new_empty(n, link.size) for link in links]
         self.grads = [x.new_empty(n, link.size) for link in links]
-        self.pres = [x.new_empty(n, link.size) if link.keeps_pre else None for link in links]
+        self.pres = [x.new_empty(n, link.size) if (link.keeps_pre or link.contractive) else None for link in links]
         self.posts = [x.new_empty(n, link.size) if (link.noise or link.dropout) else None for link in links]
         self.masks = [x.new_empty(n, link.size) if link.dropout else None for link in links]
         self.logits = x.new_empty(n, links[-1].size) if step.loss == "bce" else None

@@ -18,7 +18,8 @@ from torch import nn
 from . import regularizers as reg
 from .data import check_array, check_weights, to_numpy
 from .errors import AekitError, ConfigurationError, DataError, unknown_name_error
-from .layers import Layer, build_layer, layer_seed
+from .activations import ELEMENTWISE
+from .layers import Dense, Layer, build_layer, layer_seed
 from .losses import Loss
 from .specs import LayerSpec, parse_layers
 from .streaming import StreamingSource, is_streamable
@@ -404,7 +405,23 @@ class Autoencoder:
         return total, terms
 
     def _jacobian_norm(self, x: torch.Tensor, layer: str) -> torch.Tensor:
-        """Mean over examples of ``||d layer:out / d x||_F^2``, exact, differentiable."""
+        """Mean over examples of ``||d layer:out / d x||_F^2``, exact, differentiable.
+
+        In closed form when ``layer`` is one dense layer on the input with an
+        elementwise activation (the usual contractive autoencoder); through one
+        automatic Jacobian per example otherwise.
+        """
+        graph = self.graph
+        dense = graph.layers[layer]
+        if (type(dense) is Dense and graph.sources[layer] == graph.input_name and dense.norm is None
+                and all(part in ELEMENTWISE for part in dense.activation.parts)):
+            pre = dense.transform(x)
+            slope = torch.func.jvp(dense.activation, (pre,), (torch.ones_like(pre),))[1]  # f'(pre)
+            return reg.dense_jacobian_norm(slope, dense.w)
+        return self._per_example_jacobian_norm(x, layer)
+
+    def _per_example_jacobian_norm(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        """:meth:`_jacobian_norm` for any code layer: a (code, input) Jacobian per example."""
         graph = self.graph
 
         def code(example: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,9 @@ Keyword conventions (``net.train(x, hidden_l1=0.1, ...)``):
   of each hidden layer whose output lies in [0, 1].
 * ``contractive`` -- ``lam * mean_i ||J(x_i)||_F**2``, the squared Frobenius norm
   of the Jacobian of the code (middle) layer with respect to each input example
-  (Rifai et al. 2011), computed exactly per example.
+  (Rifai et al. 2011), computed exactly per example: in closed form when the code
+  layer is one dense layer on the input (:func:`dense_jacobian_norm`), through
+  per-example automatic Jacobians otherwise.
 * ``input_noise``, ``input_dropout``, ``hidden_noise``, ``hidden_dropout`` --
   Gaussian noise std / dropout probability, applied during training only.
 
@@ -34,6 +36,7 @@ from .errors import ConfigurationError
 __all__ = [
     "REGULARIZER_KEYS",
     "Regularizers",
+    "dense_jacobian_norm",
     "dropout",
     "gaussian_noise",
     "hidden_penalty",
@@ -105,6 +108,27 @@ def kl_sparsity_grad(h: torch.Tensor, rho: float) -> torch.Tensor:
     inside = (rho_hat >= RHO_HAT_CLAMP) & (rho_hat <= 1 - RHO_HAT_CLAMP)
     rho_hat = rho_hat.clamp(RHO_HAT_CLAMP, 1 - RHO_HAT_CLAMP)
     return ((1 - rho) / (1 - rho_hat) - rho / rho_hat).mul_(inside).div_(h.shape[0])
+
+
+def dense_jacobian_norm(slope: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Mean over examples of ``||d h / d x||_F^2`` for a dense layer ``h = f(x @ w + b)``.
+
+    With an elementwise ``f`` the Jacobian of one example is ``diag(f'(pre)) w^T``, so
+    its squared Frobenius norm is ``sum_j f'(pre_j)^2 sum_i w_ij^2`` (Rifai et al.
+    2011, section 4): one pass over the batch and one over ``w``, instead of a
+    (units, features) Jacobian per example.
+
+    Parameters
+    ----------
+    slope : tensor, shape (n, n_out)
+        ``f'(pre)`` for each example and unit.
+    w : tensor, shape (n_in, n_out)
+
+    Returns
+    -------
+    tensor, shape ()
+    """
+    return slope.square().mv(w.square().sum(dim=0)).mean()
 
 
 def gaussian_noise(x: torch.Tensor, std: float) -> torch.Tensor:

@@ -8,6 +8,12 @@ hand-derived step and once through autograd (``Autoencoder.loss_terms`` plus
 goes first; the figures are medians over the rounds.  Both draw the same noise,
 so they train the same model; the test MSE of the last round is reported for both.
 
+A contractive penalty on a code layer that is one dense layer on the input is
+computed in closed form (by the hand-derived step, and by autograd's path alike).
+A second table compares that closed form with the general per-example Jacobians
+that any other code layer takes, both through autograd (one epoch on fewer
+samples: the per-example path is about a hundred times slower).
+
 Without ``../shared/data/mnist`` the data are uniform noise shaped like MNIST.
 Run ``python benchmarks/bench_fused.py``; ``run()`` returns the figures.
 """
@@ -18,7 +24,7 @@ import contextlib
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_speed import BATCH, load_data  # noqa: E402 - the same data as the speed benchmark
 
 SAMPLES, ROUNDS = 10_000, 5
+CONTRACTIVE = dict(contractive=0.1)
+CONTRACTIVE_SAMPLES, CONTRACTIVE_ROUNDS = 512, 3
 MODELS = {
     "denoising (input_noise=0.3)": dict(input_noise=0.3),
     "sparse, UFLDL (sparsity_target=0.05, sparsity_weight=3)": dict(sparsity_target=0.05, sparsity_weight=3.0),
     "dropout (input_dropout=0.2, hidden_dropout=0.5)": dict(input_dropout=0.2, hidden_dropout=0.5),
+    "contractive (contractive=0.1)": dict(contractive=0.1),
 }
 
 
@@ -48,10 +57,25 @@ def autograd_only() -> Iterator[None]:
         DenseChainStep.build = original
 
 
-def one_epoch(x: np.ndarray, test: np.ndarray, regularizers: dict, fused: bool) -> tuple[float, float]:
-    """Seconds for one epoch, and the test MSE after it."""
+@contextlib.contextmanager
+def per_example_jacobians() -> Iterator[None]:
+    """Inside this block the contractive penalty takes the general per-example Jacobians (autograd's path)."""
+    original = aekit.Autoencoder.__dict__["_jacobian_norm"]
+    aekit.Autoencoder._jacobian_norm = aekit.Autoencoder._per_example_jacobian_norm
+    try:
+        with autograd_only():
+            yield
+    finally:
+        aekit.Autoencoder._jacobian_norm = original
+
+
+Path_ = Callable[[], contextlib.AbstractContextManager]
+
+
+def one_epoch(x: np.ndarray, test: np.ndarray, regularizers: dict, path: Path_) -> tuple[float, float]:
+    """Seconds for one epoch trained inside ``path()``, and the test MSE after it."""
     net = aekit.Autoencoder([784, (256, "sigmoid"), (784, "sigmoid")], rng=7)
-    with contextlib.nullcontext() if fused else autograd_only():
+    with path():
         started = time.perf_counter()
         net.train(x, batch_size=BATCH, max_epochs=1, validate_every=0, learning_rate=1e-3, **regularizers)
         seconds = time.perf_counter() - started
@@ -61,19 +85,26 @@ def one_epoch(x: np.ndarray, test: np.ndarray, regularizers: dict, fused: bool) 
 def run(samples: int = SAMPLES, rounds: int = ROUNDS) -> dict:
     x, test, source = load_data(samples)
     x = x[:samples]
-    one_epoch(x[:4 * BATCH], test, {}, True)  # untimed warm-up: torch.optim's first import of torch._dynamo
-    models = {}
-    for name, regularizers in MODELS.items():
-        seconds: dict[str, list[float]] = {"fused": [], "autograd": []}
-        errors: dict[str, float] = {}
-        for round_index in range(rounds):
-            for who in (["fused", "autograd"] if round_index % 2 == 0 else ["autograd", "fused"]):
-                took, errors[who] = one_epoch(x, test, regularizers, who == "fused")
-                seconds[who].append(took)
-        rates = {who: samples / statistics.median(v) for who, v in seconds.items()}
-        models[name] = {"rates": rates, "speedup": rates["fused"] / rates["autograd"], "test_mse": errors,
-                        "round_speedups": [a / f for f, a in zip(seconds["fused"], seconds["autograd"])]}
-    return {"data": source, "samples": samples, "rounds": rounds, "models": models}
+    for regularizers in ({}, CONTRACTIVE):  # torch.func's first jvp also costs a second or so
+        one_epoch(x[:4 * BATCH], test, regularizers, contextlib.nullcontext)  # untimed warm-up: torch.optim's first import of torch._dynamo
+    models = {name: alternate(x, test, regularizers, rounds) for name, regularizers in MODELS.items()}
+    contractive = alternate(x[:CONTRACTIVE_SAMPLES], test, CONTRACTIVE, CONTRACTIVE_ROUNDS, autograd_only,
+                            per_example_jacobians)
+    return {"data": source, "samples": samples, "rounds": rounds, "models": models, "contractive": contractive}
+
+
+def alternate(x: np.ndarray, test: np.ndarray, regularizers: dict, rounds: int,
+              fast_path: Path_ = contextlib.nullcontext, slow_path: Path_ = autograd_only) -> dict:
+    """Rates (samples/s, medians), speed-ups and test MSE of the fast and the slow path, taking turns."""
+    seconds: dict[str, list[float]] = {"fast": [], "slow": []}
+    errors: dict[str, float] = {}
+    for round_index in range(rounds):
+        for who in (["fast", "slow"] if round_index % 2 == 0 else ["slow", "fast"]):
+            took, errors[who] = one_epoch(x, test, regularizers, fast_path if who == "fast" else slow_path)
+            seconds[who].append(took)
+    rates = {who: len(x) / statistics.median(v) for who, v in seconds.items()}
+    return {"rates": rates, "speedup": rates["fast"] / rates["slow"], "test_mse": errors,
+            "round_speedups": [s / f for f, s in zip(seconds["fast"], seconds["slow"])]}
 
 
 def to_markdown(result: dict) -> str:
@@ -87,11 +118,28 @@ def to_markdown(result: dict) -> str:
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for name, f in result["models"].items():
-        ratios = f["round_speedups"]
-        lines.append(f"| {name} | {f['rates']['fused']:,.0f} | {f['rates']['autograd']:,.0f} | "
-                     f"{f['speedup']:.2f}x ({min(ratios):.2f}x to {max(ratios):.2f}x) | "
-                     f"{f['test_mse']['fused']:.5f} / {f['test_mse']['autograd']:.5f} |")
+        lines.append(_row(name, f))
+    c = result["contractive"]
+    lines += [
+        "",
+        f"Contractive autoencoder (contractive={CONTRACTIVE['contractive']}, the same model; one epoch on "
+        f"{CONTRACTIVE_SAMPLES} samples, medians of {CONTRACTIVE_ROUNDS} alternated rounds): the penalty in "
+        "closed form against one automatic Jacobian per example (what a deeper code layer takes), "
+        "both through autograd's path.",
+        "",
+        "| model | closed form, samples/s | per-example Jacobians, samples/s | speed-up (rounds) "
+        "| test MSE closed / per-example |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        _row(f"contractive={CONTRACTIVE['contractive']}", c),
+    ]
     return "\n".join(lines)
+
+
+def _row(name: str, f: dict) -> str:
+    ratios = f["round_speedups"]
+    return (f"| {name} | {f['rates']['fast']:,.0f} | {f['rates']['slow']:,.0f} | "
+            f"{f['speedup']:.2f}x ({min(ratios):.2f}x to {max(ratios):.2f}x) | "
+            f"{f['test_mse']['fast']:.5f} / {f['test_mse']['slow']:.5f} |")
 
 
 if __name__ == "__main__":

@@ -51,12 +51,29 @@ SCENARIOS = {
     "epochs-valid": dict(n=50, algo="adam", learning_rate=1e-2, max_epochs=4, patience=1, valid=True),
     # memory-mapped style streaming source
     "stream": dict(n=40, algo="adam", learning_rate=1e-2, max_epochs=2, validate_every=0, stream=True),
-    # a model the hand-derived step does not cover (a contractive penalty): DDP's own autograd path
-    "autograd": dict(n=32, algo="adam", learning_rate=1e-2, max_epochs=2, validate_every=0, contractive=0.01),
+    # a model the hand-derived step does not cover (two losses), with a contractive penalty: DDP's
+    # own autograd path
+    "autograd": dict(n=32, algo="adam", learning_rate=1e-2, max_epochs=2, validate_every=0, contractive=0.01,
+                     second_loss=True),
     # full-batch L-BFGS: the line search must see the global loss on every rank
     "lbfgs": dict(n=40, algo="lbfgs", max_epochs=3, validate_every=0),
 }
 PER_RANK_BATCH = 8
+
+
+def test_the_scenarios_cover_both_training_paths():
+    from aekit.fused import DenseChainStep
+    from aekit.regularizers import REGULARIZER_KEYS, Regularizers
+
+    def step(name):
+        net = make()
+        if SCENARIOS[name].get("second_loss"):
+            net.add_loss("mae", weight=0.1)
+        kwargs = {k: v for k, v in SCENARIOS[name].items() if k in REGULARIZER_KEYS}
+        return DenseChainStep.build(net, Regularizers.from_kwargs(code_layer=net.code_layer, **kwargs))
+
+    assert step("one-step") is not None
+    assert step("autograd") is None
 
 
 def run_scenario(name: str, batch_size: int, distributed_mode, record: list | None = None) -> aekit.Autoencoder:
@@ -69,6 +86,8 @@ def run_scenario(name: str, batch_size: int, distributed_mode, record: list | No
         if record is not None:
             record.append(x)
     net = make()
+    if options.pop("second_loss", False):
+        net.add_loss("mae", weight=0.1)
     net.train(x, valid, batch_size=batch_size, distributed=distributed_mode, **options)
     return net
 

@@ -74,6 +74,13 @@ CASES = [
      {"sparsity_target": 0.05, "sparsity_weight": 3.0, "weight_l2": 1e-3, "input_noise": 0.05}),
     ([12, (8, "relu"), (12, "linear")], "mse", {"sparsity_target": 0.2}),  # no layer in range: a zero term
     ([12, (6, "sigmoid"), (12, "sigmoid")], "mse", {"sparsity_target": 0.3, "hidden_dropout": 0.4}),
+    # Contractive autoencoders: the closed-form penalty on the first layer, its pre-activation kept.
+    ([12, (5, "sigmoid"), (12, "sigmoid")], "mse", {"contractive": 0.5}),
+    ([12, (5, "relu"), (12, "tied")], "mae", {"contractive": 0.3, "hidden_l1": 0.1, "weight_l2": 1e-2}),
+    ([(1, 3, 4), (6, "tanh"), (12, "linear")], "mse", {"contractive": 0.2, "hidden_dropout": 0.3}),
+    ([12, (6, "gelu"), (12, "sigmoid")], "bce", {"contractive": 0.4, "sparsity_target": 0.1}),
+    ([12, (6, "softplus"), (4, "sigmoid"), (6, "tied"), (12, "tied")], "mse", {"contractive": {"hid1": 0.3}}),
+    ([12, (6, "elu"), (12, "linear")], "mse", {"contractive": {"hid9": 0.3}}),  # matches no layer: a zero term
 ]
 
 
@@ -124,7 +131,11 @@ def test_weighted_losses_match_autograd(layers, loss, kwargs):
     ([12, {"size": 5, "activation": "relu", "batch_norm": True}, (12, "linear")], "mse", {}),
     ([12, (5, "relu"), (12, "linear")], "bce", {}),  # bce on a linear output: clamped, autograd
     ([12, (5, "relu"), (12, "linear")], "kl", {}),
-    ([12, (5, "sigmoid"), (12, "linear")], "mse", {"contractive": 0.1}),
+    # Contractive penalties the closed form does not cover: a deeper code layer, or input corruption
+    # (the Jacobian is taken at the clean input, which the corrupted forward pass does not run).
+    ([12, (7, "tanh"), (3, "sigmoid"), (7, "tanh"), (12, "linear")], "mse", {"contractive": 0.1}),
+    ([12, (5, "sigmoid"), (12, "linear")], "mse", {"contractive": 0.1, "input_noise": 0.1}),
+    ([12, (5, "sigmoid"), (12, "linear")], "mse", {"contractive": 0.1, "input_dropout": 0.1}),
     ([(1, 4, 4), {"form": "conv2", "channels": 2, "stride": 2}, "flatten", (16, "sigmoid")], "mse", {}),
     ([(1, 4, 4), (6, "sigmoid"), {"form": "reshape", "shape": (1, 2, 3)}, (16, "sigmoid")], "mse", {}),
 ])

@@ -84,6 +84,66 @@ def test_contractive_equals_the_closed_form_for_a_sigmoid_layer():
     assert torch.isclose(net._jacobian_norm(x, "hid1"), expected)
 
 
+def _jacobian_reference(net, x, layer):
+    """Mean ||d layer:out / d x||_F^2 from one full automatic Jacobian per example (the definition)."""
+    def code(example):
+        return net.graph(example.unsqueeze(0), stop=layer)[f"{layer}:out"].flatten()
+    return torch.stack([torch.autograd.functional.jacobian(code, e, create_graph=True).square().sum()
+                        for e in x]).mean()
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "softplus", "elu", "gelu", "leaky-relu",
+                                        "linear", "rect:minmax", "prelu", "tanh+prelu"])
+def test_closed_form_contractive_penalty_equals_the_per_example_jacobians(activation, monkeypatch):
+    layers = [(1, 3, 3), (5, activation), (9, "linear")] if activation == "tanh" else [9, (5, activation), (9, "tied")]
+    net = _double_net(layers, rng=3)
+    x = torch.rand(7, *((1, 3, 3) if activation == "tanh" else (9,)), dtype=torch.float64).mul(2).sub(1)
+    params = [p for n, p in net.graph.named_parameters() if n.startswith("layers.hid1.")]
+    expected = _jacobian_reference(net, x, "hid1")
+    expected_grads = torch.autograd.grad(expected, params, allow_unused=True, materialize_grads=True)
+    # The closed form must not build per-example Jacobians at all.
+    monkeypatch.setattr(torch.func, "jacrev", lambda *a, **k: pytest.fail("per-example Jacobians were built"))
+    got = net._jacobian_norm(x, "hid1")
+    assert torch.allclose(got, expected, rtol=1e-10, atol=1e-12)
+    for g, e in zip(torch.autograd.grad(got, params, allow_unused=True, materialize_grads=True), expected_grads):
+        assert torch.allclose(g, e, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("layers", [
+    [6, (5, "sigmoid"), (3, "tanh"), (5, "sigmoid"), (6, "linear")],   # code after two dense layers
+    [6, (4, "softmax"), (6, "linear")],                                 # units mixed: not elementwise
+    [6, dict(size=4, activation="sigmoid", batch_norm=True), (6, "linear")],
+])
+def test_other_code_layers_keep_the_per_example_jacobians(layers):
+    net = _double_net(layers, rng=5)
+    net.graph.eval()  # batch norm: running statistics, the same for one example and for many
+    x = torch.rand(5, 6, dtype=torch.float64)
+    layer = net.code_layer
+    assert torch.allclose(net._jacobian_norm(x, layer), _jacobian_reference(net, x, layer), rtol=1e-10)
+
+
+def test_contractive_training_follows_the_reference_objective(monkeypatch):
+    # Training with the closed form (the hand-derived step, then autograd's path) matches training
+    # whose penalty is the per-example definition, through autograd.
+    from aekit.fused import DenseChainStep
+
+    x = np.random.default_rng(0).random((40, 9)).astype(np.float32)
+    finals = []
+    for path in ("hand-derived", "autograd", "reference"):
+        net = aekit.Autoencoder([9, (4, "sigmoid"), (9, "sigmoid")], rng=2)
+        if path != "hand-derived":
+            monkeypatch.setattr(DenseChainStep, "build", classmethod(lambda cls, net, regs: None))
+        if path == "reference":
+            net._jacobian_norm = lambda batch, layer, net=net: _jacobian_reference(net, batch, layer)
+        net.train(x, contractive=0.3, max_epochs=3, batch_size=8, validate_every=0, shuffle=False)
+        finals.append(net.find("hid1", "w").detach().clone())
+    plain = aekit.Autoencoder([9, (4, "sigmoid"), (9, "sigmoid")], rng=2)
+    plain.train(x, max_epochs=3, batch_size=8, validate_every=0, shuffle=False)
+    assert (finals[2] - plain.find("hid1", "w")).abs().max() > 1e-3  # the penalty did change the training
+    for got in finals[:2]:
+        assert torch.allclose(got, finals[2], atol=1e-5)
+
+
 def test_hidden_l1_lowers_the_mean_code_activation(digits):
     x, _ = digits
     means = []
