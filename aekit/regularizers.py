@@ -128,7 +128,8 @@ def dense_jacobian_norm(slope: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     -------
     tensor, shape ()
     """
-    return slope.square().mv(w.square().sum(dim=0)).mean()
+    # A product, not mv: under autocast slope may be bf16/fp16 while w is float32.
+    return (slope.square() * w.square().sum(dim=0)).sum(dim=1).mean()
 
 
 def gaussian_noise(x: torch.Tensor, std: float) -> torch.Tensor:

@@ -79,6 +79,18 @@ def test_autocast_trains_close_to_fp32(precision):
     assert net.find("hid1", "w").dtype == torch.float32  # parameters stay float32
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_autocast_contractive_training_lands_near_fp32(precision):
+    # The closed-form penalty mixes an autocast (half) slope with the float32 weights.
+    x = _data(64, 20)
+    kwargs = dict(batch_size=32, max_epochs=2, validate_every=0, contractive=0.1)
+    ref = _net().train(x, **kwargs)[0]
+    got = _net().train(x, precision=precision, **kwargs)[0]
+    assert got["contractive"] > 0
+    assert got["contractive"] == pytest.approx(ref["contractive"], rel=0.05)
+    assert got["loss"] == pytest.approx(ref["loss"], rel=0.05)
+
+
 def test_fp16_with_gradient_clipping_uses_the_scaler():
     x = _data(64, 20)
     net = _net()
