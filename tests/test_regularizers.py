@@ -144,6 +144,22 @@ def test_contractive_training_follows_the_reference_objective(monkeypatch):
         assert torch.allclose(got, finals[2], atol=1e-5)
 
 
+def test_contractive_training_flattens_the_code_around_held_out_digits(digits):
+    # What the penalty is for (Rifai et al. 2011): a code less sensitive to its input, on data it
+    # was not trained on, while it still reconstructs.
+    x, _ = digits
+    held_out = torch.from_numpy(x[1400:])
+    jacobians, scores = [], []
+    for lam in (0.0, 0.003):
+        net = aekit.Autoencoder([64, (32, "sigmoid"), (64, "sigmoid")], rng=1)
+        net.train(x[:1400], contractive=lam, max_epochs=15, validate_every=0, batch_size=32)
+        with torch.no_grad():
+            jacobians.append(float(net._jacobian_norm(held_out, "hid1")))
+        scores.append(net.score(x[1400:]))
+    assert jacobians[1] < 0.5 * jacobians[0]
+    assert scores[1] > 0.5 * scores[0] > 0
+
+
 def test_hidden_l1_lowers_the_mean_code_activation(digits):
     x, _ = digits
     means = []
