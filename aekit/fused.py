@@ -2,27 +2,25 @@
 
 Most autoencoders people train are a chain of dense layers (some tied) with
 elementwise activations (linear, sigmoid, tanh, relu, leaky-relu, elu, softplus,
-whose derivatives follow from their outputs, and gelu and the clamps rect:min and
-rect:minmax, whose pre-activations are kept), a mean squared (or absolute, or cross-entropy) error
-and perhaps L1/L2 penalties, UFLDL's KL sparsity penalty, a contractive penalty on
-a first hidden layer (in closed form), and denoising corruption (Gaussian noise and
-dropout on the input or hidden layers).  For
-these the backward pass is short enough to
-write out: :class:`DenseChainStep` runs the forward pass into preallocated
-buffers, in place where it can, and writes each gradient straight into the
-parameter's ``.grad`` with one matrix product (``out=``), with no autograd
-graph, no large temporary tensors per step and no gradient zeroing.  On this
-project's two CPU cores it took the 784-256-784 sigmoid autoencoder from 15.8k
-to 19.9k samples/s in the speed benchmark (``BENCHMARKS.md``, separate runs);
-the matrix products are the same as autograd's.
+whose derivatives follow from their outputs; gelu, prelu and the clamps rect:min
+and rect:minmax, whose pre-activations are kept), a mean squared (or absolute, or
+cross-entropy) error and perhaps L1/L2 penalties, UFLDL's KL sparsity penalty, a
+contractive penalty on a first hidden layer (in closed form), and denoising
+corruption (Gaussian noise and dropout on the input or hidden layers).  For these
+the backward pass is short enough to write out: :class:`DenseChainStep` runs the
+forward pass into preallocated buffers, in place where it can, and writes each
+gradient straight into the parameter's ``.grad`` with one matrix product
+(``out=``), with no autograd graph, no large temporary tensors per step and no
+gradient zeroing.  On this project's two CPU cores it took the 784-256-784
+sigmoid autoencoder from 15.8k to 19.9k samples/s in the speed benchmark
+(``BENCHMARKS.md``, separate runs); the matrix products are the same as autograd's.
 
 The step is used automatically by :class:`aekit.steps.StepRunner` whenever
 :func:`DenseChainStep.build` accepts the model and its regularizers (float32,
 not compiled; images into a dense first layer included, flattened as that
-layer flattens them; weighted losses included); anything else --
-convolutions, batch norm, contractive penalties on deeper layers or with input
-corruption, several losses, other activations (prelu, normalisations,
-compositions) --
+layer flattens them; weighted losses included); anything else -- convolutions,
+batch norm, contractive penalties on deeper layers or with input corruption,
+several losses, other activations (softmax, normalisations, compositions) --
 goes through autograd as before.  The tests check its gradients against autograd
 for every supported activation, loss and penalty.
 """
@@ -88,6 +86,25 @@ PRE_ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
 LOSSES = ("mse", "mae", "bce")
 
 
+def _prelu(leak: torch.Tensor) -> tuple[Callable, Callable]:
+    """``(activate, derivative)`` of theanets' prelu with the per-unit ``leak`` (units,), as
+    :data:`PRE_ACTIVATIONS` has them; the derivative also writes ``leak.grad``.
+
+    As ``F.prelu``: ``pre`` where ``pre > 0``, else ``leak * pre``; at ``pre == 0`` the input's
+    gradient is ``leak * g`` and the leak's is 0.
+    """
+    def activate(pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        torch.mul(pre, leak, out=out)
+        return torch.where(pre > 0, pre, out, out=out)
+
+    def derivative(g: torch.Tensor, pre: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+        # The leak's gradient first: ``result`` may be ``g`` itself.
+        torch.sum(g * pre.clamp(max=0.0), 0, out=leak.grad)
+        return torch.where(pre > 0, g, g * leak, out=result)
+
+    return activate, derivative
+
+
 class _Link:
     """One dense or tied layer of the chain, with what its backward pass needs."""
 
@@ -97,8 +114,12 @@ class _Link:
         self.w = layer.partner.w if self.tied else layer.w  # tied: the partner's (n_out, n_in) weight
         self.b = layer.b
         self.act_name = layer.activation.parts[0]
-        self.keeps_pre = self.act_name in PRE_ACTIVATIONS
-        self.activate, self.derivative = (PRE_ACTIVATIONS if self.keeps_pre else ACTIVATIONS)[self.act_name]
+        self.leak = layer.activation.leak if self.act_name == "prelu" else None  # prelu's learnable leak
+        self.keeps_pre = self.act_name in PRE_ACTIVATIONS or self.leak is not None
+        if self.leak is not None:
+            self.activate, self.derivative = _prelu(self.leak)
+        else:
+            self.activate, self.derivative = (PRE_ACTIVATIONS if self.keeps_pre else ACTIVATIONS)[self.act_name]
         self.size = layer.b.shape[0]
         self.activation = layer.activation  # the module, for the contractive penalty's f'(pre)
         self.hidden_l1, self.hidden_l2 = hidden_l1, hidden_l2
@@ -108,6 +129,12 @@ class _Link:
         self.contractive = 0.0
         self.is_last = False  # set by DenseChainStep.build
         self.accumulate_w = False  # tied weight already written by a later layer: add, do not overwrite
+
+    @property
+    def params(self) -> list[torch.nn.Parameter]:
+        """The parameters whose gradients this link writes (a tied link: not its partner's W)."""
+        own = [self.b] if self.tied else [self.w, self.b]
+        return own if self.leak is None else [*own, self.leak]
 
 
 class DenseChainStep:
@@ -170,7 +197,7 @@ class DenseChainStep:
         hidden_l1 = reg.match(regs.hidden_l1, graph.hidden_names)
         hidden_l2 = reg.match(regs.hidden_l2, graph.hidden_names)
         links = []
-        known = {*ACTIVATIONS, *PRE_ACTIVATIONS}
+        known = {*ACTIVATIONS, *PRE_ACTIVATIONS, "prelu"}
         for previous, name in zip(names, names[1:]):
             layer = graph.layers[name]
             if (type(layer) not in (Dense, Tied) or graph.sources[name] != previous or layer.norm is not None
@@ -198,7 +225,7 @@ class DenseChainStep:
         for link in reversed(links):  # the backward order: the first to write a weight overwrites it
             link.accumulate_w = id(link.w) in seen
             seen.add(id(link.w))
-        params = [p for link in links for p in ((link.b,) if link.tied else (link.w, link.b))]
+        params = [p for link in links for p in link.params]
         if {id(p) for p in params} != {id(p) for p in net.params} or not all(p.requires_grad for p in params):
             return None
         loss = losses[0].name
@@ -244,7 +271,7 @@ class DenseChainStep:
         x = x.reshape(x.shape[0], -1)  # images (n, C, H, W) into a dense first layer: rows, as it flattens them
         space = self._workspace(x)
         for link in self.links:  # created once; zero_grad(set_to_none=True) elsewhere may drop them
-            for param in (link.w, link.b):
+            for param in (link.w, *link.params):
                 if param.grad is None:
                     param.grad = torch.empty_like(param)
         inputs, posts = self._forward(x, space)
@@ -366,23 +393,25 @@ class DenseChainStep:
             torch.sum(grad, 0, out=link.b.grad)
         if contractive is not None:
             links[0].w.grad.add_(contractive[1])
+            if links[0].leak is not None:  # prelu: the slope below zero is the leak itself
+                links[0].leak.grad.add_(contractive[2])
         return hidden_terms
 
     @staticmethod
     def _contractive(link: _Link, pre: torch.Tensor,
-                     hidden_terms: dict[str, list[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+                     hidden_terms: dict[str, list[torch.Tensor]]) -> tuple[torch.Tensor, ...]:
         """The contractive penalty of the first layer in closed form (:func:`aekit.regularizers.
         dense_jacobian_norm`); records its value and returns its gradients with respect to the
-        pre-activation (n, units) and to W (n_in, units).  A small autograd graph: f'' comes from
+        pre-activation (n, units), to W (n_in, units) and, for prelu, to the leak (units,).  A small autograd graph: f'' comes from
         the activation's own derivative, for every supported activation alike."""
         with torch.enable_grad():
             pre = pre.detach().requires_grad_(True)
             w = link.w.detach().requires_grad_(True)
             slope = torch.func.jvp(link.activation, (pre,), (torch.ones_like(pre),))[1]
             value = link.contractive * reg.dense_jacobian_norm(slope, w)
-            grad_pre, grad_w = torch.autograd.grad(value, (pre, w))
+            grads = torch.autograd.grad(value, (pre, w) if link.leak is None else (pre, w, link.leak))
         hidden_terms["contractive"].append(value.detach())
-        return grad_pre, grad_w
+        return grads
 
     def _hidden_penalties(self, link: _Link, out: torch.Tensor, grad: torch.Tensor,
                           hidden_terms: dict[str, list[torch.Tensor]]) -> None:

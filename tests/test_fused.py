@@ -74,6 +74,11 @@ CASES = [
      {"sparsity_target": 0.05, "sparsity_weight": 3.0, "weight_l2": 1e-3, "input_noise": 0.05}),
     ([12, (8, "relu"), (12, "linear")], "mse", {"sparsity_target": 0.2}),  # no layer in range: a zero term
     ([12, (6, "sigmoid"), (12, "sigmoid")], "mse", {"sparsity_target": 0.3, "hidden_dropout": 0.4}),
+    # prelu: its learnable leak per unit gets a gradient too.
+    ([12, (6, "prelu"), (12, "linear")], "mse", {}),
+    ([12, (6, "prelu"), (4, "sigmoid"), {"size": 6, "form": "tied", "activation": "prelu"}, (12, "tied")], "mae",
+     {"hidden_l1": 0.1}),
+    ([12, (6, "prelu"), (12, "sigmoid")], "bce", {"contractive": 0.3, "input_noise": 0.0}),
     # Contractive autoencoders: the closed-form penalty on the first layer, its pre-activation kept.
     ([12, (5, "sigmoid"), (12, "sigmoid")], "mse", {"contractive": 0.5}),
     ([12, (5, "relu"), (12, "tied")], "mae", {"contractive": 0.3, "hidden_l1": 0.1, "weight_l2": 1e-2}),
@@ -127,7 +132,7 @@ def test_weighted_losses_match_autograd(layers, loss, kwargs):
 
 @pytest.mark.parametrize("layers, loss, kwargs", [
     ([12, (5, "relu+norm:z"), (12, "linear")], "mse", {}),
-    ([12, (5, "prelu"), (12, "linear")], "mse", {}),
+    ([12, (5, "prelu+norm:z"), (12, "linear")], "mse", {}),
     ([12, {"size": 5, "activation": "relu", "batch_norm": True}, (12, "linear")], "mse", {}),
     ([12, (5, "relu"), (12, "linear")], "bce", {}),  # bce on a linear output: clamped, autograd
     ([12, (5, "relu"), (12, "linear")], "kl", {}),
