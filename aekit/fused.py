@@ -3,8 +3,8 @@
 Most autoencoders people train are a chain of dense layers (some tied) with
 elementwise activations (linear, sigmoid, tanh, relu, leaky-relu, elu, softplus,
 whose derivatives follow from their outputs; gelu, prelu and the clamps rect:min
-and rect:minmax, whose pre-activations are kept), a mean squared (or absolute, or
-cross-entropy) error and perhaps L1/L2 penalties, UFLDL's KL sparsity penalty, a
+and rect:minmax, whose pre-activations are kept), a mean squared, absolute or
+cross-entropy error (or a weighted sum of them) and perhaps L1/L2 penalties, UFLDL's KL sparsity penalty, a
 contractive penalty on a first hidden layer (in closed form), and denoising
 corruption (Gaussian noise and dropout on the input or hidden layers).  For these
 the backward pass is short enough to write out: :class:`DenseChainStep` runs the
@@ -20,7 +20,8 @@ The step is used automatically by :class:`aekit.steps.StepRunner` whenever
 not compiled; images into a dense first layer included, flattened as that
 layer flattens them; weighted losses included); anything else -- convolutions,
 batch norm, contractive penalties on deeper layers or with input corruption,
-several losses, other activations (softmax, normalisations, compositions) --
+other losses (kl, gll, one loss twice), other activations (softmax,
+normalisations, compositions) --
 goes through autograd as before.  The tests check its gradients against autograd
 for every supported activation, loss and penalty.
 """
@@ -147,11 +148,10 @@ class DenseChainStep:
     ----------
     links : list of _Link
         The layers from the first hidden one to the output.
-    loss : str
-        ``'mse'``, ``'mae'`` or ``'bce'`` (the last only with a sigmoid output,
-        computed from the pre-activation); also the term's name.
-    loss_weight : float
-        Its weight in the total loss.
+    losses : list of (str, float)
+        Each loss on the output and its weight in the total: ``'mse'``, ``'mae'``
+        or ``'bce'`` (the last only with a sigmoid output, computed from the
+        pre-activation), at most once each; the names are also the terms' names.
     weight_penalties : list of (parameter, power, lambda)
         ``weight_l1`` (power 1) and ``weight_l2`` (power 2) terms.
     keys : list of str
@@ -162,11 +162,12 @@ class DenseChainStep:
         UFLDL's rho, for the links with a KL sparsity weight.
     """
 
-    def __init__(self, links: list[_Link], loss: str, loss_weight: float,
+    def __init__(self, links: list[_Link], losses: list[tuple[str, float]],
                  weight_penalties: list[tuple[torch.nn.Parameter, int, float]], keys: list[str],
                  input_noise: float = 0.0, input_dropout: float = 0.0, sparsity_target: float = 0.05):
         self.links = links
-        self.loss, self.loss_weight = loss, loss_weight
+        self.losses = losses
+        self.bce = any(name == "bce" for name, _ in losses)  # its gradient is with respect to the logits
         self.weight_penalties = weight_penalties
         self.keys = keys
         self.input_noise, self.input_dropout = input_noise, input_dropout
@@ -192,7 +193,9 @@ class DenseChainStep:
         if names[-1] != graph.output_name:
             return None
         losses = net._losses
-        if len(losses) != 1 or losses[0].name not in LOSSES or losses[0].output != graph.output_name:
+        loss_names = [term.name for term in losses]
+        if (len(set(loss_names)) != len(loss_names) or set(loss_names) - set(LOSSES)
+                or any(term.output != graph.output_name for term in losses)):
             return None
         hidden_l1 = reg.match(regs.hidden_l1, graph.hidden_names)
         hidden_l2 = reg.match(regs.hidden_l2, graph.hidden_names)
@@ -228,12 +231,11 @@ class DenseChainStep:
         params = [p for link in links for p in link.params]
         if {id(p) for p in params} != {id(p) for p in net.params} or not all(p.requires_grad for p in params):
             return None
-        loss = losses[0].name
-        if loss == "bce" and links[-1].act_name not in ("sigmoid", "logistic"):
+        if "bce" in loss_names and links[-1].act_name not in ("sigmoid", "logistic"):
             return None  # clamped probabilities: leave them to autograd
         # The weight penalties and term names exactly as Autoencoder.loss_terms makes them.
         weights = {n.split(".", 1)[1]: p for n, p in graph.named_parameters() if p.dim() > 1}
-        penalties, keys = [], [loss, "err"]
+        penalties, keys = [], [*loss_names, "err"]
         for key, power in (("weight_l1", 1), ("weight_l2", 2)):
             if getattr(regs, key):
                 keys.append(key)
@@ -244,7 +246,7 @@ class DenseChainStep:
             if table:
                 keys.append(key)
         keys.append("loss")
-        return cls(links, loss, losses[0].weight, penalties, keys, input_noise=regs.input_noise,
+        return cls(links, [(term.name, term.weight) for term in losses], penalties, keys, input_noise=regs.input_noise,
                    input_dropout=regs.input_dropout, sparsity_target=regs.sparsity_target)
 
     # ------------------------------------------------------------------ the step
@@ -275,18 +277,20 @@ class DenseChainStep:
                 if param.grad is None:
                     param.grad = torch.empty_like(param)
         inputs, posts = self._forward(x, space)
-        value = self._loss(x, w, space)
-        terms = [value, value if self.loss_weight == 1 else value * self.loss_weight]
+        values = self._losses(x, w, space)
+        err = values[0]
+        if len(values) > 1 or self.losses[0][1] != 1:
+            err = sum(value * weight for value, (_, weight) in zip(values, self.losses))
         hidden_terms = self._backward(space, inputs, posts)
         for param, power, lam in self.weight_penalties:
             param.grad.add_(param.sign() if power == 1 else param, alpha=lam * power)
-        if len(self.keys) == 3:  # [loss, 'err', 'loss']: no penalties
-            return torch.stack([terms[0], terms[1], terms[1]])
+        if len(self.keys) == len(values) + 2:  # [losses..., 'err', 'loss']: no penalties
+            return torch.stack([*values, err, err])
         penalties = self._penalty_terms(hidden_terms, x)
-        total = terms[1]
+        total = err
         for term in penalties:
             total = total + term
-        return torch.stack([*terms, *penalties, total])
+        return torch.stack([*values, err, *penalties, total])
 
     def _forward(self, x: torch.Tensor, space: _Workspace) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Run the chain on ``x`` (n, n_in) into ``space``; return each layer's input and (corrupted) output.
@@ -301,7 +305,7 @@ class DenseChainStep:
             inputs.append(a)
             pre = out if space.pres[index] is None else space.pres[index]
             torch.addmm(link.b, a, link.w.t() if link.tied else link.w, out=pre)
-            if link.is_last and self.loss == "bce":
+            if link.is_last and self.bce:
                 space.logits.copy_(pre)
             if link.keeps_pre:
                 link.activate(pre, out)
@@ -313,45 +317,71 @@ class DenseChainStep:
             posts.append(a)
         return inputs, posts
 
-    def _loss(self, x: torch.Tensor, w: torch.Tensor | None, space: _Workspace) -> torch.Tensor:
-        """The loss (before its weight); its gradient, times the weight, goes into the output's
-        gradient buffer (for bce: the gradient with respect to the logits)."""
+    def _losses(self, x: torch.Tensor, w: torch.Tensor | None, space: _Workspace) -> list[torch.Tensor]:
+        """Each loss (before its weight), in ``self.losses`` order.
+
+        The weighted gradients of the MSE and MAE terms with respect to the output are
+        summed into the output's gradient buffer; the cross-entropy's, with respect to
+        the logits, goes into the same buffer when it is the only loss and into
+        ``space.logit_grad`` otherwise (the backward pass adds it after the sigmoid's
+        derivative).
+        """
         out, grad = space.outs[-1], space.grads[-1]
-        if w is not None:
-            return self._weighted_loss(out, x, w.reshape(x.shape), space.logits, grad)
-        count = grad.numel()
-        if self.loss == "mse":
+        w = None if w is None else w.reshape(x.shape)
+        values, written = [], False
+        for name, weight in self.losses:
+            if name == "bce" and len(self.losses) > 1:
+                into = space.logit_grad
+            elif written:  # a second loss on the output: computed aside, then added
+                into = space.scratch
+            else:
+                into, written = grad, True
+            if w is None:
+                values.append(self._loss(name, weight, out, x, space.logits, into))
+            else:
+                values.append(self._weighted_loss(name, weight, out, x, w, space.logits, into))
+            if into is space.scratch:
+                grad.add_(into)
+        return values
+
+    def _loss(self, name: str, weight: float, out: torch.Tensor, x: torch.Tensor, logits: torch.Tensor | None,
+              into: torch.Tensor) -> torch.Tensor:
+        """The mean loss ``name`` of ``out`` (n, units) against ``x``; its gradient times ``weight`` goes
+        into ``into`` (for bce: with respect to the logits)."""
+        count = into.numel()
+        if name == "mse":
             # One pass for the gradient, 2 (out - x) / count (the same floats as subtracting and
             # then scaling), and the error read back from it: sum (out - x)^2 = |grad|^2 count^2 / 4.
-            _mse_backward(self._one(x), out, x, 1, grad_input=grad)
-            flat = grad.view(-1)
+            _mse_backward(self._one(x), out, x, 1, grad_input=into)
+            flat = into.view(-1)
             value = torch.dot(flat, flat).mul_(count / 4)
-            if self.loss_weight != 1:
-                grad.mul_(self.loss_weight)
-        elif self.loss == "mae":
-            torch.sub(out, x, out=grad)
-            value = grad.abs().sum().div_(count)
-            grad.sign_().mul_(self.loss_weight / count)
+            if weight != 1:
+                into.mul_(weight)
+        elif name == "mae":
+            torch.sub(out, x, out=into)
+            value = into.abs().sum().div_(count)
+            into.sign_().mul_(weight / count)
         else:  # d/dlogits of the mean cross-entropy: (sigmoid(logits) - x) / count
-            torch.sub(out, x, out=grad)
-            value = F.binary_cross_entropy_with_logits(space.logits, x)
-            grad.mul_(self.loss_weight / count)
+            torch.sub(out, x, out=into)
+            value = F.binary_cross_entropy_with_logits(logits, x)
+            into.mul_(weight / count)
         return value
 
-    def _weighted_loss(self, out: torch.Tensor, x: torch.Tensor, w: torch.Tensor, logits: torch.Tensor | None,
-                       grad: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _weighted_loss(name: str, weight: float, out: torch.Tensor, x: torch.Tensor, w: torch.Tensor,
+                       logits: torch.Tensor | None, into: torch.Tensor) -> torch.Tensor:
         """The weighted loss ``sum(w * err) / sum(w)``, as :mod:`aekit.losses` reduces it, and its
-        gradient times the loss weight, written into ``grad`` (for bce: with respect to the logits)."""
-        torch.sub(out, x, out=grad)  # out - x; for bce sigmoid(logits) - x, the logits' gradient
-        if self.loss == "mse":
-            value = reduce_loss(grad.square(), w)
-            grad.mul_(2)
-        elif self.loss == "mae":
-            value = reduce_loss(grad.abs(), w)
-            grad.sign_()
+        gradient times ``weight``, written into ``into`` (for bce: with respect to the logits)."""
+        torch.sub(out, x, out=into)  # out - x; for bce sigmoid(logits) - x, the logits' gradient
+        if name == "mse":
+            value = reduce_loss(into.square(), w)
+            into.mul_(2)
+        elif name == "mae":
+            value = reduce_loss(into.abs(), w)
+            into.sign_()
         else:
             value = reduce_loss(F.binary_cross_entropy_with_logits(logits, x, reduction="none"), w)
-        grad.mul_(w).mul_(self.loss_weight).div_(w.sum().clamp_min(LOSS_EPS))
+        into.mul_(w).mul_(weight).div_(w.sum().clamp_min(LOSS_EPS))
         return value
 
     def _backward(self, space: _Workspace, inputs: list[torch.Tensor],
@@ -370,9 +400,12 @@ class DenseChainStep:
                 self._hidden_penalties(link, posts[index], grad, hidden_terms)
                 if link.dropout:
                     grad.mul_(space.masks[index])  # additive noise passes the gradient as it is
-            if link.derivative is not None and not (link.is_last and self.loss == "bce"):
+            logits_only = link.is_last and self.bce and len(self.losses) == 1  # grad is d loss / d pre already
+            if link.derivative is not None and not logits_only:
                 # In place: d loss / d pre, from the output (or the kept pre-activation).
                 link.derivative(grad, space.pres[index] if link.keeps_pre else out, grad)
+            if link.is_last and self.bce and not logits_only:
+                grad.add_(space.logit_grad)
             if index == 0 and contractive is not None:
                 grad.add_(contractive[0])
             if index > 0:
@@ -433,7 +466,7 @@ class DenseChainStep:
     def _penalty_terms(self, hidden_terms: dict[str, list[torch.Tensor]], x: torch.Tensor) -> list[torch.Tensor]:
         """The penalty terms in ``self.keys`` order (between 'err' and 'loss')."""
         extra = []
-        for key in self.keys[2:-1]:
+        for key in self.keys[len(self.losses) + 1:-1]:  # after the losses and 'err', before 'loss'
             parts = hidden_terms.get(key)
             if parts is None:  # weight_l1 / weight_l2
                 power = 1 if key == "weight_l1" else 2
@@ -456,7 +489,10 @@ class _Workspace:
         self.pres = [x.new_empty(n, link.size) if (link.keeps_pre or link.contractive) else None for link in links]
         self.posts = [x.new_empty(n, link.size) if (link.noise or link.dropout) else None for link in links]
         self.masks = [x.new_empty(n, link.size) if link.dropout else None for link in links]
-        self.logits = x.new_empty(n, links[-1].size) if step.loss == "bce" else None
+        self.logits = x.new_empty(n, links[-1].size) if step.bce else None
+        several = len(step.losses) > 1  # the second loss's gradient, and the cross-entropy's, go aside
+        self.scratch = x.new_empty(n, links[-1].size) if several else None
+        self.logit_grad = x.new_empty(n, links[-1].size) if (several and step.bce) else None
         corrupted = step.input_noise or step.input_dropout
         self.x_in = torch.empty_like(x) if corrupted else None
         self.x_mask = torch.empty_like(x) if step.input_dropout else None

@@ -8,8 +8,8 @@ so the caller can accumulate epoch means on the device without a host sync.
   ``torch.autocast`` (parameters and optimizer state stay float32); fp16 adds a
   ``GradScaler`` so that small gradients do not underflow.
 * Dense autoencoders (dense and tied layers, elementwise activations, MSE/MAE/
-  cross-entropy, plain or weighted, L1/L2 and sparsity penalties, noise and
-  dropout) in float32 take the hand-derived step of :mod:`aekit.fused`: the
+  cross-entropy or a weighted sum of them, plain or weighted, L1/L2, sparsity and
+  first-layer contractive penalties, noise and dropout) in float32 take the hand-derived step of :mod:`aekit.fused`: the
   same matrix products without autograd's overhead.  L-BFGS closures take it
   too (:meth:`StepRunner.gradients`).
 * ``compile=True`` compiles forward + loss (and, through AOTAutograd, the

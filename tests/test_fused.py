@@ -130,6 +130,43 @@ def test_weighted_losses_match_autograd(layers, loss, kwargs):
             np.testing.assert_allclose(p.grad.numpy(), g.numpy(), rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("layers, losses, kwargs", [
+    ([12, (5, "sigmoid"), (12, "sigmoid")], [("mse", 1.0), ("mae", 0.1)], {}),
+    # the cross-entropy's gradient is taken with respect to the logits, the others' through the sigmoid
+    ([12, (5, "relu"), (12, "sigmoid")], [("bce", 1.0), ("mse", 0.5)], {"hidden_l1": 0.1}),
+    ([12, (6, "tanh"), {"size": 12, "form": "tied", "activation": "sigmoid"}],
+     [("mae", 2.0), ("bce", 0.3), ("mse", 0.7)], {"input_noise": 0.1, "weight_l2": 1e-2}),
+    ([12, (6, "relu"), (12, "linear")], [("mse", 0.5), ("mae", 0.0)], {}),
+])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_several_losses_match_autograd(layers, losses, kwargs, weighted):
+    net = aekit.Autoencoder(layers, loss=losses[0][0], rng=5, weighted=weighted)
+    net.set_loss(*losses[0])
+    for name, weight in losses[1:]:
+        net.add_loss(name, weight=weight)
+    regs = reg.Regularizers.from_kwargs(code_layer=net.code_layer, **kwargs)
+    step = DenseChainStep.build(net, regs)
+    assert step is not None and step.keys[:len(losses) + 1] == [*(name for name, _ in losses), "err"]
+    for n in (37, 5):
+        x = batch(n)
+        w = batch(n, seed=2) if weighted else None
+        torch.manual_seed(n)
+        expected, grads = autograd_reference(net, x, regs, w)
+        assert step.keys == list(expected)
+        torch.manual_seed(n)
+        values = step(x, w)
+        np.testing.assert_allclose(values.numpy(), [expected[k] for k in step.keys], rtol=2e-5, atol=1e-7)
+        for p, g in zip(net.params, grads):
+            np.testing.assert_allclose(p.grad.numpy(), g.numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_losses_the_step_does_not_combine_go_through_autograd():
+    for second in ("mse", "kl"):  # the same loss twice (one term name), or a loss it does not cover
+        net = aekit.Autoencoder([12, (5, "sigmoid"), (12, "sigmoid")], rng=5)
+        net.add_loss(second, weight=0.1)
+        assert DenseChainStep.build(net, reg.Regularizers.from_kwargs(code_layer="hid1")) is None
+
+
 @pytest.mark.parametrize("layers, loss, kwargs", [
     ([12, (5, "relu+norm:z"), (12, "linear")], "mse", {}),
     ([12, (5, "prelu+norm:z"), (12, "linear")], "mse", {}),
