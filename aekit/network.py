@@ -407,18 +407,32 @@ class Autoencoder:
     def _jacobian_norm(self, x: torch.Tensor, layer: str) -> torch.Tensor:
         """Mean over examples of ``||d layer:out / d x||_F^2``, exact, differentiable.
 
-        In closed form when ``layer`` is one dense layer on the input with an
-        elementwise activation (the usual contractive autoencoder); through one
-        automatic Jacobian per example otherwise.
+        In closed form when ``layer`` ends a chain of dense layers from the input,
+        each with an elementwise activation (the usual contractive autoencoder, one
+        layer deep or more); through one automatic Jacobian per example otherwise.
         """
-        graph = self.graph
-        dense = graph.layers[layer]
-        if (type(dense) is Dense and graph.sources[layer] == graph.input_name and dense.norm is None
-                and all(part in ELEMENTWISE for part in dense.activation.parts)):
-            pre = dense.transform(x)
-            slope = torch.func.jvp(dense.activation, (pre,), (torch.ones_like(pre),))[1]  # f'(pre)
-            return reg.dense_jacobian_norm(slope, dense.w)
-        return self._per_example_jacobian_norm(x, layer)
+        chain = self._dense_chain_to(layer)
+        if chain is None:
+            return self._per_example_jacobian_norm(x, layer)
+        slopes, a = [], x
+        for dense in chain:
+            pre = dense.transform(a)
+            a, slope = torch.func.jvp(dense.activation, (pre,), (torch.ones_like(pre),))  # f(pre), f'(pre)
+            slopes.append(slope)
+        return reg.chain_jacobian_norm(slopes, [dense.w for dense in chain])
+
+    def _dense_chain_to(self, layer: str) -> list[Dense] | None:
+        """The dense layers from the input to ``layer``, input side first, if each is a plain
+        dense layer (no batch norm) with an elementwise activation; else None."""
+        graph, chain, name = self.graph, [], layer
+        while name != graph.input_name:
+            dense = graph.layers[name]
+            if (type(dense) is not Dense or dense.norm is not None
+                    or not all(part in ELEMENTWISE for part in dense.activation.parts)):
+                return None
+            chain.append(dense)
+            name = graph.sources[name]
+        return chain[::-1]
 
     def _per_example_jacobian_norm(self, x: torch.Tensor, layer: str) -> torch.Tensor:
         """:meth:`_jacobian_norm` for any code layer: a (code, input) Jacobian per example."""

@@ -12,8 +12,8 @@ Keyword conventions (``net.train(x, hidden_l1=0.1, ...)``):
 * ``contractive`` -- ``lam * mean_i ||J(x_i)||_F**2``, the squared Frobenius norm
   of the Jacobian of the code (middle) layer with respect to each input example
   (Rifai et al. 2011), computed exactly per example: in closed form when the code
-  layer is one dense layer on the input (:func:`dense_jacobian_norm`), through
-  per-example automatic Jacobians otherwise.
+  layer ends a chain of dense layers from the input (:func:`dense_jacobian_norm`,
+  :func:`chain_jacobian_norm`), through per-example automatic Jacobians otherwise.
 * ``input_noise``, ``input_dropout``, ``hidden_noise``, ``hidden_dropout`` --
   Gaussian noise std / dropout probability, applied during training only.
 
@@ -36,6 +36,7 @@ from .errors import ConfigurationError
 __all__ = [
     "REGULARIZER_KEYS",
     "Regularizers",
+    "chain_jacobian_norm",
     "dense_jacobian_norm",
     "dropout",
     "gaussian_noise",
@@ -130,6 +131,37 @@ def dense_jacobian_norm(slope: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """
     # A product, not mv: under autocast slope may be bf16/fp16 while w is float32.
     return (slope.square() * w.square().sum(dim=0)).sum(dim=1).mean()
+
+
+def chain_jacobian_norm(slopes: list[torch.Tensor], weights: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over examples of ``||d h_k / d x||_F^2`` for a chain of dense layers ``h_i = f_i(h_{i-1} @ w_i + b_i)``.
+
+    One example's Jacobian is ``D_k w_k^T D_{k-1} ... w_2^T D_1 w_1^T`` with ``D_i =
+    diag(f_i'(pre_i))``.  It is built from the code end as ``B = D_k w_k^T ... D_1``
+    (code, h_1) per example, a few batched matrix products; the last factor enters
+    through the Gram matrix ``w_1^T w_1`` when ``h_1`` is narrower than the input,
+    as ``||B w_1^T||^2 = trace(B w_1^T w_1 B^T)``.  One layer: :func:`dense_jacobian_norm`.
+
+    Parameters
+    ----------
+    slopes : list of tensor, shapes (n, h_i)
+        ``f_i'(pre_i)`` of each layer, input side first.
+    weights : list of tensor, shapes (h_{i-1}, h_i)
+        Each layer's ``w``, input side first (``h_0`` is the number of inputs).
+
+    Returns
+    -------
+    tensor, shape ()
+    """
+    if len(weights) == 1:
+        return dense_jacobian_norm(slopes[0], weights[0])
+    b = slopes[-1][:, :, None] * weights[-1].t()[None] * slopes[-2][:, None, :]
+    for i in range(len(weights) - 2, 0, -1):
+        b = (b @ weights[i].t()) * slopes[i - 1][:, None, :]
+    first = weights[0]
+    if first.shape[1] < first.shape[0]:
+        return ((b @ (first.t() @ first)) * b).sum(dim=(1, 2)).mean()
+    return (b @ first.t()).square().sum(dim=(1, 2)).mean()
 
 
 def gaussian_noise(x: torch.Tensor, std: float) -> torch.Tensor:

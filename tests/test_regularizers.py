@@ -110,9 +110,28 @@ def test_closed_form_contractive_penalty_equals_the_per_example_jacobians(activa
 
 
 @pytest.mark.parametrize("layers", [
-    [6, (5, "sigmoid"), (3, "tanh"), (5, "sigmoid"), (6, "linear")],   # code after two dense layers
+    [6, (5, "sigmoid"), (3, "tanh"), (5, "sigmoid"), (6, "linear")],    # two layers, wider than the input
+    [6, (4, "softplus"), (3, "prelu"), (4, "relu"), (6, "linear")],      # narrower: through w_1^T w_1
+    [(1, 2, 3), (8, "elu"), (5, "gelu"), (2, "tanh"), (5, "linear"), (8, "sigmoid"), (6, "linear")],
+])
+def test_closed_form_contractive_penalty_of_deeper_code_layers(layers, monkeypatch):
+    net = _double_net(layers, rng=4)
+    x = torch.rand(6, *net.graph.input_shape, dtype=torch.float64).mul(2).sub(1)
+    layer = net.code_layer
+    params = [p for n, p in net.graph.named_parameters() if n.split(".")[1] in ("hid1", "hid2", "hid3")]
+    expected = _jacobian_reference(net, x, layer)
+    expected_grads = torch.autograd.grad(expected, params, allow_unused=True, materialize_grads=True)
+    monkeypatch.setattr(torch.func, "jacrev", lambda *a, **k: pytest.fail("per-example Jacobians were built"))
+    got = net._jacobian_norm(x, layer)
+    assert torch.allclose(got, expected, rtol=1e-10, atol=1e-12)
+    for g, e in zip(torch.autograd.grad(got, params, allow_unused=True, materialize_grads=True), expected_grads):
+        assert torch.allclose(g, e, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("layers", [
     [6, (4, "softmax"), (6, "linear")],                                 # units mixed: not elementwise
     [6, dict(size=4, activation="sigmoid", batch_norm=True), (6, "linear")],
+    [6, (5, "sigmoid"), (3, "tanh+norm:mean"), (5, "sigmoid"), (6, "linear")],  # a chain, one layer not elementwise
 ])
 def test_other_code_layers_keep_the_per_example_jacobians(layers):
     net = _double_net(layers, rng=5)
