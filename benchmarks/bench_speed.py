@@ -210,7 +210,7 @@ def first_step_seconds() -> dict:
     return {"import_s": import_s, "first_step_s": step_s, "process_wall_s": wall}
 
 
-def run(n: int = 20000, epochs: int = 2, rounds: int = 7, deep_n: int = 10000, sklearn_n: int = 5000,
+def run(n: int = 20000, epochs: int = 2, rounds: int = 9, deep_n: int = 10000, sklearn_n: int = 5000,
         compile: bool = True) -> dict:
     """Every figure of this benchmark as a dict (see :func:`to_markdown`)."""
     x, test, source = load_data(max(n, deep_n, sklearn_n))
@@ -294,7 +294,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=20000)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--no-compile", action="store_true", help="skip the compile=True figure")
     args = parser.parse_args()
     print(to_markdown(run(args.samples, args.epochs, args.rounds, compile=not args.no_compile)))
