@@ -4,9 +4,10 @@ Most autoencoders people train are a chain of dense layers (some tied) with
 elementwise activations (linear, sigmoid, tanh, relu, leaky-relu, elu, softplus,
 whose derivatives follow from their outputs; gelu, prelu and the clamps rect:min
 and rect:minmax, whose pre-activations are kept), a mean squared, absolute or
-cross-entropy error (or a weighted sum of them) and perhaps L1/L2 penalties, UFLDL's KL sparsity penalty, a
-contractive penalty on a first hidden layer (in closed form), and denoising
-corruption (Gaussian noise and dropout on the input or hidden layers).  For these
+cross-entropy error (or a weighted sum of them) and perhaps L1/L2 penalties,
+UFLDL's KL sparsity penalty, a contractive penalty on a first hidden layer (in
+closed form), and denoising corruption (Gaussian noise and dropout on the input
+or hidden layers).  For these
 the backward pass is short enough to write out: :class:`DenseChainStep` runs the
 forward pass into preallocated buffers, in place where it can, and writes each
 gradient straight into the parameter's ``.grad`` with one matrix product
@@ -246,8 +247,9 @@ class DenseChainStep:
             if table:
                 keys.append(key)
         keys.append("loss")
-        return cls(links, [(term.name, term.weight) for term in losses], penalties, keys, input_noise=regs.input_noise,
-                   input_dropout=regs.input_dropout, sparsity_target=regs.sparsity_target)
+        return cls(links, [(term.name, term.weight) for term in losses], penalties, keys,
+                   input_noise=regs.input_noise, input_dropout=regs.input_dropout,
+                   sparsity_target=regs.sparsity_target)
 
     # ------------------------------------------------------------------ the step
     def _workspace(self, x: torch.Tensor) -> _Workspace:
@@ -392,7 +394,7 @@ class DenseChainStep:
         hidden_terms: dict[str, list[torch.Tensor]] = {"hidden_l1": [], "hidden_l2": [], "sparsity": [],
                                                        "contractive": []}
         contractive = None
-        if links[0].contractive:  # before any .grad is written: it reads W, and pre before it is freed
+        if links[0].contractive:  # from the first layer's kept pre-activation
             contractive = self._contractive(links[0], space.pres[0], hidden_terms)
         for index in range(len(links) - 1, -1, -1):
             link, out, grad = links[index], outs[index], grads[index]
@@ -435,8 +437,10 @@ class DenseChainStep:
                      hidden_terms: dict[str, list[torch.Tensor]]) -> tuple[torch.Tensor, ...]:
         """The contractive penalty of the first layer in closed form (:func:`aekit.regularizers.
         dense_jacobian_norm`); records its value and returns its gradients with respect to the
-        pre-activation (n, units), to W (n_in, units) and, for prelu, to the leak (units,).  A small autograd graph: f'' comes from
-        the activation's own derivative, for every supported activation alike."""
+        pre-activation (n, units), to W (n_in, units) and, for prelu, to the leak (units,).
+
+        A small autograd graph: f'' comes from the activation's own derivative, for every
+        supported activation alike."""
         with torch.enable_grad():
             pre = pre.detach().requires_grad_(True)
             w = link.w.detach().requires_grad_(True)

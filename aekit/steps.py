@@ -9,9 +9,9 @@ so the caller can accumulate epoch means on the device without a host sync.
   ``GradScaler`` so that small gradients do not underflow.
 * Dense autoencoders (dense and tied layers, elementwise activations, MSE/MAE/
   cross-entropy or a weighted sum of them, plain or weighted, L1/L2, sparsity and
-  first-layer contractive penalties, noise and dropout) in float32 take the hand-derived step of :mod:`aekit.fused`: the
-  same matrix products without autograd's overhead.  L-BFGS closures take it
-  too (:meth:`StepRunner.gradients`).
+  first-layer contractive penalties, noise and dropout) in float32 take the
+  hand-derived step of :mod:`aekit.fused`: the same matrix products without
+  autograd's overhead.  L-BFGS closures take it too (:meth:`StepRunner.gradients`).
 * ``compile=True`` compiles forward + loss (and, through AOTAutograd, the
   backward) with ``torch.compile`` for full batches; a short last batch runs
   eagerly, so there is no recompilation for it.  If the compiler is missing or

@@ -85,8 +85,10 @@ def one_epoch(x: np.ndarray, test: np.ndarray, regularizers: dict, path: Path_) 
 def run(samples: int = SAMPLES, rounds: int = ROUNDS) -> dict:
     x, test, source = load_data(samples)
     x = x[:samples]
-    for regularizers in ({}, CONTRACTIVE):  # torch.func's first jvp also costs a second or so
-        one_epoch(x[:4 * BATCH], test, regularizers, contextlib.nullcontext)  # untimed warm-up: torch.optim's first import of torch._dynamo
+    # Untimed warm-ups: torch.optim's first import of torch._dynamo, and torch.func's first jvp,
+    # each cost a second or so.
+    for regularizers in ({}, CONTRACTIVE):
+        one_epoch(x[:4 * BATCH], test, regularizers, contextlib.nullcontext)
     models = {name: alternate(x, test, regularizers, rounds) for name, regularizers in MODELS.items()}
     contractive = alternate(x[:CONTRACTIVE_SAMPLES], test, CONTRACTIVE, CONTRACTIVE_ROUNDS, autograd_only,
                             per_example_jacobians)
