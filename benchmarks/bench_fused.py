@@ -42,7 +42,7 @@ MODELS = {
     "denoising (input_noise=0.3)": dict(input_noise=0.3),
     "sparse, UFLDL (sparsity_target=0.05, sparsity_weight=3)": dict(sparsity_target=0.05, sparsity_weight=3.0),
     "dropout (input_dropout=0.2, hidden_dropout=0.5)": dict(input_dropout=0.2, hidden_dropout=0.5),
-    "contractive (contractive=0.1)": dict(contractive=0.1),
+    "contractive (contractive=0.1)": CONTRACTIVE,
 }
 
 
@@ -69,10 +69,11 @@ def per_example_jacobians() -> Iterator[None]:
         aekit.Autoencoder._jacobian_norm = original
 
 
-Path_ = Callable[[], contextlib.AbstractContextManager]
+# A training path: a context manager factory; training inside its block takes that path.
+TrainingPath = Callable[[], contextlib.AbstractContextManager]
 
 
-def one_epoch(x: np.ndarray, test: np.ndarray, regularizers: dict, path: Path_) -> tuple[float, float]:
+def one_epoch(x: np.ndarray, test: np.ndarray, regularizers: dict, path: TrainingPath) -> tuple[float, float]:
     """Seconds for one epoch trained inside ``path()``, and the test MSE after it."""
     net = aekit.Autoencoder([784, (256, "sigmoid"), (784, "sigmoid")], rng=7)
     with path():
@@ -96,7 +97,7 @@ def run(samples: int = SAMPLES, rounds: int = ROUNDS) -> dict:
 
 
 def alternate(x: np.ndarray, test: np.ndarray, regularizers: dict, rounds: int,
-              fast_path: Path_ = contextlib.nullcontext, slow_path: Path_ = autograd_only) -> dict:
+              fast_path: TrainingPath = contextlib.nullcontext, slow_path: TrainingPath = autograd_only) -> dict:
     """Rates (samples/s, medians), speed-ups and test MSE of the fast and the slow path, taking turns."""
     seconds: dict[str, list[float]] = {"fast": [], "slow": []}
     errors: dict[str, float] = {}
