@@ -446,7 +446,9 @@ class DenseChainStep:
             w = link.w.detach().requires_grad_(True)
             slope = torch.func.jvp(link.activation, (pre,), (torch.ones_like(pre),))[1]
             value = link.contractive * reg.dense_jacobian_norm(slope, w)
-            grads = torch.autograd.grad(value, (pre, w) if link.leak is None else (pre, w, link.leak))
+            # A linear layer's slope is the constant 1: the value does not depend on pre (zero gradient).
+            grads = torch.autograd.grad(value, (pre, w) if link.leak is None else (pre, w, link.leak),
+                                        allow_unused=True, materialize_grads=True)
         hidden_terms["contractive"].append(value.detach())
         return grads
 

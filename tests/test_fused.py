@@ -86,6 +86,8 @@ CASES = [
     ([12, (6, "gelu"), (12, "sigmoid")], "bce", {"contractive": 0.4, "sparsity_target": 0.1}),
     ([12, (6, "softplus"), (4, "sigmoid"), (6, "tied"), (12, "tied")], "mse", {"contractive": {"hid1": 0.3}}),
     ([12, (6, "elu"), (12, "linear")], "mse", {"contractive": {"hid9": 0.3}}),  # matches no layer: a zero term
+    # A linear first layer: its slope is the constant 1, so the penalty has no gradient through pre.
+    ([12, (5, "linear"), (12, "sigmoid")], "mse", {"contractive": 0.3}),
 ]
 
 
