@@ -45,7 +45,8 @@ __all__ = [
 ]
 
 
-def _as_2d(x: Any, name: str = "x") -> np.ndarray:
+def _as_array(x: Any, name: str = "x") -> np.ndarray:
+    """``x`` as a real-valued array of shape (n, features) or (n, *shape) with at least one feature."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     try:
@@ -57,6 +58,13 @@ def _as_2d(x: Any, name: str = "x") -> np.ndarray:
         raise DataError(f"{name} must hold real numbers, got an array of dtype {array.dtype}")
     if array.ndim < 2:
         raise DataError(f"{name} must be 2-D (examples, features), got shape {array.shape}")
+    if math.prod(array.shape[1:]) == 0:
+        raise DataError(f"{name} has no features: shape {array.shape}")
+    return array
+
+
+def _as_2d(x: Any, name: str = "x") -> np.ndarray:
+    array = _as_array(x, name)
     if array.shape[0] == 0:
         raise DataError(f"{name} is empty: it has 0 examples")
     return array.reshape(array.shape[0], -1)
@@ -169,7 +177,7 @@ class Step:
     def _tensor(self, t: torch.Tensor, inverse: bool) -> torch.Tensor:
         self._require_fitted()
         n_in = self._n_out() if inverse else self.n_features_
-        flat = t.reshape(t.shape[0], -1)
+        flat = t.reshape(t.shape[0], math.prod(t.shape[1:]))  # explicit: -1 is ambiguous for 0 examples
         if flat.shape[1] != n_in:
             what = "inverse_transform" if inverse else "transform"
             raise DataError(f"{type(self).__name__}.{what} expects {n_in} features, got {flat.shape[1]}")
@@ -178,9 +186,7 @@ class Step:
         return out.reshape(t.shape) if out.shape[1] == flat.shape[1] else out
 
     def _numpy(self, x: Any, inverse: bool) -> np.ndarray:
-        array = np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x)
-        if array.ndim < 2:
-            raise DataError(f"x must be 2-D (examples, features), got shape {array.shape}")
+        array = _as_array(x, "y" if inverse else "x")
         out_dtype = np.float64 if array.dtype == np.float64 else np.float32
         result = self._tensor(torch.from_numpy(np.array(array, dtype=np.float64)), inverse)
         return result.numpy().astype(out_dtype, copy=False)

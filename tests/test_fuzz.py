@@ -96,6 +96,27 @@ def test_fuzzed_arrays(small_net, x):
     assert all(bool(torch.isfinite(p).all()) for p in net.params)
 
 
+# ---------------------------------------------------------------------- preprocessing
+def preprocessing_step(kind):
+    from aekit import preprocessing as pp
+    return {"minmax": pp.MinMaxScaler, "standard": pp.StandardScaler, "zca": pp.Whitener,
+            "pca": lambda: pp.Whitener("pca", n_components=2),
+            "pipeline": lambda: pp.Pipeline([pp.StandardScaler(), pp.Whitener("pca")])}[kind]()
+
+
+@FUZZ
+@given(kind=st.sampled_from(["minmax", "standard", "zca", "pca", "pipeline"]),
+       x=st.one_of(arrays(), scalars), y=st.one_of(arrays(), scalars, st.lists(scalars, max_size=4)))
+def test_fuzzed_preprocessing(kind, x, y):
+    step = preprocessing_step(kind)
+    if documented(lambda: step.fit(x)) is None:
+        return
+    for call in (step.transform, step.inverse_transform):
+        out = documented(lambda: call(y))
+        if isinstance(out, np.ndarray):
+            assert out.shape[0] == np.shape(y)[0]
+
+
 # ---------------------------------------------------------------------- train options
 option_names = [f.name for f in __import__("dataclasses").fields(TrainOptions)] + [
     "hidden_l1", "weight_l2", "sparsity_target", "input_noise", "hidden_dropout", "max_updates", "contractive"]

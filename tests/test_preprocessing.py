@@ -94,6 +94,23 @@ def test_epsilon_regularises_and_singular_data_are_refused(rng):
         Whitener().transform(x)
 
 
+@pytest.mark.parametrize("step", [MinMaxScaler(), StandardScaler(), Whitener("pca", n_components=2),
+                                  Pipeline([StandardScaler(), Whitener("zca")])])
+def test_edge_shapes_and_dtypes_are_data_errors_or_empty_results(rng, step):
+    with pytest.raises(DataError, match=r"x has no features: shape \(3, 0\)"):
+        step.fit(np.zeros((3, 0)))
+    with pytest.raises(DataError, match="x is empty: it has 0 examples"):
+        step.fit(np.zeros((0, 4)))
+    step.fit(rng.normal(size=(50, 4)))
+    empty = step.transform(np.zeros((0, 4), dtype=np.float32))  # no examples: nothing to do
+    assert empty.shape == (0, step._n_out()) and empty.dtype == np.float32
+    assert step.inverse_transform(empty).shape == (0, 4)
+    with pytest.raises(DataError, match="x must hold real numbers, got an array of dtype <U1"):
+        step.transform(np.array([["a", "b", "c", "d"]]))
+    with pytest.raises(DataError, match=r"y has no features: shape \(2, 0\)"):
+        step.inverse_transform(np.zeros((2, 0)))
+
+
 def test_transform_tensor_matches_numpy_and_keeps_image_shape(rng):
     images = rng.random((50, 1, 4, 4)).astype(np.float32)
     step = Pipeline([StandardScaler(), Whitener("zca", 1e-3)]).fit(images)
