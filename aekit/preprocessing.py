@@ -45,6 +45,9 @@ __all__ = [
 ]
 
 
+_OVERFLOW = "x's statistics overflow float64 (its values are too large in magnitude); scale x down first"
+
+
 def _as_array(x: Any, name: str = "x") -> np.ndarray:
     """``x`` as a real-valued array of shape (n, features) or (n, *shape) with at least one feature."""
     if isinstance(x, torch.Tensor):
@@ -104,8 +107,11 @@ class Step:
         if not np.isfinite(array).all():
             raise DataError("x holds NaN or infinite values; preprocessing needs finite data")
         self.n_features_ = array.shape[1]
-        self._fit(array)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, as a DataError
+            self._fit(array)
         self._cache = {}
+        if not all(np.isfinite(getattr(self, k)).all() for k in self._state):
+            raise DataError(_OVERFLOW)
         return self
 
     def fit_transform(self, x: Any, y: Any = None) -> np.ndarray:
@@ -317,6 +323,8 @@ class Whitener(Step):
         self.mean_ = x.mean(axis=0)
         centred = x - self.mean_
         cov = centred.T @ centred / n
+        if not np.isfinite(cov).all():
+            raise DataError(_OVERFLOW)
         values, vectors = np.linalg.eigh(cov)
         order = np.argsort(values)[::-1]
         values, vectors = np.clip(values[order], 0.0, None), vectors[:, order]

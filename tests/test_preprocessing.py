@@ -101,6 +101,9 @@ def test_edge_shapes_and_dtypes_are_data_errors_or_empty_results(rng, step):
         step.fit(np.zeros((3, 0)))
     with pytest.raises(DataError, match="x is empty: it has 0 examples"):
         step.fit(np.zeros((0, 4)))
+    if not isinstance(step, MinMaxScaler):  # its minimum and scale stay finite
+        with pytest.raises(DataError, match="statistics overflow float64"):
+            step.fit(np.array([[1e300, 0.0, 2.0, 1.0], [-1e300, 1.0, 0.0, 3.0], [3.0, 0.5, 3.0, 1.0]]))
     step.fit(rng.normal(size=(50, 4)))
     empty = step.transform(np.zeros((0, 4), dtype=np.float32))  # no examples: nothing to do
     assert empty.shape == (0, step._n_out()) and empty.dtype == np.float32
