@@ -26,6 +26,8 @@ import gzip
 import io
 import os
 import struct
+import tokenize
+import zipfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -174,8 +176,13 @@ def _load_npy(p: Path, mmap: bool) -> np.ndarray:
         # numpy says "cannot reshape array of size ..." for a truncated file and
         # "Object arrays cannot be loaded when allow_pickle=False" for objects.
         raise DataError(f"{str(p)!r} is not a readable .npy file (truncated or holds Python objects): {error}") from None
-    except (OSError, EOFError, zlib.error) as error:
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as error:  # BadZipFile: a broken .npz inside
         raise DataError(f"{str(p)!r} is not a readable .npy file: {error}") from None
+    except (SyntaxError, tokenize.TokenError) as error:  # numpy parses the header as a Python literal
+        raise DataError(f"{str(p)!r} is not a readable .npy file: its header is damaged ({error})") from None
+    if not isinstance(array, np.ndarray):  # np.load recognises an .npz archive by its content
+        array.close()
+        raise DataError(f"{str(p)!r} is an .npz archive, not an .npy file; name it .npz (and pick an array with key=)")
     _check_dtype(array, p)
     if array.ndim == 0:
         raise DataError(f"{str(p)!r} holds a single number, not an array of examples")

@@ -205,6 +205,19 @@ def test_bad_files_get_data_errors_naming_the_path(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 this is not a zip")
     with pytest.raises(DataError, match="junk.npz' is not a readable .npz"):
         aekit.load_data(tmp_path / "junk.npz")
+    # An .npz archive under an .npy name (np.load goes by the content), whole or broken.
+    np.savez(tmp_path / "archive.npz", a=np.zeros((3, 2)))
+    (tmp_path / "archive.npy").write_bytes((tmp_path / "archive.npz").read_bytes())
+    with pytest.raises(DataError, match="archive.npy' is an .npz archive, not an .npy file; name it .npz"):
+        aekit.load_data(tmp_path / "archive.npy")
+    header = raw.replace(b"{'descr'", b"{{'descr'", 1)  # the header no longer parses as a literal
+    (tmp_path / "header.npy").write_bytes(header)
+    for mmap in (False, True):
+        with pytest.raises(DataError, match="header.npy' is not a readable .npy file: its header is damaged"):
+            aekit.load_data(tmp_path / "header.npy", mmap=mmap)
+    (tmp_path / "broken.npy").write_bytes((tmp_path / "archive.npz").read_bytes()[:-30])
+    with pytest.raises(DataError, match="broken.npy' is not a readable .npy file"):
+        aekit.load_data(tmp_path / "broken.npy")
 
 
 # ------------------------------------------------------------------ streaming

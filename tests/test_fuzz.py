@@ -167,9 +167,11 @@ def checkpoint_bytes(tmp_path_factory):
 
 
 @st.composite
-def mutations(draw, raw):
+def mutations(draw, raw, kinds=("flip", "cut", "splice", "header")):
+    """``raw`` with bytes changed, cut off or inserted; 'header' rewrites a byte of a safetensors
+    file's JSON header."""
     data = bytearray(raw)
-    kind = draw(st.sampled_from(["flip", "cut", "splice", "header"]))
+    kind = draw(st.sampled_from(kinds))
     if kind == "flip":
         for _ in range(draw(st.integers(1, 4))):
             i = draw(st.integers(0, len(data) - 1))
@@ -184,6 +186,34 @@ def mutations(draw, raw):
         i = draw(st.integers(8, 8 + n - 1))
         data[i] = draw(st.sampled_from(list(b'{}[]":,0123456789aenrtuls ')))
     return bytes(data)
+
+
+def _file_seeds():
+    import gzip
+    import io
+    seeds = []
+    for save in (np.save, np.savez):
+        buffer = io.BytesIO()
+        save(buffer, np.arange(6, dtype=np.float32).reshape(3, 2))
+        seeds.append(buffer.getvalue())
+    idx = bytes([0, 0, 8, 2, 0, 0, 0, 3, 0, 0, 0, 2]) + bytes(range(6))
+    seeds += [idx, b"1,2,3\n4,5,6\n", b"a,b\n1,2\n3,x\n"]
+    return seeds + [gzip.compress(seed) for seed in seeds]
+
+
+@FUZZ
+@given(data=st.data(), name=st.sampled_from(["d.npy", "d.npz", "d.csv", "d.tsv", "d.txt", "d-idx3-ubyte", "d.idx",
+                                             "d.npy.gz", "d.csv.gz", "d-idx3-ubyte.gz", "d"]),
+       mmap=st.booleans())
+def test_fuzzed_data_files(tmp_path_factory, data, name, mmap):
+    """Any bytes under any data file name: an array of real numbers or a DataError."""
+    edits = st.sampled_from(_file_seeds()).flatmap(lambda seed: mutations(seed, kinds=("flip", "cut", "splice")))
+    raw = data.draw(st.one_of(edits, st.binary(max_size=60)))
+    path = tmp_path_factory.mktemp("f") / name
+    path.write_bytes(raw)
+    array = documented(lambda: aekit.load_data(path, mmap=mmap))
+    if array is not None:
+        assert array.ndim >= 1 and (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_)
 
 
 @FUZZ
