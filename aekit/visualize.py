@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigurationError, DataError
+from .regularizers import _number
 from .saving import atomic_write
 
 __all__ = [
@@ -67,12 +68,17 @@ def image_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
     >>> image_shape(64), image_shape(784), image_shape(192), image_shape(10), image_shape((1, 8, 8))
     ((8, 8), (28, 28), (3, 8, 8), (2, 5), (8, 8))
     """
-    dims = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+    try:
+        dims = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigurationError(f"shape must be a size or (C, H, W), got {shape!r}") from None
+    if any(d < 1 for d in dims):
+        raise ConfigurationError(f"shape must be a size or (C, H, W) of positive sizes, got {shape!r}")
     if len(dims) == 3:
         return dims[1:] if dims[0] == 1 else dims
     if len(dims) == 2:
         return dims
-    if len(dims) != 1 or dims[0] < 1:
+    if len(dims) != 1:
         raise ConfigurationError(f"shape must be a size or (C, H, W), got {shape!r}")
     n = dims[0]
     side = math.isqrt(n)
@@ -149,6 +155,7 @@ def feature_images(
     name, module = _layer(net, layer)
     graph = net.graph
     reads_input = graph.sources.get(name) == graph.input_name
+    scale = _number("scale", scale, -math.inf, math.inf)
     if kind == "decoder":
         if name == graph.output_name:
             raise ConfigurationError(f"decoder features need a layer before the output, got {name!r}")
@@ -170,7 +177,8 @@ def feature_images(
         norms = w.flatten(1).norm(dim=1).clamp_min(1e-12).reshape(-1, *([1] * (w.dim() - 1)))
         kernels = (w / norms).float().numpy()
         return kernels[:, 0] if kernels.shape[1] == 1 else kernels
-    return _ascent_features(net, name, steps, learning_rate, rng)
+    return _ascent_features(net, name, _whole("steps", steps, 0), _number("learning_rate", learning_rate, 0, math.inf),
+                            _whole("rng", rng, 0))
 
 
 def _ascent_features(net, name: str, steps: int, learning_rate: float, rng: int) -> np.ndarray:
@@ -182,14 +190,14 @@ def _ascent_features(net, name: str, steps: int, learning_rate: float, rng: int)
     """
     graph = net.graph
     n_units, select = _unit_selector(graph.layers[name].output_shape)
-    generator = torch.Generator().manual_seed(int(rng))
+    generator = torch.Generator().manual_seed(rng)
     start = torch.randn((n_units, *graph.input_shape), generator=generator, dtype=torch.float32)
     x = (0.01 * start).to(net.device)
     was_training = graph.training
     graph.eval()
     expand = (-1, *([1] * len(graph.input_shape)))
     try:
-        for _ in range(int(steps)):
+        for _ in range(steps):
             x.requires_grad_(True)
             pre = graph(x, stop=name)[f"{name}:pre"]
             (grad,) = torch.autograd.grad(select(pre).sum(), x)
@@ -251,8 +259,36 @@ def _normalise_tiles(images: np.ndarray, normalize: str | None) -> np.ndarray:
     raise ConfigurationError(f"normalize must be 'tile', 'global' or None, got {normalize!r}")
 
 
+# The largest picture written, in pixels (zoom included): 32M, a 5,700-pixel square.  Beyond it a
+# mistaken n_cols or zoom would fill the memory before anything is drawn.
+MAX_PIXELS = 1 << 25
+
+
+def _whole(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int >= ``minimum`` (an integral float is accepted), or a ConfigurationError."""
+    if not isinstance(value, bool):
+        try:
+            number = int(value)
+            if number == value and number >= minimum:
+                return number
+        except (TypeError, ValueError, OverflowError):
+            pass
+    raise ConfigurationError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _grid(n: int, n_cols: Any) -> tuple[int, int]:
+    """(rows, cols) of a grid of ``n`` tiles with ``n_cols`` columns (None: square-ish)."""
+    cols = int(math.ceil(math.sqrt(n))) if n_cols is None else _whole("n_cols", n_cols, 1)
+    return int(math.ceil(n / cols)), cols
+
+
 def _prepare_tiles(images: Any) -> np.ndarray:
-    imgs = np.asarray(images, dtype=np.float32)
+    try:
+        imgs = np.asarray(images, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise DataError(f"images must be an array of real numbers ({error})") from None
+    if imgs.size == 0:
+        raise DataError(f"images must hold at least one image of at least one pixel, got shape {imgs.shape}")
     if imgs.ndim == 2:
         imgs = _as_images(imgs, imgs.shape[1])
     if imgs.ndim == 4 and imgs.shape[1] == 1:
@@ -295,14 +331,10 @@ def tile_mosaic(
     if imgs.ndim == 4:
         imgs = imgs.transpose(0, 2, 3, 1)  # channels last for the picture
     n = imgs.shape[0]
-    cols = int(n_cols) if n_cols else int(math.ceil(math.sqrt(n)))
-    if cols < 1:
-        raise ConfigurationError(f"n_cols must be a positive int, got {n_cols!r}")
-    rows = int(math.ceil(n / cols))
+    rows, cols = _grid(n, n_cols)
     h, w = imgs.shape[1:3]
-    b = int(border)
-    if b < 0:
-        raise ConfigurationError(f"border must be >= 0, got {border!r}")
+    b = _whole("border", border, 0)
+    _check_pixels((rows * (h + b) + b) * (cols * (w + b) + b))
     mosaic = np.zeros((rows * (h + b) + b, cols * (w + b) + b, *imgs.shape[3:]))
     for k in range(n):
         r, c = divmod(k, cols)
@@ -311,8 +343,17 @@ def tile_mosaic(
     return mosaic
 
 
-def _png_bytes_from_array(picture: np.ndarray, zoom: int) -> bytes:
+def _check_pixels(count: int) -> None:
+    if count > MAX_PIXELS:
+        raise ConfigurationError(f"the picture would have {count:,} pixels, more than {MAX_PIXELS:,}; "
+                                 "ask for fewer columns, a smaller border or zoom, or fewer images")
+
+
+def _png_bytes_from_array(picture: np.ndarray, zoom: Any) -> bytes:
     from matplotlib import image as mpimg
+
+    zoom = _whole("zoom", zoom, 1)
+    _check_pixels(picture.shape[0] * picture.shape[1] * zoom * zoom)
 
     if zoom > 1:
         picture = np.repeat(np.repeat(picture, zoom, axis=0), zoom, axis=1)
@@ -367,17 +408,20 @@ def save_tiles(
     if zoom is None:
         zoom = max(1, int(math.ceil(32 / max(imgs.shape[-2:]))))
     if titles is None:
-        return _write(path, _png_bytes_from_array(tile_mosaic(imgs, n_cols, border, normalize), int(zoom)))
+        return _write(path, _png_bytes_from_array(tile_mosaic(imgs, n_cols, border, normalize), zoom))
     from matplotlib.figure import Figure
 
-    titles = list(titles)
+    try:
+        titles = [str(title) for title in titles]
+    except TypeError:
+        raise ConfigurationError(f"titles must be a sequence of one caption per image, got {titles!r}") from None
     if len(titles) != imgs.shape[0]:
         raise ConfigurationError(f"titles must have one entry per image ({imgs.shape[0]}), got {len(titles)}")
     tiles = _normalise_tiles(imgs, normalize)
     if tiles.ndim == 4:
         tiles = tiles.transpose(0, 2, 3, 1)
-    cols = int(n_cols) if n_cols else int(math.ceil(math.sqrt(len(tiles))))
-    rows = int(math.ceil(len(tiles) / cols))
+    rows, cols = _grid(len(tiles), n_cols)
+    _check_pixels(130 * cols * 150 * rows)  # the figure's size at 100 dpi
     fig = Figure(figsize=(1.3 * cols, 1.5 * rows), dpi=100)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax in axes:
@@ -393,7 +437,10 @@ def save_tiles(
 def _data(net, x: Any, max_rows: int | None = None) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as error:  # ragged lists; bytes that are not text
+        raise DataError(f"x must be a rectangular numeric array ({error})") from None
     if arr.ndim < 2 or arr.shape[0] == 0:
         raise DataError(f"x must hold examples in rows, got shape {arr.shape}")
     return arr if max_rows is None else arr[:max_rows]
@@ -416,7 +463,7 @@ def plot_reconstructions(net, x: Any, path: str | os.PathLike, n: int = 10, zoom
     str
         ``path``; the PNG holds 2 rows of ``n`` tiles.
     """
-    inputs = _data(net, x, n)
+    inputs = _data(net, x, _whole("n", n, 1))
     outputs = net.predict(inputs)
     shape = net.graph.input_shape
     top = _as_images(inputs.reshape(len(inputs), -1), shape)
@@ -428,7 +475,7 @@ def plot_reconstructions(net, x: Any, path: str | os.PathLike, n: int = 10, zoom
     both = (np.concatenate([top, bottom]) - low) / span
     if zoom is None:
         zoom = max(1, int(math.ceil(32 / max(both.shape[-2:]))))
-    return _write(path, _png_bytes_from_array(tile_mosaic(both, len(top), 1, None), int(zoom)))
+    return _write(path, _png_bytes_from_array(tile_mosaic(both, len(top), 1, None), zoom))
 
 
 def plot_history(net, path: str | os.PathLike, keys: Sequence[str] = ("loss", "err")) -> str:
@@ -505,7 +552,7 @@ def plot_codes(
     """
     from matplotlib.figure import Figure
 
-    data = _data(net, x, max_points)
+    data = _data(net, x, _whole("max_points", max_points, 1))
     z = net.encode(data, layer=layer).reshape(len(data), -1).astype(np.float64)
     points, title = _pca2(z)
     fig = Figure(figsize=(6, 5), dpi=100)
@@ -513,8 +560,17 @@ def plot_codes(
     if labels is None:
         ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.6)
     else:
-        y = np.asarray(labels)[:len(data)]
-        classes = np.unique(y)
+        try:
+            y = np.asarray(labels)
+        except (TypeError, ValueError) as error:
+            raise DataError(f"labels must be a 1-D array of numbers or names ({error})") from None
+        if y.ndim != 1 or len(y) < len(data):
+            raise DataError(f"labels must be 1-D with one label per example of x ({len(data)} or more), "
+                            f"got shape {y.shape}")
+        y = y[:len(data)]
+        if y.dtype.kind not in "biuf":  # names: compared and shown as text
+            y = y.astype(str)
+        classes, codes = np.unique(y, return_inverse=True)
         if len(classes) <= 20:
             for k, cls in enumerate(classes):
                 pick = y == cls
@@ -522,7 +578,8 @@ def plot_codes(
                            if len(classes) <= 10 else None)
             ax.legend(markerscale=2, fontsize=7, loc="best")
         else:
-            scatter = ax.scatter(points[:, 0], points[:, 1], s=6, c=y.astype(float), cmap="viridis")
+            shade = y.astype(float) if y.dtype.kind in "biuf" else codes  # many names: coloured by rank
+            scatter = ax.scatter(points[:, 0], points[:, 1], s=6, c=shade, cmap="viridis")
             fig.colorbar(scatter, ax=ax)
     ax.set_title(title)
     fig.tight_layout()
@@ -555,7 +612,7 @@ def plot_activations(
 
     h = net.encode(_data(net, x), layer=layer)
     h = h.reshape(h.shape[0], h.shape[1], -1).transpose(0, 2, 1).reshape(-1, h.shape[1]) if h.ndim > 2 else h
-    units = min(h.shape[1], int(max_units))
+    units = min(h.shape[1], _whole("max_units", max_units, 1))
     cols = int(math.ceil(math.sqrt(units)))
     rows = int(math.ceil(units / cols))
     fig = Figure(figsize=(1.8 * cols, 1.4 * rows + 0.4), dpi=100)
@@ -584,7 +641,7 @@ def top_inputs(net, x: Any, layer: str | int | None = None, k: int = 8) -> np.nd
     """
     h = net.encode(_data(net, x), layer=layer)
     h = h.reshape(h.shape[0], h.shape[1], -1).mean(axis=2) if h.ndim > 2 else h
-    k = min(int(k), h.shape[0])
+    k = min(_whole("k", k, 1), h.shape[0])
     order = np.argsort(-np.nan_to_num(h, nan=-np.inf), axis=0, kind="stable")[:k]
     return order.T.copy()
 
@@ -605,7 +662,7 @@ def save_top_inputs(
         ``path``; the grid has ``min(units, max_units)`` rows and ``k`` columns.
     """
     data = _data(net, x)
-    index = top_inputs(net, data, layer=layer, k=k)[: int(max_units)]
+    index = top_inputs(net, data, layer=layer, k=k)[: _whole("max_units", max_units, 1)]
     flat = data.reshape(len(data), -1)
     picks = flat[index.ravel()]
     low, high = float(np.nanmin(flat)), float(np.nanmax(flat))

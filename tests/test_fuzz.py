@@ -117,6 +117,30 @@ def test_fuzzed_preprocessing(kind, x, y):
             assert out.shape[0] == np.shape(y)[0]
 
 
+# ---------------------------------------------------------------------- pictures
+@FUZZ
+@given(x=st.one_of(arrays(), scalars, st.lists(scalars, max_size=4)), option=scalars, which=st.integers(0, 9))
+def test_fuzzed_pictures(tmp_path_factory, small_net, x, option, which):
+    """Any images, data, labels or option values: a PNG or a documented error (and no memory blow-up)."""
+    from aekit import visualize as V
+
+    path = tmp_path_factory.mktemp("p") / "p.png"
+    good = np.random.default_rng(0).random((6, 4)).astype(np.float32)
+    calls = [
+        lambda: V.tile_mosaic(x, n_cols=option),
+        lambda: V.save_tiles(x, path, zoom=option),
+        lambda: V.save_tiles(good, path, border=option, normalize="global"),
+        lambda: V.save_tiles(good, path, titles=x),
+        lambda: V.image_shape(x),
+        lambda: V.plot_reconstructions(small_net, x, path, n=option),
+        lambda: V.plot_codes(small_net, good, path, labels=x),
+        lambda: V.plot_activations(small_net, x, path),
+        lambda: V.top_inputs(small_net, x, k=option),
+        lambda: V.feature_images(small_net, layer=option),
+    ]
+    documented(calls[which])
+
+
 # ---------------------------------------------------------------------- train options
 option_names = [f.name for f in __import__("dataclasses").fields(TrainOptions)] + [
     "hidden_l1", "weight_l2", "sparsity_target", "input_noise", "hidden_dropout", "max_updates", "contractive"]

@@ -115,6 +115,43 @@ def test_bad_arguments_name_what_was_wrong(trained):
         V.feature_images(deep, "hid2", method="analytic")
 
 
+def test_bad_pictures_and_options_are_documented_errors(tmp_path, trained):
+    net, x, _ = trained
+    tiles = np.random.default_rng(0).random((4, 3, 3))
+    for images in (np.zeros((1, 0, 0)), np.zeros((0, 5, 5)), np.zeros((3, 0))):
+        with pytest.raises(aekit.DataError, match="at least one image of at least one pixel"):
+            V.save_tiles(images, tmp_path / "e.png")
+    with pytest.raises(aekit.DataError, match="images must be an array of real numbers"):
+        V.tile_mosaic([["a", "b"]])
+    for option, value in (("n_cols", 0), ("n_cols", 2.5), ("n_cols", float("nan")), ("border", -1),
+                          ("zoom", 0), ("zoom", True)):
+        with pytest.raises(aekit.ConfigurationError, match=f"{option} must be an int >= "):
+            V.save_tiles(tiles, tmp_path / "o.png", **{option: value})
+    # A mistaken grid or zoom is refused before it fills the memory.
+    with pytest.raises(aekit.ConfigurationError, match="pixels, more than"):
+        V.save_tiles(tiles, tmp_path / "big.png", n_cols=10**12)
+    with pytest.raises(aekit.ConfigurationError, match="pixels, more than"):
+        V.save_tiles(tiles, tmp_path / "big.png", zoom=10**6)
+    with pytest.raises(aekit.ConfigurationError, match="titles must be a sequence"):
+        V.save_tiles(tiles, tmp_path / "t.png", titles=0)
+    with pytest.raises(aekit.ConfigurationError, match="shape must be a size or"):
+        V.image_shape(None)
+    with pytest.raises(aekit.ConfigurationError, match="positive sizes"):
+        V.image_shape((1, 0, 4))
+    with pytest.raises(aekit.DataError, match=r"labels must be 1-D .* got shape \(\)"):
+        V.plot_codes(net, x[:10], tmp_path / "c.png", labels=1)
+    with pytest.raises(aekit.DataError, match=r"labels must be 1-D .* \(10 or more\), got shape \(3,\)"):
+        V.plot_codes(net, x[:10], tmp_path / "c.png", labels=[0, 1, 2])
+    assert not list(tmp_path.iterdir())  # nothing written by a refused call
+
+
+def test_plot_codes_takes_names_and_many_classes(tmp_path, trained):
+    net, x, _ = trained
+    for labels in ([None, "a", 3] * 10, [f"class {i}" for i in range(30)]):
+        img = mpimg.imread(V.plot_codes(net, x[:30], tmp_path / "c.png", labels=labels))
+        assert img.ndim == 3 and img.shape[0] > 20
+
+
 def test_tile_mosaic_layout_and_contrast():
     imgs = np.arange(5 * 4 * 3, dtype=np.float32).reshape(5, 4, 3)
     mosaic = V.tile_mosaic(imgs, n_cols=3, border=1)
