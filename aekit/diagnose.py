@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from .activations import output_range
+from .checks import as_array, integer, number
 from .data import to_numpy
 from .errors import ConfigurationError, DataError
 from .streaming import is_streamable
@@ -206,6 +207,18 @@ def diagnose(
     list of Finding
         Errors first, then warnings, then infos; empty codes are never returned.
     """
+    max_samples = integer("max_samples", max_samples, 2)
+    inf = math.inf
+    for key, value, low, high in (
+        ("collapse_ratio", collapse_ratio, 0, inf), ("mean_variance_ratio", mean_variance_ratio, 0, inf),
+        ("mean_offset", mean_offset, 0, inf), ("mean_cosine", mean_cosine, -1, 1),
+        ("dead_tolerance", dead_tolerance, 0, inf), ("dead_error_fraction", dead_error_fraction, 0, 1),
+        ("saturation_margin", saturation_margin, 0, 1), ("saturation_fraction", saturation_fraction, 0, 1),
+        ("saturated_units_warning", saturated_units_warning, 0, 1),
+        ("saturated_units_error", saturated_units_error, 0, 1), ("trivial_r2", trivial_r2, -inf, 1),
+        ("order_correlation", order_correlation, -1, 1), ("label_runs", label_runs, 0, 1),
+    ):
+        number(key, value, low, high)
     if isinstance(x, (list, tuple)) and getattr(net, "weighted", False) and len(x) == 2:
         x = x[0]
     if is_streamable(x):
@@ -213,13 +226,15 @@ def diagnose(
         # (increasing, as h5py wants them), never the whole array.
         shape = tuple(x.shape)
     else:
-        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else as_array("x", x)
         shape = x.shape
     if len(shape) < 2 or shape[0] < 2:
         raise DataError(f"diagnose needs x with at least 2 examples in rows, got shape {shape}")
-    rows = _subsample(shape[0], int(max_samples))
+    rows = _subsample(shape[0], max_samples)
     raw = np.asarray(x[rows])
-    labels = None if y is None else np.asarray(y).reshape(-1)
+    labels = None if y is None else as_array("y", y).reshape(-1)
+    if labels is not None and labels.dtype.kind not in "biufUS":  # objects (mixed types): compared as text
+        labels = labels.astype(str)
     if labels is not None and labels.shape[0] != shape[0]:
         raise DataError(f"y has {labels.shape[0]} labels, but x has {shape[0]} examples")
     findings: list[Finding] = []

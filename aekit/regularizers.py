@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from .checks import number
 from .errors import ConfigurationError
 
 __all__ = [
@@ -189,15 +190,6 @@ def match(pattern_weights: Mapping[str, float], names: Iterable[str]) -> dict[st
     return out
 
 
-def _number(key: str, value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigurationError(f"{key} must be a number in [{low}, {high}], got {value!r}")
-    value = float(value)
-    if not (low <= value <= high) or math.isnan(value):
-        raise ConfigurationError(f"{key} must be a number in [{low}, {high}], got {value}")
-    return value
-
-
 def _pattern_weights(key: str, value: Any, default_pattern: str, high: float) -> dict[str, float]:
     if value is None:
         return {}
@@ -206,9 +198,9 @@ def _pattern_weights(key: str, value: Any, default_pattern: str, high: float) ->
         for pattern, weight in value.items():
             if not isinstance(pattern, str):
                 raise ConfigurationError(f"{key} keys must be glob patterns (str), got {pattern!r}")
-            out[pattern] = _number(f"{key}[{pattern!r}]", weight, 0.0, high)
+            out[pattern] = number(f"{key}[{pattern!r}]", weight, 0.0, high)
         return {p: w for p, w in out.items() if w > 0}
-    weight = _number(key, value, 0.0, high)
+    weight = number(key, value, 0.0, high)
     return {default_pattern: weight} if weight > 0 else {}
 
 
@@ -248,7 +240,7 @@ class Regularizers:
         beta = kwargs.get("sparsity_weight")
         sparsity: dict[str, float] = {}
         if rho is not None:
-            rho = _number("sparsity_target", rho, 0.0, 1.0)
+            rho = number("sparsity_target", rho, 0.0, 1.0)
             if not 0 < rho < 1:
                 raise ConfigurationError(f"sparsity_target must be in (0, 1), got {rho}")
             sparsity = _pattern_weights("sparsity_weight", 1.0 if beta is None else beta, "*", inf)
@@ -262,8 +254,8 @@ class Regularizers:
             sparsity=sparsity,
             sparsity_target=rho if rho is not None else 0.05,
             contractive=_pattern_weights("contractive", kwargs.get("contractive"), code_layer, inf),
-            input_noise=_number("input_noise", kwargs.get("input_noise") or 0.0, 0.0, inf),
-            input_dropout=_number("input_dropout", kwargs.get("input_dropout") or 0.0, 0.0, 0.99),
+            input_noise=number("input_noise", kwargs.get("input_noise") or 0.0, 0.0, inf),
+            input_dropout=number("input_dropout", kwargs.get("input_dropout") or 0.0, 0.0, 0.99),
             hidden_noise=_pattern_weights("hidden_noise", kwargs.get("hidden_noise"), "*", inf),
             hidden_dropout=_pattern_weights("hidden_dropout", kwargs.get("hidden_dropout"), "*", 0.99),
         )

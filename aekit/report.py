@@ -20,7 +20,8 @@ import numpy as np
 
 from . import visualize
 from .diagnose import Finding, diagnose
-from .errors import AekitError
+from .checks import as_array, integer
+from .errors import AekitError, DataError
 from .saving import atomic_write
 
 __all__ = ["write_report"]
@@ -84,12 +85,17 @@ def write_report(
         model (e.g. decoder features of a layer that cannot be decoded from) is
         left out with a note; the rest of the page is still written.
     """
+    data = x.detach().cpu().numpy() if hasattr(x, "detach") else as_array("x", x)
+    if data.ndim < 2 or len(data) < 2:
+        raise DataError(f"a report needs x with at least 2 examples in rows, got shape {data.shape}")
+    rows = np.unique(np.linspace(0, len(data) - 1, min(len(data), integer("max_samples", max_samples, 2))).round()
+                     .astype(int))
+    sample = data[rows]
+    y = None if labels is None else as_array("labels", labels).reshape(-1)
+    # The diagnosis checks the data against the model: the folder is made only once it has passed.
+    findings = diagnose(net, data, y, max_samples=max_samples, **(diagnose_options or {}))
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    data = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
-    rows = np.unique(np.linspace(0, len(data) - 1, min(len(data), int(max_samples))).round().astype(int))
-    sample = data[rows]
-    y = None if labels is None else np.asarray(labels).reshape(-1)
     sections: list[str] = []
     notes: list[str] = []
 
@@ -102,7 +108,6 @@ def write_report(
             notes.append(f"{name}: {error}")
             return f"<p><i>{html.escape(caption)}: not available for this model ({html.escape(str(error))}).</i></p>"
 
-    findings = diagnose(net, data, y, max_samples=max_samples, **(diagnose_options or {}))
     counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "info")}
     summary = ", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items())
     sections.append("<h2>Diagnosis</h2>")

@@ -30,6 +30,7 @@ import torch
 
 from . import regularizers as reg
 from . import steps
+from .checks import integer, number
 from .errors import ConfigurationError, DataError, TrainingDiverged, unknown_name_error
 from .data import all_finite
 from .streaming import StreamingSource, is_streamable
@@ -142,18 +143,18 @@ class TrainOptions:
         if not isinstance(self.algo, str) or self.algo.lower() not in ALGORITHMS:
             raise unknown_name_error("training algorithm", str(self.algo), ALGORITHMS)
         self.algo = self.algo.lower()
-        _integer("batch_size", self.batch_size, 1)
-        _integer("max_epochs", self.max_epochs, 0)
-        _integer("patience", self.patience, 0)
-        _integer("validate_every", self.validate_every, 0)
+        integer("batch_size", self.batch_size, 1)
+        integer("max_epochs", self.max_epochs, 0)
+        integer("patience", self.patience, 0)
+        integer("validate_every", self.validate_every, 0)
         if self.learning_rate is None:
             self.learning_rate = DEFAULT_LEARNING_RATE[self.algo]
-        _number("learning_rate", self.learning_rate, 0.0, math.inf, open_low=True)
-        _number("momentum", self.momentum, 0.0, 1.0)
-        _number("min_improvement", self.min_improvement, 0.0, math.inf)
-        _number("valid_split", self.valid_split, 0.0, 0.99)
+        number("learning_rate", self.learning_rate, 0.0, math.inf, open_low=True)
+        number("momentum", self.momentum, 0.0, 1.0)
+        number("min_improvement", self.min_improvement, 0.0, math.inf)
+        number("valid_split", self.valid_split, 0.0, 0.99)
         if self.max_gradient_norm is not None:
-            _number("max_gradient_norm", self.max_gradient_norm, 0.0, math.inf, open_low=True)
+            number("max_gradient_norm", self.max_gradient_norm, 0.0, math.inf, open_low=True)
         if self.on_nan not in ("raise", "warn"):
             raise ConfigurationError(f"on_nan must be 'raise' or 'warn', got {self.on_nan!r}")
         if self.monitors is not None and not isinstance(self.monitors, Mapping):
@@ -169,7 +170,7 @@ class TrainOptions:
             raise ConfigurationError(f"checkpoint must be a file path, got {type(self.checkpoint).__name__}")
         if self.checkpoint is not None and (not str(os.fspath(self.checkpoint)) or "\0" in str(os.fspath(self.checkpoint))):
             raise ConfigurationError(f"checkpoint must be a file path, got {self.checkpoint!r}")
-        _integer("checkpoint_every", self.checkpoint_every, 1)
+        integer("checkpoint_every", self.checkpoint_every, 1)
         if not isinstance(self.resume, (bool, np.bool_)):
             raise ConfigurationError(f"resume must be True or False, got {self.resume!r}")
         if self.resume and self.checkpoint is None:
@@ -179,21 +180,6 @@ class TrainOptions:
         from .distributed import parse_mode
 
         self.distributed = parse_mode(self.distributed)
-
-
-def _integer(key: str, value: Any, low: int) -> None:
-    if not hasattr(value, "__index__") or isinstance(value, bool) or value < low:
-        raise ConfigurationError(f"{key} must be an integer >= {low}, got {value!r}")
-
-
-def _number(key: str, value: Any, low: float, high: float, open_low: bool = False) -> None:
-    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
-    if ok:
-        value = float(value)
-        ok = math.isfinite(value) and (value > low if open_low else value >= low) and value <= high
-    if not ok:
-        bracket = "(" if open_low else "["
-        raise ConfigurationError(f"{key} must be a number in {bracket}{low}, {high}], got {value!r}")
 
 
 def make_optimizer(algo: str, params: list[torch.nn.Parameter], lr: float, momentum: float) -> torch.optim.Optimizer:

@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checks import as_array, integer, number
 from .errors import ConfigurationError, DataError
-from .regularizers import _number
 from .saving import atomic_write
 
 __all__ = [
@@ -155,7 +155,7 @@ def feature_images(
     name, module = _layer(net, layer)
     graph = net.graph
     reads_input = graph.sources.get(name) == graph.input_name
-    scale = _number("scale", scale, -math.inf, math.inf)
+    scale = number("scale", scale, -math.inf, math.inf)
     if kind == "decoder":
         if name == graph.output_name:
             raise ConfigurationError(f"decoder features need a layer before the output, got {name!r}")
@@ -177,8 +177,8 @@ def feature_images(
         norms = w.flatten(1).norm(dim=1).clamp_min(1e-12).reshape(-1, *([1] * (w.dim() - 1)))
         kernels = (w / norms).float().numpy()
         return kernels[:, 0] if kernels.shape[1] == 1 else kernels
-    return _ascent_features(net, name, _whole("steps", steps, 0), _number("learning_rate", learning_rate, 0, math.inf),
-                            _whole("rng", rng, 0))
+    return _ascent_features(net, name, integer("steps", steps, 0), number("learning_rate", learning_rate, 0, math.inf),
+                            integer("rng", rng, 0))
 
 
 def _ascent_features(net, name: str, steps: int, learning_rate: float, rng: int) -> np.ndarray:
@@ -264,21 +264,9 @@ def _normalise_tiles(images: np.ndarray, normalize: str | None) -> np.ndarray:
 MAX_PIXELS = 1 << 25
 
 
-def _whole(name: str, value: Any, minimum: int) -> int:
-    """``value`` as an int >= ``minimum`` (an integral float is accepted), or a ConfigurationError."""
-    if not isinstance(value, bool):
-        try:
-            number = int(value)
-            if number == value and number >= minimum:
-                return number
-        except (TypeError, ValueError, OverflowError):
-            pass
-    raise ConfigurationError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
 def _grid(n: int, n_cols: Any) -> tuple[int, int]:
     """(rows, cols) of a grid of ``n`` tiles with ``n_cols`` columns (None: square-ish)."""
-    cols = int(math.ceil(math.sqrt(n))) if n_cols is None else _whole("n_cols", n_cols, 1)
+    cols = int(math.ceil(math.sqrt(n))) if n_cols is None else integer("n_cols", n_cols, 1)
     return int(math.ceil(n / cols)), cols
 
 
@@ -333,7 +321,7 @@ def tile_mosaic(
     n = imgs.shape[0]
     rows, cols = _grid(n, n_cols)
     h, w = imgs.shape[1:3]
-    b = _whole("border", border, 0)
+    b = integer("border", border, 0)
     _check_pixels((rows * (h + b) + b) * (cols * (w + b) + b))
     mosaic = np.zeros((rows * (h + b) + b, cols * (w + b) + b, *imgs.shape[3:]))
     for k in range(n):
@@ -352,7 +340,7 @@ def _check_pixels(count: int) -> None:
 def _png_bytes_from_array(picture: np.ndarray, zoom: Any) -> bytes:
     from matplotlib import image as mpimg
 
-    zoom = _whole("zoom", zoom, 1)
+    zoom = integer("zoom", zoom, 1)
     _check_pixels(picture.shape[0] * picture.shape[1] * zoom * zoom)
 
     if zoom > 1:
@@ -437,10 +425,7 @@ def save_tiles(
 def _data(net, x: Any, max_rows: int | None = None) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
-    try:
-        arr = np.asarray(x)
-    except (TypeError, ValueError) as error:  # ragged lists; bytes that are not text
-        raise DataError(f"x must be a rectangular numeric array ({error})") from None
+    arr = as_array("x", x)
     if arr.ndim < 2 or arr.shape[0] == 0:
         raise DataError(f"x must hold examples in rows, got shape {arr.shape}")
     return arr if max_rows is None else arr[:max_rows]
@@ -463,7 +448,7 @@ def plot_reconstructions(net, x: Any, path: str | os.PathLike, n: int = 10, zoom
     str
         ``path``; the PNG holds 2 rows of ``n`` tiles.
     """
-    inputs = _data(net, x, _whole("n", n, 1))
+    inputs = _data(net, x, integer("n", n, 1))
     outputs = net.predict(inputs)
     shape = net.graph.input_shape
     top = _as_images(inputs.reshape(len(inputs), -1), shape)
@@ -552,7 +537,7 @@ def plot_codes(
     """
     from matplotlib.figure import Figure
 
-    data = _data(net, x, _whole("max_points", max_points, 1))
+    data = _data(net, x, integer("max_points", max_points, 1))
     z = net.encode(data, layer=layer).reshape(len(data), -1).astype(np.float64)
     points, title = _pca2(z)
     fig = Figure(figsize=(6, 5), dpi=100)
@@ -560,10 +545,7 @@ def plot_codes(
     if labels is None:
         ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.6)
     else:
-        try:
-            y = np.asarray(labels)
-        except (TypeError, ValueError) as error:
-            raise DataError(f"labels must be a 1-D array of numbers or names ({error})") from None
+        y = as_array("labels", labels)
         if y.ndim != 1 or len(y) < len(data):
             raise DataError(f"labels must be 1-D with one label per example of x ({len(data)} or more), "
                             f"got shape {y.shape}")
@@ -612,7 +594,7 @@ def plot_activations(
 
     h = net.encode(_data(net, x), layer=layer)
     h = h.reshape(h.shape[0], h.shape[1], -1).transpose(0, 2, 1).reshape(-1, h.shape[1]) if h.ndim > 2 else h
-    units = min(h.shape[1], _whole("max_units", max_units, 1))
+    units = min(h.shape[1], integer("max_units", max_units, 1))
     cols = int(math.ceil(math.sqrt(units)))
     rows = int(math.ceil(units / cols))
     fig = Figure(figsize=(1.8 * cols, 1.4 * rows + 0.4), dpi=100)
@@ -641,7 +623,7 @@ def top_inputs(net, x: Any, layer: str | int | None = None, k: int = 8) -> np.nd
     """
     h = net.encode(_data(net, x), layer=layer)
     h = h.reshape(h.shape[0], h.shape[1], -1).mean(axis=2) if h.ndim > 2 else h
-    k = min(_whole("k", k, 1), h.shape[0])
+    k = min(integer("k", k, 1), h.shape[0])
     order = np.argsort(-np.nan_to_num(h, nan=-np.inf), axis=0, kind="stable")[:k]
     return order.T.copy()
 
@@ -662,7 +644,7 @@ def save_top_inputs(
         ``path``; the grid has ``min(units, max_units)`` rows and ``k`` columns.
     """
     data = _data(net, x)
-    index = top_inputs(net, data, layer=layer, k=k)[: _whole("max_units", max_units, 1)]
+    index = top_inputs(net, data, layer=layer, k=k)[: integer("max_units", max_units, 1)]
     flat = data.reshape(len(data), -1)
     picks = flat[index.ravel()]
     low, high = float(np.nanmin(flat)), float(np.nanmax(flat))

@@ -191,6 +191,19 @@ def test_thresholds_are_parameters(good, data):
     assert "trivial-loss" in codes(aekit.diagnose(good, x, trivial_r2=0.999))
     with pytest.raises(aekit.DataError, match="labels"):
         aekit.diagnose(good, x, np.zeros(3))
+    # Each option is checked: one-line errors naming it, before any work.
+    for option, value, message in (
+        ("max_samples", "", "max_samples must be an integer >= 2, got ''"),
+        ("max_samples", 1, "max_samples must be an integer >= 2, got 1"),
+        ("collapse_ratio", -0.1, r"collapse_ratio must be a number in \[0, inf\], got -0.1"),
+        ("saturation_fraction", 1.5, r"saturation_fraction must be a number in \[0, 1\], got 1.5"),
+        ("mean_cosine", float("nan"), r"mean_cosine must be a number in \[-1, 1\], got nan"),
+        ("label_runs", None, r"label_runs must be a number in \[0, 1\], got None"),
+    ):
+        with pytest.raises(aekit.ConfigurationError, match=message):
+            aekit.diagnose(good, x, **{option: value})
+    with pytest.raises(aekit.DataError, match="x must be a rectangular array"):
+        aekit.diagnose(good, [[0.0, 1.0], [2.0]])
 
 
 def test_conv_model_is_diagnosed(data):

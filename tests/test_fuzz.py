@@ -141,6 +141,25 @@ def test_fuzzed_pictures(tmp_path_factory, small_net, x, option, which):
     documented(calls[which])
 
 
+# ---------------------------------------------------------------------- diagnosis and reports
+DIAGNOSE_OPTIONS = ["max_samples", "collapse_ratio", "mean_cosine", "dead_tolerance", "saturation_fraction",
+                    "trivial_r2", "label_runs", "order_correlation"]
+
+
+@FUZZ
+@given(x=st.one_of(arrays(), scalars), y=st.one_of(arrays(), scalars),
+       options=st.dictionaries(st.sampled_from(DIAGNOSE_OPTIONS), scalars, max_size=2), report=st.booleans())
+def test_fuzzed_diagnosis_and_report(tmp_path_factory, small_net, x, y, options, report):
+    if report:
+        folder = tmp_path_factory.mktemp("r") / "report"
+        samples = options.get("max_samples", 100)
+        if documented(lambda: aekit.report.write_report(small_net, x, folder, labels=y, max_samples=samples)) is None:
+            assert not folder.exists()  # refused before anything was written
+    else:
+        findings = documented(lambda: aekit.diagnose(small_net, x, y, **options))
+        assert findings is None or all(isinstance(f, aekit.Finding) for f in findings)
+
+
 # ---------------------------------------------------------------------- train options
 option_names = [f.name for f in __import__("dataclasses").fields(TrainOptions)] + [
     "hidden_l1", "weight_l2", "sparsity_target", "input_noise", "hidden_dropout", "max_updates", "contractive"]

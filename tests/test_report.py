@@ -43,6 +43,20 @@ def model():
     return net, x, data.target[:600]
 
 
+def test_bad_arguments_are_refused_before_the_folder_is_made(tmp_path, model):
+    net, x, y = model
+    folder = tmp_path / "report"
+    for data, options, error, message in (
+        (x[:1], {}, aekit.DataError, r"a report needs x with at least 2 examples in rows, got shape \(1, 64\)"),
+        (x[0], {}, aekit.DataError, "at least 2 examples in rows"),
+        ([[0.0], [1.0, 2.0]], {}, aekit.DataError, "x must be a rectangular array"),
+        (x, {"max_samples": "10"}, aekit.ConfigurationError, "max_samples must be an integer >= 2, got '10'"),
+    ):
+        with pytest.raises(error, match=message):
+            aekit.report.write_report(net, data, folder, **options)
+    assert not folder.exists()
+
+
 def test_report_is_one_page_with_its_pictures_alongside(tmp_path, model):
     net, x, y = model
     path = aekit.report.write_report(net, x, tmp_path / "rep", labels=y, max_samples=300)

@@ -125,7 +125,7 @@ def test_bad_pictures_and_options_are_documented_errors(tmp_path, trained):
         V.tile_mosaic([["a", "b"]])
     for option, value in (("n_cols", 0), ("n_cols", 2.5), ("n_cols", float("nan")), ("border", -1),
                           ("zoom", 0), ("zoom", True)):
-        with pytest.raises(aekit.ConfigurationError, match=f"{option} must be an int >= "):
+        with pytest.raises(aekit.ConfigurationError, match=f"{option} must be an integer >= "):
             V.save_tiles(tiles, tmp_path / "o.png", **{option: value})
     # A mistaken grid or zoom is refused before it fills the memory.
     with pytest.raises(aekit.ConfigurationError, match="pixels, more than"):
