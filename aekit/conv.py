@@ -53,7 +53,12 @@ def _channels_last(t: torch.Tensor) -> torch.Tensor:
     """
     if t.stride(1) == 1 and t.is_contiguous(memory_format=torch.channels_last):
         return t
-    return torch.empty_like(t, memory_format=torch.channels_last).copy_(t)
+    try:
+        return torch.empty_like(t, memory_format=torch.channels_last).copy_(t)
+    except RuntimeError:
+        # Inside torch.func's vmap (the contractive penalty's per-example Jacobians) a batched
+        # tensor has no channels-last layout: the convolution takes it as it is.
+        return t
 
 
 def conv_same(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int, pads: Pads) -> torch.Tensor:

@@ -141,6 +141,20 @@ def test_other_code_layers_keep_the_per_example_jacobians(layers):
     assert torch.allclose(net._jacobian_norm(x, layer), _jacobian_reference(net, x, layer), rtol=1e-10)
 
 
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_contractive_penalty_of_a_conv_code_layer(padding):
+    # Convolutions run channels-last, which torch.func's batched tensors do not have: the per-example
+    # Jacobians must still go through (this crashed once).
+    layers = [(1, 6, 6), {"form": "conv2", "channels": 2, "stride": 2, "padding": padding, "activation": "tanh"},
+              "tied"]
+    net = _double_net(layers, rng=5)
+    x = torch.rand(3, 1, 6, 6, dtype=torch.float64)
+    assert torch.allclose(net._jacobian_norm(x, "hid1"), _jacobian_reference(net, x, "hid1"), rtol=1e-10)
+    trained = aekit.Autoencoder(layers, rng=5)
+    trained.train(x.float().numpy(), contractive=0.1, max_epochs=2, validate_every=0)
+    assert trained.history[-1]["train"]["contractive"] > 0
+
+
 def test_contractive_training_follows_the_reference_objective(monkeypatch):
     # Training with the closed form (the hand-derived step, then autograd's path) matches training
     # whose penalty is the per-example definition, through autograd.
