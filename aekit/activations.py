@@ -129,7 +129,10 @@ class Activation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for part in self.parts:
             if part == "prelu":
-                x = F.prelu(x, self.leak)
+                # F.prelu's own formula, written out: its vmap rule mixes the batch and channel
+                # dimensions, which broke the per-example Jacobians of a contractive penalty.
+                leak = self.leak.view(-1, *([1] * (x.dim() - 2)))  # per channel: (C, 1, 1) for images
+                x = torch.where(x > 0, x, x * leak)
             else:
                 x = _FUNCTIONS[part](x)
         return x

@@ -132,6 +132,7 @@ def test_closed_form_contractive_penalty_of_deeper_code_layers(layers, monkeypat
     [6, (4, "softmax"), (6, "linear")],                                 # units mixed: not elementwise
     [6, dict(size=4, activation="sigmoid", batch_norm=True), (6, "linear")],
     [6, (5, "sigmoid"), (3, "tanh+norm:mean"), (5, "sigmoid"), (6, "linear")],  # a chain, one layer not elementwise
+    [6, (5, "prelu"), (3, "softmax"), (5, "sigmoid"), (6, "linear")],  # prelu under vmap (this crashed once)
 ])
 def test_other_code_layers_keep_the_per_example_jacobians(layers):
     net = _double_net(layers, rng=5)
@@ -145,7 +146,7 @@ def test_other_code_layers_keep_the_per_example_jacobians(layers):
 def test_contractive_penalty_of_a_conv_code_layer(padding):
     # Convolutions run channels-last, which torch.func's batched tensors do not have: the per-example
     # Jacobians must still go through (this crashed once).
-    layers = [(1, 6, 6), {"form": "conv2", "channels": 2, "stride": 2, "padding": padding, "activation": "tanh"},
+    layers = [(1, 6, 6), {"form": "conv2", "channels": 2, "stride": 2, "padding": padding, "activation": "tanh+prelu"},
               "tied"]
     net = _double_net(layers, rng=5)
     x = torch.rand(3, 1, 6, 6, dtype=torch.float64)
