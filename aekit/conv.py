@@ -79,6 +79,13 @@ def conv_same(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: 
     """
     x = _channels_last(x)
     left, right, top, bottom = pads
+    if stride > 1 and w.shape[2:] == (1, 1):
+        # A strided 1x1 kernel reads every stride-th pixel: take those, then convolve with stride 1.
+        # The same sums; and oneDNN's own strided 1x1 weight gradient on NHWC input corrupted the
+        # heap in torch 2.13 (one thread, few channels), which this path never calls.
+        if any(pads):
+            x = F.pad(x, pads)
+        return F.conv2d(x[:, :, ::stride, ::stride], _channels_last(w), b)
     if left == right >= 0 and top == bottom >= 0:
         # Symmetric: the convolution pads by itself, without a padded copy of x.
         return F.conv2d(x, _channels_last(w), b, stride=stride, padding=(top, left))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -117,6 +119,28 @@ def test_native_padding_and_cropping_equal_the_padded_definitions(size, stride, 
         expected = torch.autograd.grad((want * torch.sin(want.detach())).sum(), (z, wt, b))
         for g, e in zip(grads, expected):
             torch.testing.assert_close(g, e)
+
+
+STRIDED_1X1 = """
+import torch
+from aekit.conv import conv_same
+torch.set_num_threads(1)
+for c_in, c_out in [(1, 1), (2, 2), (1, 4), (3, 8)]:
+    for _ in range(150):
+        x = torch.rand(16, c_in, 6, 6)
+        w = torch.randn(c_out, c_in, 1, 1, requires_grad=True)
+        b = torch.zeros(c_out, requires_grad=True)
+        conv_same(x, w, b, 2, (0, 0, 0, 0)).sum().backward()
+print("ok")
+"""
+
+
+def test_strided_one_by_one_convolutions_train_without_corrupting_memory():
+    # In torch 2.13 oneDNN's strided 1x1 weight gradient on channels-last input wrote out of bounds
+    # with one thread and few channels: 'double free or corruption' within a few hundred steps.
+    # A fresh process, as a corrupted heap may hang or abort it.
+    done = subprocess.run([sys.executable, "-c", STRIDED_1X1], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-500:]
 
 
 def test_convolutions_run_channels_last_from_a_one_channel_input_on():
