@@ -48,7 +48,7 @@ __all__ = [
 _OVERFLOW = "x's statistics overflow float64 (its values are too large in magnitude); scale x down first"
 
 
-def _as_array(x: Any, name: str = "x") -> np.ndarray:
+def _real_array(x: Any, name: str = "x") -> np.ndarray:
     """``x`` as a real-valued array of shape (n, features) or (n, *shape) with at least one feature."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
@@ -67,7 +67,7 @@ def _as_array(x: Any, name: str = "x") -> np.ndarray:
 
 
 def _as_2d(x: Any, name: str = "x") -> np.ndarray:
-    array = _as_array(x, name)
+    array = _real_array(x, name)
     if array.shape[0] == 0:
         raise DataError(f"{name} is empty: it has 0 examples")
     return array.reshape(array.shape[0], -1)
@@ -192,7 +192,7 @@ class Step:
         return out.reshape(t.shape) if out.shape[1] == flat.shape[1] else out
 
     def _numpy(self, x: Any, inverse: bool) -> np.ndarray:
-        array = _as_array(x, "y" if inverse else "x")
+        array = _real_array(x, "y" if inverse else "x")
         out_dtype = np.float64 if array.dtype == np.float64 else np.float32
         result = self._tensor(torch.from_numpy(np.array(array, dtype=np.float64)), inverse)
         return result.numpy().astype(out_dtype, copy=False)
