@@ -36,9 +36,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        chosen = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ConfigurationError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from None
+        chosen = None
+    if chosen is None or chosen.type not in ("cpu", "cuda"):
+        raise ConfigurationError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (chosen.index or 0) >= count:
+            raise ConfigurationError(f"device {device!r} asked for, but this machine has {count} CUDA device(s) "
+                                     f"(torch {torch.__version__}); use device='auto' or 'cpu'")
+    return chosen
 
 
 class Graph(nn.Module):

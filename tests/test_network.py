@@ -114,6 +114,18 @@ def test_malformed_arrays_get_the_documented_error(x, error, message):
         net.train(x, max_epochs=1)
 
 
+def test_devices_are_cpu_cuda_or_auto():
+    layers = [4, (2, "relu"), (4, "linear")]
+    assert aekit.Autoencoder(layers, device="auto").device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for device in ("meta", "nope", 1.5):
+        with pytest.raises(aekit.ConfigurationError, match="device must be 'auto', 'cpu' or 'cuda"):
+            aekit.Autoencoder(layers, device=device)
+    # A GPU this machine does not have: the documented error, not torch's AssertionError.
+    missing = f"cuda:{torch.cuda.device_count()}"
+    with pytest.raises(aekit.ConfigurationError, match=f"device '{missing}' asked for, but this machine has"):
+        aekit.Autoencoder(layers, device=missing)
+
+
 def test_unknown_layer_names():
     net = aekit.Autoencoder([12, 4, 12])
     with pytest.raises(ConfigurationError, match="did you mean 'hid1'"):
