@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError, unknown_name_error
+from .errors import ConfigurationError, DataError, unknown_name_error
 from .loaders import read_idx
 
 __all__ = ["blobs", "cache_dir", "digits", "fashion_mnist", "mnist", "natural_patches"]
@@ -184,6 +184,9 @@ def fashion_mnist(path: str | os.PathLike | None = None, split: str = "train", d
 def _idx_dataset(name: str, path, split: str, download: bool, root) -> tuple[np.ndarray, np.ndarray]:
     if split not in ("train", "test"):
         raise unknown_name_error(f"split of {name}", str(split), ("train", "test"))
+    for key, value in (("path", path), ("cache_dir", root)):
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise ConfigurationError(f"{name}: {key} must be a folder path (str or path-like), got {value!r}")
     if path is not None:
         folder = Path(path).expanduser()
         if not folder.is_dir():

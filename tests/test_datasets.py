@@ -83,6 +83,10 @@ def test_missing_files_say_how_to_get_them(tmp_path):
         datasets.mnist(split="tst", cache_dir=tmp_path)
     with pytest.raises(DataError, match="is not a folder"):
         datasets.mnist(path=tmp_path / "nowhere")
+    with pytest.raises(ConfigurationError, match="mnist: path must be a folder path .*, got 3"):
+        datasets.mnist(path=3)
+    with pytest.raises(ConfigurationError, match=r"fashion-mnist: cache_dir must be a folder path .*, got \['a'\]"):
+        datasets.fashion_mnist(cache_dir=["a"])
 
 
 def test_default_cache_dir_follows_the_environment(tmp_path, monkeypatch):
