@@ -11,7 +11,7 @@ import numpy as np
 
 from .errors import ConfigurationError, DataError
 
-__all__ = ["as_array", "integer", "number"]
+__all__ = ["as_array", "as_labels", "integer", "number"]
 
 
 def integer(key: str, value: Any, low: int) -> int:
@@ -39,3 +39,10 @@ def as_array(key: str, value: Any) -> np.ndarray:
         return np.asarray(value)
     except (TypeError, ValueError) as error:
         raise DataError(f"{key} must be a rectangular array ({error})") from None
+
+
+def as_labels(key: str, value: Any) -> np.ndarray:
+    """:func:`as_array` of labels; objects (mixed types, None) become text, so that they can be
+    compared and sorted."""
+    labels = as_array(key, value)
+    return labels if labels.dtype.kind in "biufUS" else labels.astype(str)

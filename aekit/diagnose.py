@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from .activations import output_range
-from .checks import as_array, integer, number
+from .checks import as_array, as_labels, integer, number
 from .data import to_numpy
 from .errors import ConfigurationError, DataError
 from .streaming import is_streamable
@@ -232,9 +232,7 @@ def diagnose(
         raise DataError(f"diagnose needs x with at least 2 examples in rows, got shape {shape}")
     rows = _subsample(shape[0], max_samples)
     raw = np.asarray(x[rows])
-    labels = None if y is None else as_array("y", y).reshape(-1)
-    if labels is not None and labels.dtype.kind not in "biufUS":  # objects (mixed types): compared as text
-        labels = labels.astype(str)
+    labels = None if y is None else as_labels("y", y).reshape(-1)
     if labels is not None and labels.shape[0] != shape[0]:
         raise DataError(f"y has {labels.shape[0]} labels, but x has {shape[0]} examples")
     findings: list[Finding] = []

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checks import as_array, integer, number
+from .checks import as_array, as_labels, integer, number
 from .errors import ConfigurationError, DataError
 from .saving import atomic_write
 
@@ -331,6 +331,11 @@ def tile_mosaic(
     return mosaic
 
 
+def _default_zoom(images: np.ndarray) -> int:
+    """The zoom that makes tiles of ``images`` (..., H, W) at least 32 pixels on their longer side."""
+    return max(1, int(math.ceil(32 / max(images.shape[-2:]))))
+
+
 def _check_pixels(count: int) -> None:
     if count > MAX_PIXELS:
         raise ConfigurationError(f"the picture would have {count:,} pixels, more than {MAX_PIXELS:,}; "
@@ -394,7 +399,7 @@ def save_tiles(
     """
     imgs = _prepare_tiles(images)
     if zoom is None:
-        zoom = max(1, int(math.ceil(32 / max(imgs.shape[-2:]))))
+        zoom = _default_zoom(imgs)
     if titles is None:
         return _write(path, _png_bytes_from_array(tile_mosaic(imgs, n_cols, border, normalize), zoom))
     from matplotlib.figure import Figure
@@ -459,7 +464,7 @@ def plot_reconstructions(net, x: Any, path: str | os.PathLike, n: int = 10, zoom
     span = high - low if high > low else 1.0
     both = (np.concatenate([top, bottom]) - low) / span
     if zoom is None:
-        zoom = max(1, int(math.ceil(32 / max(both.shape[-2:]))))
+        zoom = _default_zoom(both)
     return _write(path, _png_bytes_from_array(tile_mosaic(both, len(top), 1, None), zoom))
 
 
@@ -545,13 +550,11 @@ def plot_codes(
     if labels is None:
         ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.6)
     else:
-        y = as_array("labels", labels)
+        y = as_labels("labels", labels)
         if y.ndim != 1 or len(y) < len(data):
             raise DataError(f"labels must be 1-D with one label per example of x ({len(data)} or more), "
                             f"got shape {y.shape}")
         y = y[:len(data)]
-        if y.dtype.kind not in "biuf":  # names: compared and shown as text
-            y = y.astype(str)
         classes, codes = np.unique(y, return_inverse=True)
         if len(classes) <= 20:
             for k, cls in enumerate(classes):
@@ -650,5 +653,5 @@ def save_top_inputs(
     low, high = float(np.nanmin(flat)), float(np.nanmax(flat))
     scaled = (picks - low) / (high - low if high > low else 1.0)
     images = _as_images(scaled, net.graph.input_shape)
-    zoom = max(1, int(math.ceil(32 / max(images.shape[-2:]))))
+    zoom = _default_zoom(images)
     return _write(path, _png_bytes_from_array(tile_mosaic(images, index.shape[1], 1, None), zoom))
