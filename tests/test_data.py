@@ -302,15 +302,23 @@ def test_streaming_reports_bad_rows_and_lbfgs(tmp_path):
 
 def test_weighted_streaming(tmp_path, rng):
     x = rng.random((200, 6)).astype(np.float32)
-    w = np.ones_like(x)
-    w[:, 3:] = 0.0
+    w = rng.random((200, 6)).astype(np.float32)
+    w[:100, 3:] = 0.0  # weights that differ from row to row: a misaligned block of w would show
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "w.npy", w)
-    net = aekit.Autoencoder([6, (3, "linear"), 6], weighted=True, rng=2)
     xm = aekit.load_data(tmp_path / "x.npy", mmap=True)
     wm = np.load(tmp_path / "w.npy", mmap_mode="r")
-    train, _ = net.train([xm, wm], max_epochs=3, validate_every=0)
-    assert np.isfinite(train["loss"])
+    streamed, memory, unweighted = (aekit.Autoencoder([6, (3, "linear"), 6], weighted=True, rng=2) for _ in range(3))
+    options = dict(max_epochs=3, validate_every=0, shuffle=False)
+    train, _ = streamed.train([xm, wm], **options)
+    memory_train, _ = memory.train([x, w], **options)
+    unweighted.train([x, np.ones_like(w)], **options)
+    # In the same batch order, streaming x and w block by block trains exactly as in memory...
+    assert train == memory_train
+    for got, expected in zip(streamed.params, memory.params):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    # ...and the weights do change the result.
+    assert not torch.equal(streamed.find("out", "w"), unweighted.find("out", "w"))
     with pytest.raises(DataError, match="weights must be shaped like x"):
         StreamingSource(xm, wm[:, :3])
 

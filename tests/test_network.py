@@ -81,6 +81,10 @@ def test_sampled_codes_are_binary(small):
     net = aekit.Autoencoder([12, (6, "sigmoid"), 12])
     codes = net.encode(small, sample=True)
     assert set(np.unique(codes)) <= {0.0, 1.0}
+    # Bernoulli draws with the encoder's probabilities: over 4000 copies of each example the mean
+    # of the samples is the probability (the standard error is at most 0.008; 0.04 is 5 of it).
+    copies = net.encode(np.tile(small, (4000, 1)), sample=True).reshape(4000, *small.shape[:1], 6)
+    np.testing.assert_allclose(copies.mean(axis=0), net.encode(small), atol=0.04)
     with pytest.raises(ConfigurationError, match="sample=True needs codes in \\[0, 1\\]"):
         aekit.Autoencoder([12, (6, "linear"), 12]).encode(small - 5, sample=True)
 
@@ -166,9 +170,38 @@ def test_loss_adds_regularizers_and_is_differentiable(small):
     penalised = net.loss(small, weight_l2=0.1)
     assert penalised > plain
     penalised.backward()
-    assert net.find("hid1", "w").grad is not None
+    w = net.find("hid1", "w")
+    # d/dW of the mean squared error plus 0.1 sum W^2: autograd of the plain loss plus 0.2 W.
+    expected = torch.autograd.grad(net.loss(small), w)[0] + 0.2 * w.detach()
+    torch.testing.assert_close(w.grad, expected)
     with pytest.raises(ConfigurationError, match="did you mean 'weight_l2'"):
         net.loss(small, weight_l22=0.1)
+
+
+def test_penalty_values_follow_their_formulas(small):
+    # Each penalty against its formula, computed here from the weights and feed_forward:
+    # weight_l1/l2 sum |W| / W^2 over the weight matrices only (biases are never penalised),
+    # hidden_l1/l2 the mean |h| / h^2 of each hidden layer's output (never the output layer's).
+    net = aekit.Autoencoder([12, (6, "relu"), (4, "tanh"), (12, "sigmoid")], rng=3)
+    with torch.no_grad():
+        for layer in ("hid1", "hid2", "out"):
+            net.find(layer, "b").fill_(0.5)  # a non-zero bias would show up in a wrong weight penalty
+    weights = [net.find(layer, "w").detach() for layer in ("hid1", "hid2", "out")]
+    outs = net.feed_forward(small)
+    hidden = [torch.from_numpy(outs[f"{name}:out"]) for name in ("hid1", "hid2")]
+    plain = net.loss(small)
+    expected = {
+        "weight_l1": sum(w.abs().sum() for w in weights),
+        "weight_l2": sum(w.square().sum() for w in weights),
+        "hidden_l1": sum(h.abs().mean() for h in hidden),
+        "hidden_l2": sum(h.square().mean() for h in hidden),
+    }
+    for key, value in expected.items():
+        penalised = net.loss(small, **{key: 0.25})
+        torch.testing.assert_close(penalised - plain, 0.25 * value, rtol=1e-5, atol=1e-6, msg=key)
+    # A per-layer dict chooses the layers: only hid2's weights here.
+    only_hid2 = net.loss(small, weight_l2={"hid2.w": 0.5}) - plain
+    torch.testing.assert_close(only_hid2, 0.5 * weights[1].square().sum(), rtol=1e-5, atol=1e-6)
 
 
 def test_gll_with_a_variance_layer(small):
@@ -177,8 +210,16 @@ def test_gll_with_a_variance_layer(small):
         loss="gll", covar="var",
     )
     assert net.graph.output_name == "out"
-    tm, _ = net.train(small, max_epochs=3, validate_every=0)
-    assert np.isfinite(tm["loss"])
+    # The loss is scipy's Gaussian negative log-likelihood of x under N(out, var), summed over
+    # features and averaged over examples.
+    scipy_stats = pytest.importorskip("scipy.stats")
+    outs = net.feed_forward(small)
+    mean, var = outs["out:out"].astype(np.float64), outs["var:out"].astype(np.float64)
+    expected = -scipy_stats.norm.logpdf(small, loc=mean, scale=np.sqrt(var)).sum(axis=1).mean()
+    assert float(net.loss(small).detach()) == pytest.approx(expected, rel=1e-5)
+    before = float(net.loss(small).detach())
+    net.train(small, max_epochs=5, validate_every=0, learning_rate=1e-2)
+    assert float(net.loss(small).detach()) < before
 
 
 def test_repr_names_layers():

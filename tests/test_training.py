@@ -118,8 +118,10 @@ def test_custom_monitors(x):
     net = aekit.Autoencoder([64, (16, "sigmoid"), 64])
     _, vm = net.train(x, valid=x[:50], max_epochs=1,
                       monitors={"hid1:out": (0.1, 0.9), "code_mean": lambda outs, xb: outs["hid1:out"].mean()})
-    assert 0 <= vm["hid1:out<0.1"] <= vm["hid1:out<0.9"] <= 1
     codes = net.encode(x[:50])
+    # The fraction of the layer's values below each threshold, after the epoch.
+    assert vm["hid1:out<0.1"] == pytest.approx((codes < 0.1).mean(), abs=1e-6)
+    assert vm["hid1:out<0.9"] == pytest.approx((codes < 0.9).mean(), abs=1e-6)
     assert np.isclose(vm["code_mean"], codes.mean(), rtol=1e-4)
 
 
@@ -139,8 +141,17 @@ def test_layerwise_pretraining(x):
 def test_weighted_training(x):
     w = np.ones_like(x)
     w[:, 32:] = 0.0
-    net = aekit.Autoencoder([64, (16, "relu"), 64], weighted=True)
+    net = aekit.Autoencoder([64, (16, "relu"), 64], weighted=True, rng=1)
+    w_out, b_out = net.find("out", "w").detach().clone(), net.find("out", "b").detach().clone()
     tm, _ = net.train([x, w], max_epochs=2, validate_every=0)
+    # The weighted loss is the mean squared error over the columns of weight 1 only...
+    masked_mse = np.mean((net.predict(x)[:, :32] - x[:, :32]) ** 2)
+    assert net.loss(x, w).item() == pytest.approx(masked_mse, rel=1e-5)
+    # ...so the output units of weight 0 get no gradient, and Adam leaves them where they started,
+    # while the others learn.
+    torch.testing.assert_close(net.find("out", "w")[:, 32:], w_out[:, 32:], rtol=0, atol=0)
+    torch.testing.assert_close(net.find("out", "b")[32:], b_out[32:], rtol=0, atol=0)
+    assert not torch.equal(net.find("out", "w")[:, :32], w_out[:, :32])
     assert np.isfinite(tm["loss"])
     with pytest.raises(DataError, match="must be \\[x, w\\]"):
         net.train(x, max_epochs=1)
