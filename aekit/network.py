@@ -17,7 +17,7 @@ from torch import nn
 
 from . import regularizers as reg
 from .data import check_array, check_weights, to_numpy
-from .errors import AekitError, ConfigurationError, DataError, unknown_name_error
+from .errors import AekitError, ConfigurationError, DataError, closest_name, unknown_name_error
 from .activations import ELEMENTWISE
 from .layers import Dense, Layer, build_layer, layer_seed
 from .losses import Loss
@@ -331,6 +331,46 @@ class Autoencoder:
             raise ConfigurationError("this Autoencoder has only an input layer; add layers with add_layer()")
         self._check_output_shapes()
 
+    def check_regularizer_targets(self, regs: reg.Regularizers) -> None:
+        """Refuse a per-layer regularizer pattern that chooses nothing in this model.
+
+        theanets ignored such keywords silently (``hidden_l1={'hidden1': 0.1}`` trained
+        without any penalty); here each pattern must match a hidden layer (a weight
+        matrix for ``weight_l1``/``weight_l2``), and a sparsity pattern a hidden layer
+        whose outputs lie in [0, 1], the only ones KL sparsity is defined for.
+
+        Raises
+        ------
+        ConfigurationError
+            Naming the keyword, the pattern and the names it could have chosen.
+        """
+        graph = self.graph
+        hidden = graph.hidden_names
+        weights = [n.split(".", 1)[1] for n, p in graph.named_parameters() if p.dim() > 1]
+        bounded = [n for n in hidden if _activation_range(graph.layers[n])[0] >= 0
+                   and _activation_range(graph.layers[n])[1] <= 1]
+        keys = {"weight_l1": weights, "weight_l2": weights, "hidden_l1": hidden, "hidden_l2": hidden,
+                "contractive": hidden, "hidden_noise": hidden, "hidden_dropout": hidden, "sparsity_weight": bounded}
+        for key, names in keys.items():
+            kind = "weight matrix" if key.startswith("weight") else "hidden layer"
+            for pattern in getattr(regs, "sparsity" if key == "sparsity_weight" else key):
+                if reg.match({pattern: 1.0}, names):
+                    continue
+                if key == "sparsity_weight":
+                    chosen = [f"{n} ({graph.layers[n].spec.activation})" for n in reg.match({pattern: 1.0}, hidden)]
+                    if chosen:
+                        raise ConfigurationError(
+                            f"sparsity_weight applies to hidden layers with outputs in [0, 1] (e.g. sigmoid), "
+                            f"but pattern {pattern!r} chooses only {', '.join(chosen)}")
+                    kind = "hidden layer with outputs in [0, 1]"
+                if not names:
+                    raise ConfigurationError(f"{key} pattern {pattern!r} matches nothing: this Autoencoder has "
+                                             f"no {kind}")
+                hint = closest_name(pattern, names)
+                raise ConfigurationError(
+                    f"{key} pattern {pattern!r} matches no {kind} of this Autoencoder; "
+                    + (f"did you mean {hint!r}?" if hint else f"expected one of {', '.join(map(repr, names))}"))
+
     def _check_output_shapes(self) -> None:
         # A reconstruction must line up with the input: the same shape, or the
         # same number of values when one side is flat (a dense output after an
@@ -463,6 +503,7 @@ class Autoencoder:
             raise unknown_name_error("keyword argument of loss()", sorted(unknown)[0], reg.REGULARIZER_KEYS)
         self._check_outputs_exist()
         regs = reg.Regularizers.from_kwargs(code_layer=self.code_layer, **regularizers)
+        self.check_regularizer_targets(regs)
         xt = self._check(x)
         wt = self._check(w, name="w") if w is not None else None
         total, _ = self.loss_terms(xt, wt, regs, training=True)

@@ -486,6 +486,7 @@ def itertrain(net, x: Any, valid: Any = None, **kwargs: Any) -> Iterator[tuple[d
     """Validate the options now, then return the epoch generator (see :class:`TrainOptions`)."""
     options, reg_kwargs = TrainOptions.parse(kwargs)
     regs = reg.Regularizers.from_kwargs(code_layer=net.code_layer, **reg_kwargs)
+    net.check_regularizer_targets(regs)
     trainer = _trainer_class(net, options)(net, x, valid, options, regs)
     if options.checkpoint is not None:
         from .checkpoint import Checkpointer

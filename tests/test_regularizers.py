@@ -213,6 +213,37 @@ def test_pattern_dicts_select_layers_and_params():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
+        (dict(hidden_l1={"hidden1": 0.1}), "hidden_l1 pattern 'hidden1' matches no hidden layer .*did you mean 'hid1'"),
+        (dict(weight_l2={"hid1.W": 0.1}), "weight_l2 pattern 'hid1.W' matches no weight matrix .*did you mean 'hid1.w'"),
+        (dict(hidden_dropout={"out": 0.5}), "hidden_dropout pattern 'out' matches no hidden layer"),
+        (dict(contractive={"hid9": 1.0}), "contractive pattern 'hid9' matches no hidden layer"),
+        (dict(sparsity_target=0.1, sparsity_weight={"hid1": 3.0}), r"outputs in \[0, 1\].*chooses only hid1 \(relu\)"),
+    ],
+)
+def test_patterns_that_choose_nothing_are_refused(kwargs, message):
+    # theanets trained on without the penalty; here train() and loss() both refuse, before any step.
+    net = aekit.Autoencoder([10, (6, "relu"), (3, "sigmoid"), (10, "linear")], rng=0)
+    x = np.random.default_rng(0).random((20, 10)).astype(np.float32)
+    before = [p.detach().clone() for p in net.params]
+    for call in (lambda: net.train(x, max_epochs=1, **kwargs), lambda: net.loss(x, **kwargs)):
+        with pytest.raises(ConfigurationError, match=message):
+            call()
+    assert all(torch.equal(a, b) for a, b in zip(before, net.params))
+    # A pattern that does choose something trains: hid2 is a sigmoid layer.
+    if "sparsity_weight" in kwargs:
+        net.train(x, max_epochs=1, sparsity_target=0.1, sparsity_weight={"hid2": 3.0})
+
+
+def test_hidden_penalties_need_a_hidden_layer():
+    net = aekit.Autoencoder([10, (10, "linear")])
+    with pytest.raises(ConfigurationError, match="hidden_l1 pattern '\\*' matches nothing: this Autoencoder has no "
+                                                 "hidden layer"):
+        net.loss(np.ones((4, 10), np.float32), hidden_l1=0.1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
         (dict(hidden_l1=-1), "hidden_l1 must be a number"),
         (dict(input_dropout=1.5), "input_dropout must be a number in \\[0.0, 0.99\\]"),
         (dict(sparsity_target=1.5), "sparsity_target"),
