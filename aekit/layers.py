@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import activations
-from .errors import ConfigurationError
+from .errors import ConfigurationError, DataError
 from .specs import LayerSpec
 
 __all__ = ["LAYER_CLASSES", "Dense", "Flatten", "Layer", "Reshape", "Tied", "build_layer", "register"]
@@ -110,8 +110,18 @@ class Layer(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pre = self.transform(x)
         if self.norm is not None:
+            if self.norm.training and pre.numel() == pre.shape[1]:
+                # torch's own message ("Expected more than 1 value per channel") names no layer or remedy.
+                raise DataError(f"layer {self.name!r} has batch_norm, which needs at least 2 values per unit "
+                                f"in a training batch, but got a batch of 1 example; use a batch_size that "
+                                f"leaves no batch of 1 example, or more data")
             pre = self.norm(pre)
         return pre, self.activation(pre)
+
+    @property
+    def needs_batches_of_two(self) -> bool:
+        """True when a training batch of one example has one value per unit of this layer's batch norm."""
+        return self.norm is not None and _numel(self.output_shape) == self.output_shape[0]
 
     def extra_repr(self) -> str:
         return f"{self.name!r}, {self.input_shape} -> {self.output_shape}, activation={self.spec.activation!r}"

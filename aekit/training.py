@@ -337,6 +337,9 @@ class _Trainer:
         self.stepper = steps.StepRunner(net, regs, self.optimizer, max_gradient_norm=options.max_gradient_norm,
                                         precision=options.precision, compile=options.compile,
                                         batch_size=options.batch_size)
+        # Batches of one example are left out where a batch norm would have one value per unit.
+        self.lone_example_skipped = any(getattr(layer, "needs_batches_of_two", False)
+                                        for layer in net.graph.layers.values())
         self.best_loss = math.inf
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch = 0
@@ -408,10 +411,18 @@ class _Trainer:
             batches = self.source.batches(self.options.batch_size, generator)
         for xb, wb in batches:
             n = xb.shape[0]
+            if n == 1 and self.lone_example_skipped:
+                # Batch norm cannot normalise one example: leave it out of this epoch's steps (as
+                # DataLoader's drop_last would); the shuffle gives it a full batch in another epoch.
+                log.debug("skipping a training batch of 1 example: the model has batch norm")
+                continue
             values = self._step(xb, wb)
             # Accumulated on the device: no host sync per batch.
             total = values * n if total is None else total.add_(values, alpha=n)
             count += n
+        if total is None:
+            raise DataError("batch norm needs training batches of at least 2 examples, but the training data "
+                            "has 1 example")
         means = (total / count).tolist()  # the one host sync of the epoch
         return dict(zip(self.stepper.keys, means))
 

@@ -138,6 +138,25 @@ def test_layerwise_pretraining(x):
     assert net.loss(x).item() < 0.8 * before
 
 
+def test_batch_norm_leaves_out_a_lone_last_example(x):
+    # 33 examples in batches of 32: torch's batch norm cannot normalise the 33rd alone, so the
+    # epoch takes one step on 32 and leaves the lone one out, as DataLoader(drop_last=True) would.
+    layers = [64, dict(size=16, activation="relu", batch_norm=True), (64, "linear")]
+    net, reference = aekit.Autoencoder(layers, rng=4), aekit.Autoencoder(layers, rng=4)
+    net.train(x[:33], batch_size=32, max_epochs=1, validate_every=0, shuffle=False)
+    reference.train(x[:32], batch_size=32, max_epochs=1, validate_every=0, shuffle=False)
+    for got, expected in zip(net.params, reference.params):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    # One example in all is a documented error, and so is a batch of one anywhere else.
+    with pytest.raises(DataError, match="batch norm needs training batches of at least 2 examples"):
+        net.train(x[:1], max_epochs=1, validate_every=0)
+    for call in (lambda: net.train(x[:1], algo="lbfgs", max_epochs=1, validate_every=0),
+                 lambda: net.loss(x[:1])):
+        with pytest.raises(DataError, match="layer 'hid1' has batch_norm, which needs at least 2 values per unit"):
+            call()
+    assert net.predict(x[:1]).shape == (1, 64)  # inference uses the running statistics
+
+
 def test_weighted_training(x):
     w = np.ones_like(x)
     w[:, 32:] = 0.0
