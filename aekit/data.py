@@ -96,13 +96,28 @@ def check_array(
                 f"{name} has examples of shape {example_shape}, but this Autoencoder expects "
                 f"{tuple(input_shape)} (layer {layer!r})"
             )
-        # Flat rows for a declared image shape, or images for a flat input.
+        squeezed = tuple(input_shape)
+        while len(squeezed) > 1 and squeezed[0] == 1:
+            squeezed = squeezed[1:]
+        if len(input_shape) > 1 and tensor.dim() > 2 and example_shape != squeezed:
+            # Same size, other layout (e.g. channels-last (H, W, C)): reshaping would scramble the pixels.
+            hint = ("; for channels-last images move the channels first, e.g. np.moveaxis(x, -1, 1)"
+                    if example_shape == (*input_shape[1:], input_shape[0]) else "")
+            raise DataError(
+                f"{name} has examples of shape {example_shape}, but this Autoencoder expects "
+                f"{tuple(input_shape)} or flat rows of {n_features} (layer {layer!r}){hint}"
+            )
+        # Flat rows for a declared image shape (or images without their channel axis of 1), or
+        # images for a flat input.
         tensor = tensor.reshape(tensor.shape[0], *input_shape)
-    tensor = tensor.to(device=device, dtype=dtype)
-    if check_finite and not all_finite(tensor):
-        bad = first_row(~torch.isfinite(tensor), rows)
+    converted = tensor.to(device=device, dtype=dtype)
+    if check_finite and not all_finite(converted):
+        bad = first_row(~torch.isfinite(converted), rows)
+        if all_finite(tensor):  # finite as given: the values overflow the model's dtype
+            raise DataError(f"{name} holds values too large for {str(dtype).replace('torch.', '')} "
+                            f"(first in row {bad}); rescale the data")
         raise DataError(f"{name} holds NaN or infinite values (first in row {bad})")
-    return tensor
+    return converted
 
 
 def check_weights(weights: torch.Tensor, name: str = "w", rows: Sequence[int] | None = None) -> torch.Tensor:

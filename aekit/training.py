@@ -270,6 +270,10 @@ class TensorSource:
 
 def _split_weighted(net, data: Any, name: str) -> tuple[Any, Any]:
     if not net.weighted:
+        if (isinstance(data, (list, tuple)) and len(data) == 2
+                and all(getattr(part, "ndim", 0) >= 2 for part in data)):
+            raise DataError(f"{name} is a pair of arrays, as [x, w] for a weighted Autoencoder, but this "
+                            f"Autoencoder has weighted=False; pass x alone, or build it with weighted=True")
         return data, None
     if not isinstance(data, (list, tuple)) or len(data) != 2:
         raise DataError(f"{name} must be [x, w] for a weighted Autoencoder, got {type(data).__name__}")

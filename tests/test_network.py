@@ -225,3 +225,33 @@ def test_gll_with_a_variance_layer(small):
 def test_repr_names_layers():
     text = repr(aekit.Autoencoder([784, (64, "relu"), (784, "tied")]))
     assert "hid1:64 relu" in text and "out:784 linear tied" in text and "params=" in text
+
+
+def test_image_layouts_other_than_declared_or_flat_are_refused():
+    # The contract: images come as (n, C, H, W) or flat (n, C*H*W); (n, H, W) when C is 1.
+    # Any other layout of the same size (channels-last above all) would be reshaped into
+    # scrambled pixels, so it is refused with the remedy.
+    rng = np.random.default_rng(0)
+    net = aekit.Autoencoder([(3, 8, 8), dict(form="conv2", channels=4, kernel=3, stride=2, activation="relu"),
+                             dict(form="tied")], rng=0)
+    images = rng.random((5, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(net.predict(images.reshape(5, -1)), net.predict(images))
+    with pytest.raises(DataError, match=r"^x has examples of shape \(8, 8, 3\), but this Autoencoder expects "
+                                        r"\(3, 8, 8\) or flat rows of 192 \(layer 'in'\); for channels-last "
+                                        r"images move the channels first"):
+        net.predict(np.moveaxis(images, 1, -1))
+    with pytest.raises(DataError, match=r"^x has examples of shape \(8, 24\)"):
+        net.predict(images.reshape(5, 8, 24))
+    gray = aekit.Autoencoder([(1, 8, 8), (10, "relu"), (64, "sigmoid")], rng=0)
+    np.testing.assert_array_equal(gray.predict(images[:, 0]), gray.predict(images[:, :1]))
+
+
+def test_misleading_inputs_get_their_own_messages(small):
+    net = aekit.Autoencoder([12, (6, "relu"), 12])
+    with pytest.raises(DataError, match=r"^x holds values too large for float32 \(first in row 1\); rescale"):
+        net.encode(np.vstack([small[:1], np.full((1, 12), 1e300)]))
+    with pytest.raises(DataError, match=r"^x holds NaN or infinite values \(first in row 0\)$"):
+        net.encode(np.full((1, 12), np.inf))
+    with pytest.raises(DataError, match=r"^x is a pair of arrays, as \[x, w\] for a weighted Autoencoder, but "
+                                        r"this Autoencoder has weighted=False"):
+        net.train([small, np.ones_like(small)], max_epochs=1)
