@@ -55,6 +55,11 @@ __all__ = sorted([
 ])
 
 
+def __dir__() -> list[str]:
+    # The lazily loaded scikit-learn adapters are public too: list them for completion and help().
+    return sorted({*globals(), *__all__})
+
+
 def __getattr__(name: str):
     # The scikit-learn adapters load on first use: scikit-learn is an optional dependency.
     if name in ("AutoencoderOutlierDetector", "AutoencoderTransformer"):

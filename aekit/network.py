@@ -171,14 +171,21 @@ class Graph(nn.Module):
         return outputs
 
 
+LOSS_OPTIONS = ("output", "covar")  # the keywords Autoencoder passes on to its first Loss
+AUTOENCODER_KEYWORDS = ("layers", "loss", "weighted", "rng", "hidden_activation", "output_activation", "device",
+                        *LOSS_OPTIONS)
+
+
 def _seed_from(rng: Any) -> int:
+    if rng is None:  # as scikit-learn's random_state=None: a fresh seed from the operating system
+        return int(np.random.SeedSequence().generate_state(1)[0] % 2**31)
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
         return int(rng)
     if isinstance(rng, np.random.Generator):
         return int(rng.integers(2**31))
     if isinstance(rng, np.random.RandomState):
         return int(rng.randint(2**31))
-    raise ConfigurationError(f"rng must be an int seed or a NumPy random generator, got {rng!r}")
+    raise ConfigurationError(f"rng must be an int seed, a NumPy random generator or None, got {rng!r}")
 
 
 class Autoencoder:
@@ -193,8 +200,9 @@ class Autoencoder:
         ``'mse'`` (default), ``'mae'``, ``'bce'``, ``'kl'`` or ``'gll'``.
     weighted : bool
         When True, training data come as ``[x, w]`` with ``w`` shaped like ``x``.
-    rng : int or numpy random generator
-        Seed of the initial weights and of the training shuffles.
+    rng : int, numpy random generator or None
+        Seed of the initial weights, the training shuffles and ``encode(sample=True)``'s
+        draws; None takes a fresh seed from the operating system.
     hidden_activation, output_activation : str
         Defaults for layers that do not name one (theanets: ``'relu'``, ``'linear'``).
     device : str
@@ -219,6 +227,9 @@ class Autoencoder:
         device: str | torch.device = "cpu",
         **loss_options: Any,
     ):
+        unknown = set(loss_options) - set(LOSS_OPTIONS)
+        if unknown:
+            raise unknown_name_error("keyword argument of Autoencoder()", sorted(unknown)[0], AUTOENCODER_KEYWORDS)
         self.seed = _seed_from(rng)
         self.weighted = bool(weighted)
         self.hidden_activation = hidden_activation
@@ -229,6 +240,7 @@ class Autoencoder:
         self._losses: list[Loss] = [Loss(loss, **loss_options)]
         self.preprocessing = None  # a fitted transform applied by encode/predict, saved with the model
         self.history: list[dict[str, Any]] = []
+        self._sample_generator: np.random.Generator | None = None  # encode(sample=True)'s draws
 
     # ------------------------------------------------------------------ structure
     @property
@@ -270,9 +282,12 @@ class Autoencoder:
             if not -len(names) <= layer < len(names):
                 raise ConfigurationError(f"layer index must be in [{-len(names)}, {len(names)}), got {layer}")
             return names[layer]
-        name = str(layer).split(":")[0]
+        name, _, output = str(layer).partition(":")
         if name not in names:
             raise unknown_name_error("layer", name, names)
+        if output not in ("", "out"):
+            raise ConfigurationError(f"layer must be a layer name such as {name!r} (or {name + ':out'!r}), got "
+                                     f"{layer!r}; feed_forward(x) has every layer's pre-activation")
         return name
 
     def find(self, layer: str | int, param: str) -> nn.Parameter:
@@ -505,7 +520,7 @@ class Autoencoder:
         regs = reg.Regularizers.from_kwargs(code_layer=self.code_layer, **regularizers)
         self.check_regularizer_targets(regs)
         xt = self._check(x)
-        wt = self._check(w, name="w") if w is not None else None
+        wt = self._check_weights(w) if w is not None else None
         total, _ = self.loss_terms(xt, wt, regs, training=True)
         return total
 
@@ -645,8 +660,10 @@ class Autoencoder:
                     f"sample=True needs codes in [0, 1]; layer {name!r} gives values in "
                     f"[{codes.min():.3g}, {codes.max():.3g}]"
                 )
-            generator = np.random.default_rng(self.seed)
-            codes = (generator.random(codes.shape) < codes).astype(codes.dtype)
+            # One generator per model, seeded by rng: reproducible, yet each call draws afresh.
+            if self._sample_generator is None:
+                self._sample_generator = np.random.default_rng(self.seed)
+            codes = (self._sample_generator.random(codes.shape) < codes).astype(codes.dtype)
         return codes
 
     def decode(self, z: Any, layer: str | int | None = None) -> np.ndarray:

@@ -17,6 +17,8 @@ error; the target itself is never harmed.
 
 Metadata keys: ``format`` (``'aekit'``), ``format_version`` (integer as text),
 ``aekit_version``, ``config`` (JSON: layers, losses, ...), ``history`` (JSON).
+The header lists the metadata keys sorted and the tensors in the order of their
+data, so the same model always gives the same bytes.
 """
 
 from __future__ import annotations
@@ -146,7 +148,28 @@ def write_model_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
     meta["aekit_version"] = __version__
     meta.update({k: json.dumps(v) for k, v in metadata.items()})
     contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write(path, st_save(contiguous, metadata=meta))
+    atomic_write(path, _canonical_header(st_save(contiguous, metadata=meta)))
+
+
+def _canonical_header(raw: bytes) -> bytes:
+    """The safetensors bytes ``raw`` with their JSON header written in one fixed order.
+
+    safetensors keeps the metadata in a Rust hash map, whose order changes from call to
+    call, so the same model gave different bytes on every save.  The header is written
+    again with the metadata keys sorted and the tensors in the order of their data;
+    the data bytes are untouched and the file stays plain safetensors: a little-endian
+    u64 length, the JSON header padded with spaces to a multiple of 8 bytes (so the
+    data stays aligned), then the data.
+    """
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + length])
+    meta = header.pop("__metadata__", None)
+    ordered: dict[str, Any] = {} if meta is None else {"__metadata__": dict(sorted(meta.items()))}
+    # Empty tensors share an offset with their neighbour: the name breaks the tie.
+    ordered.update(sorted(header.items(), key=lambda item: (item[1]["data_offsets"], item[0])))
+    text = json.dumps(ordered, separators=(",", ":")).encode("ascii")
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + raw[8 + length:]
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -246,10 +269,13 @@ def model_from_file_contents(tensors: dict[str, torch.Tensor], meta: dict[str, A
         specs = specs_from_config(config["layers"])
         losses = config.get("losses") or [{"name": "mse"}]
         first = dict(losses[0])
-        net = Autoencoder(specs, loss=first.pop("name"), weighted=config.get("weighted", False),
+        name0, weight0 = first.pop("name"), first.pop("weight", 1.0)
+        net = Autoencoder(specs, loss=name0, weighted=config.get("weighted", False),
                           rng=config.get("rng", 13),
                           hidden_activation=config.get("hidden_activation", "relu"),
                           output_activation=config.get("output_activation", "linear"), **first)
+        # Autoencoder() takes the first loss's options but not its weight: set_loss does.
+        net.set_loss(name0, weight0, **first)
         for extra in losses[1:]:
             extra = dict(extra)
             net.add_loss(extra.pop("name"), **extra)

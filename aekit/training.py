@@ -40,6 +40,7 @@ __all__ = ["ALGORITHMS", "TrainOptions", "TensorSource", "itertrain", "make_opti
 log = logging.getLogger(__name__)
 
 ALGORITHMS = ("sgd", "nag", "rmsprop", "adam", "adagrad", "adadelta", "rprop", "lbfgs")
+MOMENTUM_ALGORITHMS = ("sgd", "nag", "rmsprop")
 DEFAULT_LEARNING_RATE = {"sgd": 1e-2, "nag": 1e-2, "rmsprop": 1e-3, "adam": 1e-3, "adagrad": 1e-2,
                          "adadelta": 1.0, "rprop": 1e-2, "lbfgs": 1.0}
 VALID_BATCH = 4096
@@ -134,6 +135,10 @@ class TrainOptions:
                 raise unknown_name_error("keyword argument of train()", key, valid_names)
         options = cls(**{k: v for k, v in kwargs.items() if k in fields})
         options.validate()
+        if "momentum" in kwargs and options.algo not in MOMENTUM_ALGORITHMS:
+            # theanets took momentum for every algorithm and used it for some: say where it applies.
+            raise ConfigurationError(f"momentum applies to algo {', '.join(map(repr, MOMENTUM_ALGORITHMS))}, "
+                                     f"but algo is {options.algo!r}")
         return options, {k: v for k, v in kwargs.items() if k in reg.REGULARIZER_KEYS}
 
     def validate(self) -> None:

@@ -1,6 +1,11 @@
 """Pictures of what an autoencoder learned: feature tiles, reconstructions, curves, codes.
 
-Every plotting function writes one PNG, atomically, and returns its path.
+Every plotting function writes one picture, atomically, and returns its path.
+The path's suffix picks the format: ``.png``, ``.jpg``/``.jpeg``, ``.tif``/``.tiff``,
+``.gif``, ``.webp``, ``.pdf``, ``.svg``, ``.eps`` or ``.ps`` (PNG when there is no
+suffix); any other suffix, or a folder that does not exist, is a
+:class:`~aekit.ConfigurationError` raised before anything is computed.
+
 matplotlib is imported lazily, inside the functions, and only through its
 object-oriented API (``matplotlib.figure.Figure``, ``matplotlib.image.imsave``):
 pyplot's global state and the user's interactive backend are never touched, so
@@ -30,6 +35,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -342,7 +348,39 @@ def _check_pixels(count: int) -> None:
                                  "ask for fewer columns, a smaller border or zoom, or fewer images")
 
 
-def _png_bytes_from_array(picture: np.ndarray, zoom: Any) -> bytes:
+# Suffix -> format name, for the formats that both matplotlib.image.imsave (pixel mosaics,
+# through Pillow) and Figure.savefig (plots) write without extra software: not pgf (needs
+# LaTeX), svgz, raw and rgba (imsave cannot), nor avif (only some Pillow builds).
+_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff", ".gif": "gif",
+            ".webp": "webp", ".pdf": "pdf", ".svg": "svg", ".eps": "eps", ".ps": "ps"}
+
+
+def _picture_format(path: Any) -> str:
+    """The format to write ``path`` in, from its suffix; checked before any work is done.
+
+    Raises
+    ------
+    ConfigurationError
+        An unsupported suffix, a folder that does not exist, or a path that is a folder.
+    """
+    try:
+        target = Path(os.fspath(path))
+    except TypeError:
+        raise ConfigurationError(f"path must be a file path, got {path!r}") from None
+    suffix = target.suffix.lower()
+    if suffix and suffix not in _FORMATS:
+        raise ConfigurationError(f"path {str(target)!r} has suffix {target.suffix!r}; expected one of "
+                                 f"{', '.join(map(repr, sorted(_FORMATS)))}, or none for PNG")
+    folder = target.parent
+    if not folder.is_dir():
+        raise ConfigurationError(f"path {str(target)!r}: folder {str(folder)!r} does not exist")
+    if target.is_dir():
+        raise ConfigurationError(f"path {str(target)!r} is a folder, not a file")
+    return _FORMATS.get(suffix, "png")
+
+
+def _mosaic_bytes(picture: np.ndarray, zoom: Any, fmt: str) -> bytes:
+    """``picture`` (values in [0, 1], grey or RGB) as a file of format ``fmt``, each pixel ``zoom`` x ``zoom``."""
     from matplotlib import image as mpimg
 
     zoom = integer("zoom", zoom, 1)
@@ -352,15 +390,15 @@ def _png_bytes_from_array(picture: np.ndarray, zoom: Any) -> bytes:
         picture = np.repeat(np.repeat(picture, zoom, axis=0), zoom, axis=1)
     buffer = io.BytesIO()
     if picture.ndim == 2:
-        mpimg.imsave(buffer, picture, cmap="gray", vmin=0.0, vmax=1.0, format="png")
+        mpimg.imsave(buffer, picture, cmap="gray", vmin=0.0, vmax=1.0, format=fmt)
     else:
-        mpimg.imsave(buffer, np.clip(picture, 0.0, 1.0), format="png")
+        mpimg.imsave(buffer, np.clip(picture, 0.0, 1.0), format=fmt)
     return buffer.getvalue()
 
 
-def _figure_bytes(fig) -> bytes:
+def _figure_bytes(fig, fmt: str) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=fig.dpi)
+    fig.savefig(buffer, format=fmt, dpi=fig.dpi)
     return buffer.getvalue()
 
 
@@ -378,30 +416,32 @@ def save_tiles(
     titles: Sequence[str] | None = None,
     zoom: int | None = None,
 ) -> str:
-    """Write a grid of image tiles to a PNG (see :func:`tile_mosaic`).
+    """Write a grid of image tiles to a picture file (see :func:`tile_mosaic`).
 
     Parameters
     ----------
     images : array, shape (n, H, W), (n, C, H, W) or (n, features)
     path : str or path
+        Its suffix picks the format (see the module docstring).
     n_cols, border, normalize
         As :func:`tile_mosaic`.
     titles : sequence of str, optional
         One caption per tile; the picture is then drawn as a matplotlib figure.
     zoom : int, optional
         Integer upscaling of the pixel mosaic (default: tiles at least 32 px high).
-        Without titles the PNG is exactly ``zoom`` times the mosaic's size.
+        Without titles a raster picture is exactly ``zoom`` times the mosaic's size.
 
     Returns
     -------
     str
         ``path``.
     """
+    fmt = _picture_format(path)
     imgs = _prepare_tiles(images)
     if zoom is None:
         zoom = _default_zoom(imgs)
     if titles is None:
-        return _write(path, _png_bytes_from_array(tile_mosaic(imgs, n_cols, border, normalize), zoom))
+        return _write(path, _mosaic_bytes(tile_mosaic(imgs, n_cols, border, normalize), zoom, fmt))
     from matplotlib.figure import Figure
 
     try:
@@ -423,7 +463,7 @@ def save_tiles(
         ax.imshow(tile, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_title(str(title), fontsize=7)
     fig.tight_layout()
-    return _write(path, _figure_bytes(fig))
+    return _write(path, _figure_bytes(fig, fmt))
 
 
 # ---------------------------------------------------------------------------- plots
@@ -437,7 +477,7 @@ def _data(net, x: Any, max_rows: int | None = None) -> np.ndarray:
 
 
 def plot_reconstructions(net, x: Any, path: str | os.PathLike, n: int = 10, zoom: int | None = None) -> str:
-    """Inputs (top row) above their reconstructions (bottom row), one PNG.
+    """Inputs (top row) above their reconstructions (bottom row), one picture.
 
     Both rows share one grey scale (the inputs' min and max), so a washed-out or
     mean-like reconstruction is visible as such.
@@ -451,8 +491,9 @@ def plot_reconstructions(net, x: Any, path: str | os.PathLike, n: int = 10, zoom
     Returns
     -------
     str
-        ``path``; the PNG holds 2 rows of ``n`` tiles.
+        ``path``; the picture holds 2 rows of ``n`` tiles.
     """
+    fmt = _picture_format(path)
     inputs = _data(net, x, integer("n", n, 1))
     outputs = net.predict(inputs)
     shape = net.graph.input_shape
@@ -465,7 +506,7 @@ def plot_reconstructions(net, x: Any, path: str | os.PathLike, n: int = 10, zoom
     both = (np.concatenate([top, bottom]) - low) / span
     if zoom is None:
         zoom = _default_zoom(both)
-    return _write(path, _png_bytes_from_array(tile_mosaic(both, len(top), 1, None), zoom))
+    return _write(path, _mosaic_bytes(tile_mosaic(both, len(top), 1, None), zoom, fmt))
 
 
 def plot_history(net, path: str | os.PathLike, keys: Sequence[str] = ("loss", "err")) -> str:
@@ -483,6 +524,7 @@ def plot_history(net, path: str | os.PathLike, keys: Sequence[str] = ("loss", "e
     """
     from matplotlib.figure import Figure
 
+    fmt = _picture_format(path)
     history = list(getattr(net, "history", []) or [])
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.subplots()
@@ -505,7 +547,7 @@ def plot_history(net, path: str | os.PathLike, keys: Sequence[str] = ("loss", "e
     ax.set_ylabel("value")
     ax.set_title("training curves")
     fig.tight_layout()
-    return _write(path, _figure_bytes(fig))
+    return _write(path, _figure_bytes(fig, fmt))
 
 
 def _pca2(z: np.ndarray) -> tuple[np.ndarray, str]:
@@ -542,6 +584,7 @@ def plot_codes(
     """
     from matplotlib.figure import Figure
 
+    fmt = _picture_format(path)
     data = _data(net, x, integer("max_points", max_points, 1))
     z = net.encode(data, layer=layer).reshape(len(data), -1).astype(np.float64)
     points, title = _pca2(z)
@@ -568,7 +611,7 @@ def plot_codes(
             fig.colorbar(scatter, ax=ax)
     ax.set_title(title)
     fig.tight_layout()
-    return _write(path, _figure_bytes(fig))
+    return _write(path, _figure_bytes(fig, fmt))
 
 
 def plot_activations(
@@ -595,6 +638,7 @@ def plot_activations(
     """
     from matplotlib.figure import Figure
 
+    fmt = _picture_format(path)
     h = net.encode(_data(net, x), layer=layer)
     h = h.reshape(h.shape[0], h.shape[1], -1).transpose(0, 2, 1).reshape(-1, h.shape[1]) if h.ndim > 2 else h
     units = min(h.shape[1], integer("max_units", max_units, 1))
@@ -613,7 +657,7 @@ def plot_activations(
     name = net._layer_name(layer, net.code_layer)
     fig.suptitle(f"activations of {name!r}", fontsize=9)
     fig.tight_layout()
-    return _write(path, _figure_bytes(fig))
+    return _write(path, _figure_bytes(fig, fmt))
 
 
 def top_inputs(net, x: Any, layer: str | int | None = None, k: int = 8) -> np.ndarray:
@@ -639,13 +683,16 @@ def save_top_inputs(
     k: int = 8,
     max_units: int = 16,
 ) -> str:
-    """A PNG with one row per unit: the ``k`` inputs that activate it most.
+    """A picture with one row per unit: the ``k`` inputs that activate it most.
+
+    All tiles share one grey scale, the min and max of ``x``.
 
     Returns
     -------
     str
         ``path``; the grid has ``min(units, max_units)`` rows and ``k`` columns.
     """
+    fmt = _picture_format(path)
     data = _data(net, x)
     index = top_inputs(net, data, layer=layer, k=k)[: integer("max_units", max_units, 1)]
     flat = data.reshape(len(data), -1)
@@ -654,4 +701,4 @@ def save_top_inputs(
     scaled = (picks - low) / (high - low if high > low else 1.0)
     images = _as_images(scaled, net.graph.input_shape)
     zoom = _default_zoom(images)
-    return _write(path, _png_bytes_from_array(tile_mosaic(images, index.shape[1], 1, None), zoom))
+    return _write(path, _mosaic_bytes(tile_mosaic(images, index.shape[1], 1, None), zoom, fmt))

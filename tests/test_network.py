@@ -255,3 +255,31 @@ def test_misleading_inputs_get_their_own_messages(small):
     with pytest.raises(DataError, match=r"^x is a pair of arrays, as \[x, w\] for a weighted Autoencoder, but "
                                         r"this Autoencoder has weighted=False"):
         net.train([small, np.ones_like(small)], max_epochs=1)
+
+
+def test_layer_suffixes_other_than_out_are_refused(small):
+    net = aekit.Autoencoder([12, (6, "sigmoid"), 12])
+    np.testing.assert_array_equal(net.encode(small, layer="hid1:out"), net.encode(small, layer="hid1"))
+    for layer in ("hid1:pre", "hid1:bogus"):
+        with pytest.raises(ConfigurationError, match=f"layer must be a layer name such as 'hid1'.*got '{layer}'"):
+            net.encode(small, layer=layer)
+
+
+def test_loss_checks_its_weights_as_train_does(small):
+    net = aekit.Autoencoder([12, 6, 12], weighted=True)
+    with pytest.raises(DataError, match=r"^w must be >= 0, got a minimum of -1 \(first in row 0\)$"):
+        net.loss(small, -np.ones_like(small))
+
+
+def test_misspelt_constructor_keywords_are_named():
+    with pytest.raises(ConfigurationError, match="unknown keyword argument of Autoencoder\\(\\) 'weigthed'; "
+                                                 "did you mean 'weighted'"):
+        aekit.Autoencoder([10, 4, 10], weigthed=True)
+
+
+def test_sampled_codes_are_fresh_each_call_and_reproducible_by_rng(small):
+    first, second = (aekit.Autoencoder([12, (6, "sigmoid"), 12], rng=5) for _ in range(2))
+    draws = [first.encode(small, sample=True) for _ in range(2)]
+    assert not np.array_equal(draws[0], draws[1])
+    np.testing.assert_array_equal([second.encode(small, sample=True) for _ in range(2)], draws)
+    assert aekit.Autoencoder([12, 6, 12], rng=None).seed != aekit.Autoencoder([12, 6, 12], rng=None).seed

@@ -189,17 +189,56 @@ def test_bad_preprocessing_in_a_model_file_is_a_model_file_error(tmp_path, corre
 
 
 # ------------------------------------------------------------------ patches
+def _windows(images, size):
+    """Every size x size window of every image, by plain slicing: (image, row, col) and the pixels."""
+    where, pixels = [], []
+    for m, image in enumerate(images):
+        height, width = image.shape[-2:]
+        for r in range(height - size + 1):
+            for c in range(width - size + 1):
+                where.append((m, r, c))
+                pixels.append(image[..., r:r + size, c:c + size].ravel())  # (C, size, size) order for colour
+    return np.array(where), np.array(pixels, dtype=np.float32)
+
+
+def _locate(patches, images, size):
+    """The (image, row, col) each patch was cut from, found by brute force; asserts there is one."""
+    where, pixels = _windows(images, size)
+    match = (patches[:, None, :] == pixels[None]).all(axis=2)
+    assert match.any(axis=1).all(), f"{np.sum(~match.any(axis=1))} patches are not windows of the images"
+    return where[match.argmax(axis=1)]
+
+
 def test_extract_patches_are_real_windows(rng):
     images = rng.random((3, 20, 30))
-    raw = extract_patches(images, size=5, n=200, rng=1, normalize=False)
-    assert raw.shape == (200, 25) and raw.dtype == np.float32
-    # Every patch is some 5x5 window of some image.
-    windows = np.lib.stride_tricks.sliding_window_view(images, (5, 5), axis=(1, 2)).reshape(-1, 25)
-    distances = ((raw[:20, None, :] - windows[None].astype(np.float32)) ** 2).sum(-1).min(axis=1)
-    np.testing.assert_allclose(distances, 0, atol=1e-10)
+    raw = extract_patches(images, size=5, n=600, rng=1, normalize=False)
+    assert raw.shape == (600, 25) and raw.dtype == np.float32
+    found = _locate(raw, images, 5)
+    # Every image and every row and column a window can start at is drawn (no off-by-one at the edges).
+    assert set(found[:, 0]) == {0, 1, 2}
+    assert set(found[:, 1]) == set(range(16)) and set(found[:, 2]) == set(range(26))
     np.testing.assert_array_equal(extract_patches(images, 5, 200, rng=1), extract_patches(images, 5, 200, rng=1))
-    colour = extract_patches(rng.random((2, 3, 10, 10)), size=4, n=7, rng=0, normalize=False)
-    assert colour.shape == (7, 48)
+
+
+def test_colour_patches_are_windows_of_all_channels(rng):
+    images = rng.random((2, 3, 10, 10))
+    colour = extract_patches(images, size=4, n=200, rng=0, normalize=False)
+    assert colour.shape == (200, 48)
+    found = _locate(colour, images, 4)  # all three channels of one window, in (C, H, W) order
+    assert set(found[:, 0]) == {0, 1}
+
+
+def test_patches_from_images_of_different_sizes(rng):
+    images = [rng.random((10, 12)), rng.random((30, 9))]
+    p = extract_patches(images, size=8, n=300, rng=0, normalize=False)
+    assert p.shape == (300, 64)
+    found = _locate(p, images, 8)
+    assert set(found[:, 0]) == {0, 1}
+    # The two images are drawn about equally often, whatever their number of windows (15 and 46).
+    assert 0.4 < np.mean(found[:, 0] == 0) < 0.6
+    # and mixed: not all patches of one image first
+    assert 0 < np.mean(found[:150, 0] == 0) < 1
+    assert extract_patches(images, size=8, n=50, rng=0).shape == (50, 64)
 
 
 def test_ufldl_normalisation(rng):
@@ -216,11 +255,6 @@ def test_ufldl_normalisation(rng):
     np.testing.assert_allclose(normalize_patches(raw), reference, atol=1e-12)
     with pytest.raises(DataError, match="do not fit"):
         extract_patches(images, size=40, n=1)
-
-
-def test_patches_from_images_of_different_sizes(rng):
-    p = extract_patches([rng.random((10, 12)), rng.random((30, 9))], size=8, n=50, rng=0)
-    assert p.shape == (50, 64)
 
 
 def test_whiten_images_flattens_the_spectrum(rng):

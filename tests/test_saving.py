@@ -144,3 +144,69 @@ def test_newer_format_versions_are_refused(trained, tmp_path):
     path.write_bytes(bytes(raw[:8]) + bytes(header) + bytes(raw[8 + n:]))
     with pytest.raises(ModelFileError, match="format version 9, newer than"):
         aekit.load(path)
+
+
+def _header(raw: bytes) -> tuple[int, dict]:
+    (n,) = struct.unpack("<Q", raw[:8])
+    return n, json.loads(raw[8:8 + n])
+
+
+def test_same_model_same_bytes(trained, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save as st_save
+
+    from aekit.preprocessing import StandardScaler
+    from aekit.saving import model_metadata, model_tensors
+
+    net, x = trained
+    net.set_preprocessing(StandardScaler().fit(x))  # more metadata keys, more tensors
+    files = []
+    for i in range(6):  # safetensors' own metadata order changed from call to call
+        net.save(tmp_path / f"m{i}.aekit")
+        files.append((tmp_path / f"m{i}.aekit").read_bytes())
+    assert all(raw == files[0] for raw in files)
+    # save -> load -> save gives the same bytes again
+    aekit.load(tmp_path / "m0.aekit").save(tmp_path / "again.aekit")
+    assert (tmp_path / "again.aekit").read_bytes() == files[0]
+
+    # Still the safetensors layout: a header padded to 8 bytes, then the same data and
+    # header content as safetensors' own writer gives for the same tensors and metadata.
+    n, header = _header(files[0])
+    assert n % 8 == 0 and files[0][8:9] == b"{"
+    tensors = {k: v.detach().contiguous() for k, v in model_tensors(net).items()}
+    meta = {k: json.dumps(v) for k, v in model_metadata(net).items()}
+    meta.update(format="aekit", format_version="1", aekit_version=aekit.__version__)
+    reference = st_save(tensors, metadata=meta)
+    ref_n, ref_header = _header(reference)
+    assert header == ref_header
+    assert files[0][8 + n:] == reference[8 + ref_n:]
+    assert list(header["__metadata__"]) == sorted(meta)
+    with safe_open(str(tmp_path / "m0.aekit"), "pt") as handle:
+        assert handle.metadata() == meta
+        for key, value in tensors.items():
+            assert torch.equal(handle.get_tensor(key), value)
+
+
+def test_files_with_the_metadata_in_any_order_still_load(trained, tmp_path):
+    from safetensors.torch import save as st_save
+
+    from aekit.saving import model_metadata, model_tensors
+
+    net, x = trained
+    # Files written before the header was put in order: safetensors' own writer, keys unsorted.
+    meta = {k: json.dumps(v) for k, v in reversed(model_metadata(net).items())}
+    meta.update(aekit_version="0.1.0", format_version="1", format="aekit")
+    raw = st_save({k: v.detach().contiguous() for k, v in model_tensors(net).items()}, metadata=meta)
+    (tmp_path / "old.aekit").write_bytes(raw)
+    np.testing.assert_array_equal(aekit.load(tmp_path / "old.aekit").predict(x), net.predict(x))
+
+
+def test_every_loss_weight_round_trips(tmp_path):
+    net = aekit.Autoencoder([8, (3, "sigmoid"), (8, "sigmoid")], loss="mae", rng=0)
+    net.set_loss("bce", weight=0.5)
+    net.add_loss("mse", weight=2.0)
+    net.save(tmp_path / "m.aekit")
+    again = aekit.load(tmp_path / "m.aekit")
+    assert [(t.name, t.weight) for t in again.losses] == [("bce", 0.5), ("mse", 2.0)]
+    x = np.random.default_rng(0).random((5, 8)).astype(np.float32)
+    assert again.loss(x).item() == net.loss(x).item()

@@ -157,6 +157,15 @@ def test_batch_norm_leaves_out_a_lone_last_example(x):
     assert net.predict(x[:1]).shape == (1, 64)  # inference uses the running statistics
 
 
+def test_momentum_is_refused_where_the_algorithm_has_none(x):
+    net = aekit.Autoencoder([64, 8, 64])
+    for algo in ("adam", "adagrad", "adadelta", "rprop", "lbfgs"):
+        with pytest.raises(ConfigurationError, match=f"momentum applies to algo 'sgd', 'nag', 'rmsprop', but algo "
+                                                     f"is '{algo}'"):
+            net.train(x, algo=algo, momentum=0.5, max_epochs=1)
+    net.train(x[:64], algo="nag", momentum=0.5, max_epochs=1, validate_every=0)
+
+
 def test_weighted_training(x):
     w = np.ones_like(x)
     w[:, 32:] = 0.0

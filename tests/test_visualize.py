@@ -100,8 +100,14 @@ def test_conv_filters_are_normalised_kernels():
     w = net.find("hid1", "w").detach().numpy()  # torch layout (out, in, k, k)
     expected = w[:, 0] / np.linalg.norm(w.reshape(4, -1), axis=1)[:, None, None]
     np.testing.assert_allclose(feats, expected, atol=1e-6)
-    ascent = V.feature_images(net, "hid1", method="ascent", steps=50)
-    assert ascent.shape == (4, 8, 8)
+    # The unit is channel c at the centre output position (2, 2).  'same' padding of an 8-pixel
+    # side by kernel 3 stride 2 pads one pixel at the end only, so that position reads the window
+    # [4:7, 4:7]; its pre-activation is linear in x, maximal under ||x|| <= 1 for the kernel
+    # divided by its norm in that window and zero elsewhere.
+    centred = np.zeros((4, 8, 8))
+    centred[:, 4:7, 4:7] = expected
+    ascent = V.feature_images(net, "hid1", method="ascent", steps=150)
+    np.testing.assert_allclose(ascent, centred, atol=1e-4)
 
 
 def test_bad_arguments_name_what_was_wrong(trained):
@@ -179,19 +185,174 @@ def test_save_tiles_writes_a_png_of_the_expected_size(tmp_path, trained):
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
 
 
-def test_plots_write_valid_pngs(tmp_path, trained):
-    net, x, y = trained
+@pytest.fixture
+def figures(monkeypatch):
+    """The matplotlib figures the plotting functions write, captured as they are written."""
+    drawn = []
+    write = V._figure_bytes
+
+    def capture(fig, fmt):
+        drawn.append(fig)
+        return write(fig, fmt)
+
+    monkeypatch.setattr(V, "_figure_bytes", capture)
+    return drawn
+
+
+def test_plot_reconstructions_has_two_rows_of_tiles(tmp_path, trained):
+    net, x, _ = trained
     recon = mpimg.imread(V.plot_reconstructions(net, x, tmp_path / "r.png", n=5, zoom=2))
     assert recon.shape[:2] == (2 * (2 * 9 + 1), 2 * (5 * 9 + 1))
-    for path in (
-        V.plot_history(net, tmp_path / "h.png"),
-        V.plot_codes(net, x[:200], tmp_path / "c.png", labels=y[:200]),
-        V.plot_codes(net, x[:50], tmp_path / "c2.png"),
-        V.plot_activations(net, x[:200], tmp_path / "a.png", max_units=4),
-        V.save_top_inputs(net, x, tmp_path / "top.png", k=4, max_units=6),
-    ):
-        img = mpimg.imread(path)
-        assert img.ndim == 3 and img.shape[0] > 20 and img.shape[1] > 20
+
+
+def test_plot_history_draws_the_history(tmp_path, figures):
+    from types import SimpleNamespace
+
+    history = [{"epoch": 1, "train": {"loss": 4.0, "err": 2.0}, "valid": {"loss": 5.0}},
+               {"epoch": 2, "train": {"loss": 1.0, "err": 0.5}, "valid": {}},
+               {"epoch": 3, "train": {"loss": 0.1, "err": 0.05}, "valid": {"loss": 0.2}}]
+    V.plot_history(SimpleNamespace(history=history), tmp_path / "h.png")
+    (ax,) = figures[-1].axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    expected = {"train loss": ([1, 2, 3], [4.0, 1.0, 0.1], "-"), "train err": ([1, 2, 3], [2.0, 0.5, 0.05], "-"),
+                "valid loss": ([1, 3], [5.0, 0.2], "--")}  # no 'valid err': never monitored
+    assert sorted(lines) == sorted(expected)
+    for label, (epochs, values, style) in expected.items():
+        np.testing.assert_array_equal(lines[label].get_xdata(), epochs)
+        np.testing.assert_array_equal(lines[label].get_ydata(), values)
+        assert lines[label].get_linestyle() == style
+    assert ax.get_yscale() == "log"  # values span 5 / 0.05 = 100 > 20
+    V.plot_history(SimpleNamespace(history=history[1:2]), tmp_path / "h2.png")
+    assert figures[-1].axes[0].get_yscale() == "linear"  # span 1 / 0.5
+    V.plot_history(SimpleNamespace(history=[]), tmp_path / "h3.png")
+    assert [t.get_text() for t in figures[-1].axes[0].texts] == ["no training history"]
+
+
+def _aligned(points, reference):
+    """``points`` with each column's sign flipped to agree with ``reference`` (PCA signs are arbitrary)."""
+    signs = np.sign(np.sum(points * reference, axis=0))
+    return points * signs
+
+
+def test_plot_codes_draws_the_pca_of_the_codes(tmp_path, trained, figures):
+    from sklearn.decomposition import PCA
+
+    net, x, y = trained
+    z = net.encode(x[:200]).astype(np.float64)
+    reference = PCA(n_components=2).fit_transform(z)
+    V.plot_codes(net, x[:200], tmp_path / "c.png")
+    (ax,) = figures[-1].axes
+    (scatter,) = ax.collections
+    np.testing.assert_allclose(_aligned(np.asarray(scatter.get_offsets()), reference), reference, atol=1e-9)
+    # With labels: one scatter per class, in sorted class order, holding that class's points.
+    V.plot_codes(net, x[:200], tmp_path / "c2.png", labels=y[:200])
+    ax = figures[-1].axes[0]
+    classes = np.unique(y[:200])
+    assert [c.get_label() for c in ax.collections] == [str(c) for c in classes]
+    drawn = np.concatenate([np.asarray(c.get_offsets()) for c in ax.collections])
+    expected = np.concatenate([reference[y[:200] == c] for c in classes])
+    np.testing.assert_allclose(_aligned(drawn, expected), expected, atol=1e-9)
+
+
+def test_plot_activations_draws_each_units_histogram(tmp_path, trained, figures):
+    net, x, _ = trained
+    V.plot_activations(net, x[:200], tmp_path / "a.png", max_units=5, bins=12)
+    h = net.encode(x[:200], layer="hid1")
+    axes = figures[-1].axes
+    assert len(axes) == 6 and not axes[5].axison  # a 2x3 grid, the last cell empty
+    for unit in range(5):
+        counts, edges = np.histogram(h[:, unit], bins=12)
+        bars = axes[unit].patches
+        np.testing.assert_array_equal([bar.get_height() for bar in bars], counts)
+        np.testing.assert_allclose([bar.get_x() for bar in bars], edges[:-1], rtol=1e-6)
+        assert axes[unit].get_title() == f"unit {unit}"
+
+
+def test_save_top_inputs_shows_the_top_inputs_of_each_unit(tmp_path, trained):
+    net, x, _ = trained
+    k, units, zoom = 4, 6, 4  # 8x8 tiles are zoomed to 32 px
+    img = mpimg.imread(V.save_top_inputs(net, x, tmp_path / "top.png", k=k, max_units=units))
+    codes = net.encode(x)
+    order = np.argsort(-codes, axis=0)
+    ranked = np.take_along_axis(codes, order, axis=0)
+    assert np.all(ranked[:k] > ranked[1:k + 1])  # no ties: the top k of each unit are well defined
+    scaled = (x - x.min()) / (x.max() - x.min())
+    mosaic = np.zeros((units * 9 + 1, k * 9 + 1))
+    for unit in range(units):
+        for rank in range(k):
+            mosaic[1 + unit * 9: 9 + unit * 9, 1 + rank * 9: 9 + rank * 9] = scaled[order[rank, unit]].reshape(8, 8)
+    expected = np.kron(mosaic, np.ones((zoom, zoom)))
+    assert img.shape[:2] == expected.shape
+    np.testing.assert_allclose(img[..., 0], expected, atol=1.01 / 255)  # 8-bit grey levels
+
+
+def _writers(net, x):
+    """Every picture-writing function of visualize, as name -> (call on a path, draws a figure)."""
+    tiles = np.random.default_rng(0).random((4, 5, 5))
+    return {
+        "save_tiles": (lambda p: V.save_tiles(tiles, p), False),
+        "save_tiles titled": (lambda p: V.save_tiles(tiles, p, titles="abcd"), True),
+        "plot_reconstructions": (lambda p: V.plot_reconstructions(net, x, p, n=3), False),
+        "plot_history": (lambda p: V.plot_history(net, p), True),
+        "plot_codes": (lambda p: V.plot_codes(net, x[:50], p), True),
+        "plot_activations": (lambda p: V.plot_activations(net, x[:50], p, max_units=1), True),
+        "save_top_inputs": (lambda p: V.save_top_inputs(net, x[:50], p, k=2, max_units=2), False),
+    }
+
+
+# The first bytes of each format, from its specification.
+MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".jpg": b"\xff\xd8\xff", ".JPEG": b"\xff\xd8\xff", ".pdf": b"%PDF-",
+         ".tiff": (b"II*\x00", b"MM\x00*"), ".gif": b"GIF8", ".svg": b"<?xml", ".eps": b"%!PS-Adobe", "": b"\x89PNG"}
+
+
+def _head(path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(16)
+
+
+def test_pixel_pictures_honour_the_suffix(tmp_path, trained):
+    net, x, _ = trained
+    for name, (write, figure) in _writers(net, x).items():
+        if not figure:
+            for suffix in (".jpg", ".png"):
+                assert _head(write(tmp_path / f"{name}{suffix}")).startswith(MAGIC[suffix]), (name, suffix)
+    tiles = np.random.default_rng(1).random((6, 4, 4))
+    for suffix, magic in MAGIC.items():
+        assert _head(V.save_tiles(tiles, tmp_path / f"tiles{suffix}")).startswith(magic), suffix
+    # The JPEG holds the PNG's picture, up to its lossy compression.
+    from PIL import Image
+
+    png = np.asarray(Image.open(V.save_tiles(tiles, tmp_path / "t.png", zoom=4)).convert("L"), dtype=float)
+    jpeg = Image.open(V.save_tiles(tiles, tmp_path / "t.jpg", zoom=4))
+    assert jpeg.format == "JPEG" and jpeg.size == png.shape[::-1]
+    assert np.abs(np.asarray(jpeg.convert("L"), dtype=float) - png).mean() < 8
+
+
+def test_figures_honour_the_suffix(tmp_path, trained):
+    net, x, _ = trained
+    writers = _writers(net, x)
+    for name, (write, figure) in writers.items():
+        if figure:
+            assert _head(write(tmp_path / f"{name}.jpg")).startswith(MAGIC[".jpg"]), name
+    assert _head(writers["plot_history"][0](tmp_path / "h.png")).startswith(MAGIC[".png"])
+
+
+def test_unsupported_suffixes_and_missing_folders_are_configuration_errors(tmp_path, trained):
+    net, x, _ = trained
+    (tmp_path / "folder.png").mkdir()
+    missing = tmp_path / "nonexistent" / "dir" / "t.png"
+    for name, (write, _) in _writers(net, x).items():
+        for path, suffix in (("p.txt", ".txt"), ("p.pgf", ".pgf"), ("p.png.bak", ".bak")):
+            with pytest.raises(aekit.ConfigurationError,
+                               match=rf"path .* has suffix '\{suffix}'; expected one of .*'\.jpg'.*or none for PNG"):
+                write(tmp_path / path)
+        # Not a ModelFileError (the class atomic_write gives model files): a bad path argument.
+        with pytest.raises(aekit.ConfigurationError) as error:
+            write(missing)
+        assert str(error.value) == f"path {str(missing)!r}: folder {str(missing.parent)!r} does not exist", name
+        with pytest.raises(aekit.ConfigurationError, match="is a folder, not a file"):
+            write(tmp_path / "folder.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["folder.png"]  # nothing written by a refused call
 
 
 def test_top_inputs_are_the_most_activating_rows(trained):
