@@ -117,6 +117,7 @@ def test_resume_refuses_a_different_model_data_or_algorithm(x, tmp_path, change,
 def test_changed_options_are_used_and_logged(x, tmp_path, caplog):
     path = tmp_path / "c.ckpt"
     make().train(x, max_epochs=1, checkpoint=path, validate_every=0, learning_rate=1e-3)
+    start = aekit.load(path)  # the parameters after epoch 1
     net = make()
     trainer_lr = []
     with caplog.at_level(logging.WARNING, logger="aekit.checkpoint"):
@@ -124,6 +125,13 @@ def test_changed_options_are_used_and_logged(x, tmp_path, caplog):
             trainer_lr.append(True)
     assert "learning_rate: checkpoint has 0.001, this run has 0.005" in caplog.text
     assert len(trainer_lr) == 1  # one more epoch, not two
+    # Used, not only logged: from the same checkpoint (Adam's moments restored), the epoch at
+    # 5e-3 moves the parameters several times as far (3.9 here) as the epoch at the saved 1e-3;
+    # had the saved rate been kept, the two runs would be identical (ratio 1).
+    kept = make()
+    kept.train(x, max_epochs=2, checkpoint=tmp_path / "c2.ckpt", validate_every=0, learning_rate=1e-3)
+    moved = [torch.cat([(p - q).detach().flatten() for p, q in zip(n.params, start.params)]).norm() for n in (net, kept)]
+    assert 3.0 < (moved[0] / moved[1]).item() < 6.0
 
 
 def test_resume_without_a_file_starts_fresh_and_says_so(x, tmp_path, caplog):

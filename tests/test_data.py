@@ -167,9 +167,17 @@ def test_image_folder_gray_and_rgb(tmp_path, rng):
     x = aekit.load_data(folder)
     assert x.shape == (2, 3, 6, 7)
     np.testing.assert_allclose(x, rgb.transpose(0, 3, 1, 2) / 255.0, rtol=1e-6)
-    # JPEG is lossy: check shape and closeness only.
+    # color='gray' converts as Pillow's convert('L') (ITU-R 601-2 luma), in file-name order; the
+    # JPEG is compared with its own decoded pixels, as the file holds them after compression.
     Image.fromarray(rgb[0], mode="RGB").save(folder / "z.jpg", quality=95)
-    assert aekit.load_data(folder, color="gray").shape == (3, 6, 7)
+    gray_x = aekit.load_data(folder, color="gray")
+    assert gray_x.shape == (3, 6, 7)
+    expected = [np.asarray(Image.open(folder / name).convert("L")) / 255.0 for name in ("0.png", "1.png", "z.jpg")]
+    np.testing.assert_allclose(gray_x, np.stack(expected), atol=1e-6)
+    luma = (rgb[0] @ np.array([0.299, 0.587, 0.114])) / 255.0
+    np.testing.assert_allclose(gray_x[0], luma, atol=1 / 255)
+    decoded = np.asarray(Image.open(folder / "z.jpg").convert("RGB")).transpose(2, 0, 1) / 255.0
+    np.testing.assert_allclose(aekit.load_data(folder, color="rgb")[2], decoded, atol=1e-6)
 
 
 def test_image_folder_of_mixed_sizes_is_refused(tmp_path):

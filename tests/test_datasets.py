@@ -132,5 +132,9 @@ def test_offline_download_is_a_clear_data_error(tmp_path, monkeypatch):
 
 
 def test_top_level_names():
-    assert aekit.datasets is datasets and callable(aekit.load_data)
+    # The public surface is __init__'s sorted __all__, every name importable (DESIGN.md).
+    assert aekit.datasets is datasets and aekit.load_data is aekit.loaders.load_data
+    assert aekit.__all__ == sorted(aekit.__all__)
     assert {"datasets", "load_data", "preprocessing", "StreamingSource"} <= set(aekit.__all__)
+    assert all(getattr(aekit, name) is not None for name in aekit.__all__)
+    assert set(aekit.__all__) <= set(dir(aekit))

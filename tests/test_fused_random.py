@@ -72,6 +72,11 @@ def test_random_models_match_autograd(model, seed):
         net.add_loss(name, weight=weight)
     regs = reg.Regularizers.from_kwargs(code_layer=net.code_layer, **kwargs)
     step = DenseChainStep.build(net, regs)
+    # Everything drawn here is the step's, except a contractive penalty beyond the first hidden
+    # layer or with input corruption: exactly those must be left to autograd.
+    contractive_elsewhere = bool(set(reg.match(regs.contractive, net.graph.hidden_names)) - {"hid1"})
+    uncovered = bool(regs.contractive) and (contractive_elsewhere or bool(regs.input_noise or regs.input_dropout))
+    assert (step is None) == uncovered, (layers, kwargs)
     if step is None:
         return  # autograd's path: nothing to compare
     net.graph.double()

@@ -28,7 +28,23 @@ def test_readme_example_runs(block, tmp_path, monkeypatch):
     namespace: dict = {"__name__": "__readme__"}
     exec(compile(block.replace("../shared/data", str(README.parents[1] / "shared" / "data")),
                  "README.md", "exec"), namespace)
+    # Every file the example names is there afterwards, complete: pictures are PNGs and model
+    # files load.
+    import aekit
+
+    for name in WRITTEN.findall(block):
+        path = tmp_path / name
+        assert path.is_file() and path.stat().st_size > 0, f"the example names {name} but did not write it"
+        if name.endswith(".png"):
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        elif name.endswith(".aekit"):
+            assert aekit.load(path).num_params > 0
 
 
-def test_readme_has_examples():
-    assert len(BLOCKS) >= 2
+WRITTEN = re.compile(r"""["']([\w.-]+\.(?:png|aekit|npy|csv))["']""")
+
+
+def test_readme_examples_write_pictures_and_models():
+    # The examples above check their files; this keeps them from quietly dropping all of them.
+    named = {name for block in BLOCKS for name in WRITTEN.findall(block)}
+    assert {"model.aekit", "features.png", "reconstructions.png"} <= named

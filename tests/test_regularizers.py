@@ -265,3 +265,22 @@ def test_noise_is_training_only():
     assert torch.equal(a, b)
     c, _ = net.loss_terms(x, None, regs, training=True)
     assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    (dict(input_noise=0.3), 0.09),  # E (x + 0.3 e - x)^2 = 0.3^2
+    (dict(hidden_noise=0.3), 0.09),
+    (dict(input_dropout=0.25), 1 / 3),  # E (x m / (1 - p) - x)^2 = x^2 p / (1 - p), x = 1
+    (dict(hidden_dropout=0.25), 1 / 3),
+])
+def test_noise_and_dropout_have_their_stated_statistics(kwargs, expected):
+    # An identity chain passes its corruption straight to the output, so the training loss of
+    # x = 1 is the corruption's mean square; over 400,000 values its standard error is < 0.5%.
+    net = aekit.Autoencoder([4, (4, "linear"), (4, "linear")])
+    with torch.no_grad():
+        for layer in ("hid1", "out"):
+            net.find(layer, "w").copy_(torch.eye(4))
+            net.find(layer, "b").zero_()
+    x = np.ones((100_000, 4), np.float32)
+    assert net.loss(x).item() == 0.0
+    assert net.loss(x, **kwargs).item() == pytest.approx(expected, rel=0.02)

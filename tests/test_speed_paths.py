@@ -91,11 +91,18 @@ def test_autocast_contractive_training_lands_near_fp32(precision):
     assert got["loss"] == pytest.approx(ref["loss"], rel=0.05)
 
 
-def test_fp16_with_gradient_clipping_uses_the_scaler():
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_mixed_precision_clips_the_true_gradient_norm(precision):
+    # One SGD step of learning rate 1 moves the parameters by the clipped gradient: its norm is
+    # max_gradient_norm only if fp16's loss scale was divided out before clipping (clipping the
+    # scaled gradient would give a step 65536 times too small).
     x = _data(64, 20)
     net = _net()
-    train, _ = net.train(x, batch_size=32, max_epochs=2, validate_every=0, precision="fp16", max_gradient_norm=0.5)
-    assert np.isfinite(train["loss"])
+    before = [p.detach().clone() for p in net.params]
+    net.train(x, algo="sgd", learning_rate=1.0, momentum=0.0, batch_size=64, max_epochs=1, shuffle=False,
+              validate_every=0, precision=precision, max_gradient_norm=0.01)
+    step = torch.cat([(p.detach() - b).flatten() for p, b in zip(net.params, before)])
+    assert step.norm().item() == pytest.approx(0.01, rel=1e-3)
 
 
 @pytest.mark.parametrize("key,value", [("precision", "fp8"), ("compile", "yes"), ("compile", 1.5)])
@@ -104,9 +111,17 @@ def test_bad_speed_options_are_refused(key, value):
         _net().train(_data(), max_epochs=1, **{key: value})
 
 
-def test_precision_aliases_are_accepted():
-    train, _ = _net().train(_data(), max_epochs=1, validate_every=0, precision="bfloat16")
-    assert np.isfinite(train["loss"])
+@pytest.mark.parametrize("alias,name", [("bfloat16", "bf16"), ("float16", "fp16"), ("float32", "fp32")])
+def test_precision_aliases_train_as_their_names(alias, name):
+    by_alias, by_name = _net(), _net()
+    by_alias.train(_data(), max_epochs=1, validate_every=0, precision=alias)
+    by_name.train(_data(), max_epochs=1, validate_every=0, precision=name)
+    for a, b in zip(by_alias.params, by_name.params):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    if name != "fp32":  # and the low precision really is used
+        reference = _net()
+        reference.train(_data(), max_epochs=1, validate_every=0)
+        assert not torch.equal(reference.find("hid1", "w"), by_name.find("hid1", "w"))
 
 
 def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):
