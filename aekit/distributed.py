@@ -425,6 +425,9 @@ class DistributedTrainer(_Trainer):
         log.info("data-parallel training on %d processes (%s): batch_size %d per process, %d per step",
                  self.world, torch.distributed.get_backend(), options.batch_size, self.effective_batch_size)
 
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, rank={self.rank}, world={self.world})"
+
     @property
     def effective_batch_size(self) -> int:
         """Examples per optimizer step over all processes."""

@@ -132,6 +132,9 @@ class _Link:
         self.is_last = False  # set by DenseChainStep.build
         self.accumulate_w = False  # tied weight already written by a later layer: add, do not overwrite
 
+    def __repr__(self) -> str:
+        return f"_Link({self.name}:{self.size} {self.act_name}{' tied' if self.tied else ''})"
+
     @property
     def params(self) -> list[torch.nn.Parameter]:
         """The parameters whose gradients this link writes (a tied link: not its partner's W)."""
@@ -175,6 +178,11 @@ class DenseChainStep:
         self.sparsity_target = sparsity_target
         self._buffers: dict[tuple, _Workspace] = {}
         self._ones: dict[tuple, torch.Tensor] = {}
+
+    def __repr__(self) -> str:
+        chain = " -> ".join(f"{link.name}:{link.size} {link.act_name}{' tied' if link.tied else ''}"
+                            for link in self.links)
+        return f"DenseChainStep({chain}; terms {', '.join(self.keys)})"
 
     def _one(self, x: torch.Tensor) -> torch.Tensor:
         """A 0-d tensor 1 like ``x``: the ``grad_output`` of the MSE backward (made once per device)."""
@@ -502,6 +510,9 @@ class _Workspace:
         corrupted = step.input_noise or step.input_dropout
         self.x_in = torch.empty_like(x) if corrupted else None
         self.x_mask = torch.empty_like(x) if step.input_dropout else None
+
+    def __repr__(self) -> str:
+        return f"_Workspace(batch of {self.outs[0].shape[0]}, layers {[t.shape[1] for t in self.outs]})"
 
     @staticmethod
     def corrupt(t: torch.Tensor, noise: float, dropout: float, result: torch.Tensor | None,

@@ -77,6 +77,9 @@ class FusedAdamUpdate:
         self._state: tuple[list[torch.Tensor], ...] | None = None
         self._live: dict | None = None  # the optimizer.state object self._state was gathered from
 
+    def __repr__(self) -> str:
+        return f"FusedAdamUpdate({len(self.params)} parameters, lr={self.group['lr']:g})"
+
     @classmethod
     def build(cls, optimizer: torch.optim.Optimizer) -> FusedAdamUpdate | None:
         if type(optimizer) is not torch.optim.Adam or len(optimizer.param_groups) != 1:
@@ -169,6 +172,12 @@ class StepRunner:
         self.fast: DenseChainStep | None = None
         self._update_params = FusedAdamUpdate.build(optimizer) if self.amp_dtype is None else None
         self._fast_candidate = None if (want or self.amp_dtype is not None) else DenseChainStep.build(net, regs)
+
+    def __repr__(self) -> str:
+        path = "hand-derived" if (self.fast or self._fast_candidate) is not None else "autograd"
+        precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp_dtype, "fp32")
+        return (f"StepRunner({path} step, {type(self.optimizer).__name__}, precision={precision!r}, "
+                f"compile={self._compiled is not None or self._compile_pending})")
 
     # ------------------------------------------------------------------ the objective
     def _objective(self, xb: torch.Tensor, wb: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -228,6 +228,10 @@ class TensorSource:
         self.x = x
         self.w = w
 
+    def __repr__(self) -> str:
+        weights = "" if self.w is None else ", weighted"
+        return f"TensorSource({len(self)} examples of shape {tuple(self.x.shape[1:])}{weights}, {self.x.device})"
+
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
@@ -357,6 +361,10 @@ class _Trainer:
         self.valid_monitors: dict[str, float] = {}
         self.checkpointer = None  # an aekit.checkpoint.Checkpointer when train(checkpoint=...)
         self.resumed = False
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(algo={self.options.algo!r}, epoch={self.epoch}, "
+                f"best_epoch={self.best_epoch}, source={self.source!r})")
 
     # -------------------------------------------------------------- steps
     def _step(self, xb: torch.Tensor, wb: torch.Tensor | None) -> torch.Tensor:
