@@ -8,22 +8,28 @@
     aekit score MODEL DATA [--output errors.csv]
     aekit diagnose MODEL DATA
     aekit report MODEL DATA --output DIR
-    aekit info MODEL
+    aekit info MODEL-OR-CHECKPOINT
     aekit demo [--output DIR]
 
-Errors are one line on stderr (``aekit: error: ...``) and a non-zero exit code:
-2 for a bad command line, 1 for anything else; ``--debug`` shows the traceback.
-Outputs are written atomically, so a failed run never damages an existing file.
+DATA is any file :func:`aekit.load_data` reads; ``FILE.npz:NAME`` picks one array of an ``.npz``.
+
+Errors are one line on stderr (``aekit: error: ...``) naming the flag, config key or file at
+fault, and a non-zero exit code: 2 for a bad command line (argparse's errors, and option or config
+values that aekit refuses: :class:`~aekit.errors.ConfigurationError`), 1 for anything else (data,
+model files, a diverged run, ...); ``--debug`` shows the traceback.  Outputs are written
+atomically and never onto an input, so a failed run never damages an existing file.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import logging
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -34,13 +40,16 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import AekitError, ConfigurationError, DataError, unknown_name_error
+from .errors import AekitError, ConfigurationError, DataError, TrainingDiverged, unknown_name_error
 
 __all__ = ["build_parser", "load_config", "main", "parse_layers_arg"]
 
 log = logging.getLogger(__name__)
 
 OUTPUT_SUFFIXES = (".npy", ".csv")
+# Suffixes of files aekit reads as data: `train` refuses to write a model under such a name.
+DATA_SUFFIXES = (".npy", ".npz", ".csv", ".tsv", ".txt", ".dat", ".gz", ".idx", ".png", ".jpg", ".jpeg",
+                 ".bmp", ".gif", ".tif", ".tiff")
 
 
 class UsageError(Exception):
@@ -86,15 +95,23 @@ def parse_layers_arg(text: str) -> list[Any]:
     return layers
 
 
-def _layers_from_config(value: Any) -> list[Any]:
+def _layers_from_config(value: Any, label: str = "config key 'layers'") -> list[Any]:
     if isinstance(value, str):
-        return parse_layers_arg(value)
+        try:
+            return parse_layers_arg(value)
+        except ConfigurationError as error:
+            raise ConfigurationError(str(error).replace("--layers", label)) from None
     if not isinstance(value, list) or len(value) < 2:
-        raise ConfigurationError(f"config 'layers' must be a list of at least two layers or a string, got {value!r}")
+        raise ConfigurationError(f"{label} must be a list of at least two layers or a string like "
+                                 f"'784,64,784', got {value!r}")
     out: list[Any] = []
     for item in value:
         if isinstance(item, str):
-            out.extend(parse_layers_arg(f"{item},1")[:1])
+            try:
+                out.extend(parse_layers_arg(f"{item},1")[:1])
+            except ConfigurationError as error:
+                raise ConfigurationError(f"{label}: item {item!r} must be SIZE[:ACTIVATION|:tied], e.g. "
+                                         f"'64:sigmoid' ({error})") from None
         elif isinstance(item, list):
             out.append(tuple(item))
         else:
@@ -130,35 +147,131 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise ConfigurationError(f"config file {path!r} is not valid TOML: {error}") from None
 
 
-def load_config(path: str, valid: Iterable[str]) -> dict[str, Any]:
+def load_config(path: str, valid: Iterable[str], kinds: dict[str, tuple[str, Any]] | None = None) -> dict[str, Any]:
     """Read the ``[train]`` table (or the top level) of a TOML file; keys as the flags.
 
     ``learning-rate`` and ``learning_rate`` are the same key; unknown keys are errors.
+    ``kinds`` (key -> (kind, choices), see :func:`_config_kinds`) type-checks the values
+    like their flags: ``tied = "false"`` is refused, not taken as true.
     """
+    return {name: value for name, (_, value) in read_config(path, valid, kinds).items()}
+
+
+def read_config(path: str, valid: Iterable[str],
+                kinds: dict[str, tuple[str, Any]] | None = None) -> dict[str, tuple[str, Any]]:
+    """Like :func:`load_config`, with each value's key as written in the file: name -> (key, value)."""
     data = _read_toml(path)
     table = data.get("train", data)
     if not isinstance(table, dict):
-        raise ConfigurationError(f"config file {path!r}: [train] must be a table")
+        raise ConfigurationError(f"config file {path!r}: [train] must be a table, got {table!r}")
+    if table is not data:
+        stray = sorted(k for k, v in data.items() if k != "train" and not isinstance(v, dict))
+        if stray:  # they would be ignored silently
+            raise ConfigurationError(f"config file {path!r} has keys outside its [train] table: "
+                                     f"{', '.join(map(repr, stray))}; move them into [train]")
     valid = set(valid)
-    config: dict[str, Any] = {}
+    config: dict[str, tuple[str, Any]] = {}
     for key, value in table.items():
         name = {"epochs": "max_epochs"}.get(key.replace("-", "_"), key.replace("-", "_"))
         if name not in valid:
             raise unknown_name_error(f"key in config file {path!r}:", key, sorted(valid))
-        config[name] = value
+        if name in config:
+            raise ConfigurationError(f"config file {path!r} sets {name!r} twice: as {config[name][0]!r} "
+                                     f"and as {key!r}")
+        if kinds and name in kinds:
+            value = _check_config_value(f"config key {key!r} in {path!r}", value, *kinds[name])
+        config[name] = (key, value)
     return config
 
 
+_KIND_TEXT = {"bool": "true or false", "int": "a whole number", "float": "a number", "str": "a string",
+              "bool-or-auto": "true, false or \"auto\"", "bool-or-str": "true, false or \"auto\"",
+              "layers": "a list of layers or a string like \"784,64,784\""}
+
+
+def _check_config_value(label: str, value: Any, kind: str, choices: Any = None) -> Any:
+    """``value`` from a TOML file, checked as its flag would be (TOML has types; argparse converts)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = {
+        "bool": isinstance(value, bool),
+        "int": number and isinstance(value, int),
+        "float": number,
+        "str": isinstance(value, str),
+        "bool-or-auto": isinstance(value, bool) or value == "auto",
+        "bool-or-str": isinstance(value, (bool, str)),
+        "layers": isinstance(value, (str, list)),
+    }.get(kind, True)
+    expected = _KIND_TEXT.get(kind, kind)
+    if ok and choices is not None and value not in choices:
+        ok, expected = False, "one of " + ", ".join(f'"{c}"' for c in choices)
+    if not ok:
+        hint = ""
+        if kind.startswith("bool") and isinstance(value, str) and value.lower() in ("true", "false"):
+            hint = f" (a string; write {value.lower()} without quotes)"
+        elif kind in ("int", "float") and isinstance(value, str):
+            hint = " (a string; write the number without quotes)"
+        raise ConfigurationError(f"{label} must be {expected}, got {value!r}{hint}")
+    return float(value) if kind == "float" else value
+
+
+def _config_kinds(parser: argparse.ArgumentParser) -> dict[str, tuple[str, Any]]:
+    """Config key -> (kind, choices), from the flags of ``parser`` (what argparse would accept)."""
+    kinds: dict[str, tuple[str, Any]] = {}
+    for action in parser._actions:
+        if not action.option_strings:
+            continue
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            kind = "bool"
+        else:
+            kind = {int: "int", float: "float"}.get(action.type, "str")  # type: ignore[arg-type]
+        kinds[action.dest] = (kind, action.choices)
+    # Values the Python API takes that no flag spells.
+    kinds["compile"] = ("bool-or-auto", None)
+    kinds["distributed"] = ("bool-or-str", None)
+    kinds["layers"] = ("layers", None)
+    return kinds
+
+
 # ---------------------------------------------------------------------- data in and out
-def read_data(path: str) -> np.ndarray:
-    """Any file :func:`aekit.load_data` reads (npy, npz, csv, idx, image folders)."""
-    if _is_model_file(path):
-        raise DataError(f"{path!r} is an aekit model file; pass it as MODEL, not as data")
+def split_data_arg(text: str) -> tuple[str, str | None]:
+    """``'data.npz:train'`` -> ``('data.npz', 'train')``; any other argument -> ``(text, None)``.
+
+    A file whose own name has the colon wins over the split.
+    """
+    text = os.fspath(text)
+    if ":" in text and not os.path.exists(text):
+        head, _, key = text.rpartition(":")
+        if key and head.lower().endswith(".npz"):
+            return head, key
+    return text, None
+
+
+def read_data(path: str, flag: str | None = None) -> np.ndarray:
+    """Any file :func:`aekit.load_data` reads (npy, npz, csv, idx, image folders); ``FILE.npz:NAME``.
+
+    ``flag`` (e.g. ``'--valid'``) is named in errors about the file.
+    """
+    file, key = split_data_arg(path)
     try:
-        from .loaders import load_data
-    except ImportError:  # pragma: no cover - the loaders module ships with aekit
-        load_data = _read_simple
-    return load_data(path)
+        if _is_model_file(file):
+            raise DataError(f"{file!r} is an aekit model file; pass it as MODEL, not as data")
+        try:
+            from .loaders import load_data
+        except ImportError:  # pragma: no cover - the loaders module ships with aekit
+            return _read_simple(file)
+        return load_data(file, key=key)
+    except DataError as error:
+        message = str(error)
+        # The Python keyword has a command-line spelling.
+        message = message.replace("pick one with key=", f"pick one as {file}:NAME")
+        message = message.replace("(and pick an array with key=)", f"(and pick an array as {file}.npz:NAME)")
+        if flag:
+            message = f"{flag}: {message}"
+            if not os.path.exists(file) and re.fullmatch(r"[0-9.eE+-]+", file) and flag == "--valid":
+                message += "; --valid takes a data file (to hold out a fraction of DATA, use --valid-split)"
+        if message == str(error):
+            raise
+        raise DataError(message) from None
 
 
 def _is_model_file(path: str) -> bool:
@@ -191,16 +304,77 @@ def _read_simple(path: str) -> np.ndarray:
     raise DataError(f"cannot read data file {path!r}: expected .npy or .csv")
 
 
-def check_output(path: str, suffixes: Sequence[str] = OUTPUT_SUFFIXES) -> None:
-    """Fail before any work if ``path`` cannot be written: wrong suffix or missing folder."""
-    p = Path(path)
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)  # also sees hard links
+    except OSError:  # one of them does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _named(label: str, value: Any) -> str:
+    """``--output 'm.npy'``, or ``config key 'checkpoint' in 't.toml' ('m.npy')``."""
+    return f"{label} ({value!r})" if label.startswith("config key") else f"{label} {value!r}"
+
+
+def check_output(path: str, suffixes: Sequence[str] = OUTPUT_SUFFIXES, *, flag: str = "--output",
+                 inputs: Iterable[tuple[str, str | None]] = ()) -> None:
+    """Fail before any work if ``path`` cannot or must not be written.
+
+    Refused: a name ending in a path separator or naming a folder, a wrong suffix, a
+    missing folder, and the same file as any of ``inputs`` (pairs of what, path), which
+    writing would destroy.
+    """
+    text = os.fspath(path)
+    what = _named(flag, text)
+    if text.endswith("/") or text.endswith(os.sep) or (os.altsep and text.endswith(os.altsep)):
+        raise ConfigurationError(f"{what} ends in a path separator, so it names a folder; expected a file name")
+    p = Path(text)
+    if p.is_dir():
+        raise ConfigurationError(f"{what} is a folder; expected a file name")
     if suffixes and p.suffix.lower() not in suffixes:
-        raise ConfigurationError(f"--output {path!r} must end in {' or '.join(suffixes)}")
+        raise ConfigurationError(f"{what} must end in {' or '.join(suffixes)}")
     folder = p.parent if str(p.parent) else Path(".")
     if not folder.is_dir():
-        raise ConfigurationError(f"--output {path!r}: folder {str(folder)!r} does not exist")
-    if p.is_dir():
-        raise ConfigurationError(f"--output {path!r} is a folder, not a file")
+        raise ConfigurationError(f"{what}: folder {str(folder)!r} does not exist")
+    _check_not_an_input(text, what, inputs)
+
+
+def _check_not_an_input(path: str, what: str, inputs: Iterable[tuple[str, str | None]]) -> None:
+    for source_name, source in inputs:
+        if source is None:
+            continue
+        source_file = split_data_arg(source)[0]
+        if _same_file(path, source_file):
+            raise ConfigurationError(f"{what} is the same file as {_named(source_name, source)}; writing it "
+                                     "would destroy that file, so choose another name")
+
+
+def check_model_output(path: str, flag: str = "--output", inputs: Iterable[tuple[str, str | None]] = ()) -> None:
+    """:func:`check_output` for a model or checkpoint file: refuses data suffixes and existing non-model files."""
+    check_output(path, suffixes=(), flag=flag, inputs=inputs)
+    p = Path(path)
+    what = _named(flag, os.fspath(path))
+    name = p.name.lower()
+    suffix = next((s for s in DATA_SUFFIXES if name.endswith(s)), "ubyte" if name.endswith("ubyte") else None)
+    if suffix:
+        raise ConfigurationError(f"{what} ends in {suffix}, the suffix of a data file; expected a model file "
+                                 "name such as model.aekit (so that training never writes over data)")
+    if p.is_file() and p.stat().st_size > 0 and not _is_model_file(str(p)):
+        raise ConfigurationError(f"{what} exists and is not an aekit model file; refusing to replace it "
+                                 "(choose another name, or remove the file first)")
+
+
+def check_folder_output(path: str, inputs: Iterable[tuple[str, str | None]] = (), flag: str = "--output") -> None:
+    """The folder a report or the demo is written into: a folder or a new name, not a file or an input."""
+    text = os.fspath(path)
+    what = _named(flag, text)
+    if not text:
+        raise ConfigurationError(f"{flag} must name a folder, got ''")
+    p = Path(text)
+    if p.exists() and not p.is_dir():
+        raise ConfigurationError(f"{what} exists and is not a folder; expected a folder to write into "
+                                 "(a new or existing one)")
+    _check_not_an_input(text, what, inputs)
 
 
 def write_array(path: str, array: np.ndarray) -> None:
@@ -226,44 +400,101 @@ def load_model(path: str):
 
 
 # ---------------------------------------------------------------------- progress
-def _epoch_line(epoch: int, total: int, train: dict[str, float], valid: dict[str, float]) -> str:
-    line = f"epoch {epoch}/{total}: loss={train.get('loss', math.nan):.6g}"
+def _epoch_line(epoch: int, total: int, train: dict[str, float], valid: dict[str, float],
+                stage: str | None = None) -> str:
+    line = f"{stage + ': ' if stage else ''}epoch {epoch}/{total}: loss={train.get('loss', math.nan):.6g}"
     if "loss" in valid:
         line += f" valid={valid['loss']:.6g}"
     return line
 
 
 def progress(epochs: Iterator, total: int, quiet: bool = False,
-             epoch_of: Callable[[], int] | None = None) -> Iterator:
+             epoch_of: Callable[[], int] | None = None,
+             stage_of: Callable[[], str | None] | None = None) -> Iterator:
     """Show training progress on stderr: a tqdm bar on a terminal, else one line per epoch.
 
     ``epoch_of()`` gives the current epoch number (a resumed run does not start at 1).
+    ``stage_of()`` names the pretraining stage an epoch belongs to (``'pretraining hid1'``),
+    or None for the epochs of the model itself; a stage counts its own epochs.
     """
     if quiet:
         yield from epochs
         return
     count = 0
+    stage: str | None = None
+    stage_count = 0
 
-    def current() -> int:
-        return epoch_of() if epoch_of is not None else count
+    def step() -> tuple[int, str | None]:
+        nonlocal count, stage, stage_count
+        now = stage_of() if stage_of is not None else None
+        if now is not None:
+            stage_count = stage_count + 1 if now == stage else 1
+            stage = now
+            return stage_count, now
+        stage = None
+        count += 1
+        return (epoch_of() if epoch_of is not None else count), None
 
     if sys.stderr.isatty():
         from tqdm.auto import tqdm
 
         with tqdm(total=total, unit="epoch", file=sys.stderr, dynamic_ncols=True) as bar:
             for train, valid in epochs:
-                count += 1
+                epoch, label = step()
                 post = {"loss": f"{train.get('loss', math.nan):.4g}"}
                 if "loss" in valid:
                     post["valid"] = f"{valid['loss']:.4g}"
+                bar.set_description(f"{label} {epoch}/{total}" if label else "", refresh=False)
                 bar.set_postfix(post)
-                bar.update(max(current() - bar.n, 0))
+                if label is None:
+                    bar.update(max(epoch - bar.n, 0))
                 yield train, valid
         return
     for train, valid in epochs:
-        count += 1
-        print(_epoch_line(current(), total, train, valid), file=sys.stderr, flush=True)
+        epoch, label = step()
+        print(_epoch_line(epoch, total, train, valid, label), file=sys.stderr, flush=True)
         yield train, valid
+
+
+class _StageWatch(logging.Filter):
+    """Learns the stage of layerwise pretraining from ``aekit.training``'s log.
+
+    The library announces each stage (``layerwise: pretraining in -> hid1 -> out``) in its log, its
+    channel for progress; the epochs it yields do not say which model they trained.  Records below
+    ``level`` (what the user asked to see) are dropped again.
+    """
+
+    PREFIX = "layerwise: pretraining "
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+        self.stage: str | None = None
+        self.stages = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith(self.PREFIX):
+            self.stages += 1
+            chain = record.getMessage()[len(self.PREFIX):].split(" -> ")
+            # The stage's code layer is the middle of its chain.
+            middle = chain[len(chain) // 2] if len(chain) >= 3 else f"stage {self.stages}"
+            self.stage = f"pretraining {middle}"
+        return record.levelno >= self.level
+
+
+@contextlib.contextmanager
+def _watch_stages() -> Iterator[_StageWatch]:
+    logger = logging.getLogger("aekit.training")
+    watch = _StageWatch(logger.getEffectiveLevel())
+    saved = logger.level
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)  # the announcement is an INFO record
+    logger.addFilter(watch)
+    try:
+        yield watch
+    finally:
+        logger.removeFilter(watch)
+        logger.setLevel(saved)
 
 
 # ---------------------------------------------------------------------- commands
@@ -284,17 +515,36 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     keys = [*_MODEL_KEYS, *_train_keys()]
     settings: dict[str, Any] = {}
+    labels: dict[str, str] = {}  # where each setting came from, for error messages
     if args.config:
-        settings.update(load_config(args.config, keys))
+        for name, (key, value) in read_config(args.config, keys, args.cli_kinds).items():
+            settings[name] = value
+            labels[name] = f"config key {key!r} in {args.config!r}"
         if "layers" in settings:
-            settings["layers"] = _layers_from_config(settings["layers"])
+            settings["layers"] = _layers_from_config(settings["layers"], labels["layers"])
     given = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    for name in given:
+        labels.pop(name, None)  # the flag wins over the file
+    args.cli_labels.update(labels)
+    args.cli_labels["hidden_activation"] = args.cli_labels["activation"]  # Autoencoder's keyword names
+    args.cli_labels["rng"] = args.cli_labels["seed"]
     if "layers" in given:
         given["layers"] = parse_layers_arg(given["layers"])
     settings.update(given)
+    args.cli_values = dict(settings)  # to tell which setting an "unknown ... 'value'" error is about
+    if args.layers is not None:
+        args.cli_values["layers"] = args.layers  # as typed: 64,8:relux,64
     if "layers" not in settings:
         raise UsageError("train needs --layers (e.g. --layers 784,64,784) or a config file with 'layers'")
-    check_output(args.output, suffixes=())
+    label = args.cli_labels.get
+    inputs = [("DATA", args.data), ("--valid", args.valid), ("--config", args.config)]
+    checkpoint = settings.get("checkpoint")
+    check_model_output(args.output, "--output", [*inputs, (label("checkpoint"), checkpoint)])
+    if checkpoint is not None:
+        check_model_output(checkpoint, label("checkpoint"), inputs)
+    if args.valid is not None and settings.get("valid_split"):
+        raise ConfigurationError(f"--valid and {label('valid_split')} exclude each other: --valid is the "
+                                 "validation data, --valid-split holds out part of DATA; give one")
     layers = settings.pop("layers")
     if settings.pop("tied", False):
         layers = _tie_decoder(layers)
@@ -305,10 +555,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         "output_activation": settings.pop("output_activation", "linear"),
         "device": settings.pop("device", "cpu"),
     }
+    # Every option is checked before the data are read: a typo should not wait for a big file.
+    options = _check_train_options(settings)
     net = Autoencoder(layers, **model_kwargs)
+    _check_regularizers(net, settings)
+    args.cli_arrays = {"x": repr(args.data), "valid": _named("--valid", args.valid)}
     x = read_data(args.data)
-    valid = read_data(args.valid) if args.valid else None
-    total = int(settings.get("max_epochs", 100))
+    valid = read_data(args.valid, "--valid") if args.valid else None
+    total = options.max_epochs
     from . import distributed
 
     main_process = distributed.is_main_process()  # under torchrun only rank 0 reports and writes
@@ -318,19 +572,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     train_mon: dict[str, float] = {}
     valid_mon: dict[str, float] = {}
-    epochs = net.itertrain(x, valid, **settings)  # joins the process group under torchrun
-    for train_mon, valid_mon in progress(epochs, total, args.quiet or not main_process,
-                                         lambda: len(net.history)):
-        pass
+    with _watch_stages() if options.layerwise else contextlib.nullcontext() as watch:
+
+        def stage() -> str | None:
+            # Pretraining epochs come before the model's own first epoch enters its history.
+            if watch is None or net.history:
+                return None
+            return watch.stage or "pretraining"
+
+        epochs = net.itertrain(x, valid, **settings)  # joins the process group under torchrun
+        for train_mon, valid_mon in progress(epochs, total, args.quiet or not main_process,
+                                             lambda: len(net.history), stage):
+            pass
     seconds = time.perf_counter() - start
     if not main_process:
         return 0
     net.save(args.output)
     summary = f"trained {len(net.history)} epochs in {seconds:.1f} s"
     if distributed.is_active() and distributed.parse_mode(settings.get("distributed", "auto")) is not False:
-        from .training import TrainOptions
-
-        batch, world = int(settings.get("batch_size", TrainOptions.batch_size)), distributed.world_size()
+        batch, world = options.batch_size, distributed.world_size()
         summary += f" on {world} processes (batch {batch} per process, {batch * world} per step)"
     summary += f": loss={train_mon.get('loss', math.nan):.6g}"
     if "loss" in valid_mon:
@@ -339,9 +599,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_train_options(settings: dict[str, Any]):
+    """The run's TrainOptions, checked (``itertrain`` checks them again, the same way)."""
+    from .training import TrainOptions
+
+    options, _ = TrainOptions.parse(settings)
+    return options
+
+
+def _check_regularizers(net, settings: dict[str, Any]) -> None:
+    from .regularizers import REGULARIZER_KEYS, Regularizers
+
+    regs = Regularizers.from_kwargs(code_layer=net.code_layer,
+                                    **{k: v for k, v in settings.items() if k in REGULARIZER_KEYS})
+    net.check_regularizer_targets(regs)
+
+
+def _check_outputs_of(args: argparse.Namespace) -> None:
+    inputs = [("MODEL", args.model), ("DATA", args.data)]
+    check_output(args.output, inputs=inputs)
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
-    check_output(args.output)
+    _check_outputs_of(args)
     net = load_model(args.model)
+    args.cli_arrays = {"x": repr(args.data)}
     codes = net.encode(read_data(args.data), layer=_layer(args.layer), sample=args.sample)
     write_array(args.output, codes)
     print(f"wrote codes of shape {codes.shape} to {args.output}")
@@ -349,8 +631,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    check_output(args.output)
+    _check_outputs_of(args)
     net = load_model(args.model)
+    args.cli_arrays = {"z": repr(args.data)}
     recon = net.decode(read_data(args.data), layer=_layer(args.layer))
     write_array(args.output, recon)
     print(f"wrote reconstructions of shape {recon.shape} to {args.output}")
@@ -372,8 +655,9 @@ def reconstruction_errors(net, x: np.ndarray) -> np.ndarray:
 
 def cmd_score(args: argparse.Namespace) -> int:
     if args.output:
-        check_output(args.output)
+        _check_outputs_of(args)
     net = load_model(args.model)
+    args.cli_arrays = {"x": repr(args.data)}
     x = read_data(args.data)
     r2 = net.score(x)
     errors = reconstruction_errors(net, x)
@@ -386,12 +670,45 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loss_text(monitors: Any) -> str:
+    value = monitors.get("loss") if isinstance(monitors, dict) else None
+    return f"{value:.6g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
+
+
+def history_lines(history: list[Any], rows: int = 10) -> list[str]:
+    """At most ``rows`` epochs of a training history, evenly spaced, first and last included."""
+    n = len(history)
+    picked = sorted({int(i) for i in np.linspace(0, n - 1, min(n, rows)).round()}) if n else []
+    lines: list[str] = []
+    previous = -1
+    for i in picked:
+        if i > previous + 1:
+            lines.append("    ...")
+        entry = history[i] if isinstance(history[i], dict) else {}
+        line = f"    epoch {entry.get('epoch', i + 1)}: loss={_loss_text(entry.get('train'))}"
+        if isinstance(entry.get("valid"), dict) and "loss" in entry["valid"]:
+            line += f" valid={_loss_text(entry['valid'])}"
+        lines.append(line)
+        previous = i
+    return lines
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .saving import model_from_file_contents, read_model_file
 
     tensors, meta = read_model_file(args.model)
-    net = model_from_file_contents(tensors, meta, args.model)
-    print(f"{args.model}: aekit model, format {meta['format_version']}, written by aekit {meta['aekit_version']}")
+    state = None
+    if meta.get("kind") == "checkpoint":
+        # The model of a checkpoint is stored beside the trainer's state (as aekit.load reads it).
+        from .checkpoint import checkpoint_info, load_checkpoint_model
+
+        state = checkpoint_info(args.model)
+        net = load_checkpoint_model(args.model)
+        kind = "aekit training checkpoint"
+    else:
+        net = model_from_file_contents(tensors, meta, args.model)
+        kind = "aekit model"
+    print(f"{args.model}: {kind}, format {meta['format_version']}, written by aekit {meta['aekit_version']}")
     print(repr(net))
     for layer in net.layers:
         spec = layer.spec
@@ -403,12 +720,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"parameters: {net.num_params}; code layer: {net.code_layer}")
     if net.preprocessing is not None:
         print(f"preprocessing: {net.preprocessing!r}")
+    if state is not None:
+        line = f"checkpoint after epoch {state['epoch']}"
+        if state.get("best_epoch"):
+            best = state.get("best_loss")
+            line += f" (best: epoch {state['best_epoch']}"
+            line += f", loss={best:.6g})" if isinstance(best, (int, float)) else ")"
+        print(f"{line}; to train on: aekit train DATA ... --checkpoint {args.model} --resume")
     if net.history:
-        last = net.history[-1]
-        line = f"trained {len(net.history)} epochs; last loss={last['train'].get('loss', math.nan):.6g}"
-        if last.get("valid", {}).get("loss") is not None:
-            line += f" valid={last['valid']['loss']:.6g}"
+        last = net.history[-1] if isinstance(net.history[-1], dict) else {}
+        line = f"trained {len(net.history)} epochs; last loss={_loss_text(last.get('train'))}"
+        if isinstance(last.get("valid"), dict) and "loss" in last["valid"]:
+            line += f" valid={_loss_text(last['valid'])}"
         print(line)
+        print("history:")
+        for text in history_lines(net.history):
+            print(text)
     else:
         print("not trained")
     return 0
@@ -429,6 +756,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if diagnose is None:
         raise AekitError("this aekit has no diagnose module")
     net = load_model(args.model)
+    args.cli_arrays = {"x": repr(args.data)}
     findings = diagnose(net, read_data(args.data))
     if not findings:
         print("no problems found")
@@ -443,9 +771,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     write_report = _optional("report", "write_report")
     if write_report is None:
         raise AekitError("this aekit has no report module")
+    check_folder_output(args.output, [("MODEL", args.model), ("DATA", args.data)])
     net = load_model(args.model)
+    args.cli_arrays = {"x": repr(args.data)}
     x = read_data(args.data)
-    os.makedirs(args.output, exist_ok=True)
+    # write_report checks the data against the model before it makes the folder.
     path = write_report(net, x, args.output)
     print(f"wrote report to {path or args.output}")
     return 0
@@ -454,6 +784,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    if args.epochs < 1:
+        raise ConfigurationError(f"--epochs must be an integer >= 1, got {args.epochs}")
+    check_folder_output(args.output)
+    model = Path(args.output) / "model.aekit"
+    if model.exists() and not (model.is_file() and _is_model_file(str(model))):
+        raise ConfigurationError(f"--output {args.output!r} holds {str(model)!r}, which is not an aekit model; "
+                                 "the demo would replace it, so choose another folder")
     s = run_demo(args.output, epochs=args.epochs, quiet=args.quiet)
     print(f"aekit demo: sparse autoencoder {s['net']}")
     print(f"  data: {s['n_train']} training and {s['n_valid']} held-out 8x8 digits, pixels in [0, 1]")
@@ -483,13 +820,28 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
     return common
 
 
+_DATA_HELP = ".npy, .npz (FILE.npz:NAME picks an array), .csv, idx, or a folder of images"
+
+
+def _flag_labels(parser: argparse.ArgumentParser, **extra: str) -> dict[str, str]:
+    """Python keyword -> the flag that sets it (``max_epochs`` -> ``--epochs``), for error messages."""
+    labels = {}
+    for action in parser._actions:
+        if action.option_strings and action.dest not in ("help", "version"):
+            long = [s for s in action.option_strings if s.startswith("--")] or action.option_strings
+            labels[action.dest] = long[0]
+    labels.update(extra)
+    return labels
+
+
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     from .training import TrainOptions
 
-    p.add_argument("data", help="training data (.npy, .npz, .csv, idx, folder of images)")
-    p.add_argument("--output", "-o", required=True, help="model file to write")
+    p.add_argument("data", help=f"training data: {_DATA_HELP}")
+    p.add_argument("--output", "-o", required=True,
+                   help="model file to write, e.g. model.aekit (never a data file or an input)")
     p.add_argument("--config", help="TOML file of train settings ([train] table); flags override it")
-    p.add_argument("--valid", help="validation data file (else --valid-split)")
+    p.add_argument("--valid", metavar="FILE", help="validation data file (or use --valid-split, not both)")
     g = p.add_argument_group("model")
     g.add_argument("--layers", help="sizes, input first: 784,64,784 (items SIZE[:ACTIVATION|:tied]; "
                                     "first may be CxHxW)")
@@ -498,9 +850,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--output-activation", help="output activation (default linear)")
     g.add_argument("--loss", help="mse (default), mae, bce, kl, gll")
     g.add_argument("--seed", type=int, help="seed of the weights and shuffles (default 13)")
-    g.add_argument("--device", help="cpu (default), cuda or auto")
+    g.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
     g = p.add_argument_group("training")
-    g.add_argument("--algo", help="adam (default), sgd, nag, rmsprop, adagrad, adadelta, rprop, lbfgs")
+    g.add_argument("--algo", help="adam (default), sgd, nag, rmsprop, adagrad, adadelta, rprop, lbfgs, "
+                                  "layerwise (adam after greedy layerwise pretraining)")
     g.add_argument("--epochs", "--max-epochs", dest="max_epochs", type=int, help="most epochs (default 100)")
     g.add_argument("--batch-size", type=int, help="examples per batch (default 64)")
     g.add_argument("--learning-rate", "--lr", type=float, help="step size (default per algo; adam 1e-3)")
@@ -508,14 +861,26 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patience", type=int, help="validations without progress before stopping (default 5)")
     g.add_argument("--min-improvement", type=float, help="relative progress that counts (default 0)")
     g.add_argument("--validate-every", type=int, help="epochs between validations; 0: off (default 1)")
-    g.add_argument("--valid-split", type=float, help="fraction held out for validation (default 0)")
+    g.add_argument("--valid-split", type=float, help="fraction of DATA held out for validation (default 0; "
+                                                     "not with --valid)")
     g.add_argument("--max-gradient-norm", type=float, help="clip the global gradient norm")
     g.add_argument("--layerwise", action="store_true", default=None, help="greedy layerwise pretraining first")
     g.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None,
-                   help="keep the batch order fixed")
+                   help="keep the batch order fixed (default: re-shuffle every epoch)")
     g.add_argument("--on-nan", choices=("raise", "warn"), help="on a NaN loss: stop (default) or go on")
+    g = p.add_argument_group("speed")
+    g.add_argument("--precision", metavar="{fp32,bf16,fp16}",
+                   help="fp32 (default); bf16 or fp16 run the forward pass and loss under torch.autocast "
+                        "(fp16 with a gradient scaler): faster on GPUs with half-precision units")
+    g.add_argument("--compile", action="store_true", default=None,
+                   help="compile the training step with torch.compile (default off; falls back to eager "
+                        "with a warning; config files also take compile = \"auto\": on CUDA only)")
+    g.add_argument("--distributed", metavar="{auto,true,false}",
+                   help="data-parallel training: auto (default: when torchrun starts several processes), "
+                        "true (required) or false (every process trains alone)")
     g = p.add_argument_group("checkpoints")
-    g.add_argument("--checkpoint", help="write the whole training state to this file as training goes")
+    g.add_argument("--checkpoint", help="write the whole training state to this file as training goes "
+                                        "(an aekit file; `aekit info` shows it)")
     g.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (default 1)")
     g.add_argument("--resume", action="store_true", default=None,
                    help="continue from --checkpoint if it exists (else start afresh)")
@@ -557,45 +922,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", parents=common, help="train an autoencoder and save it")
     _add_train_arguments(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, cli_labels=_flag_labels(p), cli_kinds=_config_kinds(p))
 
     for name, what, func in (("encode", "data to encode", cmd_encode), ("decode", "codes to decode", cmd_decode)):
         p = sub.add_parser(name, parents=common, help=f"{name} with a saved model")
-        p.add_argument("model", help="model file")
-        p.add_argument("data", help=what)
-        p.add_argument("--output", "-o", required=True, help="output .npy or .csv")
+        p.add_argument("model", help="model file (or training checkpoint)")
+        p.add_argument("data", help=f"{what}: {_DATA_HELP}")
+        p.add_argument("--output", "-o", required=True, help="output .npy or .csv (not an input)")
         p.add_argument("--layer", help="layer name or index (default: the code layer)")
         if name == "encode":
-            p.add_argument("--sample", action="store_true", help="Bernoulli samples of codes in [0, 1]")
-        p.set_defaults(func=func)
+            p.add_argument("--sample", action="store_true",
+                           help="Bernoulli samples of the codes (for a layer whose values lie in [0, 1])")
+        p.set_defaults(func=func, cli_labels=_flag_labels(p, **{"layer index": "--layer"}))
 
     p = sub.add_parser("score", parents=common, help="R^2 and reconstruction errors of data")
-    p.add_argument("model")
-    p.add_argument("data")
-    p.add_argument("--output", "-o", help="write per-example squared errors (.npy or .csv)")
-    p.set_defaults(func=cmd_score)
+    p.add_argument("model", help="model file (or training checkpoint)")
+    p.add_argument("data", help=f"data to reconstruct: {_DATA_HELP}")
+    p.add_argument("--output", "-o", help="write per-example squared errors (.npy or .csv; not an input)")
+    p.set_defaults(func=cmd_score, cli_labels=_flag_labels(p))
 
     if _optional("diagnose", "diagnose") is not None:
         p = sub.add_parser("diagnose", parents=common, help="find out why a model does not learn")
-        p.add_argument("model")
-        p.add_argument("data")
-        p.set_defaults(func=cmd_diagnose)
+        p.add_argument("model", help="model file (or training checkpoint)")
+        p.add_argument("data", help=f"data to check the model on: {_DATA_HELP}")
+        p.set_defaults(func=cmd_diagnose, cli_labels=_flag_labels(p))
 
     if _optional("report", "write_report") is not None:
         p = sub.add_parser("report", parents=common, help="write an HTML report with pictures")
-        p.add_argument("model")
-        p.add_argument("data")
-        p.add_argument("--output", "-o", required=True, help="folder to write the report into")
-        p.set_defaults(func=cmd_report)
+        p.add_argument("model", help="model file (or training checkpoint)")
+        p.add_argument("data", help=f"data to show the model on: {_DATA_HELP}")
+        p.add_argument("--output", "-o", required=True,
+                       help="folder to write index.html and its pictures into (made if missing)")
+        p.set_defaults(func=cmd_report, cli_labels=_flag_labels(p))
 
-    p = sub.add_parser("info", parents=common, help="describe a model file")
-    p.add_argument("model")
-    p.set_defaults(func=cmd_info)
+    p = sub.add_parser("info", parents=common, help="describe a model file or training checkpoint")
+    p.add_argument("model", help="model file or training checkpoint")
+    p.set_defaults(func=cmd_info, cli_labels=_flag_labels(p))
 
     p = sub.add_parser("demo", parents=common, help="train a small sparse autoencoder on the 8x8 digits")
-    p.add_argument("--output", "-o", default="demo-output", help="folder for the model and report")
-    p.add_argument("--epochs", type=int, default=40, help="most epochs (default 40)")
-    p.set_defaults(func=cmd_demo)
+    p.add_argument("--output", "-o", default="demo-output",
+                   help="folder for model.aekit and the report (default demo-output; made if missing)")
+    p.add_argument("--epochs", type=int, default=40, help="most epochs, >= 1 (default 40)")
+    p.set_defaults(func=cmd_demo, cli_labels=_flag_labels(p))
     return parser
 
 
@@ -628,10 +996,68 @@ def _one_line(text: Any) -> str:
     return " ".join(str(text).split())
 
 
+# A keyword at the start of a message, as in "max_epochs must be ..." or "resume=True needs ...".
+_LEAD_WORDS = r"(?=\s+(?:must|needs|applies|should|is|has)\b)"
+
+
+def explain(error: BaseException, args: argparse.Namespace | None) -> str:
+    """``error``'s message in the words of the command line.
+
+    The library names Python keywords (``max_epochs``, ``resume=True``) and arrays (``x``); the
+    command line had flags (``--epochs``), config keys and files.  Rewritten: a keyword at the start
+    of the message or written ``name=VALUE``, a keyword with an underscore anywhere, and the array
+    named at the start of a data error.  An ``unknown NAME 'value'`` error gets the flag that gave
+    that value in front.
+    """
+    message = _one_line(error)
+    # Model-file errors quote the file's own config, which the command line did not write.
+    if args is None or not isinstance(error, (ConfigurationError, DataError, TrainingDiverged)):
+        return message
+    arrays: dict[str, str] = getattr(args, "cli_arrays", {})
+    if isinstance(error, DataError):
+        for name, label in arrays.items():
+            if message.startswith(name + " "):
+                message = label + message[len(name):]
+                break
+    labels: dict[str, str] = getattr(args, "cli_labels", {})
+
+    def flag(name: str, value: str | None) -> str:
+        label = labels[name]
+        if value is None or value == "True":
+            return label
+        return f"{label} {value}" if label.startswith("-") else f"{label} = {value}"
+
+    for name in sorted(labels, key=len, reverse=True):
+        word = re.escape(name)
+        # Not inside a quoted name, a path or a longer word.
+        before, after = r"(?<![\w'\"./-])", r"(?![\w'\"/-])"
+        message = re.sub(rf"^{word}(?:=(\S+?))?{_LEAD_WORDS}", lambda m: flag(name, m.group(1)), message)
+        message = re.sub(rf"{before}{word}=([^\s,;)]+)", lambda m: flag(name, m.group(1)), message)
+        if "_" in name or " " in name:
+            message = re.sub(rf"{before}{word}{after}", lambda m: flag(name, None), message)
+    if isinstance(error, ConfigurationError) and not any(label in message for label in labels.values()):
+        unknown = re.match(r"unknown [\w ]+? '([^']*)'", message)
+        values: dict[str, Any] = getattr(args, "cli_values", None) or vars(args)
+        if unknown:
+            wanted = unknown.group(1)
+            sources = [labels[name] for name, value in values.items() if name in labels and (
+                (isinstance(value, str) and wanted in re.split(r"[,:]", value))
+                or (not isinstance(value, str) and repr(wanted) in repr(value)))]
+            if sources:
+                message = f"{' or '.join(sorted(set(sources)))}: {message}"
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 ok, 1 error, 2 usage, 130 interrupted)."""
+    """Run the command line; returns the exit code (0 ok, 1 error, 2 usage, 130 interrupted).
+
+    Exit code 2 means the command line is wrong: argparse's errors and option or config values
+    aekit refuses (:class:`~aekit.errors.ConfigurationError`).  1 is every other error: data,
+    model files, a diverged run, the file system.
+    """
     parser = build_parser()
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    args: argparse.Namespace | None = None
     undo: list[Callable[[], None]] = []  # main() leaves the process as it found it (tests call it)
     try:
         args = parser.parse_args(argv)
@@ -666,9 +1092,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(error, OSError) and error.filename is not None:
             message = f"{error.strerror or error}: {error.filename!r}"
         else:
-            message = str(error)
+            message = explain(error, args)
         print(f"aekit: error: {_one_line(message)}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(error, ConfigurationError) else 1
     except Exception as error:  # noqa: BLE001 - the CLI never shows a raw traceback
         if debug:
             raise

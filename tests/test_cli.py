@@ -154,7 +154,7 @@ def test_config_file_with_flags_overriding_it(tmp_path, capsys):
     (tmp_path / "bad.toml").write_text("learning_rat = 0.1\n")
     result = call(capsys, "train", "x.npy", "--layers", "64,8,64", "--config", "bad.toml", "--output", "m.aekit",
                   cwd=tmp_path)
-    assert_one_line_error(result, 1, "did you mean 'learning_rate'")
+    assert_one_line_error(result, 2, "did you mean 'learning_rate'")
 
 
 # The first five run as subprocesses (exit codes as a shell sees them), the rest in-process.
@@ -170,12 +170,13 @@ def test_bad_input_is_one_line_and_keeps_the_old_output(workdir, case, capsys):
         "text-csv": (train + ["text.csv", "--layers", "3,2,3"], 1, "'five'"),
         "missing-file": (train + ["nothere.npy", "--layers", "64,8,64"], 1, "does not exist"),
         "model-as-data": (train + ["model.aekit", "--layers", "64,8,64"], 1, "model file"),
-        "bad-layers": (train + ["x.npy", "--layers", "64,eight,64"], 1, "--layers"),
+        "bad-layers": (train + ["x.npy", "--layers", "64,eight,64"], 2, "--layers"),
         "unknown-flag": (train + ["x.npy", "--layers", "64,8,64", "--hidden-l3", "0.1"], 2, "--hidden-l3"),
         "wrong-size": (train + ["x.npy", "--layers", "63,8,63"], 1, "64 features"),
         "diverged": (train + ["x.npy", "--layers", "64,8,64", "--algo", "sgd", "--learning-rate", "1e6"], 1,
                      "diverged"),
-        "bad-option": (train + ["x.npy", "--layers", "64,8,64", "--algo", "adamm"], 1, "did you mean 'adam'"),
+        "bad-option": (train + ["x.npy", "--layers", "64,8,64", "--algo", "adamm"], 2,
+                       "--algo: unknown training algorithm 'adamm'; did you mean 'adam'"),
         "missing-layers": (train + ["x.npy"], 2, "--layers"),
     }[case]
     subprocess_cases = ("text-csv", "missing-file", "model-as-data", "bad-layers", "unknown-flag")
@@ -187,16 +188,17 @@ def test_bad_input_is_one_line_and_keeps_the_old_output(workdir, case, capsys):
 def test_bad_input_to_encode_keeps_the_old_output(workdir, capsys):
     folder, _ = workdir
     (folder / "keep.npy").write_bytes(b"old bytes")
-    for args, match in [
-        (("encode", "x.npy", "x.npy"), "pass it as data"),  # data given as the model
-        (("encode", "model.aekit", "model.aekit"), "pass it as MODEL"),
-        (("encode", "model.aekit", "text.csv"), "not a number"),
-        (("encode", "model.aekit", "x.npy", "--layer", "hid9"), "did you mean 'hid1'"),
+    for args, code, match in [
+        (("encode", "x.npy", "x.npy"), 1, "pass it as data"),  # data given as the model
+        (("encode", "model.aekit", "model.aekit"), 1, "pass it as MODEL"),
+        (("encode", "model.aekit", "text.csv"), 1, "not a number"),
+        (("encode", "model.aekit", "x.npy", "--layer", "hid9"), 2,
+         "--layer: unknown layer 'hid9'; did you mean 'hid1'"),
     ]:
-        assert_one_line_error(call(capsys, *args, "--output", "keep.npy", cwd=folder), 1, match)
+        assert_one_line_error(call(capsys, *args, "--output", "keep.npy", cwd=folder), code, match)
         assert (folder / "keep.npy").read_bytes() == b"old bytes"
     result = call(capsys, "encode", "model.aekit", "x.npy", "--output", "codes.txt", cwd=folder)
-    assert_one_line_error(result, 1, ".npy or .csv")
+    assert_one_line_error(result, 2, ".npy or .csv")
     assert_one_line_error(call(capsys, cwd=folder), 2, "COMMAND")
 
 
@@ -251,3 +253,264 @@ def test_demo(tmp_path, capsys):
     assert len(net.history) == 3
     if (tmp_path / "out" / "index.html").exists():
         assert "report:" in result.stdout
+
+
+# ---------------------------------------------------------------------- outputs never replace inputs
+@pytest.mark.parametrize("case", ["train-data", "train-data-other-spelling", "train-hard-link", "train-valid",
+                                  "train-config", "train-checkpoint-is-data", "train-output-is-checkpoint",
+                                  "score-data", "encode-data", "decode-data", "encode-model"])
+def test_an_output_that_is_an_input_is_refused(tmp_path, capsys, case):
+    x = aekit.datasets.digits()[0][:60]
+    np.save(tmp_path / "data.npy", x)
+    np.save(tmp_path / "codes.npy", np.zeros((5, 8), np.float32))
+    (tmp_path / "t.toml").write_text("epochs = 1\n")
+    net = aekit.Autoencoder([64, 8, 64], rng=0)
+    net.save(str(tmp_path / "m.npy"))  # a model under a data suffix: only the same-file check can save it
+    train = ["train", "data.npy", "--layers", "64,8,64", "--epochs", "1"]
+    if case == "train-hard-link":
+        os.link(tmp_path / "data.npy", tmp_path / "link.aekit")
+    args = {
+        "train-data": train + ["-o", "data.npy"],
+        "train-data-other-spelling": train + ["-o", str(tmp_path / "." / "data.npy")],
+        "train-hard-link": train + ["-o", "link.aekit"],
+        "train-valid": train + ["-o", "m.aekit", "--valid", "m.aekit"],
+        "train-config": train + ["-o", "t.toml", "--config", "t.toml"],
+        "train-checkpoint-is-data": train + ["-o", "m.aekit", "--checkpoint", "data.npy"],
+        "train-output-is-checkpoint": train + ["-o", "run.ckpt", "--checkpoint", "run.ckpt"],
+        "score-data": ["score", "m.npy", "data.npy", "-o", "data.npy"],
+        "encode-data": ["encode", "m.npy", "data.npy", "-o", "data.npy"],
+        "decode-data": ["decode", "m.npy", "codes.npy", "-o", "codes.npy"],
+        "encode-model": ["encode", "m.npy", "data.npy", "-o", "m.npy"],
+    }[case]
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    line = assert_one_line_error(call(capsys, *args, cwd=tmp_path), 2, "is the same file as")
+    assert "--output" in line or "--checkpoint" in line
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing written, nothing changed
+
+
+def test_train_writes_models_only_over_models(tmp_path, capsys):
+    np.save(tmp_path / "data.npy", aekit.datasets.digits()[0][:60])
+    np.save(tmp_path / "other.npy", np.ones((3, 3)))
+    (tmp_path / "notes").write_text("my notes\n")
+    train = ["train", "data.npy", "--layers", "64,8,64", "--epochs", "1", "-q"]
+    for output, match in [("other.npy", "suffix of a data file"), ("new.csv", "suffix of a data file"),
+                          ("notes", "not an aekit model file")]:
+        line = assert_one_line_error(call(capsys, *train, "-o", output, cwd=tmp_path), 2, f"--output '{output}'")
+        assert match in line
+    assert_one_line_error(call(capsys, *train, "-o", "m.aekit", "--checkpoint", "notes", cwd=tmp_path), 2,
+                          "--checkpoint 'notes' exists and is not an aekit model file")
+    assert (tmp_path / "notes").read_text() == "my notes\n" and not (tmp_path / "new.csv").exists()
+    assert np.load(tmp_path / "other.npy").tolist() == np.ones((3, 3)).tolist()
+    # An existing model is what -o is for: it is replaced.
+    aekit.Autoencoder([64, 4, 64], rng=0).save(str(tmp_path / "m.aekit"))
+    assert call(capsys, *train, "-o", "m.aekit", cwd=tmp_path).returncode == 0
+    assert aekit.load(str(tmp_path / "m.aekit")).layers[1].output_shape == (8,)
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "data.npy", "--layers", "64,8,64", "--epochs", "1", "-o", "out/"],
+    ["train", "data.npy", "--layers", "64,8,64", "--epochs", "1", "-o", "model.aekit", "--checkpoint", "ck/"],
+    ["encode", "m.aekit", "data.npy", "-o", "out/"],
+    ["score", "m.aekit", "data.npy", "-o", "out/"],
+])
+def test_a_file_output_ending_in_a_separator_is_refused(tmp_path, capsys, args):
+    np.save(tmp_path / "data.npy", aekit.datasets.digits()[0][:60])
+    aekit.Autoencoder([64, 8, 64], rng=0).save(str(tmp_path / "m.aekit"))
+    assert_one_line_error(call(capsys, *args, cwd=tmp_path), 2, "ends in a path separator")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npy", "m.aekit"]  # no file 'out', no folder
+
+
+# ---------------------------------------------------------------------- config values
+@pytest.mark.parametrize("line, match", [
+    ('tied = "false"', "config key 'tied' in 'c.toml' must be true or false, got 'false'"),
+    ('epochs = "ten"', "config key 'epochs' in 'c.toml' must be a whole number, got 'ten'"),
+    ("epochs = 2.5", "config key 'epochs' in 'c.toml' must be a whole number, got 2.5"),
+    ("epochs = -3", "config key 'epochs' in 'c.toml' must be an integer >= 0, got -3"),
+    ("learning-rate = true", "config key 'learning-rate' in 'c.toml' must be a number, got True"),
+    ("seed = 1.5", "config key 'seed' in 'c.toml' must be a whole number"),
+    ('on_nan = "ignore"', "config key 'on_nan' in 'c.toml' must be one of \"raise\", \"warn\", got 'ignore'"),
+    ("activation = 3", "config key 'activation' in 'c.toml' must be a string, got 3"),
+    ('algo = "adamw"', "config key 'algo' in 'c.toml': unknown training algorithm 'adamw'"),
+    ("layers = 64", "config key 'layers' in 'c.toml' must be a list of layers or a string"),
+    ("layers = [64]", "config key 'layers' in 'c.toml' must be a list of at least two layers"),
+    ('layers = "64,,64"', "config key 'layers' in 'c.toml' must be a comma-separated list"),
+    ('compile = "yes"', "config key 'compile' in 'c.toml' must be true, false or \"auto\""),
+    ("resume = true", "config key 'resume' in 'c.toml' needs --checkpoint PATH"),
+])
+def test_config_values_are_checked_like_their_flags(tmp_path, capsys, line, match):
+    np.save(tmp_path / "x.npy", aekit.datasets.digits()[0][:50])
+    layers = "" if line.startswith("layers") else 'layers = "64,8,64"\n'
+    (tmp_path / "c.toml").write_text(f"[train]\n{layers}{line}\n")
+    result = call(capsys, "train", "x.npy", "--config", "c.toml", "-o", "m.aekit", cwd=tmp_path)
+    assert_one_line_error(result, 2, match)
+    assert not (tmp_path / "m.aekit").exists()
+
+
+def test_config_booleans_mean_what_they_say(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", aekit.datasets.digits()[0][:50])
+    for tied, form in (("false", "dense"), ("true", "tied")):
+        (tmp_path / "c.toml").write_text(f'layers = "64,8,64"\ntied = {tied}\nepochs = 1\nlearning_rate = 1\n'
+                                         "shuffle = false\n")
+        # A flag given on the command line replaces the file's value, and the error names the flag.
+        result = call(capsys, "train", "x.npy", "--config", "c.toml", "--learning-rate", "0.01", "-q",
+                      "-o", "m.aekit", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert aekit.load(str(tmp_path / "m.aekit")).layers[2].spec.form == form
+    result = call(capsys, "train", "x.npy", "--config", "c.toml", "--epochs", "-1", "-o", "m.aekit", cwd=tmp_path)
+    assert_one_line_error(result, 2, "--epochs must be an integer >= 0, got -1")
+
+
+# ---------------------------------------------------------------------- info
+def test_info_reads_checkpoints(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", aekit.datasets.digits()[0][:80])
+    result = call(capsys, "train", "x.npy", "--layers", "64,8,64", "--epochs", "3", "--valid-split", "0.25", "-q",
+                  "-o", "m.aekit", "--checkpoint", "run.ckpt", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    from aekit.checkpoint import checkpoint_info
+
+    state = checkpoint_info(tmp_path / "run.ckpt")
+    result = call(capsys, "info", "run.ckpt", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "training checkpoint" in out and "hid1" in out
+    assert f"checkpoint after epoch {state['epoch']} (best: epoch {state['best_epoch']}" in out
+    net = aekit.load(str(tmp_path / "run.ckpt"))
+    assert f"parameters: {net.num_params}" in out and "trained 3 epochs" in out
+    history = [line for line in out.splitlines() if line.strip().startswith("epoch ")]
+    assert [line.split(":")[0].strip() for line in history] == ["epoch 1", "epoch 2", "epoch 3"]
+    assert all("valid=" in line for line in history)
+
+
+def test_info_shows_a_long_history_in_a_few_lines(tmp_path, capsys):
+    net = aekit.Autoencoder([6, 2, 6], rng=0)
+    net.train(np.random.default_rng(0).random((40, 6)).astype(np.float32), max_epochs=30, validate_every=0)
+    net.save(str(tmp_path / "m.aekit"))
+    out = call(capsys, "info", "m.aekit", cwd=tmp_path).stdout
+    rows = [line.strip() for line in out.splitlines() if line.strip().startswith("epoch ")]
+    assert 2 <= len(rows) <= 10 and rows[0].startswith("epoch 1:") and rows[-1].startswith("epoch 30:")
+    assert f"loss={net.history[-1]['train']['loss']:.6g}" in rows[-1] and "    ..." in out
+
+
+# ---------------------------------------------------------------------- .npz arrays
+def test_npz_arrays_are_picked_with_a_colon(tmp_path, capsys):
+    x = aekit.datasets.digits()[0][:60]
+    np.savez(tmp_path / "d.npz", train=x, other=x[:10] * 0)
+    result = call(capsys, "train", "d.npz", "--layers", "64,8,64", "--epochs", "1", "-o", "m.aekit", cwd=tmp_path)
+    assert_one_line_error(result, 1, "pick one as d.npz:NAME")
+    result = call(capsys, "train", "d.npz:train", "--layers", "64,8,64", "--epochs", "1", "-q", "-o", "m.aekit",
+                  "--valid", "d.npz:other", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    net = aekit.load(str(tmp_path / "m.aekit"))
+    assert call(capsys, "encode", "m.aekit", "d.npz:train", "-o", "c.npy", cwd=tmp_path).returncode == 0
+    np.testing.assert_allclose(np.load(tmp_path / "c.npy"), net.encode(x), rtol=1e-6)
+    result = call(capsys, "encode", "m.aekit", "d.npz:nope", "-o", "c.npy", cwd=tmp_path)
+    assert_one_line_error(result, 1, "no array named 'nope'")
+    result = call(capsys, "train", "d.npz:train", "--layers", "64,8,64", "-o", "d.npz", cwd=tmp_path)
+    assert_one_line_error(result, 2, "is the same file as DATA 'd.npz:train'")
+    assert np.load(tmp_path / "d.npz")["train"].shape == x.shape
+
+
+# ---------------------------------------------------------------------- report and demo
+def test_report_and_demo_check_their_folder_first(workdir, tmp_path, capsys):
+    folder, _ = workdir
+    pytest.importorskip("aekit.report")
+    np.save(tmp_path / "wide.npy", np.zeros((10, 100), np.float32))
+    (tmp_path / "afile").write_text("keep\n")
+    model = str(folder / "model.aekit")
+    result = call(capsys, "report", model, "wide.npy", "-o", "rep", cwd=tmp_path)
+    assert_one_line_error(result, 1, "'wide.npy' has 100 features, but this Autoencoder expects 64")
+    assert not (tmp_path / "rep").exists()
+    for args in (["report", model, str(folder / "x.npy"), "-o", "afile"], ["demo", "-o", "afile"]):
+        assert_one_line_error(call(capsys, *args, cwd=tmp_path), 2, "--output 'afile' exists and is not a folder")
+    assert (tmp_path / "afile").read_text() == "keep\n"
+    result = call(capsys, "report", model, str(folder / "x.npy"), "-o", "rep/", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "rep" / "index.html").is_file()
+    for epochs in ("0", "-2"):
+        result = call(capsys, "demo", "--epochs", epochs, "-o", "demo", cwd=tmp_path)
+        assert_one_line_error(result, 2, f"--epochs must be an integer >= 1, got {epochs}")
+    assert not (tmp_path / "demo").exists()
+    (tmp_path / "d2").mkdir()
+    (tmp_path / "d2" / "model.aekit").write_text("not a model\n")
+    assert_one_line_error(call(capsys, "demo", "-o", "d2", cwd=tmp_path), 2, "not an aekit model")
+
+
+# ---------------------------------------------------------------------- progress
+def test_layerwise_progress_names_the_pretraining_stages(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", aekit.datasets.digits()[0][:60])
+    result = call(capsys, "train", "x.npy", "--layers", "64,32,8,32,64", "--layerwise", "--epochs", "2",
+                  "-o", "m.aekit", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    heads = [line.split(": loss")[0] for line in result.stderr.strip().splitlines()]
+    assert heads == ["pretraining hid1: epoch 1/2", "pretraining hid1: epoch 2/2", "epoch 1/2", "epoch 2/2"]
+    assert len(aekit.load(str(tmp_path / "m.aekit")).history) == 2
+    # -v shows the library's log too; the stage watch must not swallow it.
+    result = call(capsys, "-v", "train", "x.npy", "--layers", "64,32,8,32,64", "--algo", "layerwise",
+                  "--epochs", "1", "-o", "m.aekit", cwd=tmp_path)
+    assert "aekit: INFO: layerwise: pretraining" in result.stderr
+    assert "pretraining hid1: epoch 1/1" in result.stderr
+
+
+# ---------------------------------------------------------------------- messages and exit codes
+@pytest.mark.parametrize("extra, match", [
+    (["--epochs", "-3"], "--epochs must be an integer >= 0, got -3"),
+    (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+    (["--lr", "-0.1"], "--learning-rate must be a number in (0.0, inf], got -0.1"),
+    (["--checkpoint-every", "0", "--checkpoint", "c.ckpt"], "--checkpoint-every must be an integer >= 1"),
+    (["--resume"], "--resume needs --checkpoint PATH"),
+    (["--algo", "adamw"], "--algo: unknown training algorithm 'adamw'"),
+    (["--loss", "mse2"], "--loss: unknown loss 'mse2'"),
+    (["--activation", "relux"], "--activation: unknown activation 'relux'"),
+    (["--device", "gpu"], "--device must be"),
+    (["--precision", "fp8"], "--precision must be 'fp32', 'bf16' or 'fp16', got 'fp8'"),
+    (["--distributed", "maybe"], "--distributed must be"),
+    (["--valid-split", "2"], "--valid-split must be a number in [0.0, 0.99], got 2.0"),
+    (["--hidden-l1", "-1"], "--hidden-l1 must be a number"),
+    (["--sparsity-weight", "1"], "--sparsity-weight needs --sparsity-target"),
+    (["--momentum", "0.5"], "--momentum applies to algo"),
+    (["--valid", "x.npy", "--valid-split", "0.1"], "--valid and --valid-split exclude each other"),
+    (["--layers", "64,,64"], "--layers must be a comma-separated list"),
+    (["--layers", "64,8:relux,64"], "--layers: unknown activation 'relux'"),
+    (["--config", "nothere.toml"], "config file 'nothere.toml' does not exist"),
+    (["--epochs", "ten"], "--epochs"),  # argparse's own error
+])
+def test_bad_option_values_exit_2_naming_the_flag(workdir, capsys, extra, match):
+    folder, _ = workdir
+    args = ["train", "x.npy", "--layers", "64,8,64", "-o", "never.aekit", *extra]
+    assert_one_line_error(call(capsys, *args, cwd=folder), 2, match)
+    assert not (folder / "never.aekit").exists() and not (folder / "c.ckpt").exists()
+
+
+@pytest.mark.parametrize("args, code, match", [
+    (["encode", "model.aekit", "wide.npy", "-o", "c.npy"], 1,
+     "'wide.npy' has 100 features, but this Autoencoder expects 64 (layer 'in')"),
+    (["decode", "model.aekit", "wide.npy", "-o", "c.npy"], 1, "'wide.npy' has 100 features"),
+    (["score", "model.aekit", "wide.npy"], 1, "'wide.npy' has 100 features"),
+    (["train", "x.npy", "--layers", "64,8,64", "--valid", "wide.npy", "-o", "never.aekit"], 1,
+     "--valid 'wide.npy' has 100 features"),
+    (["train", "x.npy", "--layers", "64,8,64", "--valid", "0.1", "-o", "never.aekit"], 1,
+     "--valid: data file '0.1' does not exist; --valid takes a data file"),
+    (["encode", "model.aekit", "x.npy", "--layer", "7", "-o", "c.npy"], 2, "--layer must be in [-3, 3), got 7"),
+    (["encode", "model.aekit", "x.npy", "--sample", "--layer", "out", "-o", "c.npy"], 2, "--sample needs"),
+    (["train", "x.npy", "--layers", "64,8,64", "-o", "never.aekit", "--algo", "sgd", "--lr", "1e9",
+      "--epochs", "2"], 1, "Try a smaller --learning-rate"),
+])
+def test_errors_name_the_file_or_flag(workdir, capsys, args, code, match):
+    folder, _ = workdir
+    if not (folder / "wide.npy").exists():
+        np.save(folder / "wide.npy", np.zeros((10, 100), np.float32))
+    assert_one_line_error(call(capsys, *args, cwd=folder), code, match)
+    assert not (folder / "never.aekit").exists() and not (folder / "c.npy").exists()
+
+
+def test_help_describes_every_argument():
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in commands.items():
+        for action in sub._actions:
+            assert action.help and "TrainOptions" not in action.help, (name, action.dest)
+    train = {a.dest: a for a in commands["train"]._actions}
+    assert "layerwise" in train["algo"].help
+    for dest, words in (("precision", ("fp32", "bf16", "fp16", "default")), ("compile", ("default", "auto")),
+                        ("distributed", ("auto", "true", "false", "default"))):
+        assert all(word in train[dest].help for word in words), dest
