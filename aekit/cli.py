@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import io
 import logging
 import math
 import os
@@ -33,23 +32,21 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import __version__
-from .errors import AekitError, ConfigurationError, DataError, TrainingDiverged, unknown_name_error
+from .cli_config import config_kinds, layers_from_config, load_config, parse_layers_arg, read_config
+from .cli_files import (check_folder_output, check_model_output, check_output, describe_path, is_model_file,
+                        load_model, read_data, write_array)
+from .errors import AekitError, ConfigurationError, DataError, TrainingDiverged
 
 __all__ = ["build_parser", "load_config", "main", "parse_layers_arg"]
 
 log = logging.getLogger(__name__)
-
-OUTPUT_SUFFIXES = (".npy", ".csv")
-# Suffixes of files aekit reads as data: `train` refuses to write a model under such a name.
-DATA_SUFFIXES = (".npy", ".npz", ".csv", ".tsv", ".txt", ".dat", ".gz", ".idx", ".png", ".jpg", ".jpeg",
-                 ".bmp", ".gif", ".tif", ".tiff")
 
 
 class UsageError(Exception):
@@ -62,63 +59,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-# ---------------------------------------------------------------------- layers and config
-def parse_layers_arg(text: str) -> list[Any]:
-    """``'784,64:sigmoid,784:tied'`` -> ``[784, (64, 'sigmoid'), (784, 'tied')]``.
-
-    Each item is ``SIZE[:FORM-OR-ACTIVATION[:...]]``; the first may be an image
-    shape ``CxHxW`` (e.g. ``1x28x28``).
-    """
-    items = [item.strip() for item in str(text).split(",")]
-    if len(items) < 2 or any(not item for item in items):
-        raise ConfigurationError(
-            f"--layers must be a comma-separated list of at least two layer sizes, e.g. 784,64,784; got {text!r}"
-        )
-    layers: list[Any] = []
-    for index, item in enumerate(items):
-        size, *extra = item.split(":")
-        try:
-            if index == 0 and "x" in size:
-                value: Any = tuple(int(part) for part in size.split("x"))
-            else:
-                value = int(size)
-        except ValueError:
-            raise ConfigurationError(
-                f"--layers item {index + 1} ({item!r}) must start with a whole number of units, "
-                f"e.g. 64 or 64:sigmoid; got {text!r}"
-            ) from None
-        if any(v <= 0 for v in np.atleast_1d(value)):
-            raise ConfigurationError(f"--layers sizes must be positive, got {item!r} in {text!r}")
-        if extra and any(not e for e in extra):
-            raise ConfigurationError(f"--layers item {item!r} has an empty ':' part")
-        layers.append((value, *extra) if extra else value)
-    return layers
-
-
-def _layers_from_config(value: Any, label: str = "config key 'layers'") -> list[Any]:
-    if isinstance(value, str):
-        try:
-            return parse_layers_arg(value)
-        except ConfigurationError as error:
-            raise ConfigurationError(str(error).replace("--layers", label)) from None
-    if not isinstance(value, list) or len(value) < 2:
-        raise ConfigurationError(f"{label} must be a list of at least two layers or a string like "
-                                 f"'784,64,784', got {value!r}")
-    out: list[Any] = []
-    for item in value:
-        if isinstance(item, str):
-            try:
-                out.extend(parse_layers_arg(f"{item},1")[:1])
-            except ConfigurationError as error:
-                raise ConfigurationError(f"{label}: item {item!r} must be SIZE[:ACTIVATION|:tied], e.g. "
-                                         f"'64:sigmoid' ({error})") from None
-        elif isinstance(item, list):
-            out.append(tuple(item))
-        else:
-            out.append(item)
-    return out
-
-
+# ---------------------------------------------------------------------- layers
 def _tie_decoder(layers: list[Any]) -> list[Any]:
     """``--tied``: every layer after the middle one shares its mirror's weights."""
     middle = len(layers) // 2
@@ -131,272 +72,6 @@ def _tie_decoder(layers: list[Any]) -> list[Any]:
         else:
             tied.append((item, "tied"))
     return tied
-
-
-def _read_toml(path: str) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python < 3.11
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigurationError(f"config file {path!r} does not exist") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigurationError(f"config file {path!r} is not valid TOML: {error}") from None
-
-
-def load_config(path: str, valid: Iterable[str], kinds: dict[str, tuple[str, Any]] | None = None) -> dict[str, Any]:
-    """Read the ``[train]`` table (or the top level) of a TOML file; keys as the flags.
-
-    ``learning-rate`` and ``learning_rate`` are the same key; unknown keys are errors.
-    ``kinds`` (key -> (kind, choices), see :func:`_config_kinds`) type-checks the values
-    like their flags: ``tied = "false"`` is refused, not taken as true.
-    """
-    return {name: value for name, (_, value) in read_config(path, valid, kinds).items()}
-
-
-def read_config(path: str, valid: Iterable[str],
-                kinds: dict[str, tuple[str, Any]] | None = None) -> dict[str, tuple[str, Any]]:
-    """Like :func:`load_config`, with each value's key as written in the file: name -> (key, value)."""
-    data = _read_toml(path)
-    table = data.get("train", data)
-    if not isinstance(table, dict):
-        raise ConfigurationError(f"config file {path!r}: [train] must be a table, got {table!r}")
-    if table is not data:
-        stray = sorted(k for k, v in data.items() if k != "train" and not isinstance(v, dict))
-        if stray:  # they would be ignored silently
-            raise ConfigurationError(f"config file {path!r} has keys outside its [train] table: "
-                                     f"{', '.join(map(repr, stray))}; move them into [train]")
-    valid = set(valid)
-    config: dict[str, tuple[str, Any]] = {}
-    for key, value in table.items():
-        name = {"epochs": "max_epochs"}.get(key.replace("-", "_"), key.replace("-", "_"))
-        if name not in valid:
-            raise unknown_name_error(f"key in config file {path!r}:", key, sorted(valid))
-        if name in config:
-            raise ConfigurationError(f"config file {path!r} sets {name!r} twice: as {config[name][0]!r} "
-                                     f"and as {key!r}")
-        if kinds and name in kinds:
-            value = _check_config_value(f"config key {key!r} in {path!r}", value, *kinds[name])
-        config[name] = (key, value)
-    return config
-
-
-_KIND_TEXT = {"bool": "true or false", "int": "a whole number", "float": "a number", "str": "a string",
-              "bool-or-auto": "true, false or \"auto\"", "bool-or-str": "true, false or \"auto\"",
-              "layers": "a list of layers or a string like \"784,64,784\""}
-
-
-def _check_config_value(label: str, value: Any, kind: str, choices: Any = None) -> Any:
-    """``value`` from a TOML file, checked as its flag would be (TOML has types; argparse converts)."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = {
-        "bool": isinstance(value, bool),
-        "int": number and isinstance(value, int),
-        "float": number,
-        "str": isinstance(value, str),
-        "bool-or-auto": isinstance(value, bool) or value == "auto",
-        "bool-or-str": isinstance(value, (bool, str)),
-        "layers": isinstance(value, (str, list)),
-    }.get(kind, True)
-    expected = _KIND_TEXT.get(kind, kind)
-    if ok and choices is not None and value not in choices:
-        ok, expected = False, "one of " + ", ".join(f'"{c}"' for c in choices)
-    if not ok:
-        hint = ""
-        if kind.startswith("bool") and isinstance(value, str) and value.lower() in ("true", "false"):
-            hint = f" (a string; write {value.lower()} without quotes)"
-        elif kind in ("int", "float") and isinstance(value, str):
-            hint = " (a string; write the number without quotes)"
-        raise ConfigurationError(f"{label} must be {expected}, got {value!r}{hint}")
-    return float(value) if kind == "float" else value
-
-
-def _config_kinds(parser: argparse.ArgumentParser) -> dict[str, tuple[str, Any]]:
-    """Config key -> (kind, choices), from the flags of ``parser`` (what argparse would accept)."""
-    kinds: dict[str, tuple[str, Any]] = {}
-    for action in parser._actions:
-        if not action.option_strings:
-            continue
-        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
-            kind = "bool"
-        else:
-            kind = {int: "int", float: "float"}.get(action.type, "str")  # type: ignore[arg-type]
-        kinds[action.dest] = (kind, action.choices)
-    # Values the Python API takes that no flag spells.
-    kinds["compile"] = ("bool-or-auto", None)
-    kinds["distributed"] = ("bool-or-str", None)
-    kinds["layers"] = ("layers", None)
-    return kinds
-
-
-# ---------------------------------------------------------------------- data in and out
-def split_data_arg(text: str) -> tuple[str, str | None]:
-    """``'data.npz:train'`` -> ``('data.npz', 'train')``; any other argument -> ``(text, None)``.
-
-    A file whose own name has the colon wins over the split.
-    """
-    text = os.fspath(text)
-    if ":" in text and not os.path.exists(text):
-        head, _, key = text.rpartition(":")
-        if key and head.lower().endswith(".npz"):
-            return head, key
-    return text, None
-
-
-def read_data(path: str, flag: str | None = None) -> np.ndarray:
-    """Any file :func:`aekit.load_data` reads (npy, npz, csv, idx, image folders); ``FILE.npz:NAME``.
-
-    ``flag`` (e.g. ``'--valid'``) is named in errors about the file.
-    """
-    file, key = split_data_arg(path)
-    try:
-        if _is_model_file(file):
-            raise DataError(f"{file!r} is an aekit model file; pass it as MODEL, not as data")
-        try:
-            from .loaders import load_data
-        except ImportError:  # pragma: no cover - the loaders module ships with aekit
-            return _read_simple(file)
-        return load_data(file, key=key)
-    except DataError as error:
-        message = str(error)
-        # The Python keyword has a command-line spelling.
-        message = message.replace("pick one with key=", f"pick one as {file}:NAME")
-        message = message.replace("(and pick an array with key=)", f"(and pick an array as {file}.npz:NAME)")
-        if flag:
-            message = f"{flag}: {message}"
-            if not os.path.exists(file) and re.fullmatch(r"[0-9.eE+-]+", file) and flag == "--valid":
-                message += "; --valid takes a data file (to hold out a fraction of DATA, use --valid-split)"
-        if message == str(error):
-            raise
-        raise DataError(message) from None
-
-
-def _is_model_file(path: str) -> bool:
-    # A safetensors header that names the aekit format (see aekit.saving).
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-            if len(head) < 8:
-                return False
-            size = int.from_bytes(head, "little")
-            if not 0 < size < 100 * 1024 * 1024:
-                return False
-            header = handle.read(size)
-    except OSError:
-        return False
-    return header[:1] == b"{" and b'"format":"aekit"' in header.replace(b" ", b"")
-
-
-def _read_simple(path: str) -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"data file {path!r} does not exist")
-    if p.suffix == ".npy":
-        return np.load(p, allow_pickle=False)
-    if p.suffix == ".csv":
-        try:
-            return np.loadtxt(p, delimiter=",", dtype=np.float32, ndmin=2)
-        except ValueError as error:
-            raise DataError(f"{path!r} is not a numeric CSV table: {error}") from None
-    raise DataError(f"cannot read data file {path!r}: expected .npy or .csv")
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)  # also sees hard links
-    except OSError:  # one of them does not exist (yet)
-        return os.path.realpath(a) == os.path.realpath(b)
-
-
-def _named(label: str, value: Any) -> str:
-    """``--output 'm.npy'``, or ``config key 'checkpoint' in 't.toml' ('m.npy')``."""
-    return f"{label} ({value!r})" if label.startswith("config key") else f"{label} {value!r}"
-
-
-def check_output(path: str, suffixes: Sequence[str] = OUTPUT_SUFFIXES, *, flag: str = "--output",
-                 inputs: Iterable[tuple[str, str | None]] = ()) -> None:
-    """Fail before any work if ``path`` cannot or must not be written.
-
-    Refused: a name ending in a path separator or naming a folder, a wrong suffix, a
-    missing folder, and the same file as any of ``inputs`` (pairs of what, path), which
-    writing would destroy.
-    """
-    text = os.fspath(path)
-    what = _named(flag, text)
-    if text.endswith("/") or text.endswith(os.sep) or (os.altsep and text.endswith(os.altsep)):
-        raise ConfigurationError(f"{what} ends in a path separator, so it names a folder; expected a file name")
-    p = Path(text)
-    if p.is_dir():
-        raise ConfigurationError(f"{what} is a folder; expected a file name")
-    if suffixes and p.suffix.lower() not in suffixes:
-        raise ConfigurationError(f"{what} must end in {' or '.join(suffixes)}")
-    folder = p.parent if str(p.parent) else Path(".")
-    if not folder.is_dir():
-        raise ConfigurationError(f"{what}: folder {str(folder)!r} does not exist")
-    _check_not_an_input(text, what, inputs)
-
-
-def _check_not_an_input(path: str, what: str, inputs: Iterable[tuple[str, str | None]]) -> None:
-    for source_name, source in inputs:
-        if source is None:
-            continue
-        source_file = split_data_arg(source)[0]
-        if _same_file(path, source_file):
-            raise ConfigurationError(f"{what} is the same file as {_named(source_name, source)}; writing it "
-                                     "would destroy that file, so choose another name")
-
-
-def check_model_output(path: str, flag: str = "--output", inputs: Iterable[tuple[str, str | None]] = ()) -> None:
-    """:func:`check_output` for a model or checkpoint file: refuses data suffixes and existing non-model files."""
-    check_output(path, suffixes=(), flag=flag, inputs=inputs)
-    p = Path(path)
-    what = _named(flag, os.fspath(path))
-    name = p.name.lower()
-    suffix = next((s for s in DATA_SUFFIXES if name.endswith(s)), "ubyte" if name.endswith("ubyte") else None)
-    if suffix:
-        raise ConfigurationError(f"{what} ends in {suffix}, the suffix of a data file; expected a model file "
-                                 "name such as model.aekit (so that training never writes over data)")
-    if p.is_file() and p.stat().st_size > 0 and not _is_model_file(str(p)):
-        raise ConfigurationError(f"{what} exists and is not an aekit model file; refusing to replace it "
-                                 "(choose another name, or remove the file first)")
-
-
-def check_folder_output(path: str, inputs: Iterable[tuple[str, str | None]] = (), flag: str = "--output") -> None:
-    """The folder a report or the demo is written into: a folder or a new name, not a file or an input."""
-    text = os.fspath(path)
-    what = _named(flag, text)
-    if not text:
-        raise ConfigurationError(f"{flag} must name a folder, got ''")
-    p = Path(text)
-    if p.exists() and not p.is_dir():
-        raise ConfigurationError(f"{what} exists and is not a folder; expected a folder to write into "
-                                 "(a new or existing one)")
-    _check_not_an_input(text, what, inputs)
-
-
-def write_array(path: str, array: np.ndarray) -> None:
-    """Write ``array`` as .npy or .csv (by suffix), atomically; CSV rows are examples."""
-    from .saving import atomic_write
-
-    check_output(path)
-    if Path(path).suffix.lower() == ".npy":
-        buffer = io.BytesIO()
-        np.save(buffer, array, allow_pickle=False)
-        atomic_write(path, buffer.getvalue())
-    else:
-        text = io.StringIO()
-        flat = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(-1, 1)
-        np.savetxt(text, flat, delimiter=",", fmt="%.9g")
-        atomic_write(path, text.getvalue().encode())
-
-
-def load_model(path: str):
-    from .saving import load_model as _load
-
-    return _load(path)
 
 
 # ---------------------------------------------------------------------- progress
@@ -472,6 +147,9 @@ class _StageWatch(logging.Filter):
         self.stage: str | None = None
         self.stages = 0
 
+    def __repr__(self) -> str:
+        return f"_StageWatch(stage={self.stage!r}, stages={self.stages})"
+
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str) and record.msg.startswith(self.PREFIX):
             self.stages += 1
@@ -521,7 +199,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             settings[name] = value
             labels[name] = f"config key {key!r} in {args.config!r}"
         if "layers" in settings:
-            settings["layers"] = _layers_from_config(settings["layers"], labels["layers"])
+            settings["layers"] = layers_from_config(settings["layers"], labels["layers"])
     given = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     for name in given:
         labels.pop(name, None)  # the flag wins over the file
@@ -559,7 +237,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = _check_train_options(settings)
     net = Autoencoder(layers, **model_kwargs)
     _check_regularizers(net, settings)
-    args.cli_arrays = {"x": repr(args.data), "valid": _named("--valid", args.valid)}
+    args.cli_arrays = {"x": repr(args.data), "valid": describe_path("--valid", args.valid)}
     x = read_data(args.data)
     valid = read_data(args.valid, "--valid") if args.valid else None
     total = options.max_epochs
@@ -788,7 +466,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"--epochs must be an integer >= 1, got {args.epochs}")
     check_folder_output(args.output)
     model = Path(args.output) / "model.aekit"
-    if model.exists() and not (model.is_file() and _is_model_file(str(model))):
+    if model.exists() and not (model.is_file() and is_model_file(str(model))):
         raise ConfigurationError(f"--output {args.output!r} holds {str(model)!r}, which is not an aekit model; "
                                  "the demo would replace it, so choose another folder")
     s = run_demo(args.output, epochs=args.epochs, quiet=args.quiet)
@@ -922,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", parents=common, help="train an autoencoder and save it")
     _add_train_arguments(p)
-    p.set_defaults(func=cmd_train, cli_labels=_flag_labels(p), cli_kinds=_config_kinds(p))
+    p.set_defaults(func=cmd_train, cli_labels=_flag_labels(p), cli_kinds=config_kinds(p))
 
     for name, what, func in (("encode", "data to encode", cmd_encode), ("decode", "codes to decode", cmd_decode)):
         p = sub.add_parser(name, parents=common, help=f"{name} with a saved model")
