@@ -330,6 +330,8 @@ class _Trainer:
         source = _as_source(net, x, "x")
         self.valid = None
         if valid is not None:
+            if options.valid_split > 0:  # one of the two would be ignored
+                raise ConfigurationError(f"give valid or valid_split, not both (valid_split={options.valid_split})")
             self.valid = _as_source(net, valid, "valid")
         elif options.valid_split > 0 and options.validate_every > 0:
             n_valid = int(round(len(source) * options.valid_split))

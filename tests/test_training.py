@@ -166,6 +166,11 @@ def test_momentum_is_refused_where_the_algorithm_has_none(x):
     net.train(x[:64], algo="nag", momentum=0.5, max_epochs=1, validate_every=0)
 
 
+def test_valid_and_valid_split_together_are_refused(x):
+    with pytest.raises(ConfigurationError, match=r"give valid or valid_split, not both \(valid_split=0.1\)"):
+        aekit.Autoencoder([64, 8, 64]).train(x, valid=x[:50], valid_split=0.1, max_epochs=1)
+
+
 def test_weighted_training(x):
     w = np.ones_like(x)
     w[:, 32:] = 0.0
