@@ -362,8 +362,8 @@ class Autoencoder:
         graph = self.graph
         hidden = graph.hidden_names
         weights = [n.split(".", 1)[1] for n, p in graph.named_parameters() if p.dim() > 1]
-        bounded = [n for n in hidden if _activation_range(graph.layers[n])[0] >= 0
-                   and _activation_range(graph.layers[n])[1] <= 1]
+        ranges = {n: _activation_range(graph.layers[n]) for n in hidden}
+        bounded = [n for n, (low, high) in ranges.items() if low >= 0 and high <= 1]
         keys = {"weight_l1": weights, "weight_l2": weights, "hidden_l1": hidden, "hidden_l2": hidden,
                 "contractive": hidden, "hidden_noise": hidden, "hidden_dropout": hidden, "sparsity_weight": bounded}
         for key, names in keys.items():

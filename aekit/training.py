@@ -353,7 +353,7 @@ class _Trainer:
                                         precision=options.precision, compile=options.compile,
                                         batch_size=options.batch_size)
         # Batches of one example are left out where a batch norm would have one value per unit.
-        self.lone_example_skipped = any(getattr(layer, "needs_batches_of_two", False)
+        self.skip_lone_examples = any(getattr(layer, "needs_batches_of_two", False)
                                         for layer in net.graph.layers.values())
         self.best_loss = math.inf
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -430,7 +430,7 @@ class _Trainer:
             batches = self.source.batches(self.options.batch_size, generator)
         for xb, wb in batches:
             n = xb.shape[0]
-            if n == 1 and self.lone_example_skipped:
+            if n == 1 and self.skip_lone_examples:
                 # Batch norm cannot normalise one example: leave it out of this epoch's steps (as
                 # DataLoader's drop_last would); the shuffle gives it a full batch in another epoch.
                 log.debug("skipping a training batch of 1 example: the model has batch norm")
