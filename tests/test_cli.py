@@ -514,3 +514,201 @@ def test_help_describes_every_argument():
     for dest, words in (("precision", ("fp32", "bf16", "fp16", "default")), ("compile", ("default", "auto")),
                         ("distributed", ("auto", "true", "false", "default"))):
         assert all(word in train[dest].help for word in words), dest
+
+
+# ---------------------------------------------------------------------- every option reaches the library
+# The model a flag trains must be the model the same keyword trains through the Python API: same
+# parameters bit for bit and the same history (training on CPU is deterministic for a given seed).
+_MODEL_KWARGS = ("layers", "loss", "hidden_activation", "output_activation", "rng")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """100 training and 30 validation examples of 16 features in [0, 1], as .npy files."""
+    folder = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    x, v = rng.random((100, 16)).astype(np.float32), rng.random((30, 16)).astype(np.float32)
+    np.save(folder / "x.npy", x)
+    np.save(folder / "v.npy", v)
+    return folder, x, v
+
+
+def _api_model(kwargs: dict, x: np.ndarray, v: np.ndarray):
+    """What ``aekit train`` should build and train for these keywords (its defaults: seed 13, 2 epochs)."""
+    import torch
+
+    kwargs = {"layers": "16,8,16", "rng": 13, "max_epochs": 2, **kwargs}
+    model = {k: kwargs.pop(k) for k in _MODEL_KWARGS if k in kwargs}
+    net = aekit.Autoencoder(cli.parse_layers_arg(model.pop("layers")), **model)
+    valid = v if kwargs.pop("valid", None) else None
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the CLI runs under --threads 1
+    try:
+        net.train(x, valid, **kwargs)
+    finally:
+        torch.set_num_threads(before)
+    return net
+
+
+def _same_model(a, b) -> bool:
+    pa, pb = dict(a.graph.named_parameters()), dict(b.graph.named_parameters())
+    return (pa.keys() == pb.keys() and all(torch_equal(pa[k], pb[k]) for k in pa)
+            and a.history == b.history)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return a.dtype == b.dtype and a.shape == b.shape and bool(torch.equal(a, b))
+
+
+# (flags of the option, its keywords), (flags of the context it needs, their keywords)
+_OPTION_CASES = [
+    pytest.param(["--learning-rate", "0.05"], {"learning_rate": 0.05}, [], {}, id="learning-rate"),
+    pytest.param(["--lr", "0.05"], {"learning_rate": 0.05}, [], {}, id="lr"),
+    pytest.param(["--batch-size", "10"], {"batch_size": 10}, [], {}, id="batch-size"),
+    pytest.param(["--no-shuffle"], {"shuffle": False}, [], {}, id="no-shuffle"),
+    pytest.param(["--seed", "5"], {"rng": 5}, [], {}, id="seed"),
+    pytest.param(["--algo", "sgd"], {"algo": "sgd"}, [], {}, id="algo"),
+    pytest.param(["--momentum", "0.5"], {"momentum": 0.5}, ["--algo", "sgd"], {"algo": "sgd"}, id="momentum"),
+    pytest.param(["--max-gradient-norm", "0.01"], {"max_gradient_norm": 0.01}, [], {}, id="max-gradient-norm"),
+    pytest.param(["--loss", "mae"], {"loss": "mae"}, [], {}, id="loss"),
+    pytest.param(["--activation", "tanh"], {"hidden_activation": "tanh"}, [], {}, id="activation"),
+    pytest.param(["--output-activation", "sigmoid"], {"output_activation": "sigmoid"}, [], {},
+                 id="output-activation"),
+    pytest.param(["--tied"], {"layers": "16,8,16:tied"}, [], {}, id="tied"),
+    pytest.param(["--layerwise"], {"layerwise": True}, ["--layers", "16,8,4,8,16"], {"layers": "16,8,4,8,16"},
+                 id="layerwise"),
+    pytest.param(["--algo", "layerwise"], {"algo": "layerwise"}, ["--layers", "16,8,4,8,16"],
+                 {"layers": "16,8,4,8,16"}, id="algo-layerwise"),
+    # Early stopping: no epoch improves the validation loss by half, so training stops early.
+    pytest.param(["--min-improvement", "0.5"], {"min_improvement": 0.5},
+                 ["--epochs", "8", "--valid-split", "0.2"], {"max_epochs": 8, "valid_split": 0.2},
+                 id="min-improvement"),
+    pytest.param(["--patience", "1"], {"patience": 1},
+                 ["--epochs", "8", "--valid-split", "0.2", "--min-improvement", "0.5"],
+                 {"max_epochs": 8, "valid_split": 0.2, "min_improvement": 0.5}, id="patience"),
+    pytest.param(["--validate-every", "2"], {"validate_every": 2}, ["--epochs", "3", "--valid-split", "0.2"],
+                 {"max_epochs": 3, "valid_split": 0.2}, id="validate-every"),
+    pytest.param(["--valid-split", "0.2"], {"valid_split": 0.2}, [], {}, id="valid-split"),
+    pytest.param(["--valid", "v.npy"], {"valid": True}, [], {}, id="valid"),
+    pytest.param(["--hidden-l1", "0.1"], {"hidden_l1": 0.1}, [], {}, id="hidden-l1"),
+    pytest.param(["--hidden-l2", "0.1"], {"hidden_l2": 0.1}, [], {}, id="hidden-l2"),
+    pytest.param(["--weight-l1", "0.01"], {"weight_l1": 0.01}, [], {}, id="weight-l1"),
+    pytest.param(["--weight-l2", "0.01"], {"weight_l2": 0.01}, [], {}, id="weight-l2"),
+    pytest.param(["--sparsity-target", "0.1", "--sparsity-weight", "1"], {"sparsity_target": 0.1,
+                 "sparsity_weight": 1.0}, ["--activation", "sigmoid"], {"hidden_activation": "sigmoid"},
+                 id="sparsity"),
+    pytest.param(["--contractive", "0.1"], {"contractive": 0.1}, ["--activation", "sigmoid"],
+                 {"hidden_activation": "sigmoid"}, id="contractive"),
+    pytest.param(["--input-noise", "0.1"], {"input_noise": 0.1}, [], {}, id="input-noise"),
+    pytest.param(["--input-dropout", "0.2"], {"input_dropout": 0.2}, [], {}, id="input-dropout"),
+    pytest.param(["--hidden-noise", "0.1"], {"hidden_noise": 0.1}, [], {}, id="hidden-noise"),
+    pytest.param(["--hidden-dropout", "0.2"], {"hidden_dropout": 0.2}, [], {}, id="hidden-dropout"),
+    pytest.param(["--precision", "bf16"], {"precision": "bf16"}, [], {}, id="precision-bf16"),
+]
+
+
+@pytest.mark.parametrize("flags, kwargs, context_flags, context", _OPTION_CASES)
+def test_each_train_option_reaches_the_library(tiny, capsys, flags, kwargs, context_flags, context):
+    folder, x, v = tiny
+    name = "m-" + "".join(c for c in "".join(flags) if c.isalnum()) + ".aekit"
+    args = ["train", "x.npy", "--layers", "16,8,16", "--epochs", "2", "-q", "-o", name, *context_flags, *flags]
+    result = call(capsys, *args, cwd=folder)
+    assert result.returncode == 0, result.stderr
+    net = aekit.load(str(folder / name))
+    expected = _api_model({**context, **kwargs}, x, v)
+    assert _same_model(net, expected), "the CLI's model differs from the API's with the same keywords"
+    # Not vacuous: without the option the API trains another model.
+    assert not _same_model(net, _api_model(context, x, v)), "the option changes nothing"
+    if "valid" in kwargs:
+        # The history's validation loss is the loss on --valid's data (the last epoch is the best here).
+        last = net.history[-1]["valid"]["loss"]
+        assert last == min(h["valid"]["loss"] for h in net.history)
+        assert last == pytest.approx(net.loss(v).detach().item(), rel=1e-6)
+    if "patience" in kwargs or "min_improvement" in kwargs:
+        assert len(net.history) < 8  # stopped early
+
+
+def test_checkpoint_every_writes_every_n_epochs_and_at_the_end(tiny, capsys, monkeypatch):
+    from aekit.checkpoint import Checkpointer, checkpoint_info
+
+    folder, x, _ = tiny
+    written: list[int] = []
+    save = Checkpointer.save
+
+    def spy(self, trainer):
+        written.append(trainer.epoch)
+        save(self, trainer)
+
+    monkeypatch.setattr(Checkpointer, "save", spy)
+    for every, expected in ((None, [1, 2, 3, 4, 5]), ("2", [2, 4, 5])):
+        written.clear()
+        extra = ["--checkpoint-every", every] if every else []
+        result = call(capsys, "train", "x.npy", "--layers", "16,8,16", "--epochs", "5", "-q", "-o", "ck.aekit",
+                      "--checkpoint", f"run{every}.ckpt", *extra, cwd=folder)
+        assert result.returncode == 0, result.stderr
+        assert written == expected
+        assert checkpoint_info(folder / f"run{every}.ckpt")["epoch"] == 5
+
+
+@pytest.fixture(scope="module")
+def sigmoid_model(tiny):
+    """A saved 16-8-4-8-16 model with sigmoid hidden layers (codes in [0, 1])."""
+    folder, x, _ = tiny
+    net = aekit.Autoencoder([16, (8, "sigmoid"), (4, "sigmoid"), (8, "sigmoid"), 16], rng=2)
+    net.train(x, max_epochs=1)
+    net.save(str(folder / "sig.aekit"))
+    return folder, x
+
+
+def test_encode_sample_draws_bernoulli_codes(sigmoid_model, capsys):
+    folder, x = sigmoid_model
+    many = np.repeat(x[:2], 2000, axis=0)
+    np.save(folder / "many.npy", many)
+    result = call(capsys, "encode", "sig.aekit", "many.npy", "--sample", "-o", "bits.npy", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    bits = np.load(folder / "bits.npy")
+    assert set(np.unique(bits)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(bits, aekit.load(str(folder / "sig.aekit")).encode(many, sample=True))
+    probs = aekit.load(str(folder / "sig.aekit")).encode(x[:2])
+    # 2000 draws each: the standard error of a mean is at most 0.011.
+    np.testing.assert_allclose(bits.reshape(2, 2000, -1).mean(axis=1), probs, atol=0.05)
+    assert not np.allclose(probs, np.round(probs))  # the probabilities are not already bits
+
+
+@pytest.mark.parametrize("layer", ["hid1", "1", "hid3", "-2"])
+def test_encode_and_decode_layer(sigmoid_model, capsys, layer):
+    folder, x = sigmoid_model
+    net = aekit.load(str(folder / "sig.aekit"))
+    key = int(layer) if layer.lstrip("-").isdigit() else layer
+    result = call(capsys, "encode", "sig.aekit", "x.npy", "--layer", layer, "-o", f"z{layer}.npy", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    codes = np.load(folder / f"z{layer}.npy")
+    np.testing.assert_array_equal(codes, net.encode(x, layer=key))
+    assert codes.shape == (100, 8)  # not the default code layer (hid2, 4 units)
+    result = call(capsys, "decode", "sig.aekit", f"z{layer}.npy", "--layer", layer, "-o", f"r{layer}.npy",
+                  cwd=folder)
+    assert result.returncode == 0, result.stderr
+    recon = np.load(folder / f"r{layer}.npy")
+    np.testing.assert_array_equal(recon, net.decode(codes, layer=key))
+    if layer in ("hid1", "1"):
+        np.testing.assert_allclose(recon, net.predict(x), rtol=1e-5, atol=1e-6)
+
+
+def test_verbose_logs_to_stderr(tiny, capsys):
+    folder, _, _ = tiny
+    train = ["train", "x.npy", "--layers", "16,8,16", "--epochs", "1", "-q", "-o", "v.aekit"]
+    assert call(capsys, *train, cwd=folder).stderr == ""
+    result = call(capsys, "-v", *train, cwd=folder)
+    assert result.returncode == 0, result.stderr
+    assert "aekit: INFO: training Autoencoder" in result.stderr and "100 examples from x.npy" in result.stderr
+    result = call(capsys, *train, "--verbose", cwd=folder)  # after the command too
+    assert "aekit: INFO: training" in result.stderr
+
+
+def test_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code in (0, None)
+    assert capsys.readouterr().out.strip() == f"aekit {aekit.__version__}"

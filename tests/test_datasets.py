@@ -138,3 +138,52 @@ def test_top_level_names():
     assert {"datasets", "load_data", "preprocessing", "StreamingSource"} <= set(aekit.__all__)
     assert all(getattr(aekit, name) is not None for name in aekit.__all__)
     assert set(aekit.__all__) <= set(dir(aekit))
+
+
+# ---------------------------------------------------------------------- MNIST-format files written here
+def _write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
+    """An idx file as LeCun's: two zero bytes, type 0x08 (ubyte), ndim, big-endian uint32 sizes, data."""
+    assert array.dtype == np.uint8
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    raw = header + array.tobytes()
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+
+
+def _tiny_set(folder: Path, prefix: str, n: int, seed: int, compress: bool = True):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    images[0, 0, 0], images[-1, -1, -1] = 0, 255  # both ends of the scale
+    labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if compress else ""
+    _write_idx(folder / f"{prefix}-images-idx3-ubyte{suffix}", images, compress)
+    _write_idx(folder / f"{prefix}-labels-idx1-ubyte{suffix}", labels, compress)
+    return images, labels
+
+
+@pytest.mark.parametrize("loader", [datasets.mnist, datasets.fashion_mnist])
+def test_mnist_family_reads_the_train_files_of_a_folder(tmp_path, loader):
+    images, labels = _tiny_set(tmp_path, "train", 5, seed=1)
+    _tiny_set(tmp_path, "t10k", 3, seed=2)  # the test split lies beside it and must not be read
+    x, y = loader(tmp_path, split="train")
+    assert x.shape == (5, 784) and x.dtype == np.float32
+    assert y.shape == (5,) and y.dtype == np.int64
+    # Row i is image i in row-major pixel order, scaled from 0..255 to [0, 1].
+    np.testing.assert_allclose(x, images.reshape(5, 784) / 255.0, rtol=1e-7, atol=0)
+    assert x.min() == 0.0 and x.max() == 1.0
+    np.testing.assert_array_equal(y, labels.astype(np.int64))
+    np.testing.assert_array_equal(np.rint(x[2].reshape(28, 28) * 255).astype(np.uint8), images[2])
+
+
+def test_mnist_family_reads_uncompressed_files_and_the_test_split(tmp_path):
+    images, labels = _tiny_set(tmp_path, "t10k", 4, seed=3, compress=False)
+    x, y = datasets.mnist(str(tmp_path), split="test")
+    np.testing.assert_allclose(x, images.reshape(4, 784) / 255.0, rtol=1e-7, atol=0)
+    np.testing.assert_array_equal(y, labels)
+
+
+def test_mnist_family_refuses_images_and_labels_that_do_not_match(tmp_path):
+    _tiny_set(tmp_path, "train", 5, seed=4)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.zeros(4, np.uint8))
+    with pytest.raises(DataError, match=r"do not match: images \(5, 28, 28\), labels \(4,\)"):
+        datasets.fashion_mnist(tmp_path, split="train")

@@ -306,3 +306,51 @@ def test_torchrun_cli_matches_one_process_with_the_same_global_batch(tmp_path):
     assert a.score(x) == pytest.approx(b.score(x), abs=1e-4)
     untrained = aekit.Autoencoder([24, (6, "sigmoid"), (24, "tied")], rng=3)
     assert a.score(x) > untrained.score(x) + 0.2  # it did learn
+
+
+# ---------------------------------------------------------------------- parse_mode and shutdown
+@pytest.mark.parametrize("value, expected", [
+    (True, True), (False, False), (np.bool_(True), True), (np.bool_(False), False),
+    ("auto", "auto"), (" AUTO ", "auto"), ("Auto", "auto"),
+    ("true", True), ("Yes", True), ("ON", True), ("1", True), (" true\n", True),
+    ("false", False), ("NO", False), ("off", False), ("0", False),
+])
+def test_parse_mode_accepts_booleans_auto_and_the_cli_spellings(value, expected):
+    got = distributed.parse_mode(value)
+    assert got == expected and type(got) is type(expected)  # a real bool (or 'auto'), never np.bool_
+
+
+@pytest.mark.parametrize("value", ["sometimes", "", "2", "t", 1, 0, None, 1.0, ["auto"]])
+def test_parse_mode_refuses_anything_else_naming_the_value(value):
+    with pytest.raises(ConfigurationError) as caught:
+        distributed.parse_mode(value)
+    assert str(caught.value) == f"distributed must be True, False or 'auto', got {value!r}"
+
+
+def test_shutdown_without_a_process_group_is_harmless(monkeypatch):
+    assert not torch.distributed.is_initialized()
+    distributed.shutdown()
+    distributed.shutdown()  # twice, too
+    assert not torch.distributed.is_initialized()
+    # Even if aekit believes it created a group that someone else already destroyed.
+    monkeypatch.setattr(distributed, "_CREATED", True)
+    distributed.shutdown()
+    assert distributed._CREATED is False and not torch.distributed.is_initialized()
+    assert distributed.world_size() == 1 and distributed.is_main_process()
+
+
+def test_shutdown_leaves_a_process_group_it_did_not_create(tmp_path, monkeypatch):
+    # A caller's own (one-process) group is the caller's to destroy.
+    assert not torch.distributed.is_initialized()
+    torch.distributed.init_process_group("gloo", init_method=(tmp_path / "store").as_uri(), rank=0, world_size=1)
+    try:
+        distributed.shutdown()
+        assert torch.distributed.is_initialized()
+        assert distributed.world_size() == 1 and not distributed.is_active()
+        # The group aekit's init() created (flagged by _CREATED) is the one it tears down.
+        monkeypatch.setattr(distributed, "_CREATED", True)
+        distributed.shutdown()
+        assert not torch.distributed.is_initialized() and distributed._CREATED is False
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

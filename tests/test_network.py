@@ -283,3 +283,55 @@ def test_sampled_codes_are_fresh_each_call_and_reproducible_by_rng(small):
     assert not np.array_equal(draws[0], draws[1])
     np.testing.assert_array_equal([second.encode(small, sample=True) for _ in range(2)], draws)
     assert aekit.Autoencoder([12, 6, 12], rng=None).seed != aekit.Autoencoder([12, 6, 12], rng=None).seed
+
+
+# ---------------------------------------------------------------------- decode from any layer
+def _tied_12_6_3_6_12():
+    net = aekit.Autoencoder([12, (6, "relu"), (3, "sigmoid"), dict(size=6, form="tied", activation="tanh"),
+                             dict(size=12, form="tied", activation="linear")], rng=3)
+    # Non-zero biases, so that a decoder which skipped or repeated a layer would show.
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for layer in ("hid1", "hid2", "hid3", "out"):
+            b = net.find(layer, "b")
+            b.copy_(0.5 * torch.randn(b.shape, generator=gen))
+    return net
+
+
+def _numpy_decoder(net, z, start):
+    """The layers after ``start`` in float64 numpy, from the model's parameters."""
+    w1, w2 = (net.find(n, "w").detach().double().numpy() for n in ("hid1", "hid2"))
+    b = {n: net.find(n, "b").detach().double().numpy() for n in ("hid1", "hid2", "hid3", "out")}
+    steps = [("hid1", lambda h: np.maximum(h @ w1 + b["hid1"], 0.0)),
+             ("hid2", lambda h: 1.0 / (1.0 + np.exp(-(h @ w2 + b["hid2"])))),
+             ("hid3", lambda h: np.tanh(h @ w2.T + b["hid3"])),  # tied to hid2
+             ("out", lambda h: h @ w1.T + b["out"])]  # tied to hid1
+    names = ["in"] + [name for name, _ in steps]
+    h = np.asarray(z, np.float64)
+    for name, step in steps[names.index(start):]:
+        h = step(h)
+    return h
+
+
+def test_decode_from_a_layer_other_than_the_code_layer_inverts_encode_there(small):
+    net = _tied_12_6_3_6_12()
+    assert net.code_layer == "hid2"
+    reconstruction = net.predict(small)
+    for layer in ("hid1", "hid3", 1, 3, "hid1:out"):
+        codes = net.encode(small, layer=layer)
+        np.testing.assert_allclose(net.decode(codes, layer=layer), reconstruction, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(net.decode(small, layer="in"), reconstruction, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layer, width", [("in", 12), ("hid1", 6), ("hid2", 3), ("hid3", 6)])
+def test_decode_from_any_layer_runs_the_later_layers_only(layer, width):
+    net = _tied_12_6_3_6_12()
+    z = np.random.default_rng(2).normal(size=(25, width)).astype(np.float32)  # any values, not codes of an x
+    np.testing.assert_allclose(net.decode(z, layer=layer), _numpy_decoder(net, z, layer), rtol=1e-5, atol=1e-6)
+
+
+def test_decode_checks_the_width_of_the_layer_it_starts_from():
+    net = _tied_12_6_3_6_12()
+    with pytest.raises(DataError, match=r"z has 3 features, but this Autoencoder expects 6 \(layer 'hid3'\)"):
+        net.decode(np.zeros((2, 3), np.float32), layer="hid3")
+    np.testing.assert_array_equal(net.decode(np.full((2, 12), 0.25, np.float32), layer="out"), 0.25)

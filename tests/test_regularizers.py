@@ -284,3 +284,64 @@ def test_noise_and_dropout_have_their_stated_statistics(kwargs, expected):
     x = np.ones((100_000, 4), np.float32)
     assert net.loss(x).item() == 0.0
     assert net.loss(x, **kwargs).item() == pytest.approx(expected, rel=0.02)
+
+
+# ---------------------------------------------------------------------- the noise functions themselves
+N_DRAWS = 200_000  # tolerances below are 5 standard errors of these many draws
+
+
+@pytest.mark.parametrize("std", [0.1, 2.0])
+def test_gaussian_noise_adds_zero_mean_noise_of_the_given_std(std):
+    torch.manual_seed(1)
+    x = torch.rand(400, 500) * 4 - 2
+    before = x.clone()
+    noise = (R.gaussian_noise(x, std) - x).double().flatten()
+    assert torch.equal(x, before)  # not in place
+    n = noise.numel()
+    assert n == N_DRAWS
+    assert abs(noise.mean().item()) < 5 * std / n ** 0.5
+    assert noise.std().item() == pytest.approx(std, abs=5 * std / (2 * n) ** 0.5)
+    # Gaussian, not merely of that variance: 68.27% of draws lie within one std.
+    inside = (noise.abs() < std).double().mean().item()
+    assert inside == pytest.approx(0.682689, abs=5 * (0.682689 * 0.317311 / n) ** 0.5)
+    # Independent of x.
+    corr = np.corrcoef(noise.numpy(), x.double().flatten().numpy())[0, 1]
+    assert abs(corr) < 5 / n ** 0.5
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.9])
+def test_dropout_zeros_a_fraction_p_and_rescales_the_rest(p):
+    torch.manual_seed(2)
+    x = torch.rand(400, 500) + 1.0  # no zeros of its own
+    before = x.clone()
+    out = R.dropout(x, p)
+    assert torch.equal(x, before)
+    n = x.numel()
+    dropped = out == 0
+    assert dropped.double().mean().item() == pytest.approx(p, abs=5 * (p * (1 - p) / n) ** 0.5)
+    kept = ~dropped
+    torch.testing.assert_close(out[kept], x[kept] / (1 - p), rtol=1e-6, atol=0)
+    # So the expectation is kept: E[out - x] = 0, with variance x^2 p / (1 - p) per element.
+    diff = (out - x).double()
+    se = ((x.double() ** 2).mean().item() * p / (1 - p) / n) ** 0.5
+    assert abs(diff.mean().item()) < 5 * se
+
+
+def test_zero_noise_and_zero_dropout_return_the_input_itself():
+    x = torch.rand(7, 3, requires_grad=True)
+    assert R.gaussian_noise(x, 0.0) is x
+    assert R.gaussian_noise(x, 0) is x
+    assert R.dropout(x, 0.0) is x
+    assert R.dropout(x, 0) is x
+    state = torch.get_rng_state()
+    R.gaussian_noise(x, 0.0), R.dropout(x, 0.0)
+    assert torch.equal(torch.get_rng_state(), state)  # nothing drawn
+
+
+def test_noise_and_dropout_masks_follow_torchs_generator():
+    x = torch.rand(50, 20) + 1.0
+    torch.manual_seed(5)
+    a, b = R.gaussian_noise(x, 0.3), R.dropout(x, 0.5)
+    torch.manual_seed(5)
+    assert torch.equal(R.gaussian_noise(x, 0.3), a) and torch.equal(R.dropout(x, 0.5), b)
+    assert not torch.equal(R.gaussian_noise(x, 0.3), a)  # a fresh draw without reseeding
