@@ -23,7 +23,6 @@ atomically and never onto an input, so a failed run never damages an existing fi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import logging
 import math
@@ -131,50 +130,6 @@ def progress(epochs: Iterator, total: int, quiet: bool = False,
         yield train, valid
 
 
-class _StageWatch(logging.Filter):
-    """Learns the stage of layerwise pretraining from ``aekit.training``'s log.
-
-    The library announces each stage (``layerwise: pretraining in -> hid1 -> out``) in its log, its
-    channel for progress; the epochs it yields do not say which model they trained.  Records below
-    ``level`` (what the user asked to see) are dropped again.
-    """
-
-    PREFIX = "layerwise: pretraining "
-
-    def __init__(self, level: int):
-        super().__init__()
-        self.level = level
-        self.stage: str | None = None
-        self.stages = 0
-
-    def __repr__(self) -> str:
-        return f"_StageWatch(stage={self.stage!r}, stages={self.stages})"
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and record.msg.startswith(self.PREFIX):
-            self.stages += 1
-            chain = record.getMessage()[len(self.PREFIX):].split(" -> ")
-            # The stage's code layer is the middle of its chain.
-            middle = chain[len(chain) // 2] if len(chain) >= 3 else f"stage {self.stages}"
-            self.stage = f"pretraining {middle}"
-        return record.levelno >= self.level
-
-
-@contextlib.contextmanager
-def _watch_stages() -> Iterator[_StageWatch]:
-    logger = logging.getLogger("aekit.training")
-    watch = _StageWatch(logger.getEffectiveLevel())
-    saved = logger.level
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)  # the announcement is an INFO record
-    logger.addFilter(watch)
-    try:
-        yield watch
-    finally:
-        logger.removeFilter(watch)
-        logger.setLevel(saved)
-
-
 # ---------------------------------------------------------------------- commands
 # Keys of `train` that shape the model rather than the training.
 _MODEL_KEYS = ("layers", "tied", "activation", "output_activation", "loss", "seed", "device")
@@ -250,18 +205,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     train_mon: dict[str, float] = {}
     valid_mon: dict[str, float] = {}
-    with _watch_stages() if options.layerwise else contextlib.nullcontext() as watch:
+    def stage() -> str | None:
+        # During layerwise pretraining the epochs train a sub-model: its code layer names the stage.
+        return None if net.training_stage is None else f"pretraining {net.training_stage}"
 
-        def stage() -> str | None:
-            # Pretraining epochs come before the model's own first epoch enters its history.
-            if watch is None or net.history:
-                return None
-            return watch.stage or "pretraining"
-
-        epochs = net.itertrain(x, valid, **settings)  # joins the process group under torchrun
-        for train_mon, valid_mon in progress(epochs, total, args.quiet or not main_process,
-                                             lambda: len(net.history), stage):
-            pass
+    epochs = net.itertrain(x, valid, **settings)  # joins the process group under torchrun
+    for train_mon, valid_mon in progress(epochs, total, args.quiet or not main_process,
+                                         lambda: len(net.history), stage):
+        pass
     seconds = time.perf_counter() - start
     if not main_process:
         return 0

@@ -208,6 +208,14 @@ class Autoencoder:
     device : str
         ``'cpu'`` (default), ``'cuda'`` or ``'auto'``.
 
+    Attributes
+    ----------
+    history : list of dict
+        One ``{'epoch', 'train', 'valid'}`` record per epoch of the whole model.
+    training_stage : str or None
+        During layerwise pretraining, the code layer of the sub-model that the epochs
+        :meth:`itertrain` yields have trained (``'hid1'``, ...); None otherwise.
+
     Examples
     --------
     >>> net = Autoencoder([784, (64, 'relu'), (784, 'tied')])
@@ -241,6 +249,9 @@ class Autoencoder:
         self.preprocessing = None  # a fitted transform applied by encode/predict, saved with the model
         self.history: list[dict[str, Any]] = []
         self._sample_generator: np.random.Generator | None = None  # encode(sample=True)'s draws
+        # Layerwise pretraining: the code layer of the sub-model the current epochs train
+        # (None while the whole model trains, and outside training).
+        self.training_stage: str | None = None
 
     # ------------------------------------------------------------------ structure
     @property

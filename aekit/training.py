@@ -601,16 +601,22 @@ def _layerwise(net, x, valid, kwargs, full: _Trainer):
     # contractive penalty's default layer moves with the stage's code layer.
     options = dataclasses.replace(full.options, layerwise=False)
     reg_kwargs = {k: v for k, v in kwargs.items() if k in reg.REGULARIZER_KEYS}
-    for depth in range(1, code_index):
-        sub = net.graph.subgraph(names[: depth + 1] + names[len(names) - depth:])
-        if sub is None:
-            log.info("layerwise: skipping depth %d (decoder does not mirror the encoder)", depth)
-            continue
-        view = copy.copy(net)
-        view.graph = sub
-        view.history = []
-        log.info("layerwise: pretraining %s", " -> ".join(sub.layers))
-        regs = reg.Regularizers.from_kwargs(code_layer=names[depth], **reg_kwargs)
-        yield from _run(type(full)(view, x, valid, dataclasses.replace(options), regs))
-    yield from _run(full)
+    try:
+        for depth in range(1, code_index):
+            sub = net.graph.subgraph(names[: depth + 1] + names[len(names) - depth:])
+            if sub is None:
+                log.info("layerwise: skipping depth %d (decoder does not mirror the encoder)", depth)
+                continue
+            view = copy.copy(net)
+            view.graph = sub
+            view.history = []
+            log.info("layerwise: pretraining %s", " -> ".join(sub.layers))
+            regs = reg.Regularizers.from_kwargs(code_layer=names[depth], **reg_kwargs)
+            # The epochs yielded next train the sub-model: say which (the CLI's progress shows it).
+            net.training_stage = names[depth]
+            yield from _run(type(full)(view, x, valid, dataclasses.replace(options), regs))
+        net.training_stage = None
+        yield from _run(full)
+    finally:
+        net.training_stage = None
 

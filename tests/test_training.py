@@ -130,10 +130,15 @@ def test_layerwise_pretraining(x):
     before = net.loss(x).item()
     w_before = net.find("hid1", "w").detach().clone()
     stages = iter(net.itertrain(x, algo="layerwise", max_epochs=3, validate_every=0))
-    first_stage = [next(stages) for _ in range(3)]  # depth 1: in -> hid1 -> out
+    first_stage = []
+    for _ in range(3):  # depth 1: in -> hid1 -> out
+        first_stage.append(next(stages))
+        assert net.training_stage == "hid1"
     assert not torch.equal(net.find("hid1", "w"), w_before)
     assert torch.equal(net.find("hid2", "w"), aekit.Autoencoder(net.specs).find("hid2", "w"))
-    assert len(list(stages)) == 3  # then the whole model
+    rest = [net.training_stage for _ in stages]
+    assert rest == [None, None, None]  # then the whole model
+    assert net.training_stage is None
     assert first_stage[-1][0]["loss"] < first_stage[0][0]["loss"]
     assert net.loss(x).item() < 0.8 * before
 
