@@ -93,6 +93,18 @@ class Step:
         raise NotImplementedError
 
     # ----------------------------------------------------------- public API
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor arguments, as scikit-learn's ``clone``, ``Pipeline`` and ``GridSearchCV`` read them."""
+        return {k: getattr(self, k) for k in self._params}
+
+    def set_params(self, **params: Any) -> Step:
+        """Change constructor arguments (checked as the constructor checks them); the step must be fitted again."""
+        for key in params:
+            if key not in self._params:
+                raise unknown_name_error(f"parameter of {type(self).__name__}", key, self._params)
+        type(self).__init__(self, **{**self.get_params(), **params})
+        return self
+
     @property
     def fitted(self) -> bool:
         return all(getattr(self, k, None) is not None for k in self._state)
@@ -220,7 +232,10 @@ class MinMaxScaler(Step):
     _state = ("min_", "scale_")
 
     def __init__(self, feature_range: tuple[float, float] = (0.0, 1.0), per_feature: bool = True):
-        self.feature_range = tuple(float(v) for v in feature_range)
+        as_floats = tuple(float(v) for v in feature_range)
+        # The argument itself when it is already such a pair: scikit-learn's clone checks identity.
+        self.feature_range = feature_range if isinstance(feature_range, tuple) and feature_range == as_floats \
+            else as_floats
         self.per_feature = bool(per_feature)
         if len(self.feature_range) != 2 or not self.feature_range[0] < self.feature_range[1]:
             raise ConfigurationError(f"feature_range must be (low, high) with low < high, got {feature_range!r}")
@@ -360,9 +375,10 @@ class Pipeline(Step):
     """
 
     name = "pipeline"
+    _params = ("steps",)
 
     def __init__(self, steps: Sequence[Step]):
-        steps = list(steps)
+        steps = steps if isinstance(steps, list) else list(steps)  # a list as given: clone checks identity
         for s in steps:
             if not isinstance(s, Step):
                 raise ConfigurationError(f"Pipeline steps must be aekit.preprocessing steps, got {type(s).__name__}")

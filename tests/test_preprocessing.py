@@ -274,3 +274,30 @@ def test_whiten_images_flattens_the_spectrum(rng):
 
     assert band_ratio(image) > 5  # 1/f^2 power
     assert 0.5 < band_ratio(white) < 2  # flat
+
+
+def test_steps_follow_the_scikit_learn_estimator_api():
+    # clone, sklearn's Pipeline and set_params (GridSearchCV's calls) work on every step, and a
+    # clone fits to exactly what the original fits to.
+    from sklearn.base import clone
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import make_pipeline
+
+    x = np.random.default_rng(0).random((50, 6))
+    steps = [Whitener(kind="pca", epsilon=0.1), MinMaxScaler((0.0, 2.0)), StandardScaler(per_feature=False),
+             Pipeline([StandardScaler(), Whitener()])]
+    for step in steps:
+        copy = clone(step)
+        assert copy is not step and copy.get_params().keys() == step.get_params().keys()
+        np.testing.assert_array_equal(copy.fit_transform(x), step.fit_transform(x))
+    pipe = make_pipeline(Whitener(kind="pca"), PCA(2))
+    np.testing.assert_allclose(pipe.fit_transform(x), PCA(2).fit_transform(Whitener(kind="pca").fit_transform(x)))
+    pipe.set_params(whitener__epsilon=0.5)
+    assert pipe[0].epsilon == 0.5
+    whitener = Whitener().fit(x)
+    assert whitener.set_params(epsilon=0.5) is whitener and not whitener.fitted  # must be fitted again
+    with pytest.raises(ConfigurationError, match="unknown parameter of Whitener 'epsilom'; did you mean 'epsilon'"):
+        whitener.set_params(epsilom=1.0)
+    with pytest.raises(ConfigurationError, match="unknown whitening kind 'xyz'"):
+        whitener.set_params(kind="xyz")
+    assert whitener.kind == "zca" and whitener.epsilon == 0.5  # a refused change changes nothing
