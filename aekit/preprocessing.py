@@ -102,7 +102,10 @@ class Step:
         for key in params:
             if key not in self._params:
                 raise unknown_name_error(f"parameter of {type(self).__name__}", key, self._params)
-        type(self).__init__(self, **{**self.get_params(), **params})
+        # A new step checks the arguments first, so a refused change leaves this one as it was.
+        fresh = type(self)(**{**self.get_params(), **params})
+        self.__dict__.clear()
+        self.__dict__.update(fresh.__dict__)
         return self
 
     @property

@@ -301,3 +301,7 @@ def test_steps_follow_the_scikit_learn_estimator_api():
     with pytest.raises(ConfigurationError, match="unknown whitening kind 'xyz'"):
         whitener.set_params(kind="xyz")
     assert whitener.kind == "zca" and whitener.epsilon == 0.5  # a refused change changes nothing
+    scaler = MinMaxScaler((0.0, 2.0)).fit(x)
+    with pytest.raises(ConfigurationError, match="feature_range must be"):
+        scaler.set_params(feature_range=(3.0, 1.0))
+    assert scaler.feature_range == (0.0, 2.0) and scaler.fitted
