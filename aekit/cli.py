@@ -145,6 +145,7 @@ def _train_keys() -> list[str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .network import Autoencoder
+    from .training import parse_train_arguments
 
     keys = [*_MODEL_KEYS, *_train_keys()]
     settings: dict[str, Any] = {}
@@ -188,10 +189,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         "output_activation": settings.pop("output_activation", "linear"),
         "device": settings.pop("device", "cpu"),
     }
-    # Every option is checked before the data are read: a typo should not wait for a big file.
-    options = _check_train_options(settings)
     net = Autoencoder(layers, **model_kwargs)
-    _check_regularizers(net, settings)
+    # Every option is checked before the data are read: a typo should not wait for a big file.
+    options, _, _ = parse_train_arguments(net, settings)
     args.cli_arrays = {"x": repr(args.data), "valid": describe_path("--valid", args.valid)}
     x = read_data(args.data)
     valid = read_data(args.valid, "--valid") if args.valid else None
@@ -205,6 +205,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     train_mon: dict[str, float] = {}
     valid_mon: dict[str, float] = {}
+
     def stage() -> str | None:
         # During layerwise pretraining the epochs train a sub-model: its code layer names the stage.
         return None if net.training_stage is None else f"pretraining {net.training_stage}"
@@ -226,22 +227,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary += f" valid={valid_mon['loss']:.6g}"
     print(f"{summary}; saved {args.output}")
     return 0
-
-
-def _check_train_options(settings: dict[str, Any]):
-    """The run's TrainOptions, checked (``itertrain`` checks them again, the same way)."""
-    from .training import TrainOptions
-
-    options, _ = TrainOptions.parse(settings)
-    return options
-
-
-def _check_regularizers(net, settings: dict[str, Any]) -> None:
-    from .regularizers import REGULARIZER_KEYS, Regularizers
-
-    regs = Regularizers.from_kwargs(code_layer=net.code_layer,
-                                    **{k: v for k, v in settings.items() if k in REGULARIZER_KEYS})
-    net.check_regularizer_targets(regs)
 
 
 def _check_outputs_of(args: argparse.Namespace) -> None:

@@ -512,11 +512,23 @@ class _Trainer:
         self.optimizer.state.clear()
 
 
-def itertrain(net, x: Any, valid: Any = None, **kwargs: Any) -> Iterator[tuple[dict[str, float], dict[str, float]]]:
-    """Validate the options now, then return the epoch generator (see :class:`TrainOptions`)."""
+def parse_train_arguments(net, kwargs: dict[str, Any]) -> tuple[TrainOptions, dict[str, Any], reg.Regularizers]:
+    """``train``'s keywords checked for ``net``: the options, the regularizer keywords and their parsed form.
+
+    Raises
+    ------
+    ConfigurationError
+        An unknown keyword, a value out of range, or a regularizer pattern that chooses nothing.
+    """
     options, reg_kwargs = TrainOptions.parse(kwargs)
     regs = reg.Regularizers.from_kwargs(code_layer=net.code_layer, **reg_kwargs)
     net.check_regularizer_targets(regs)
+    return options, reg_kwargs, regs
+
+
+def itertrain(net, x: Any, valid: Any = None, **kwargs: Any) -> Iterator[tuple[dict[str, float], dict[str, float]]]:
+    """Validate the options now, then return the epoch generator (see :class:`TrainOptions`)."""
+    options, reg_kwargs, regs = parse_train_arguments(net, kwargs)
     trainer = _trainer_class(net, options)(net, x, valid, options, regs)
     if options.checkpoint is not None:
         from .checkpoint import Checkpointer
