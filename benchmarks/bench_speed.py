@@ -11,7 +11,10 @@ mirrored one) the same model is trained by
 
 starting from the same initial weights (copied from aekit's), alternating which
 runs first in each round, in one process.  Figures are medians over rounds of
-samples per second; GFLOP/s counts the multiply-adds of the matrix products
+samples per second.  The speed-up is given two ways: the ratio of the two
+medians, and the median of each round's own ratio, each with a 95% percentile
+bootstrap interval over the rounds (a round's two runs are back to back, so load that comes and
+goes on a shared machine disturbs that figure least).  GFLOP/s counts the multiply-adds of the matrix products
 (forward, weight gradients, input gradients except for the first layer) and is
 compared with the best rate of a 2048 x 2048 ``torch.mm`` measured here.
 
@@ -120,6 +123,25 @@ def sgemm_peak(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def bootstrap_interval(aekit_rates: list[float], plain_rates: list[float], stat, level: float = 0.95,
+                       draws: int = 10000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``stat(aekit_rates, plain_rates)``, resampling whole rounds
+    (each round's pair of runs together) with replacement."""
+    a, p = np.asarray(aekit_rates, dtype=float), np.asarray(plain_rates, dtype=float)
+    picks = np.random.default_rng(seed).integers(0, len(a), size=(draws, len(a)))
+    stats = [stat(a[rows], p[rows]) for rows in picks]
+    tail = (1 - level) / 2
+    return float(np.quantile(stats, tail)), float(np.quantile(stats, 1 - tail))
+
+
+def ratio_of_medians(a: np.ndarray, p: np.ndarray) -> float:
+    return float(np.median(a) / np.median(p))
+
+
+def median_of_ratios(a: np.ndarray, p: np.ndarray) -> float:
+    return float(np.median(a / p))
+
+
 def compare_dense(sizes: list[int], x: np.ndarray, test: np.ndarray, epochs: int, rounds: int) -> dict:
     xt, tt = torch.from_numpy(x), torch.from_numpy(test)
     # One untimed warm-up of each: the first torch.optim optimizer of a process imports
@@ -154,9 +176,11 @@ def compare_dense(sizes: list[int], x: np.ndarray, test: np.ndarray, epochs: int
         "median": medians,
         "gflops": {k: v * flops / 1e9 for k, v in medians.items()},
         "speedup": medians["aekit"] / medians["plain"],
+        "speedup_interval": bootstrap_interval(rates["aekit"], rates["plain"], ratio_of_medians),
         # Each round's own ratio too: the two contenders of a round ran back to back, so
         # this is the figure least disturbed by load that comes and goes.
         "round_speedups": [a / p for a, p in zip(rates["aekit"], rates["plain"])],
+        "round_speedup_interval": bootstrap_interval(rates["aekit"], rates["plain"], median_of_ratios),
         "test_mse": errors,
         "mse_ratio": errors["aekit"] / errors["plain"],
     }
@@ -210,16 +234,16 @@ def first_step_seconds() -> dict:
     return {"import_s": import_s, "first_step_s": step_s, "process_wall_s": wall}
 
 
-def run(n: int = 20000, epochs: int = 2, rounds: int = 9, deep_n: int = 10000, sklearn_n: int = 5000,
-        compile: bool = True) -> dict:
+def run(n: int = 20000, epochs: int = 2, rounds: int = 21, deep_rounds: int = 9, deep_n: int = 10000,
+        sklearn_n: int = 5000, compile: bool = True) -> dict:
     """Every figure of this benchmark as a dict (see :func:`to_markdown`)."""
     x, test, source = load_data(max(n, deep_n, sklearn_n))
     result: dict = {"data": source, "threads": torch.get_num_threads(), "batch_size": BATCH, "epochs": epochs,
-                    "rounds": rounds, "first_step": first_step_seconds(), "peak_gflops": sgemm_peak(),
-                    "models": {}}
+                    "rounds": {"shallow": rounds, "deep": deep_rounds}, "first_step": first_step_seconds(),
+                    "peak_gflops": sgemm_peak(), "models": {}}
     for name, sizes in DENSE.items():
         count = n if len(sizes) == 3 else deep_n
-        figures = compare_dense(sizes, x[:count], test, epochs, rounds)
+        figures = compare_dense(sizes, x[:count], test, epochs, rounds if len(sizes) == 3 else deep_rounds)
         figures["samples"] = count
         figures["flops_per_sample"] = flops_per_sample(sizes)
         result["models"][name] = figures
@@ -239,23 +263,29 @@ def to_markdown(result: dict) -> str:
         "### Training speed: aekit vs a plain PyTorch loop (dense autoencoders, MSE, Adam, batch 128)",
         "",
         f"Data: {result['data']}. Torch threads: {result['threads']}. {result['epochs']} epochs per run; "
-        f"figures are **medians of {result['rounds']} alternated rounds** (aekit and the plain loop take "
-        "turns going first, in one process, from the same initial weights). The plain loop is "
+        f"figures are **medians of {result['rounds']['shallow']} alternated rounds** "
+        f"({result['rounds']['deep']} for the deep model; aekit and the plain loop take "
+        "turns going first, in one process, from the same initial weights). Two speed-ups: the ratio of "
+        "the two medians, and the median of each round's own ratio (its two runs were back to back, so "
+        "load that comes and goes on this shared machine disturbs it least), each with a 95% bootstrap "
+        "interval (rounds resampled). The plain loop is "
         "`nn.Sequential(Linear, Sigmoid, ...)` + `nn.MSELoss` + `torch.optim.Adam` (defaults) with a fresh "
         "`torch.randperm` per epoch and index slicing (no DataLoader).",
         "",
         f"Measured float32 matmul peak (2048x2048 `torch.mm`, best of 5, before / after): "
         f"{result['peak_gflops']:.1f} / {result['peak_gflops_after']:.1f} GFLOP/s.",
         "",
-        "| model | samples | aekit samples/s | plain loop samples/s | speed-up | aekit GFLOP/s (% of peak) "
+        "| model | samples | aekit samples/s | plain loop samples/s | speed-up: ratio of medians (95% interval) "
+        "| speed-up: median of rounds (95% interval) | aekit GFLOP/s (% of peak) "
         "| plain GFLOP/s (% of peak) | test MSE aekit / plain |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, f in result["models"].items():
         ga, gp = f["gflops"]["aekit"], f["gflops"]["plain"]
         lines.append(
             f"| {name} | {f['samples']:,} | {f['median']['aekit']:,.0f} | {f['median']['plain']:,.0f} | "
-            f"{f['speedup']:.2f}x | {ga:.1f} ({100 * ga / peak:.0f}%) | {gp:.1f} ({100 * gp / peak:.0f}%) | "
+            f"{f['speedup']:.2f}x ({f['speedup_interval'][0]:.2f}x to {f['speedup_interval'][1]:.2f}x) | {statistics.median(f['round_speedups']):.2f}x "
+            f"({f['round_speedup_interval'][0]:.2f}x to {f['round_speedup_interval'][1]:.2f}x) | {ga:.1f} ({100 * ga / peak:.0f}%) | {gp:.1f} ({100 * gp / peak:.0f}%) | "
             f"{f['test_mse']['aekit']:.5f} / {f['test_mse']['plain']:.5f} ({100 * (f['mse_ratio'] - 1):+.1f}%) |"
         )
     lines.append("")
@@ -294,10 +324,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=20000)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=21, help="alternated rounds, 784-256-784 model")
+    parser.add_argument("--deep-rounds", type=int, default=9, help="alternated rounds, deep model")
     parser.add_argument("--no-compile", action="store_true", help="skip the compile=True figure")
     args = parser.parse_args()
-    print(to_markdown(run(args.samples, args.epochs, args.rounds, compile=not args.no_compile)))
+    print(to_markdown(run(args.samples, args.epochs, args.rounds, args.deep_rounds, compile=not args.no_compile)))
 
 
 if __name__ == "__main__":
