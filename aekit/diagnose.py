@@ -57,6 +57,12 @@ log = logging.getLogger(__name__)
 
 SEVERITIES = ("error", "warning", "info")
 
+# Layers that only move or pick values of the layer before them: with a linear
+# activation they have no units of their own, so a dead or saturated "unit" there
+# is a unit of an earlier layer (already reported) or a position of a constant
+# input region (MNIST's empty border after a flatten), not a fault of the model.
+PASS_THROUGH_FORMS = ("flatten", "reshape", "pool", "upsample")
+
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
@@ -272,6 +278,9 @@ def diagnose(
     if same_shape:
         findings += _check_mean(net, target, recon, mean_variance_ratio, mean_offset, mean_cosine)
     for name in graph.hidden_names:
+        spec = graph.layers[name].spec
+        if spec.form in PASS_THROUGH_FORMS and output_range(spec.activation) == (-math.inf, math.inf):
+            continue
         values = _units(outputs[f"{name}:out"])
         findings += _check_dead(values, name, dead_tolerance, dead_error_fraction)
         findings += _check_saturated(graph.layers[name], values, name, saturation_margin, saturation_fraction,

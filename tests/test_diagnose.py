@@ -228,3 +228,21 @@ def test_streamable_data_is_sampled_not_read_whole(good, data, tmp_path):
     assert aekit.diagnose(good, mapped, y, max_samples=500) == findings
     with pytest.raises(aekit.DataError, match="y has 3 labels, but x has 1797 examples"):
         aekit.diagnose(good, store, y[:3])
+
+
+def test_pass_through_layers_are_not_reported_as_dead(data):
+    pytest.importorskip("aekit.conv")
+    x, _ = data
+    images = x[:300].reshape(-1, 1, 8, 8).copy()
+    images[:, :, :3, :] = 0.0  # an empty top border, as in MNIST: conv positions there are constant
+    net = aekit.Autoencoder([(1, 8, 8), dict(form="conv2", channels=4, kernel=3, stride=2, activation="sigmoid"),
+                             "flatten", (64, "sigmoid")], rng=0)
+    assert "dead-units" not in codes(aekit.diagnose(net, images))  # the flatten's constant positions
+    # A dead conv channel is reported once, on the conv, not again on the pool and upsample after it.
+    net = aekit.Autoencoder([(1, 8, 8), dict(form="conv2", channels=4, kernel=3, activation="relu"),
+                             dict(form="pool", kernel=2), dict(form="upsample", scale=2),
+                             dict(form="conv2", channels=1, kernel=3, activation="sigmoid")], rng=0)
+    with torch.no_grad():
+        net.find("hid1", "b")[0] = -100.0
+    dead = [f for f in aekit.diagnose(net, images) if f.code == "dead-units"]
+    assert [(f.layer, f.value) for f in dead] == [("hid1", 0.25)]
