@@ -238,6 +238,14 @@ def diagnose(
         raise DataError(f"diagnose needs x with at least 2 examples in rows, got shape {shape}")
     rows = _subsample(shape[0], max_samples)
     raw = np.asarray(x[rows])
+    if raw.size and (raw == raw[:1]).all():
+        # Data with no variation leave nothing to learn and nothing to measure: every
+        # unit is "dead", every code "collapsed" and R^2 undefined, which would blame
+        # the model for what is wrong with the data.
+        which = f"all {shape[0]} rows of x" if len(rows) == shape[0] else \
+            f"all {len(rows)} rows sampled from the {shape[0]} of x"
+        raise DataError(f"diagnose needs examples that differ, but {which} are identical: the data have no "
+                        "variance to learn (check how they were loaded and scaled)")
     labels = None if y is None else as_labels("y", y).reshape(-1)
     if labels is not None and labels.shape[0] != shape[0]:
         raise DataError(f"y has {labels.shape[0]} labels, but x has {shape[0]} examples")

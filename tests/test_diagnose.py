@@ -246,3 +246,19 @@ def test_pass_through_layers_are_not_reported_as_dead(data):
         net.find("hid1", "b")[0] = -100.0
     dead = [f for f in aekit.diagnose(net, images) if f.code == "dead-units"]
     assert [(f.layer, f.value) for f in dead] == [("hid1", 0.25)]
+
+
+def test_data_without_variance_is_a_data_error_not_a_model_fault(good, data):
+    x, _ = data
+    # Constant data made every unit "dead", the code "collapsed" and the fit "trivial": all errors
+    # blaming the model for data with nothing to learn.
+    with pytest.raises(aekit.DataError, match="all 1797 rows of x are identical"):
+        aekit.diagnose(good, np.full_like(x, 0.5))
+    with pytest.raises(aekit.DataError, match="all 2 rows of x are identical"):
+        aekit.diagnose(good, np.stack([x[0], x[0]]))
+    with pytest.raises(aekit.DataError, match="all 100 rows sampled from the 1797 of x are identical"):
+        aekit.diagnose(good, np.zeros_like(x), max_samples=100)
+    with pytest.raises(aekit.DataError, match="NaN"):  # NaN is not mistaken for constant data
+        aekit.diagnose(good, np.where(np.arange(64) == 3, np.nan, 0.5) * np.ones_like(x))
+    # Constant columns (the digits' corners are always 0) are fine, and so are two different rows.
+    assert not {"collapsed-code", "dead-units"} & codes(aekit.diagnose(good, x[:2]))
