@@ -262,3 +262,15 @@ def test_data_without_variance_is_a_data_error_not_a_model_fault(good, data):
         aekit.diagnose(good, np.where(np.arange(64) == 3, np.nan, 0.5) * np.ones_like(x))
     # Constant columns (the digits' corners are always 0) are fine, and so are two different rows.
     assert not {"collapsed-code", "dead-units"} & codes(aekit.diagnose(good, x[:2]))
+
+
+def test_trivial_loss_on_a_handful_of_rows_is_only_a_warning(good, data):
+    x, _ = data
+    assert good.score(x[:2]) < 0  # the mean of two rows is a baseline the good model cannot beat
+    tiny = next(f for f in aekit.diagnose(good, x[:2]) if f.code == "trivial-loss")
+    assert tiny.severity == "warning" and "only 2 rows" in tiny.message and "worse than" in tiny.message
+    assert "fit" in codes(aekit.diagnose(good, x[:10]))
+    fresh = aekit.Autoencoder([64, (24, "sigmoid"), (64, "sigmoid")], rng=1)
+    trivial = next(f for f in aekit.diagnose(fresh, x) if f.code == "trivial-loss")
+    assert trivial.severity == "error" and "worse than predicting the mean" in trivial.message
+    assert "rows" not in trivial.message
