@@ -299,9 +299,13 @@ def _load_table(p: Path, delimiter: str | None, header: bool | None,
             raise DataError(f"usecols names column {c}, but {str(p)!r} has {width} columns")
     cols = [c % width for c in cols]
     try:
-        # The fast path (C parser); on any failure the slow path below says where.
-        return np.loadtxt(data_lines, delimiter=delimiter, dtype=np.float32, ndmin=2, usecols=cols,
-                          quotechar='"' if delimiter else None, comments=None)
+        # The fast path (C parser); on any failure the slow path below says where.  Every
+        # column is read, then the wanted ones taken: with usecols= loadtxt ignores the
+        # cells past the last column it reads, so a row longer than the first would pass.
+        table = np.loadtxt(data_lines, delimiter=delimiter, dtype=np.float32, ndmin=2,
+                           quotechar='"' if delimiter else None, comments=None)
+        if table.shape[1] == width:
+            return table if usecols is None else table[:, cols]
     except ValueError:
         pass
     out = np.empty((len(data_lines), len(cols)), dtype=np.float32)

@@ -92,6 +92,17 @@ def test_csv_ragged_and_nan(tmp_path):
         aekit.load_data(_write_csv(tmp_path, "a,b,c\n", "h.csv"), header=True)
 
 
+
+def test_csv_row_longer_than_the_first_is_ragged(tmp_path):
+    # A row with an extra cell is as ragged as one with a missing cell, also when usecols= picks
+    # columns; reading only the first row's width would drop the extra cell without a word.
+    path = _write_csv(tmp_path, "1,2\n3,4,5\n6,7\n")
+    for usecols in (None, [0, 1]):
+        with pytest.raises(DataError, match="ragged: line 2 has 3 columns, the first data line has 2"):
+            aekit.load_data(path, usecols=usecols)
+    np.testing.assert_array_equal(aekit.load_data(_write_csv(tmp_path, "1,2,3\n4,5,6\n", "w.csv"), usecols=[2, 0]),
+                                  [[3, 1], [6, 4]])
+
 # ------------------------------------------------------------------ idx
 @pytest.mark.parametrize("compress", [False, True])
 def test_idx_images_and_labels(tmp_path, rng, compress):
