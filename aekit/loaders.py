@@ -286,8 +286,7 @@ def _load_table(p: Path, delimiter: str | None, header: bool | None,
     first = _split(data_lines[0], delimiter)
     if header is None:
         second = _split(data_lines[1], delimiter) if len(data_lines) > 1 else []
-        header = not all(_parse_float(c) is not None for c in first) and \
-            all(_parse_float(c) is not None for c in second)
+        header = _looks_like_header(first) and all(_parse_float(c) is not None for c in second)
     if header:
         data_lines, line_numbers = data_lines[1:], line_numbers[1:]
     if not data_lines:
@@ -316,11 +315,27 @@ def _load_table(p: Path, delimiter: str | None, header: bool | None,
                             f"the first data line has {width}")
         for c in cols:
             value = _parse_float(row[c])
+            if value is None and not row[c].strip():
+                raise DataError(f"text table {str(p)!r}: the cell at line {line}, column {c + 1} "
+                                "is empty (a missing value); fill or drop it")
             if value is None:
                 raise DataError(f"text table {str(p)!r}: the cell at line {line}, column {c + 1} "
                                 f"is not a number: {row[c]!r}")
             out[r, cols.index(c)] = value
     return out
+
+
+def _looks_like_header(cells: list[str]) -> bool:
+    """Whether a table's first line, split into ``cells``, reads as column names.
+
+    A cell of text makes it one.  An empty cell does not: in a data row it is a
+    missing value, to be reported rather than dropped with the row -- except the
+    empty first cell of the line pandas writes for an index column (``,0,1,2``).
+    """
+    if any(cell.strip() and _parse_float(cell) is None for cell in cells):
+        return True
+    return len(cells) > 1 and not cells[0].strip() and \
+        [cell.strip() for cell in cells[1:]] == [str(i) for i in range(len(cells) - 1)]
 
 
 def _split(line: str, delimiter: str | None) -> list[str]:

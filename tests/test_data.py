@@ -103,6 +103,19 @@ def test_csv_row_longer_than_the_first_is_ragged(tmp_path):
     np.testing.assert_array_equal(aekit.load_data(_write_csv(tmp_path, "1,2,3\n4,5,6\n", "w.csv"), usecols=[2, 0]),
                                   [[3, 1], [6, 4]])
 
+
+def test_csv_missing_value_in_the_first_row_is_not_a_header(tmp_path):
+    # An empty cell is a missing value: the row it is in is reported, not dropped as a header.
+    with pytest.raises(DataError, match="line 1, column 2 is empty"):
+        aekit.load_data(_write_csv(tmp_path, "1,,3\n4,5,6\n"))
+    with pytest.raises(DataError, match="line 3, column 1 is empty"):
+        aekit.load_data(_write_csv(tmp_path, "a,b\n1,2\n,4\n", "m.csv"))
+    # pandas' header line for an index column starts with an empty cell: still a header.
+    pandas = aekit.load_data(_write_csv(tmp_path, ",0,1\n0,0.5,1.5\n1,2.5,3.5\n", "p.csv"))
+    np.testing.assert_array_equal(pandas, [[0, 0.5, 1.5], [1, 2.5, 3.5]])
+    named = aekit.load_data(_write_csv(tmp_path, "a,,c\n1,2,3\n", "n.csv"))
+    np.testing.assert_array_equal(named, [[1, 2, 3]])
+
 # ------------------------------------------------------------------ idx
 @pytest.mark.parametrize("compress", [False, True])
 def test_idx_images_and_labels(tmp_path, rng, compress):
