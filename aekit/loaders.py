@@ -70,7 +70,8 @@ def load_data(
         the file's dtype and is not checked for NaN here (training checks each
         block it reads).
     delimiter : str, optional
-        Column separator of a text table (default: ``','`` for .csv, tab for .tsv,
+        Column separator of a text table (default: tab for .tsv, ``','`` for .csv
+        -- or ``';'`` or tab where its first line has no comma but one of those --,
         sniffed otherwise).
     header : bool, optional
         Whether a text table's first line is a header; by default a first line
@@ -274,12 +275,14 @@ def _load_table(p: Path, delimiter: str | None, header: bool | None,
         raise DataError(f"text table {str(p)!r} has no rows")
     if delimiter is None:
         name = p.name.lower().removesuffix(".gz")
-        if name.endswith(".csv"):
-            delimiter = ","
-        elif name.endswith(".tsv"):
+        first = numbered[0][1]
+        if name.endswith(".tsv"):
             delimiter = "\t"
+        elif name.endswith(".csv") and ("," in first or not ("\t" in first or ";" in first)):
+            delimiter = ","
         else:
-            first = numbered[0][1]
+            # Also a .csv without a comma on its first line: Excel in many locales writes
+            # semicolons (the comma is their decimal mark), and some tools write tabs.
             delimiter = next((d for d in (",", "\t", ";") if d in first), None)
     data_lines = [line for _, line in numbered]
     line_numbers = [n for n, _ in numbered]

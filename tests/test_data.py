@@ -116,6 +116,15 @@ def test_csv_missing_value_in_the_first_row_is_not_a_header(tmp_path):
     named = aekit.load_data(_write_csv(tmp_path, "a,,c\n1,2,3\n", "n.csv"))
     np.testing.assert_array_equal(named, [[1, 2, 3]])
 
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_csv_with_semicolons_or_tabs(tmp_path, sep):
+    # Excel writes ';' where the comma is the decimal mark; some tools write tabs into a .csv.
+    text = sep.join("abc") + "\n" + sep.join(["1", "2.5", "3"]) + "\n4" + sep + "5" + sep + "6\n"
+    np.testing.assert_array_equal(aekit.load_data(_write_csv(tmp_path, text)), [[1, 2.5, 3], [4, 5, 6]])
+    # A single column has no separator at all: still one column.
+    np.testing.assert_array_equal(aekit.load_data(_write_csv(tmp_path, "x\n1\n2\n", "one.csv")), [[1], [2]])
+
 # ------------------------------------------------------------------ idx
 @pytest.mark.parametrize("compress", [False, True])
 def test_idx_images_and_labels(tmp_path, rng, compress):
