@@ -304,13 +304,14 @@ def _load_table(p: Path, delimiter: str | None, header: bool | None,
         # The fast path (C parser); on any failure the slow path below says where.  Every
         # column is read, then the wanted ones taken: with usecols= loadtxt ignores the
         # cells past the last column it reads, so a row longer than the first would pass.
-        table = np.loadtxt(data_lines, delimiter=delimiter, dtype=np.float32, ndmin=2,
+        # float64: a value beyond float32's range stays finite here, so _finish can say so.
+        table = np.loadtxt(data_lines, delimiter=delimiter, dtype=np.float64, ndmin=2,
                            quotechar='"' if delimiter else None, comments=None)
         if table.shape[1] == width:
             return table if usecols is None else table[:, cols]
     except ValueError:
         pass
-    out = np.empty((len(data_lines), len(cols)), dtype=np.float32)
+    out = np.empty((len(data_lines), len(cols)), dtype=np.float64)
     for r, (text_line, line) in enumerate(zip(data_lines, line_numbers)):
         row = _split(text_line, delimiter)
         if len(row) != width:
@@ -391,10 +392,15 @@ def _finish(array: np.ndarray, p: Path) -> np.ndarray:
         raise DataError(f"{str(p)!r} holds no examples (shape {array.shape})")
     if array.ndim == 1:
         array = array.reshape(-1, 1)
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    finite = np.isfinite(array)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, by value
+        converted = np.ascontiguousarray(array, dtype=np.float32)
+    finite = np.isfinite(converted)
     if not finite.all():
         bad = np.argwhere(~finite)[0]
-        raise DataError(f"{str(p)!r} holds NaN or infinite values (first at row {bad[0]}, "
-                        f"column {bad[1] if len(bad) > 1 else 0}: {array[tuple(bad)]})")
-    return array
+        where = f"row {bad[0]}, column {bad[1] if len(bad) > 1 else 0}"
+        value = array[tuple(bad)]
+        if np.isfinite(value):  # finite in the file, infinite as float32
+            raise DataError(f"{str(p)!r} holds values too large for float32 (first at {where}: {value}); "
+                            "rescale the data")
+        raise DataError(f"{str(p)!r} holds NaN or infinite values (first at {where}: {value})")
+    return converted

@@ -261,6 +261,21 @@ def test_bad_files_get_data_errors_naming_the_path(tmp_path):
         aekit.load_data(tmp_path / "broken.npy")
 
 
+
+def test_values_beyond_float32_are_reported_as_too_large(tmp_path, recwarn):
+    # 1e40 is a finite number in the file; calling it NaN or infinite would send the user looking
+    # for a value that is not there.
+    np.save(tmp_path / "big.npy", np.array([[1.0, 2.0], [3.0, -1e40]]))
+    with pytest.raises(DataError, match=r"big.npy' holds values too large for float32 \(first at row 1, column 1"):
+        aekit.load_data(tmp_path / "big.npy")
+    with pytest.raises(DataError, match=r"big.csv' holds values too large for float32 \(first at row 0, column 0"):
+        aekit.load_data(_write_csv(tmp_path, "1e39,2\n3,4\n", "big.csv"))
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    with pytest.raises(DataError, match="NaN or infinite values"):
+        aekit.load_data(_write_csv(tmp_path, "1,inf\n3,4\n", "inf.csv"))
+    # Values that fit float32 only after rounding are fine, in text and in float64 files.
+    np.testing.assert_allclose(aekit.load_data(_write_csv(tmp_path, "3e38,-3e38\n", "edge.csv")), [[3e38, -3e38]])
+
 # ------------------------------------------------------------------ streaming
 class RowStore:
     """An h5py-like array: shape, dtype and row slicing only (no __array__)."""
