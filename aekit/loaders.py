@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
 import os
 import struct
 import tokenize
@@ -194,7 +195,10 @@ def _load_npy(p: Path, mmap: bool) -> np.ndarray:
 
 def _load_npz(p: Path, key: str | None) -> np.ndarray:
     try:
-        with np.load(p, allow_pickle=False) as archive:
+        archive = np.load(p, allow_pickle=False)
+        if isinstance(archive, np.ndarray):  # np.load goes by the content: an .npy under an .npz name
+            raise DataError(f"{str(p)!r} is an .npy file, not an .npz archive; name it .npy")
+        with archive:
             names = list(archive.files)
             if not names:
                 raise DataError(f"{str(p)!r} is an .npz archive with no arrays")
@@ -243,7 +247,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"idx file {str(p)!r} is truncated inside its header")
     shape = struct.unpack(f">{ndim}I", raw[4:start])
     dtype = _IDX_TYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python integers: a corrupt header's dimensions (up to 2**32 - 1 each) overflow int64,
+    # which np.prod would wrap around to a size that can match the file.
+    expected = math.prod(shape) * dtype.itemsize
     got = len(raw) - start
     if got != expected:
         problem = "truncated" if got < expected else "longer than its header says"

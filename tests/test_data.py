@@ -276,6 +276,20 @@ def test_values_beyond_float32_are_reported_as_too_large(tmp_path, recwarn):
     # Values that fit float32 only after rounding are fine, in text and in float64 files.
     np.testing.assert_allclose(aekit.load_data(_write_csv(tmp_path, "3e38,-3e38\n", "edge.csv")), [[3e38, -3e38]])
 
+
+def test_idx_header_with_huge_dimensions_is_a_data_error(tmp_path):
+    # 2**31 cubed overflows int64 to 0, which matched the empty payload: a raw ValueError followed.
+    (tmp_path / "huge-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", 2**31, 2**31, 2**31))
+    with pytest.raises(DataError, match=r"huge-idx3-ubyte' is truncated: the header promises shape \(2147483648,"):
+        aekit.load_data(tmp_path / "huge-idx3-ubyte")
+
+
+def test_npy_file_under_an_npz_name(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((2, 3)))
+    (tmp_path / "x.npz").write_bytes((tmp_path / "x.npy").read_bytes())
+    with pytest.raises(DataError, match="x.npz' is an .npy file, not an .npz archive; name it .npy"):
+        aekit.load_data(tmp_path / "x.npz")
+
 # ------------------------------------------------------------------ streaming
 class RowStore:
     """An h5py-like array: shape, dtype and row slicing only (no __array__)."""
