@@ -8,7 +8,7 @@
   (``scale=False`` keeps 0..255); a one-dimensional idx file (labels) comes back
   as int64 of shape (n,);
 * a folder of PNG/JPEG images of one size: (n, H, W) for grayscale or
-  (n, 3, H, W) for colour, divided by 255.
+  (n, 3, H, W) for colour, 8-bit pixels divided by 255 and 16-bit ones by 65535.
 
 ``mmap=True`` memory-maps a .npy instead of reading it: the result is an
 ``np.memmap`` in the file's own dtype, which :meth:`Autoencoder.train` streams
@@ -80,7 +80,8 @@ def load_data(
     usecols : sequence of int, optional
         Columns of a text table to keep (e.g. to drop a label column).
     scale : bool
-        Divide 8-bit pixel data (idx, images) by 255.
+        Scale pixel data to [0, 1]: 8-bit idx files and images are divided by 255,
+        16-bit images by 65535; float images keep their values.
     color : {'auto', 'gray', 'rgb'}
         For image folders: ``'auto'`` gives grayscale when every image is
         grayscale, colour otherwise.
@@ -373,22 +374,38 @@ def _load_images(folder: Path, scale: bool, color: str) -> np.ndarray:
         except Exception as error:  # PIL raises many kinds (UnidentifiedImageError, OSError, SyntaxError)
             raise DataError(f"image {str(f)!r} cannot be read: {error}") from None
     if color == "auto":
-        color = "gray" if all(img.mode in ("L", "1", "I", "I;16", "F", "LA") for img in images) else "rgb"
+        color = "gray" if all(img.mode in ("L", "1", "LA") or _is_wide_gray(img.mode) for img in images) else "rgb"
     size = images[0].size
     arrays = []
     for f, img in zip(files, images):
         if img.size != size:
             raise DataError(f"images in {str(folder)!r} must share one size: {files[0].name!r} is "
                             f"{size[0]}x{size[1]}, {f.name!r} is {img.size[0]}x{img.size[1]}")
-        if color == "gray":
-            a = np.asarray(img.convert("L") if img.mode not in ("I", "I;16", "F") else img, dtype=np.float32)
-        else:
-            a = np.asarray(img.convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
-        arrays.append(a)
-    x = np.stack(arrays)
+        arrays.append(_image_array(img, color, scale))
+    return np.stack(arrays)
+
+
+def _is_wide_gray(mode: str) -> bool:
+    # Pillow's 16-bit ('I;16', 'I;16B', ...), 32-bit integer ('I') and float ('F') grayscale modes.
+    return mode == "F" or mode.startswith("I")
+
+
+def _image_array(img, color: str, scale: bool) -> np.ndarray:
+    """One Pillow image as float32: shape (H, W) for ``color='gray'``, (3, H, W) for ``'rgb'``.
+
+    With ``scale``, 8-bit images are divided by 255 and 16-bit (and 32-bit integer) ones
+    by 65535, so that both come out in [0, 1]; float images keep their values.
+    """
+    if _is_wide_gray(img.mode):
+        # convert('L') or convert('RGB') would clip these to 0..255: take the values as they are.
+        a = np.asarray(img, dtype=np.float32)
+        if scale and img.mode != "F":
+            a = a / 65535.0
+        return a if color == "gray" else np.repeat(a[None], 3, axis=0)
+    a = np.asarray(img.convert("L" if color == "gray" else "RGB"), dtype=np.float32)
     if scale:
-        x /= 255.0
-    return x
+        a /= 255.0
+    return a if color == "gray" else a.transpose(2, 0, 1)
 
 
 def _finish(array: np.ndarray, p: Path) -> np.ndarray:

@@ -222,6 +222,31 @@ def test_image_folder_of_mixed_sizes_is_refused(tmp_path):
         aekit.load_data(tmp_path)
 
 
+
+def test_image_folder_of_16_bit_and_float_images(tmp_path):
+    from PIL import Image
+
+    deep = np.array([[0, 1000], [32768, 65535]], dtype=np.uint16)
+    Image.fromarray(deep).save(tmp_path / "a.png")  # a 16-bit grayscale PNG
+    assert Image.open(tmp_path / "a.png").mode.startswith("I")
+    x = aekit.load_data(tmp_path)
+    assert x.shape == (1, 2, 2) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0], deep / 65535.0, rtol=1e-6)  # in [0, 1], as 8-bit images are
+    np.testing.assert_array_equal(aekit.load_data(tmp_path, scale=False)[0], deep)
+    # As colour (asked for, or beside an RGB image), the gray values are repeated, not clipped to 255.
+    rgb = aekit.load_data(tmp_path, color="rgb")
+    assert rgb.shape == (1, 3, 2, 2)
+    np.testing.assert_allclose(rgb[0], np.repeat(deep[None] / 65535.0, 3, axis=0), rtol=1e-6)
+    Image.new("RGB", (2, 2), (255, 0, 0)).save(tmp_path / "b.png")
+    both = aekit.load_data(tmp_path)
+    np.testing.assert_allclose(both[0, 1], deep / 65535.0, rtol=1e-6)
+    np.testing.assert_array_equal(both[1, :, 0, 0], [1, 0, 0])
+    # A float image keeps its values.
+    floats = tmp_path / "f"
+    floats.mkdir()
+    Image.fromarray(np.array([[0.25, 0.5]], dtype=np.float32)).save(floats / "a.tif")
+    np.testing.assert_array_equal(aekit.load_data(floats), [[[0.25, 0.5]]])
+
 # ------------------------------------------------------------------ bad files
 def test_bad_files_get_data_errors_naming_the_path(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
