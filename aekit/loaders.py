@@ -362,9 +362,16 @@ def _load_images(folder: Path, scale: bool, color: str) -> np.ndarray:
         raise DataError("reading a folder of images needs Pillow: pip install 'aekit[images]'") from None
     if color not in ("auto", "gray", "rgb"):
         raise DataError(f"color must be 'auto', 'gray' or 'rgb', got {color!r}")
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+    # Hidden files are skipped: macOS leaves a '._name.png' (not an image) beside each image
+    # it copies to a foreign disk or into a zip.
+    files = sorted(f for f in folder.iterdir()
+                   if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file())
     if not files:
-        raise DataError(f"folder {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        subfolders = [f.name for f in folder.iterdir() if f.is_dir() and not f.name.startswith(".")]
+        hint = (f"; its subfolders ({', '.join(map(repr, sorted(subfolders)[:3]))}"
+                f"{', ...' if len(subfolders) > 3 else ''}) are not read, pass one of them"
+                if subfolders else "")
+        raise DataError(f"folder {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}){hint}")
     images = []
     for f in files:
         try:

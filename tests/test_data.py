@@ -247,6 +247,22 @@ def test_image_folder_of_16_bit_and_float_images(tmp_path):
     Image.fromarray(np.array([[0.25, 0.5]], dtype=np.float32)).save(floats / "a.tif")
     np.testing.assert_array_equal(aekit.load_data(floats), [[[0.25, 0.5]]])
 
+
+def test_image_folder_skips_hidden_files_and_names_subfolders(tmp_path):
+    from PIL import Image
+
+    Image.new("L", (3, 2), 51).save(tmp_path / "a.png")
+    (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS metadata, not an image
+    x = aekit.load_data(tmp_path)
+    assert x.shape == (1, 2, 3)
+    np.testing.assert_allclose(x, 0.2)
+    nested = tmp_path / "by_class"
+    (nested / "cats").mkdir(parents=True)
+    (nested / "dogs").mkdir()
+    Image.new("L", (3, 2)).save(nested / "cats" / "c.png")
+    with pytest.raises(DataError, match=r"holds no images .*; its subfolders \('cats', 'dogs'\) are not read"):
+        aekit.load_data(nested)
+
 # ------------------------------------------------------------------ bad files
 def test_bad_files_get_data_errors_naming_the_path(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
