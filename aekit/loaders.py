@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import ConfigurationError, DataError
 
 __all__ = ["IMAGE_SUFFIXES", "load_data", "read_idx"]
 
@@ -96,7 +96,26 @@ def load_data(
     ------
     DataError
         If the file is missing, empty, truncated, ragged, not numeric or not finite.
+    ConfigurationError
+        If ``path``, ``delimiter`` or ``usecols`` is not of the documented kind.
     """
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigurationError(f"load_data: path must be a file or folder path (str or path-like), "
+                                 f"got {type(path).__name__} {path!r}")
+    if delimiter is not None and not (isinstance(delimiter, str) and len(delimiter) == 1):
+        raise ConfigurationError(f"load_data: delimiter must be one character, got {delimiter!r}")
+    if usecols is not None:
+        # Any iterable of ints (a list, a range, an integer array); never a float, silently cut.
+        try:
+            cols = None if isinstance(usecols, (str, bytes)) else list(usecols)
+        except TypeError:
+            cols = None
+        if not cols or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in cols):
+            raise ConfigurationError(f"load_data: usecols must be a non-empty sequence of column numbers "
+                                     f"(int), got {usecols!r}")
+        usecols = cols
     p = Path(path)
     if p.is_dir():
         if mmap:
@@ -189,6 +208,7 @@ def _load_npy(p: Path, mmap: bool) -> np.ndarray:
     _check_dtype(array, p)
     if array.ndim == 0:
         raise DataError(f"{str(p)!r} holds a single number, not an array of examples")
+    _check_not_empty(array, p)
     if mmap and array.ndim == 1:
         raise DataError(f"{str(p)!r} holds a 1-D array of shape {array.shape}; save examples as rows (n, features)")
     return array
@@ -415,11 +435,20 @@ def _image_array(img, color: str, scale: bool) -> np.ndarray:
     return a if color == "gray" else a.transpose(2, 0, 1)
 
 
+def _check_not_empty(array: np.ndarray, p: Path) -> None:
+    # Also for a memmap, which load_data returns without _finish.
+    if array.shape[0] == 0:
+        raise DataError(f"{str(p)!r} holds no examples (shape {array.shape})")
+    if array.size == 0:
+        raise DataError(f"{str(p)!r} holds examples without any features (shape {array.shape})")
+
+
 def _finish(array: np.ndarray, p: Path) -> np.ndarray:
     array = np.asarray(array)
     _check_dtype(array, p)
-    if array.ndim == 0 or array.shape[0] == 0:
+    if array.ndim == 0:
         raise DataError(f"{str(p)!r} holds no examples (shape {array.shape})")
+    _check_not_empty(array, p)
     if array.ndim == 1:
         array = array.reshape(-1, 1)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, by value

@@ -331,6 +331,30 @@ def test_npy_file_under_an_npz_name(tmp_path):
     with pytest.raises(DataError, match="x.npz' is an .npy file, not an .npz archive; name it .npy"):
         aekit.load_data(tmp_path / "x.npz")
 
+
+def test_bad_arguments_get_configuration_errors_naming_them(tmp_path):
+    path = _write_csv(tmp_path, "1,2,3\n4,5,6\n")
+    for kwargs, name in [({"usecols": ["a"]}, "usecols"), ({"usecols": [1.5]}, "usecols"), ({"usecols": []}, "usecols"),
+                         ({"usecols": "0"}, "usecols"), ({"delimiter": ""}, "delimiter"),
+                         ({"delimiter": ", "}, "delimiter")]:
+        with pytest.raises(ConfigurationError, match=f"load_data: {name} must be"):
+            aekit.load_data(path, **kwargs)
+    for bad in (None, 3):
+        with pytest.raises(ConfigurationError, match=f"path must be a file or folder path.*got .*{bad}"):
+            aekit.load_data(bad)
+    np.testing.assert_array_equal(aekit.load_data(str(path).encode(), usecols=(np.int64(2),)), [[3], [6]])
+    np.testing.assert_array_equal(aekit.load_data(path, usecols=np.array([2, 0])), [[3, 1], [6, 4]])
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_npy_without_examples_or_features_is_refused(tmp_path, mmap):
+    np.save(tmp_path / "rows.npy", np.zeros((0, 4), np.float32))
+    np.save(tmp_path / "cols.npy", np.zeros((3, 0), np.float32))
+    with pytest.raises(DataError, match=r"rows.npy' holds no examples \(shape \(0, 4\)\)"):
+        aekit.load_data(tmp_path / "rows.npy", mmap=mmap)
+    with pytest.raises(DataError, match=r"cols.npy' holds examples without any features \(shape \(3, 0\)\)"):
+        aekit.load_data(tmp_path / "cols.npy", mmap=mmap)
+
 # ------------------------------------------------------------------ streaming
 class RowStore:
     """An h5py-like array: shape, dtype and row slicing only (no __array__)."""
