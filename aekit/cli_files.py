@@ -52,9 +52,17 @@ def read_data(path: str, flag: str | None = None) -> np.ndarray:
     try:
         if is_model_file(file):
             raise DataError(f"{file!r} is an aekit model file; pass it as MODEL, not as data")
-        return load_data(file, key=key)
+        x = load_data(file, key=key)
+        # load_data gives int64 only for a 1-D idx file: labels, which no command takes as data.
+        if x.ndim == 1 and x.dtype == np.int64:
+            raise DataError(f"{file!r} is an idx labels file (a 1-D array of {len(x)} labels), not data; "
+                            "pass the matching images file (e.g. *-images-idx3-ubyte.gz)")
+        return x
     except DataError as error:
         message = str(error)
+        head, _, name = file.rpartition(":")
+        if name and not os.path.exists(file) and os.path.isfile(head):
+            message += f"; FILE:NAME picks an array of an .npz archive only, and {head!r} is not one"
         # The Python keyword has a command-line spelling.
         message = message.replace("pick one with key=", f"pick one as {file}:NAME")
         message = message.replace("(and pick an array with key=)", f"(and pick an array as {file}.npz:NAME)")

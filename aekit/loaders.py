@@ -8,7 +8,7 @@
   (``scale=False`` keeps 0..255); a one-dimensional idx file (labels) comes back
   as int64 of shape (n,);
 * a folder of PNG/JPEG images of one size: (n, H, W) for grayscale or
-  (n, 3, H, W) for colour, divided by 255.
+  (n, 3, H, W) for colour, 8-bit pixels divided by 255 and 16-bit ones by 65535.
 
 ``mmap=True`` memory-maps a .npy instead of reading it: the result is an
 ``np.memmap`` in the file's own dtype, which :meth:`Autoencoder.train` streams
@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
 import os
 import struct
 import tokenize
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import ConfigurationError, DataError
 
 __all__ = ["IMAGE_SUFFIXES", "load_data", "read_idx"]
 
@@ -70,7 +71,8 @@ def load_data(
         the file's dtype and is not checked for NaN here (training checks each
         block it reads).
     delimiter : str, optional
-        Column separator of a text table (default: ``','`` for .csv, tab for .tsv,
+        Column separator of a text table (default: tab for .tsv, ``','`` for .csv
+        -- or ``';'`` or tab where its first line has no comma but one of those --,
         sniffed otherwise).
     header : bool, optional
         Whether a text table's first line is a header; by default a first line
@@ -78,7 +80,8 @@ def load_data(
     usecols : sequence of int, optional
         Columns of a text table to keep (e.g. to drop a label column).
     scale : bool
-        Divide 8-bit pixel data (idx, images) by 255.
+        Scale pixel data to [0, 1]: 8-bit idx files and images are divided by 255,
+        16-bit images by 65535; float images keep their values.
     color : {'auto', 'gray', 'rgb'}
         For image folders: ``'auto'`` gives grayscale when every image is
         grayscale, colour otherwise.
@@ -93,7 +96,26 @@ def load_data(
     ------
     DataError
         If the file is missing, empty, truncated, ragged, not numeric or not finite.
+    ConfigurationError
+        If ``path``, ``delimiter`` or ``usecols`` is not of the documented kind.
     """
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigurationError(f"load_data: path must be a file or folder path (str or path-like), "
+                                 f"got {type(path).__name__} {path!r}")
+    if delimiter is not None and not (isinstance(delimiter, str) and len(delimiter) == 1):
+        raise ConfigurationError(f"load_data: delimiter must be one character, got {delimiter!r}")
+    if usecols is not None:
+        # Any iterable of ints (a list, a range, an integer array); never a float, silently cut.
+        try:
+            cols = None if isinstance(usecols, (str, bytes)) else list(usecols)
+        except TypeError:
+            cols = None
+        if not cols or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in cols):
+            raise ConfigurationError(f"load_data: usecols must be a non-empty sequence of column numbers "
+                                     f"(int), got {usecols!r}")
+        usecols = cols
     p = Path(path)
     if p.is_dir():
         if mmap:
@@ -186,6 +208,7 @@ def _load_npy(p: Path, mmap: bool) -> np.ndarray:
     _check_dtype(array, p)
     if array.ndim == 0:
         raise DataError(f"{str(p)!r} holds a single number, not an array of examples")
+    _check_not_empty(array, p)
     if mmap and array.ndim == 1:
         raise DataError(f"{str(p)!r} holds a 1-D array of shape {array.shape}; save examples as rows (n, features)")
     return array
@@ -193,7 +216,10 @@ def _load_npy(p: Path, mmap: bool) -> np.ndarray:
 
 def _load_npz(p: Path, key: str | None) -> np.ndarray:
     try:
-        with np.load(p, allow_pickle=False) as archive:
+        archive = np.load(p, allow_pickle=False)
+        if isinstance(archive, np.ndarray):  # np.load goes by the content: an .npy under an .npz name
+            raise DataError(f"{str(p)!r} is an .npy file, not an .npz archive; name it .npy")
+        with archive:
             names = list(archive.files)
             if not names:
                 raise DataError(f"{str(p)!r} is an .npz archive with no arrays")
@@ -242,7 +268,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"idx file {str(p)!r} is truncated inside its header")
     shape = struct.unpack(f">{ndim}I", raw[4:start])
     dtype = _IDX_TYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python integers: a corrupt header's dimensions (up to 2**32 - 1 each) overflow int64,
+    # which np.prod would wrap around to a size that can match the file.
+    expected = math.prod(shape) * dtype.itemsize
     got = len(raw) - start
     if got != expected:
         problem = "truncated" if got < expected else "longer than its header says"
@@ -274,20 +302,21 @@ def _load_table(p: Path, delimiter: str | None, header: bool | None,
         raise DataError(f"text table {str(p)!r} has no rows")
     if delimiter is None:
         name = p.name.lower().removesuffix(".gz")
-        if name.endswith(".csv"):
-            delimiter = ","
-        elif name.endswith(".tsv"):
+        first = numbered[0][1]
+        if name.endswith(".tsv"):
             delimiter = "\t"
+        elif name.endswith(".csv") and ("," in first or not ("\t" in first or ";" in first)):
+            delimiter = ","
         else:
-            first = numbered[0][1]
+            # Also a .csv without a comma on its first line: Excel in many locales writes
+            # semicolons (the comma is their decimal mark), and some tools write tabs.
             delimiter = next((d for d in (",", "\t", ";") if d in first), None)
     data_lines = [line for _, line in numbered]
     line_numbers = [n for n, _ in numbered]
     first = _split(data_lines[0], delimiter)
     if header is None:
         second = _split(data_lines[1], delimiter) if len(data_lines) > 1 else []
-        header = not all(_parse_float(c) is not None for c in first) and \
-            all(_parse_float(c) is not None for c in second)
+        header = _looks_like_header(first) and all(_parse_float(c) is not None for c in second)
     if header:
         data_lines, line_numbers = data_lines[1:], line_numbers[1:]
     if not data_lines:
@@ -299,12 +328,17 @@ def _load_table(p: Path, delimiter: str | None, header: bool | None,
             raise DataError(f"usecols names column {c}, but {str(p)!r} has {width} columns")
     cols = [c % width for c in cols]
     try:
-        # The fast path (C parser); on any failure the slow path below says where.
-        return np.loadtxt(data_lines, delimiter=delimiter, dtype=np.float32, ndmin=2, usecols=cols,
-                          quotechar='"' if delimiter else None, comments=None)
+        # The fast path (C parser); on any failure the slow path below says where.  Every
+        # column is read, then the wanted ones taken: with usecols= loadtxt ignores the
+        # cells past the last column it reads, so a row longer than the first would pass.
+        # float64: a value beyond float32's range stays finite here, so _finish can say so.
+        table = np.loadtxt(data_lines, delimiter=delimiter, dtype=np.float64, ndmin=2,
+                           quotechar='"' if delimiter else None, comments=None)
+        if table.shape[1] == width:
+            return table if usecols is None else table[:, cols]
     except ValueError:
         pass
-    out = np.empty((len(data_lines), len(cols)), dtype=np.float32)
+    out = np.empty((len(data_lines), len(cols)), dtype=np.float64)
     for r, (text_line, line) in enumerate(zip(data_lines, line_numbers)):
         row = _split(text_line, delimiter)
         if len(row) != width:
@@ -312,11 +346,27 @@ def _load_table(p: Path, delimiter: str | None, header: bool | None,
                             f"the first data line has {width}")
         for c in cols:
             value = _parse_float(row[c])
+            if value is None and not row[c].strip():
+                raise DataError(f"text table {str(p)!r}: the cell at line {line}, column {c + 1} "
+                                "is empty (a missing value); fill or drop it")
             if value is None:
                 raise DataError(f"text table {str(p)!r}: the cell at line {line}, column {c + 1} "
                                 f"is not a number: {row[c]!r}")
             out[r, cols.index(c)] = value
     return out
+
+
+def _looks_like_header(cells: list[str]) -> bool:
+    """Whether a table's first line, split into ``cells``, reads as column names.
+
+    A cell of text makes it one.  An empty cell does not: in a data row it is a
+    missing value, to be reported rather than dropped with the row -- except the
+    empty first cell of the line pandas writes for an index column (``,0,1,2``).
+    """
+    if any(cell.strip() and _parse_float(cell) is None for cell in cells):
+        return True
+    return len(cells) > 1 and not cells[0].strip() and \
+        [cell.strip() for cell in cells[1:]] == [str(i) for i in range(len(cells) - 1)]
 
 
 def _split(line: str, delimiter: str | None) -> list[str]:
@@ -332,9 +382,16 @@ def _load_images(folder: Path, scale: bool, color: str) -> np.ndarray:
         raise DataError("reading a folder of images needs Pillow: pip install 'aekit[images]'") from None
     if color not in ("auto", "gray", "rgb"):
         raise DataError(f"color must be 'auto', 'gray' or 'rgb', got {color!r}")
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+    # Hidden files are skipped: macOS leaves a '._name.png' (not an image) beside each image
+    # it copies to a foreign disk or into a zip.
+    files = sorted(f for f in folder.iterdir()
+                   if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file())
     if not files:
-        raise DataError(f"folder {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        subfolders = [f.name for f in folder.iterdir() if f.is_dir() and not f.name.startswith(".")]
+        hint = (f"; its subfolders ({', '.join(map(repr, sorted(subfolders)[:3]))}"
+                f"{', ...' if len(subfolders) > 3 else ''}) are not read, pass one of them"
+                if subfolders else "")
+        raise DataError(f"folder {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}){hint}")
     images = []
     for f in files:
         try:
@@ -344,35 +401,65 @@ def _load_images(folder: Path, scale: bool, color: str) -> np.ndarray:
         except Exception as error:  # PIL raises many kinds (UnidentifiedImageError, OSError, SyntaxError)
             raise DataError(f"image {str(f)!r} cannot be read: {error}") from None
     if color == "auto":
-        color = "gray" if all(img.mode in ("L", "1", "I", "I;16", "F", "LA") for img in images) else "rgb"
+        color = "gray" if all(img.mode in ("L", "1", "LA") or _is_wide_gray(img.mode) for img in images) else "rgb"
     size = images[0].size
     arrays = []
     for f, img in zip(files, images):
         if img.size != size:
             raise DataError(f"images in {str(folder)!r} must share one size: {files[0].name!r} is "
                             f"{size[0]}x{size[1]}, {f.name!r} is {img.size[0]}x{img.size[1]}")
-        if color == "gray":
-            a = np.asarray(img.convert("L") if img.mode not in ("I", "I;16", "F") else img, dtype=np.float32)
-        else:
-            a = np.asarray(img.convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
-        arrays.append(a)
-    x = np.stack(arrays)
+        arrays.append(_image_array(img, color, scale))
+    return np.stack(arrays)
+
+
+def _is_wide_gray(mode: str) -> bool:
+    # Pillow's 16-bit ('I;16', 'I;16B', ...), 32-bit integer ('I') and float ('F') grayscale modes.
+    return mode == "F" or mode.startswith("I")
+
+
+def _image_array(img, color: str, scale: bool) -> np.ndarray:
+    """One Pillow image as float32: shape (H, W) for ``color='gray'``, (3, H, W) for ``'rgb'``.
+
+    With ``scale``, 8-bit images are divided by 255 and 16-bit (and 32-bit integer) ones
+    by 65535, so that both come out in [0, 1]; float images keep their values.
+    """
+    if _is_wide_gray(img.mode):
+        # convert('L') or convert('RGB') would clip these to 0..255: take the values as they are.
+        a = np.asarray(img, dtype=np.float32)
+        if scale and img.mode != "F":
+            a = a / 65535.0
+        return a if color == "gray" else np.repeat(a[None], 3, axis=0)
+    a = np.asarray(img.convert("L" if color == "gray" else "RGB"), dtype=np.float32)
     if scale:
-        x /= 255.0
-    return x
+        a /= 255.0
+    return a if color == "gray" else a.transpose(2, 0, 1)
+
+
+def _check_not_empty(array: np.ndarray, p: Path) -> None:
+    # Also for a memmap, which load_data returns without _finish.
+    if array.shape[0] == 0:
+        raise DataError(f"{str(p)!r} holds no examples (shape {array.shape})")
+    if array.size == 0:
+        raise DataError(f"{str(p)!r} holds examples without any features (shape {array.shape})")
 
 
 def _finish(array: np.ndarray, p: Path) -> np.ndarray:
     array = np.asarray(array)
     _check_dtype(array, p)
-    if array.ndim == 0 or array.shape[0] == 0:
+    if array.ndim == 0:
         raise DataError(f"{str(p)!r} holds no examples (shape {array.shape})")
+    _check_not_empty(array, p)
     if array.ndim == 1:
         array = array.reshape(-1, 1)
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    finite = np.isfinite(array)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, by value
+        converted = np.ascontiguousarray(array, dtype=np.float32)
+    finite = np.isfinite(converted)
     if not finite.all():
         bad = np.argwhere(~finite)[0]
-        raise DataError(f"{str(p)!r} holds NaN or infinite values (first at row {bad[0]}, "
-                        f"column {bad[1] if len(bad) > 1 else 0}: {array[tuple(bad)]})")
-    return array
+        where = f"row {bad[0]}, column {bad[1] if len(bad) > 1 else 0}"
+        value = array[tuple(bad)]
+        if np.isfinite(value):  # finite in the file, infinite as float32
+            raise DataError(f"{str(p)!r} holds values too large for float32 (first at {where}: {value}); "
+                            "rescale the data")
+        raise DataError(f"{str(p)!r} holds NaN or infinite values (first at {where}: {value})")
+    return converted

@@ -410,6 +410,21 @@ def test_npz_arrays_are_picked_with_a_colon(tmp_path, capsys):
     assert np.load(tmp_path / "d.npz")["train"].shape == x.shape
 
 
+
+def test_an_idx_labels_file_or_a_colon_on_a_non_npz_is_named_as_data(tmp_path, capsys):
+    labels = bytes([0, 0, 8, 1, 0, 0, 0, 5]) + bytes([3, 1, 4, 1, 5])
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(labels)
+    np.save(tmp_path / "x.npy", np.zeros((5, 4), np.float32))
+    result = call(capsys, "train", "train-labels-idx1-ubyte", "--layers", "1,2,1", "-o", "m.aekit", cwd=tmp_path)
+    assert_one_line_error(result, 1, "'train-labels-idx1-ubyte' is an idx labels file (a 1-D array of 5 labels), "
+                                     "not data; pass the matching images file")
+    result = call(capsys, "train", "x.npy", "--layers", "4,2,4", "--valid", "train-labels-idx1-ubyte",
+                  "-o", "m.aekit", cwd=tmp_path)
+    assert_one_line_error(result, 1, "--valid: 'train-labels-idx1-ubyte' is an idx labels file")
+    result = call(capsys, "train", "x.npy:train", "--layers", "4,2,4", "-o", "m.aekit", cwd=tmp_path)
+    assert_one_line_error(result, 1, "FILE:NAME picks an array of an .npz archive only, and 'x.npy' is not one")
+    assert not (tmp_path / "m.aekit").exists()
+
 # ---------------------------------------------------------------------- report and demo
 def test_report_and_demo_check_their_folder_first(workdir, tmp_path, capsys):
     folder, _ = workdir

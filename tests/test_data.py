@@ -92,6 +92,39 @@ def test_csv_ragged_and_nan(tmp_path):
         aekit.load_data(_write_csv(tmp_path, "a,b,c\n", "h.csv"), header=True)
 
 
+
+def test_csv_row_longer_than_the_first_is_ragged(tmp_path):
+    # A row with an extra cell is as ragged as one with a missing cell, also when usecols= picks
+    # columns; reading only the first row's width would drop the extra cell without a word.
+    path = _write_csv(tmp_path, "1,2\n3,4,5\n6,7\n")
+    for usecols in (None, [0, 1]):
+        with pytest.raises(DataError, match="ragged: line 2 has 3 columns, the first data line has 2"):
+            aekit.load_data(path, usecols=usecols)
+    np.testing.assert_array_equal(aekit.load_data(_write_csv(tmp_path, "1,2,3\n4,5,6\n", "w.csv"), usecols=[2, 0]),
+                                  [[3, 1], [6, 4]])
+
+
+def test_csv_missing_value_in_the_first_row_is_not_a_header(tmp_path):
+    # An empty cell is a missing value: the row it is in is reported, not dropped as a header.
+    with pytest.raises(DataError, match="line 1, column 2 is empty"):
+        aekit.load_data(_write_csv(tmp_path, "1,,3\n4,5,6\n"))
+    with pytest.raises(DataError, match="line 3, column 1 is empty"):
+        aekit.load_data(_write_csv(tmp_path, "a,b\n1,2\n,4\n", "m.csv"))
+    # pandas' header line for an index column starts with an empty cell: still a header.
+    pandas = aekit.load_data(_write_csv(tmp_path, ",0,1\n0,0.5,1.5\n1,2.5,3.5\n", "p.csv"))
+    np.testing.assert_array_equal(pandas, [[0, 0.5, 1.5], [1, 2.5, 3.5]])
+    named = aekit.load_data(_write_csv(tmp_path, "a,,c\n1,2,3\n", "n.csv"))
+    np.testing.assert_array_equal(named, [[1, 2, 3]])
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_csv_with_semicolons_or_tabs(tmp_path, sep):
+    # Excel writes ';' where the comma is the decimal mark; some tools write tabs into a .csv.
+    text = sep.join("abc") + "\n" + sep.join(["1", "2.5", "3"]) + "\n4" + sep + "5" + sep + "6\n"
+    np.testing.assert_array_equal(aekit.load_data(_write_csv(tmp_path, text)), [[1, 2.5, 3], [4, 5, 6]])
+    # A single column has no separator at all: still one column.
+    np.testing.assert_array_equal(aekit.load_data(_write_csv(tmp_path, "x\n1\n2\n", "one.csv")), [[1], [2]])
+
 # ------------------------------------------------------------------ idx
 @pytest.mark.parametrize("compress", [False, True])
 def test_idx_images_and_labels(tmp_path, rng, compress):
@@ -189,6 +222,47 @@ def test_image_folder_of_mixed_sizes_is_refused(tmp_path):
         aekit.load_data(tmp_path)
 
 
+
+def test_image_folder_of_16_bit_and_float_images(tmp_path):
+    from PIL import Image
+
+    deep = np.array([[0, 1000], [32768, 65535]], dtype=np.uint16)
+    Image.fromarray(deep).save(tmp_path / "a.png")  # a 16-bit grayscale PNG
+    assert Image.open(tmp_path / "a.png").mode.startswith("I")
+    x = aekit.load_data(tmp_path)
+    assert x.shape == (1, 2, 2) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0], deep / 65535.0, rtol=1e-6)  # in [0, 1], as 8-bit images are
+    np.testing.assert_array_equal(aekit.load_data(tmp_path, scale=False)[0], deep)
+    # As colour (asked for, or beside an RGB image), the gray values are repeated, not clipped to 255.
+    rgb = aekit.load_data(tmp_path, color="rgb")
+    assert rgb.shape == (1, 3, 2, 2)
+    np.testing.assert_allclose(rgb[0], np.repeat(deep[None] / 65535.0, 3, axis=0), rtol=1e-6)
+    Image.new("RGB", (2, 2), (255, 0, 0)).save(tmp_path / "b.png")
+    both = aekit.load_data(tmp_path)
+    np.testing.assert_allclose(both[0, 1], deep / 65535.0, rtol=1e-6)
+    np.testing.assert_array_equal(both[1, :, 0, 0], [1, 0, 0])
+    # A float image keeps its values.
+    floats = tmp_path / "f"
+    floats.mkdir()
+    Image.fromarray(np.array([[0.25, 0.5]], dtype=np.float32)).save(floats / "a.tif")
+    np.testing.assert_array_equal(aekit.load_data(floats), [[[0.25, 0.5]]])
+
+
+def test_image_folder_skips_hidden_files_and_names_subfolders(tmp_path):
+    from PIL import Image
+
+    Image.new("L", (3, 2), 51).save(tmp_path / "a.png")
+    (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS metadata, not an image
+    x = aekit.load_data(tmp_path)
+    assert x.shape == (1, 2, 3)
+    np.testing.assert_allclose(x, 0.2)
+    nested = tmp_path / "by_class"
+    (nested / "cats").mkdir(parents=True)
+    (nested / "dogs").mkdir()
+    Image.new("L", (3, 2)).save(nested / "cats" / "c.png")
+    with pytest.raises(DataError, match=r"holds no images .*; its subfolders \('cats', 'dogs'\) are not read"):
+        aekit.load_data(nested)
+
 # ------------------------------------------------------------------ bad files
 def test_bad_files_get_data_errors_naming_the_path(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
@@ -227,6 +301,59 @@ def test_bad_files_get_data_errors_naming_the_path(tmp_path):
     with pytest.raises(DataError, match="broken.npy' is not a readable .npy file"):
         aekit.load_data(tmp_path / "broken.npy")
 
+
+
+def test_values_beyond_float32_are_reported_as_too_large(tmp_path, recwarn):
+    # 1e40 is a finite number in the file; calling it NaN or infinite would send the user looking
+    # for a value that is not there.
+    np.save(tmp_path / "big.npy", np.array([[1.0, 2.0], [3.0, -1e40]]))
+    with pytest.raises(DataError, match=r"big.npy' holds values too large for float32 \(first at row 1, column 1"):
+        aekit.load_data(tmp_path / "big.npy")
+    with pytest.raises(DataError, match=r"big.csv' holds values too large for float32 \(first at row 0, column 0"):
+        aekit.load_data(_write_csv(tmp_path, "1e39,2\n3,4\n", "big.csv"))
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    with pytest.raises(DataError, match="NaN or infinite values"):
+        aekit.load_data(_write_csv(tmp_path, "1,inf\n3,4\n", "inf.csv"))
+    # Values that fit float32 only after rounding are fine, in text and in float64 files.
+    np.testing.assert_allclose(aekit.load_data(_write_csv(tmp_path, "3e38,-3e38\n", "edge.csv")), [[3e38, -3e38]])
+
+
+def test_idx_header_with_huge_dimensions_is_a_data_error(tmp_path):
+    # 2**31 cubed overflows int64 to 0, which matched the empty payload: a raw ValueError followed.
+    (tmp_path / "huge-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", 2**31, 2**31, 2**31))
+    with pytest.raises(DataError, match=r"huge-idx3-ubyte' is truncated: the header promises shape \(2147483648,"):
+        aekit.load_data(tmp_path / "huge-idx3-ubyte")
+
+
+def test_npy_file_under_an_npz_name(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((2, 3)))
+    (tmp_path / "x.npz").write_bytes((tmp_path / "x.npy").read_bytes())
+    with pytest.raises(DataError, match="x.npz' is an .npy file, not an .npz archive; name it .npy"):
+        aekit.load_data(tmp_path / "x.npz")
+
+
+def test_bad_arguments_get_configuration_errors_naming_them(tmp_path):
+    path = _write_csv(tmp_path, "1,2,3\n4,5,6\n")
+    for kwargs, name in [({"usecols": ["a"]}, "usecols"), ({"usecols": [1.5]}, "usecols"), ({"usecols": []}, "usecols"),
+                         ({"usecols": "0"}, "usecols"), ({"delimiter": ""}, "delimiter"),
+                         ({"delimiter": ", "}, "delimiter")]:
+        with pytest.raises(ConfigurationError, match=f"load_data: {name} must be"):
+            aekit.load_data(path, **kwargs)
+    for bad in (None, 3):
+        with pytest.raises(ConfigurationError, match=f"path must be a file or folder path.*got .*{bad}"):
+            aekit.load_data(bad)
+    np.testing.assert_array_equal(aekit.load_data(str(path).encode(), usecols=(np.int64(2),)), [[3], [6]])
+    np.testing.assert_array_equal(aekit.load_data(path, usecols=np.array([2, 0])), [[3, 1], [6, 4]])
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_npy_without_examples_or_features_is_refused(tmp_path, mmap):
+    np.save(tmp_path / "rows.npy", np.zeros((0, 4), np.float32))
+    np.save(tmp_path / "cols.npy", np.zeros((3, 0), np.float32))
+    with pytest.raises(DataError, match=r"rows.npy' holds no examples \(shape \(0, 4\)\)"):
+        aekit.load_data(tmp_path / "rows.npy", mmap=mmap)
+    with pytest.raises(DataError, match=r"cols.npy' holds examples without any features \(shape \(3, 0\)\)"):
+        aekit.load_data(tmp_path / "cols.npy", mmap=mmap)
 
 # ------------------------------------------------------------------ streaming
 class RowStore:
