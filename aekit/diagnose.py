@@ -242,6 +242,9 @@ def diagnose(
         raise DataError(f"diagnose needs x with at least 2 examples in rows, got shape {shape}")
     rows = _subsample(shape[0], max_samples)
     raw = np.asarray(x[rows])
+    # The model's own checks first (features, shape, finiteness): data that do not fit the
+    # model is the more basic fault.  This is the network's input (after its preprocessing).
+    xt = net._check(raw)
     if raw.size and (raw == raw[:1]).all():
         # Data with no variation leave nothing to learn and nothing to measure: every
         # unit is "dead", every code "collapsed" and R^2 undefined, which would blame
@@ -273,7 +276,6 @@ def diagnose(
     if not ok:
         return _sorted(findings)  # nothing else can be measured on NaN weights
 
-    xt = net._check(raw)  # network input space (after the model's preprocessing)
     target = to_numpy(xt).astype(np.float64).reshape(len(raw), -1)
     outputs = _forward(net, xt)
     graph = net.graph
