@@ -28,7 +28,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Outlier
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, DataError
 from .network import Autoencoder
 
 try:  # scikit-learn >= 1.6
@@ -103,6 +103,11 @@ def _fit_network(est: BaseEstimator, X: np.ndarray) -> Autoencoder:
     )
     options = {key: getattr(est, key) for key in _TRAIN_PARAMS}
     options = {k: v for k, v in options.items() if v is not None}
+    split = options.get("valid_split")
+    if isinstance(split, numbers.Real) and split > 0 and X.shape[0] < 2:
+        # scikit-learn's convention (check_fit2d_1sample): say that one sample is the problem.
+        raise DataError(f"valid_split={split} needs at least 2 examples (one to train on, one to validate), "
+                        f"got n_samples={X.shape[0]}")
     log.info("fitting %r on %d examples", net, X.shape[0])
     net.train(_writable(np.asarray(X, dtype=np.float32)), **options)
     return net

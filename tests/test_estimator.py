@@ -123,6 +123,19 @@ def test_bad_parameters_raise_value_errors(digits):
         ae.transform(x[:, :63])
 
 
+def test_one_sample_with_valid_split_follows_sklearn_convention():
+    """scikit-learn's check_fit2d_1sample wants a ValueError naming the one sample, whatever the parameters."""
+    from sklearn.utils.estimator_checks import check_fit2d_1sample
+
+    for est in (AutoencoderTransformer(hidden=(2,), valid_split=0.2, max_epochs=2),
+                AutoencoderOutlierDetector(valid_split=0.3, max_epochs=2)):
+        check_fit2d_1sample(type(est).__name__, est)
+        with pytest.raises(ValueError, match="n_samples=1"):
+            clone(est).fit(np.ones((1, 5)))
+    # Two samples are enough to split.
+    assert AutoencoderTransformer(hidden=(2,), valid_split=0.5, max_epochs=2).fit(np.eye(2)).n_iter_ == 2
+
+
 def test_pipeline_classifies_digits_well_above_chance(digits):
     """Codes of an autoencoder feed a logistic regression (MNIST subset when present)."""
     from pathlib import Path
