@@ -90,6 +90,17 @@ def _writable(X: np.ndarray) -> np.ndarray:
     return X if X.flags.writeable else X.copy()
 
 
+def _float32(X: np.ndarray) -> np.ndarray:
+    """Checked, finite ``X`` as the network's float32, writable; values beyond float32's range are an error."""
+    with np.errstate(over="ignore"):
+        X32 = np.asarray(X, dtype=np.float32)
+    finite = np.isfinite(X32)
+    if not finite.all():  # X itself was checked finite: these overflowed
+        bad = int(np.flatnonzero(~finite.all(axis=1))[0])
+        raise DataError(f"X holds values too large for float32 (first in row {bad}); rescale the data")
+    return _writable(X32)
+
+
 def _seed(random_state: Any) -> int:
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
@@ -109,7 +120,7 @@ def _fit_network(est: BaseEstimator, X: np.ndarray) -> Autoencoder:
         raise DataError(f"valid_split={split} needs at least 2 examples (one to train on, one to validate), "
                         f"got n_samples={X.shape[0]}")
     log.info("fitting %r on %d examples", net, X.shape[0])
-    net.train(_writable(np.asarray(X, dtype=np.float32)), **options)
+    net.train(_float32(X), **options)
     return net
 
 
@@ -447,7 +458,7 @@ class AutoencoderOutlierDetector(OutlierMixin, _NetworkEstimator):
         return X if self.scaler_ is None else self.scaler_.transform(X)
 
     def _errors(self, X: np.ndarray) -> np.ndarray:
-        Xs = np.asarray(self._scale(X), dtype=np.float32)
+        Xs = _float32(self._scale(X))
         recon = self.net_.predict(Xs).reshape(Xs.shape[0], -1)
         return np.mean((recon.astype(np.float64) - Xs.astype(np.float64)) ** 2, axis=1)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -134,6 +135,21 @@ def test_one_sample_with_valid_split_follows_sklearn_convention():
             clone(est).fit(np.ones((1, 5)))
     # Two samples are enough to split.
     assert AutoencoderTransformer(hidden=(2,), valid_split=0.5, max_epochs=2).fit(np.eye(2)).n_iter_ == 2
+
+
+def test_values_beyond_float32_are_named_as_such():
+    """Finite float64 data that overflow the network's float32: no 'NaN or infinite' error, no overflow warning."""
+    x = np.random.default_rng(0).random((40, 4))
+    big = x.copy()
+    big[3, 2] = 1e39
+    fitted = AutoencoderOutlierDetector(standardize=False, max_epochs=1, random_state=0).fit(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for call in (lambda: AutoencoderTransformer(hidden=(2,), max_epochs=1).fit(big),
+                     lambda: AutoencoderOutlierDetector(standardize=False, max_epochs=1).fit(big),
+                     lambda: fitted.predict(big)):
+            with pytest.raises(ValueError, match=r"too large for float32 \(first in row 3\)"):
+                call()
 
 
 def test_pipeline_classifies_digits_well_above_chance(digits):
