@@ -304,6 +304,10 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         """Reconstructions from codes ``X`` (n_samples, code units) -> (n_samples, n_features_in_)."""
         check_is_fitted(self, "net_")
         X = _writable(check_array(X, dtype=[np.float32, np.float64]))
+        n_codes = self._n_features_out
+        if X.shape[1] != n_codes:  # in scikit-learn's words, not the network's ('z', 'this Autoencoder')
+            raise DataError(f"X has {X.shape[1]} features, but {type(self).__name__}.inverse_transform is expecting "
+                            f"{n_codes} features as input (the outputs of transform)")
         return self.net_.decode(X, layer=self.layer)
 
     def score(self, X: Any, y: Any = None) -> float:

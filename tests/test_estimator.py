@@ -122,6 +122,10 @@ def test_bad_parameters_raise_value_errors(digits):
     ae = AutoencoderTransformer(hidden=(3,), max_epochs=1).fit(x)
     with pytest.raises(ValueError, match="63 features"):
         ae.transform(x[:, :63])
+    # inverse_transform names the mismatch as transform does.
+    with pytest.raises(ValueError, match=r"X has 4 features, but AutoencoderTransformer.inverse_transform is "
+                                         r"expecting 3 features"):
+        ae.inverse_transform(np.zeros((2, 4)))
 
 
 def test_one_sample_with_valid_split_follows_sklearn_convention():
