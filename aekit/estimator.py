@@ -55,6 +55,8 @@ def _check_params(est: BaseEstimator) -> None:
     if hidden is not None:
         if isinstance(hidden, numbers.Integral):
             hidden = (hidden,)
+        if isinstance(hidden, np.ndarray) and hidden.ndim == 1:  # array-likes, as MLPRegressor takes them
+            hidden = hidden.tolist()
         if (not isinstance(hidden, Sequence) or isinstance(hidden, str) or not hidden
                 or not all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and h > 0 for h in hidden)):
             raise ConfigurationError(
@@ -181,7 +183,7 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
     Parameters
     ----------
-    hidden : int or sequence of int, default=(64,)
+    hidden : int, or sequence or 1-D array of int, default=(64,)
         Encoder layer sizes, the last being the code; the decoder mirrors them.
         None: one layer of ``max(1, n_features // 2)`` units.
     activation : str, default='relu'

@@ -91,6 +91,15 @@ def test_fit_is_repeatable_and_random_state_matters(digits):
     assert not np.allclose(a, c)
 
 
+def test_hidden_sizes_as_an_array_build_the_same_network(digits):
+    # scikit-learn's MLPs take any array-like of sizes; a 1-D integer array is one.
+    x = digits[0][:200]
+    from_tuple = AutoencoderTransformer(hidden=(8, 4), max_epochs=2, random_state=0).fit(x)
+    from_array = AutoencoderTransformer(hidden=np.array([8, 4]), max_epochs=2, random_state=0).fit(x)
+    assert [layer.n_out for layer in from_array.net_.layers[1:]] == [8, 4, 8, 64]
+    np.testing.assert_array_equal(from_array.transform(x), from_tuple.transform(x))
+
+
 def test_pickle_holds_arrays_not_torch_objects(digits):
     x = digits[0][:200]
     ae = AutoencoderTransformer(hidden=(7,), max_epochs=2, random_state=0).fit(x)
