@@ -98,6 +98,11 @@ class Graph(nn.Module):
 
     def reset_parameters(self, seed: int) -> None:
         """Initialise every layer from its own generator derived from ``seed``."""
+        if any(p.is_meta for p in self.parameters()):
+            # A graph built on the meta device only describes shapes (the model loader
+            # checks a file against one); it has no values, and drawing them would import
+            # torch's slow meta kernels for randn.
+            return
         for index, layer in enumerate(self.layers.values()):
             generator = torch.Generator().manual_seed(layer_seed(seed, index))
             layer.reset_parameters(generator)
