@@ -191,6 +191,11 @@ def _check_activation(name: Any, where: str) -> None:
     try:
         activations.get(name)
     except ConfigurationError as error:
+        head, sep, hint = str(error).partition("; ")
+        if head.startswith("unknown activation "):
+            # The layer goes after the name: the message still starts "unknown activation 'x'",
+            # which the command line recognises to name the flag that gave the value.
+            raise ConfigurationError(f"{head} in {where}{sep}{hint}") from None
         raise ConfigurationError(f"{where}: {error}") from None
 
 
@@ -304,7 +309,9 @@ def parse_layers(
             specs.append(item)
             continue
         raw = _raw_dict(item, index, where)
-        init = tuple(sorted((k, _finite_float(raw.pop(k), f"{where} {k}")) for k in list(raw) if k in INIT_KEYS))
+        init = tuple(sorted((k, _init_value(k, raw.pop(k), where)) for k in list(raw) if k in INIT_KEYS))
+        if raw.get("name", "") is None:
+            del raw["name"]  # name=None means "the default name", as inputs=None and partner=None do
         if index == 0:
             form = raw.pop("form", "input")
             if form != "input":
@@ -328,7 +335,7 @@ def parse_layers(
         if form in _FORMLESS_SIZE:
             default_act = "linear"
         activation = raw.pop("activation", default_act)
-        activations.get(activation)  # validates early, with the standard message
+        _check_activation(activation, where)  # validates early, with the standard message
         size = raw.pop("size", None)
         if size is not None:
             size = _positive_int(size, f"{where} size")
@@ -339,6 +346,9 @@ def parse_layers(
         for key in ("name", "inputs", "partner"):
             if raw.get(key) is not None and (not isinstance(raw[key], str) or not raw[key]):
                 raise ConfigurationError(f"{where} {key} must be a non-empty string, got {raw[key]!r}")
+        if not isinstance(raw.get("batch_norm", False), bool):
+            # A string such as 'no' would be truthy and silently add a batch norm.
+            raise ConfigurationError(f"{where} batch_norm must be True or False, got {raw['batch_norm']!r}")
         if form == "pool" and raw.get("kernel") is None:
             raw["kernel"] = 2  # Keras' pool_size: dict(form='pool') halves H and W
         for key in ("channels", "kernel", "stride", "scale"):
