@@ -19,6 +19,7 @@ from . import regularizers as reg
 from .data import check_array, check_weights, to_numpy
 from .errors import AekitError, ConfigurationError, DataError, closest_name, unknown_name_error
 from .activations import ELEMENTWISE
+from .activations import get as get_activation
 from .layers import Dense, Layer, build_layer, layer_seed
 from .losses import Loss
 from .specs import LayerSpec, parse_layers
@@ -98,6 +99,11 @@ class Graph(nn.Module):
 
     def reset_parameters(self, seed: int) -> None:
         """Initialise every layer from its own generator derived from ``seed``."""
+        if any(p.is_meta for p in self.parameters()):
+            # A graph built on the meta device only describes shapes (the model loader
+            # checks a file against one); it has no values, and drawing them would import
+            # torch's slow meta kernels for randn.
+            return
         for index, layer in enumerate(self.layers.values()):
             generator = torch.Generator().manual_seed(layer_seed(seed, index))
             layer.reset_parameters(generator)
@@ -240,6 +246,12 @@ class Autoencoder:
             raise unknown_name_error("keyword argument of Autoencoder()", sorted(unknown)[0], AUTOENCODER_KEYWORDS)
         self.seed = _seed_from(rng)
         self.weighted = bool(weighted)
+        for key, name in (("hidden_activation", hidden_activation), ("output_activation", output_activation)):
+            # Checked even when every layer names its own: add_layer() would fail on it later.
+            try:
+                get_activation(name)
+            except ConfigurationError as error:
+                raise ConfigurationError(f"{key}: {error}") from None
         self.hidden_activation = hidden_activation
         self.output_activation = output_activation
         self.device = resolve_device(device)

@@ -39,7 +39,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .errors import AekitError, ModelFileError
+from .errors import AekitError, ConfigurationError, ModelFileError
 
 __all__ = ["FORMAT_VERSION", "STALE_TEMP_AGE", "atomic_write", "load_model", "read_model_file",
            "remove_stale_temporaries", "save_model", "write_model_file"]
@@ -115,7 +115,14 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise ModelFileError(f"cannot write {str(path)!r}: folder {str(directory)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    if path.is_dir() or not path.name:
+        # os.replace would fail with a message naming only the temporary file.
+        raise ModelFileError(f"cannot write {str(path)!r}: it is a folder; give a file name such as "
+                             f"{str(path / 'model.aekit')!r}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as error:  # a read-only folder: say which file could not be written
+        raise ModelFileError(f"cannot write {str(path)!r}: {error.strerror} in folder {str(directory)!r}") from None
     try:
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         os.chmod(tmp, 0o666 & ~_umask())
@@ -259,14 +266,21 @@ def save_model(net, path: str | os.PathLike) -> None:
 
 def model_from_file_contents(tensors: dict[str, torch.Tensor], meta: dict[str, Any], name: str):
     """Rebuild an Autoencoder from a model file's tensors and metadata, checking both."""
-    from .network import Autoencoder
+    from .network import Autoencoder, Graph
     from .specs import specs_from_config
 
     config = meta.get("config")
     if not isinstance(config, dict) or "layers" not in config:
         raise ModelFileError(f"model file {name!r} has no model config in its metadata")
+    weights = {k: v for k, v in tensors.items() if not k.startswith("preprocessing.")}
     try:
+        _check_config(config)
         specs = specs_from_config(config["layers"])
+        # The shapes the config asks for, on the meta device: nothing is allocated, so a
+        # tampered size (10**12 units) is refused here instead of exhausting memory below.
+        with torch.device("meta"):
+            expected = {k.split(".", 1)[1]: v for k, v in Graph(specs, 0).state_dict().items()}
+        _check_tensors(expected, weights, name)
         losses = config.get("losses") or [{"name": "mse"}]
         first = dict(losses[0])
         name0, weight0 = first.pop("name"), first.pop("weight", 1.0)
@@ -279,10 +293,69 @@ def model_from_file_contents(tensors: dict[str, torch.Tensor], meta: dict[str, A
         for extra in losses[1:]:
             extra = dict(extra)
             net.add_loss(extra.pop("name"), **extra)
+        for term in net.losses:  # else the first predict() would fail, far from the file at fault
+            for layer in (term.output, term.covar):
+                if layer is not None and layer not in net.graph.layers:
+                    raise ConfigurationError(f"loss {term.name!r} reads layer {layer!r}, which does not exist")
+    except ModelFileError:
+        raise
     except (AekitError, TypeError, KeyError, ValueError, AttributeError, IndexError) as error:
         raise ModelFileError(f"model file {name!r} has an invalid model config: {error}") from None
-    expected = {k.split(".", 1)[1]: v for k, v in net.graph.state_dict().items()}
-    weights = {k: v for k, v in tensors.items() if not k.startswith("preprocessing.")}
+    net.graph.load_state_dict({f"layers.{k}": v for k, v in weights.items()})
+    state = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("preprocessing.")}
+    if meta.get("preprocessing") is not None:
+        from .preprocessing import check_step, from_config
+
+        try:
+            step = from_config(meta["preprocessing"], state)
+            # Its statistics must fit this model's input, as set_preprocessing demands.
+            net.preprocessing = check_step(step, net.graph.input_shape)
+            used = set(step.state_tensors())
+        except (AekitError, TypeError, KeyError, ValueError, AttributeError, IndexError) as error:
+            raise ModelFileError(f"model file {name!r} has an invalid preprocessing step: {error}") from None
+    else:
+        used = set()
+    if set(state) - used:
+        raise ModelFileError(f"model file {name!r} has preprocessing tensors its config does not use: "
+                             f"{sorted(f'preprocessing.{k}' for k in set(state) - used)}")
+    net.history = meta.get("history") or []
+    if not isinstance(net.history, list) or not all(isinstance(record, dict) for record in net.history):
+        raise ModelFileError(f"model file {name!r} has an invalid history: expected a list of per-epoch records")
+    return net
+
+
+# The keys Autoencoder.config() writes; any other is refused rather than ignored, since a
+# model built without it would differ from the one that was saved.
+_CONFIG_KEYS = ("layers", "losses", "weighted", "rng", "hidden_activation", "output_activation")
+
+
+def _check_config(config: dict[str, Any]) -> None:
+    """Raise ConfigurationError for a config whose top-level values have the wrong type."""
+    from . import activations
+    from .errors import unknown_name_error
+
+    for key in config:
+        if key not in _CONFIG_KEYS:
+            raise unknown_name_error("model config key", str(key), _CONFIG_KEYS)
+    losses = config.get("losses") or []
+    if not isinstance(losses, list) or not all(isinstance(term, dict) and isinstance(term.get("name"), str)
+                                               for term in losses):
+        raise ConfigurationError(f"losses must be a list of dicts with a 'name', got {losses!r:.80}")
+    if not isinstance(config.get("weighted", False), bool):
+        raise ConfigurationError(f"weighted must be true or false, got {config['weighted']!r}")
+    rng = config.get("rng", 13)
+    if not isinstance(rng, int) or isinstance(rng, bool):
+        raise ConfigurationError(f"rng must be an int seed, got {rng!r}")
+    for key in ("hidden_activation", "output_activation"):
+        if key in config:
+            try:
+                activations.get(config[key])
+            except ConfigurationError as error:
+                raise ConfigurationError(f"{key}: {error}") from None
+
+
+def _check_tensors(expected: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], name: str) -> None:
+    """Raise ModelFileError unless ``weights`` has exactly the names, shapes and dtypes of ``expected``."""
     missing = sorted(set(expected) - set(weights))
     extra = sorted(set(weights) - set(expected))
     if missing or extra:
@@ -297,18 +370,6 @@ def model_from_file_contents(tensors: dict[str, torch.Tensor], meta: dict[str, A
                 f"model file {name!r}: tensor {key!r} has shape {tuple(value.shape)} ({value.dtype}), "
                 f"but the config needs {tuple(expected[key].shape)} ({expected[key].dtype})"
             )
-    net.graph.load_state_dict({f"layers.{k}": v for k, v in weights.items()})
-    if "preprocessing" in meta and meta["preprocessing"] is not None:
-        from .preprocessing import from_config
-
-        state = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("preprocessing.")}
-        try:
-            net.preprocessing = from_config(meta["preprocessing"], state)
-        except (AekitError, TypeError, KeyError, ValueError, AttributeError, IndexError) as error:
-            raise ModelFileError(f"model file {name!r} has an invalid preprocessing step: {error}") from None
-    history = meta.get("history") or []
-    net.history = list(history) if isinstance(history, list) else []
-    return net
 
 
 def load_model(path: str | os.PathLike):

@@ -104,17 +104,56 @@ class LayerSpec:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LayerSpec:
-        """Inverse of :meth:`to_dict`."""
+    def from_dict(cls, data: dict[str, Any], where: str = "layer config") -> LayerSpec:
+        """Inverse of :meth:`to_dict`, checking every field (the dict may come from a tampered file).
+
+        Raises
+        ------
+        ConfigurationError
+            Naming ``where`` and the field, for an unknown key or a value of the wrong type
+            (a size that is not a positive integer, an unknown activation, ...).
+        """
+        if not isinstance(data, dict):
+            raise ConfigurationError(f"{where} must be a dict, got {type(data).__name__} {data!r}")
         data = dict(data)
-        if "shape" in data and data["shape"] is not None:
-            data["shape"] = tuple(int(s) for s in data["shape"])
-        if "init" in data:
-            data["init"] = tuple(sorted((str(k), float(v)) for k, v in dict(data["init"]).items()))
         known = {f.name for f in dataclasses.fields(cls)}
         for key in data:
             if key not in known:
-                raise unknown_name_error("layer config key", key, known)
+                raise unknown_name_error(f"key in {where}", key, known)
+        name = data.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"{where} name must be a non-empty string, got {name!r}")
+        where = f"{where} ({name!r})"
+        if data.get("form", "dense") not in FORMS:
+            raise unknown_name_error(f"layer form in {where}", str(data["form"]), FORMS)
+        # Sizes are checked here, before any tensor is allocated: a negative size gave a
+        # raw torch error, and a string one a model whose config no longer compared equal.
+        for key in ("size", "channels"):
+            if data.get(key) is not None:
+                _positive_int(data[key], f"{where} {key}")
+        for key in ("kernel", "stride", "scale"):
+            if key in data:
+                _positive_int(data[key], f"{where} {key}")
+        if data.get("shape") is not None:
+            data["shape"] = _shape(data["shape"], f"{where} shape")
+        for key in ("inputs", "partner"):
+            if data.get(key) is not None and (not isinstance(data[key], str) or not data[key]):
+                raise ConfigurationError(f"{where} {key} must be a non-empty string, got {data[key]!r}")
+        if "activation" in data:
+            _check_activation(data["activation"], where)
+        if not isinstance(data.get("mode", "max"), str):
+            raise ConfigurationError(f"{where} mode must be a string, got {data['mode']!r}")
+        if not isinstance(data.get("batch_norm", False), bool):
+            raise ConfigurationError(f"{where} batch_norm must be true or false, got {data['batch_norm']!r}")
+        padding = data.get("padding", "same")
+        if not (isinstance(padding, str) or _is_int(padding)):
+            raise ConfigurationError(f"{where} padding must be 'same', 'valid' or an int, got {padding!r}")
+        if "init" in data:
+            init = data["init"]
+            if not isinstance(init, dict) or any(key not in INIT_KEYS for key in init):
+                raise ConfigurationError(f"{where} init must be a dict with keys among {', '.join(INIT_KEYS)}, "
+                                         f"got {init!r}")
+            data["init"] = tuple(sorted((k, _init_value(k, v, where)) for k, v in init.items()))
         return cls(**data)
 
 
@@ -145,6 +184,27 @@ def _finite_float(value: Any, what: str) -> float:
 
 def _is_int(value: Any) -> bool:
     return hasattr(value, "__index__") and not isinstance(value, bool)
+
+
+def _check_activation(name: Any, where: str) -> None:
+    """Raise the standard unknown-activation error, prefixed with the layer it belongs to."""
+    try:
+        activations.get(name)
+    except ConfigurationError as error:
+        head, sep, hint = str(error).partition("; ")
+        if head.startswith("unknown activation "):
+            # The layer goes after the name: the message still starts "unknown activation 'x'",
+            # which the command line recognises to name the flag that gave the value.
+            raise ConfigurationError(f"{head} in {where}{sep}{hint}") from None
+        raise ConfigurationError(f"{where}: {error}") from None
+
+
+def _init_value(key: str, value: Any, where: str) -> float:
+    """An init option as a float; sparsity is a fraction of weights, so it must lie in [0, 1)."""
+    value = _finite_float(value, f"{where} {key}")
+    if key.startswith("sparsity") and not 0 <= value < 1:
+        raise ConfigurationError(f"{where} {key} must be in [0, 1), got {value}")
+    return value
 
 
 def _from_tuple(item: tuple, where: str) -> dict[str, Any]:
@@ -249,7 +309,9 @@ def parse_layers(
             specs.append(item)
             continue
         raw = _raw_dict(item, index, where)
-        init = tuple(sorted((k, _finite_float(raw.pop(k), f"{where} {k}")) for k in list(raw) if k in INIT_KEYS))
+        init = tuple(sorted((k, _init_value(k, raw.pop(k), where)) for k in list(raw) if k in INIT_KEYS))
+        if raw.get("name", "") is None:
+            del raw["name"]  # name=None means "the default name", as inputs=None and partner=None do
         if index == 0:
             form = raw.pop("form", "input")
             if form != "input":
@@ -273,7 +335,7 @@ def parse_layers(
         if form in _FORMLESS_SIZE:
             default_act = "linear"
         activation = raw.pop("activation", default_act)
-        activations.get(activation)  # validates early, with the standard message
+        _check_activation(activation, where)  # validates early, with the standard message
         size = raw.pop("size", None)
         if size is not None:
             size = _positive_int(size, f"{where} size")
@@ -284,6 +346,9 @@ def parse_layers(
         for key in ("name", "inputs", "partner"):
             if raw.get(key) is not None and (not isinstance(raw[key], str) or not raw[key]):
                 raise ConfigurationError(f"{where} {key} must be a non-empty string, got {raw[key]!r}")
+        if not isinstance(raw.get("batch_norm", False), bool):
+            # A string such as 'no' would be truthy and silently add a batch norm.
+            raise ConfigurationError(f"{where} batch_norm must be True or False, got {raw['batch_norm']!r}")
         if form == "pool" and raw.get("kernel") is None:
             raw["kernel"] = 2  # Keras' pool_size: dict(form='pool') halves H and W
         for key in ("channels", "kernel", "stride", "scale"):
@@ -317,5 +382,19 @@ def specs_to_config(specs: Sequence[LayerSpec]) -> list[dict[str, Any]]:
 
 
 def specs_from_config(config: Sequence[dict[str, Any]]) -> list[LayerSpec]:
-    """Rebuild specs from :func:`specs_to_config` output."""
-    return [LayerSpec.from_dict(item) for item in config]
+    """Rebuild specs from :func:`specs_to_config` output.
+
+    Raises
+    ------
+    ConfigurationError
+        If ``config`` is not a list of layer dicts, or a dict is malformed
+        (see :meth:`LayerSpec.from_dict`); the message names the layer.
+    """
+    if not isinstance(config, (list, tuple)) or not config:
+        raise ConfigurationError(f"layers must be a non-empty list of layer dicts, got {config!r:.80}")
+    specs = [LayerSpec.from_dict(item, f"layers[{index}]") for index, item in enumerate(config)]
+    names = [spec.name for spec in specs]
+    for name in names:
+        if names.count(name) > 1:  # the graph keys layers by name: a second one would replace the first
+            raise ConfigurationError(f"layer names must be unique, got {name!r} more than once")
+    return specs

@@ -335,3 +335,11 @@ def test_decode_checks_the_width_of_the_layer_it_starts_from():
     with pytest.raises(DataError, match=r"z has 3 features, but this Autoencoder expects 6 \(layer 'hid3'\)"):
         net.decode(np.zeros((2, 3), np.float32), layer="hid3")
     np.testing.assert_array_equal(net.decode(np.full((2, 12), 0.25, np.float32), layer="out"), 0.25)
+
+
+def test_default_activations_are_checked_even_when_unused():
+    # Every layer names its own activation, but add_layer() would use the defaults later.
+    with pytest.raises(ConfigurationError, match="hidden_activation: unknown activation 'rleu'; did you mean 'relu'"):
+        aekit.Autoencoder([8, (4, "relu"), (8, "linear")], hidden_activation="rleu")
+    with pytest.raises(ConfigurationError, match="output_activation: activation must be a non-empty string"):
+        aekit.Autoencoder([8, (4, "relu"), (8, "linear")], output_activation=5)

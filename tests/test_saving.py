@@ -210,3 +210,89 @@ def test_every_loss_weight_round_trips(tmp_path):
     assert [(t.name, t.weight) for t in again.losses] == [("bce", 0.5), ("mse", 2.0)]
     x = np.random.default_rng(0).random((5, 8)).astype(np.float32)
     assert again.loss(x).item() == net.loss(x).item()
+
+
+def _rewrite_config(net, path, change):
+    """Save ``net`` to ``path`` with its config changed by ``change(config)`` (a tampered file)."""
+    from aekit.saving import model_metadata, model_tensors, write_model_file
+
+    meta = model_metadata(net)
+    change(meta["config"])
+    write_model_file(path, model_tensors(net), meta)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c["layers"][1].update(size=-4), r"layers\[1\] \('hid1'\) size must be a positive integer, got -4"),
+        (lambda c: c["layers"][1].update(size="4"), r"size must be a positive integer, got '4'"),
+        (lambda c: c["layers"][1].update(batch_norm="no"), "batch_norm must be true or false"),
+        (lambda c: c["layers"][1].update(name=5), r"layers\[1\] name must be a non-empty string"),
+        (lambda c: c["layers"].__setitem__(1, [4, "relu"]), r"layers\[1\] must be a dict, got list"),
+        (lambda c: c.update(layers=None), "layers must be a non-empty list"),
+        (lambda c: c["layers"][1].update(init={"std": "x"}), "std must be a finite number"),
+        (lambda c: c["layers"][1].update(name="in"), "'in' more than once"),
+        (lambda c: c.update(losses=[{"weight": 1}]), "losses must be a list of dicts with a 'name'"),
+        (lambda c: c.update(losses=[{"name": "mse", "output": "nope"}]), "reads layer 'nope', which does not exist"),
+        (lambda c: c.update(weighted="no"), "weighted must be true or false"),
+        (lambda c: c.update(hidden_activation="os.system"), "hidden_activation: unknown activation"),
+        (lambda c: c.update(dtype="float64"), "unknown model config key 'dtype'"),
+    ],
+)
+def test_tampered_configs_are_one_line_errors_naming_the_problem(tmp_path, change, message):
+    net = aekit.Autoencoder([8, (4, "sigmoid"), (8, "tied")])
+    path = tmp_path / "m.aekit"
+    _rewrite_config(net, path, change)
+    with pytest.raises(ModelFileError, match=message) as info:
+        aekit.load(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_huge_declared_sizes_are_refused_before_allocating(tmp_path):
+    # 10**12 units would need terabytes: the loader must compare shapes before building.
+    net = aekit.Autoencoder([8, (4, "sigmoid"), (8, "tied")])
+    _rewrite_config(net, tmp_path / "a.aekit", lambda c: c["layers"][1].update(size=10**12))
+    with pytest.raises(ModelFileError, match=r"needs \(8, 1000000000000\)"):
+        aekit.load(tmp_path / "a.aekit")
+    _rewrite_config(net, tmp_path / "b.aekit", lambda c: c["layers"][0].update(shape=[10**6, 10**6], size=10**12))
+    with pytest.raises(ModelFileError, match="b.aekit"):
+        aekit.load(tmp_path / "b.aekit")
+
+
+def test_preprocessing_tensors_must_fit_the_model(tmp_path):
+    from aekit.preprocessing import MinMaxScaler
+    from aekit.saving import model_metadata, model_tensors, write_model_file
+
+    x = np.random.default_rng(0).random((20, 8)).astype(np.float32)
+    net = aekit.Autoencoder([8, 4, 8])
+    # statistics of 3 features attached to an 8-feature model
+    meta = model_metadata(net)
+    meta["preprocessing"] = MinMaxScaler().fit(x[:, :3]).get_config()
+    tensors = model_tensors(net)
+    tensors.update({f"preprocessing.{k}": v for k, v in MinMaxScaler().fit(x[:, :3]).state_tensors().items()})
+    write_model_file(tmp_path / "narrow.aekit", tensors, meta)
+    with pytest.raises(ModelFileError, match="narrow.aekit.*input has 8"):
+        aekit.load(tmp_path / "narrow.aekit")
+    # preprocessing tensors without a preprocessing config are not silently dropped
+    tensors = {**model_tensors(net), "preprocessing.foo": torch.zeros(1)}
+    write_model_file(tmp_path / "extra.aekit", tensors, model_metadata(net))
+    with pytest.raises(ModelFileError, match=r"extra.aekit.*\['preprocessing.foo'\]"):
+        aekit.load(tmp_path / "extra.aekit")
+
+
+def test_saving_to_a_folder_is_a_model_file_error(tmp_path, monkeypatch):
+    net = aekit.Autoencoder([8, 4, 8])
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(ModelFileError, match="sub'. it is a folder"):
+        net.save(tmp_path / "sub")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelFileError, match="it is a folder"):
+        net.save("")
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("tempfile.mkstemp", read_only)
+    with pytest.raises(ModelFileError, match="cannot write .*m.aekit.: Permission denied"):
+        net.save(tmp_path / "m.aekit")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]

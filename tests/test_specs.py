@@ -61,3 +61,33 @@ def test_bad_specs_get_clear_errors(layers, message):
         return
     with pytest.raises(ConfigurationError, match=message):
         parse_layers(layers)
+
+
+@pytest.mark.parametrize(
+    "layers, message",
+    [
+        ([8, (4, "sigmoud"), 8], r"unknown activation 'sigmoud' in layers\[1\]; did you mean 'sigmoid'\?"),
+        ([8, 4, dict(size=8, activation="relu+tahn")], r"unknown activation 'tahn' in layers\[2\]; did you mean 'tanh'"),
+        ([8, dict(size=4, batch_norm="no"), 8], r"layers\[1\] batch_norm must be True or False, got 'no'"),
+        ([8, dict(size=4, sparsity=2.0), 8], r"layers\[1\] sparsity must be in \[0, 1\), got 2.0"),
+    ],
+)
+def test_spec_errors_name_the_layer(layers, message):
+    with pytest.raises(ConfigurationError, match=message):
+        parse_layers(layers)
+
+
+def test_name_none_means_the_default_name():
+    specs = parse_layers([dict(size=8, name=None), dict(size=4, name=None), 8])
+    assert [s.name for s in specs] == ["in", "hid1", "out"]
+
+
+def test_saved_configs_are_checked_field_by_field():
+    config = specs_to_config(parse_layers([8, (4, "relu"), (8, "tied")]))
+    config[1]["size"] = -4
+    with pytest.raises(ConfigurationError, match=r"layers\[1\] \('hid1'\) size must be a positive integer"):
+        specs_from_config(config)
+    config[1]["size"] = 4
+    config[2]["name"] = "hid1"
+    with pytest.raises(ConfigurationError, match="'hid1' more than once"):
+        specs_from_config(config)
