@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import ConfigurationError, DataError
 from .loaders import load_data
-from .saving import atomic_write
+from .saving import atomic_write, is_model_file
 from .saving import load_model as _load_model
 
 __all__ = ["check_folder_output", "check_model_output", "check_output", "describe_path", "is_model_file",
@@ -73,22 +73,6 @@ def read_data(path: str, flag: str | None = None) -> np.ndarray:
         if message == str(error):
             raise
         raise DataError(message) from None
-
-
-def is_model_file(path: str) -> bool:
-    # A safetensors header that names the aekit format (see aekit.saving).
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-            if len(head) < 8:
-                return False
-            size = int.from_bytes(head, "little")
-            if not 0 < size < 100 * 1024 * 1024:
-                return False
-            header = handle.read(size)
-    except OSError:
-        return False
-    return header[:1] == b"{" and b'"format":"aekit"' in header.replace(b" ", b"")
 
 
 def _same_file(a: str, b: str) -> bool:

@@ -41,7 +41,7 @@ from safetensors.torch import save as st_save
 
 from .errors import AekitError, ConfigurationError, ModelFileError
 
-__all__ = ["FORMAT_VERSION", "STALE_TEMP_AGE", "atomic_write", "load_model", "read_model_file",
+__all__ = ["FORMAT_VERSION", "STALE_TEMP_AGE", "atomic_write", "is_model_file", "load_model", "read_model_file",
            "remove_stale_temporaries", "save_model", "write_model_file"]
 
 log = logging.getLogger(__name__)
@@ -260,8 +260,33 @@ def model_metadata(net) -> dict[str, Any]:
 
 
 def save_model(net, path: str | os.PathLike) -> None:
-    """Save ``net`` to ``path`` (see the module docstring for the format)."""
+    """Save ``net`` to ``path`` (see the module docstring for the format).
+
+    An existing aekit model file at ``path`` is replaced (atomically); any other
+    existing, non-empty file is not, so a mistyped name cannot destroy data or notes.
+    """
+    p = Path(path)
+    if p.is_file() and p.stat().st_size > 0 and not is_model_file(p):
+        raise ModelFileError(f"cannot save to {str(p)!r}: it exists and is not an aekit model file; refusing to "
+                             "replace it (choose another name, or remove the file first)")
     write_model_file(path, model_tensors(net), model_metadata(net))
+
+
+def is_model_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file with a safetensors header that names the aekit format (a model or a
+    checkpoint); False for anything else, unreadable files included."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            if len(head) < 8:
+                return False
+            size = int.from_bytes(head, "little")
+            if not 0 < size < 100 * 1024 * 1024:
+                return False
+            header = handle.read(size)
+    except OSError:
+        return False
+    return header[:1] == b"{" and b'"format":"aekit"' in header.replace(b" ", b"")
 
 
 def model_from_file_contents(tensors: dict[str, torch.Tensor], meta: dict[str, Any], name: str):

@@ -53,7 +53,8 @@ def test_file_is_plain_safetensors_with_json_config(trained, tmp_path):
 def test_save_is_atomic(trained, tmp_path, monkeypatch):
     net, _ = trained
     path = tmp_path / "model.aekit"
-    path.write_bytes(b"previous good file")
+    aekit.Autoencoder([4, 2, 4]).save(path)
+    previous = path.read_bytes()
 
     def crash(*args, **kwargs):
         raise OSError("disk full")
@@ -61,8 +62,26 @@ def test_save_is_atomic(trained, tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
         net.save(path)
-    assert path.read_bytes() == b"previous good file"
+    assert path.read_bytes() == previous
     assert [p.name for p in tmp_path.iterdir()] == ["model.aekit"]  # no temporary left behind
+
+
+def test_save_replaces_a_model_but_never_another_file(trained, tmp_path):
+    trained, _ = trained
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a week of results")
+    with pytest.raises(ModelFileError, match=r"notes\.txt.*not an aekit model file; refusing to replace it"):
+        trained.save(notes)
+    assert notes.read_text() == "a week of results"
+    # An older model, and an empty file (e.g. made by touch), are replaced.
+    model = tmp_path / "m.aekit"
+    aekit.Autoencoder([4, 2, 4]).save(model)
+    trained.save(model)
+    np.testing.assert_array_equal(aekit.load(model).find("hid1", "w").detach(), trained.find("hid1", "w").detach())
+    empty = tmp_path / "empty.aekit"
+    empty.touch()
+    trained.save(empty)
+    assert aekit.load(empty).num_params == trained.num_params
 
 
 def test_atomic_write_into_a_missing_folder(tmp_path):
