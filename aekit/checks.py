@@ -11,7 +11,7 @@ import numpy as np
 
 from .errors import ConfigurationError, DataError
 
-__all__ = ["as_array", "as_labels", "integer", "number"]
+__all__ = ["as_array", "as_float32", "as_labels", "integer", "number"]
 
 
 def integer(key: str, value: Any, low: int) -> int:
@@ -46,3 +46,22 @@ def as_labels(key: str, value: Any) -> np.ndarray:
     compared and sorted."""
     labels = as_array(key, value)
     return labels if labels.dtype.kind in "biufUS" else labels.astype(str)
+
+
+def as_float32(key: str, array: np.ndarray) -> np.ndarray:
+    """``array`` (any real dtype and shape) as a contiguous float32 array of finite values.
+
+    A DataError names the first bad value: NaN or infinite, or finite but beyond
+    float32's range (1e40 in a float64 file), which the conversion would make infinite.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, by value
+        converted = np.ascontiguousarray(array, dtype=np.float32)
+    finite = np.isfinite(converted)
+    if not finite.all():
+        bad = np.argwhere(~finite)[0]
+        where = f"row {bad[0]}, column {bad[1] if len(bad) > 1 else 0}"
+        value = array[tuple(bad)]
+        if np.isfinite(value):  # finite as given, infinite as float32
+            raise DataError(f"{key} holds values too large for float32 (first at {where}: {value}); rescale the data")
+        raise DataError(f"{key} holds NaN or infinite values (first at {where}: {value})")
+    return converted

@@ -28,6 +28,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Outlier
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted
 
+from .checks import as_float32
 from .errors import ConfigurationError, DataError
 from .network import Autoencoder
 
@@ -94,13 +95,7 @@ def _writable(X: np.ndarray) -> np.ndarray:
 
 def _float32(X: np.ndarray) -> np.ndarray:
     """Checked, finite ``X`` as the network's float32, writable; values beyond float32's range are an error."""
-    with np.errstate(over="ignore"):
-        X32 = np.asarray(X, dtype=np.float32)
-    finite = np.isfinite(X32)
-    if not finite.all():  # X itself was checked finite: these overflowed
-        bad = int(np.flatnonzero(~finite.all(axis=1))[0])
-        raise DataError(f"X holds values too large for float32 (first in row {bad}); rescale the data")
-    return _writable(X32)
+    return _writable(as_float32("X", X))
 
 
 def _seed(random_state: Any) -> int:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checks import as_float32
 from .errors import ConfigurationError, DataError
 
 __all__ = ["IMAGE_SUFFIXES", "load_data", "read_idx"]
@@ -451,15 +452,4 @@ def _finish(array: np.ndarray, p: Path) -> np.ndarray:
     _check_not_empty(array, p)
     if array.ndim == 1:
         array = array.reshape(-1, 1)
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, by value
-        converted = np.ascontiguousarray(array, dtype=np.float32)
-    finite = np.isfinite(converted)
-    if not finite.all():
-        bad = np.argwhere(~finite)[0]
-        where = f"row {bad[0]}, column {bad[1] if len(bad) > 1 else 0}"
-        value = array[tuple(bad)]
-        if np.isfinite(value):  # finite in the file, infinite as float32
-            raise DataError(f"{str(p)!r} holds values too large for float32 (first at {where}: {value}); "
-                            "rescale the data")
-        raise DataError(f"{str(p)!r} holds NaN or infinite values (first at {where}: {value})")
-    return converted
+    return as_float32(repr(str(p)), array)

@@ -161,7 +161,7 @@ def test_values_beyond_float32_are_named_as_such():
         for call in (lambda: AutoencoderTransformer(hidden=(2,), max_epochs=1).fit(big),
                      lambda: AutoencoderOutlierDetector(standardize=False, max_epochs=1).fit(big),
                      lambda: fitted.predict(big)):
-            with pytest.raises(ValueError, match=r"too large for float32 \(first in row 3\)"):
+            with pytest.raises(ValueError, match=r"too large for float32 \(first at row 3, column 2: 1e\+39\)"):
                 call()
 
 
