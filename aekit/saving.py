@@ -39,7 +39,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .errors import AekitError, ConfigurationError, ModelFileError
+from .errors import AekitError, ConfigurationError, ModelFileError, unknown_name_error
 
 __all__ = ["FORMAT_VERSION", "STALE_TEMP_AGE", "atomic_write", "is_model_file", "load_model", "read_model_file",
            "remove_stale_temporaries", "save_model", "write_model_file"]
@@ -356,9 +356,6 @@ _CONFIG_KEYS = ("layers", "losses", "weighted", "rng", "hidden_activation", "out
 
 def _check_config(config: dict[str, Any]) -> None:
     """Raise ConfigurationError for a config whose top-level values have the wrong type."""
-    from . import activations
-    from .errors import unknown_name_error
-
     for key in config:
         if key not in _CONFIG_KEYS:
             raise unknown_name_error("model config key", str(key), _CONFIG_KEYS)
@@ -371,12 +368,7 @@ def _check_config(config: dict[str, Any]) -> None:
     rng = config.get("rng", 13)
     if not isinstance(rng, int) or isinstance(rng, bool):
         raise ConfigurationError(f"rng must be an int seed, got {rng!r}")
-    for key in ("hidden_activation", "output_activation"):
-        if key in config:
-            try:
-                activations.get(config[key])
-            except ConfigurationError as error:
-                raise ConfigurationError(f"{key}: {error}") from None
+    # hidden_activation and output_activation are checked by Autoencoder() itself.
 
 
 def _check_tensors(expected: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], name: str) -> None:
