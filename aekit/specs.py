@@ -128,23 +128,9 @@ class LayerSpec:
             raise unknown_name_error(f"layer form in {where}", str(data["form"]), FORMS)
         # Sizes are checked here, before any tensor is allocated: a negative size gave a
         # raw torch error, and a string one a model whose config no longer compared equal.
-        for key in ("size", "channels"):
-            if data.get(key) is not None:
-                _positive_int(data[key], f"{where} {key}")
-        for key in ("kernel", "stride", "scale"):
-            if key in data:
-                _positive_int(data[key], f"{where} {key}")
-        if data.get("shape") is not None:
-            data["shape"] = _shape(data["shape"], f"{where} shape")
-        for key in ("inputs", "partner"):
-            if data.get(key) is not None and (not isinstance(data[key], str) or not data[key]):
-                raise ConfigurationError(f"{where} {key} must be a non-empty string, got {data[key]!r}")
-        if "activation" in data:
-            _check_activation(data["activation"], where)
+        data = _checked_fields(data, where, booleans="true or false")  # JSON's spelling
         if not isinstance(data.get("mode", "max"), str):
             raise ConfigurationError(f"{where} mode must be a string, got {data['mode']!r}")
-        if not isinstance(data.get("batch_norm", False), bool):
-            raise ConfigurationError(f"{where} batch_norm must be true or false, got {data['batch_norm']!r}")
         padding = data.get("padding", "same")
         if not (isinstance(padding, str) or _is_int(padding)):
             raise ConfigurationError(f"{where} padding must be 'same', 'valid' or an int, got {padding!r}")
@@ -184,6 +170,30 @@ def _finite_float(value: Any, what: str) -> float:
 
 def _is_int(value: Any) -> bool:
     return hasattr(value, "__index__") and not isinstance(value, bool)
+
+
+def _checked_fields(fields: dict[str, Any], where: str, booleans: str = "True or False") -> dict[str, Any]:
+    """A copy of a layer's ``fields`` with every value given checked and normalised: the checks
+    that the layer shorthand and a model file's config share.
+
+    Sizes become ints, a shape a tuple of ints; names must be non-empty strings, the
+    activation known, ``batch_norm`` a bool (a string such as 'no' would be truthy and
+    silently add a batch norm; ``booleans`` spells the choice in the message).
+    """
+    out = dict(fields)
+    for key in ("size", "channels", "kernel", "stride", "scale"):
+        if out.get(key) is not None:
+            out[key] = _positive_int(out[key], f"{where} {key}")
+    if out.get("shape") is not None:
+        out["shape"] = _shape(out["shape"], f"{where} shape")
+    for key in ("name", "inputs", "partner"):
+        if out.get(key) is not None and (not isinstance(out[key], str) or not out[key]):
+            raise ConfigurationError(f"{where} {key} must be a non-empty string, got {out[key]!r}")
+    if "activation" in out:
+        _check_activation(out["activation"], where)
+    if not isinstance(out.get("batch_norm", False), bool):
+        raise ConfigurationError(f"{where} batch_norm must be {booleans}, got {out['batch_norm']!r}")
+    return out
 
 
 def _check_activation(name: Any, where: str) -> None:
@@ -334,26 +344,14 @@ def parse_layers(
         default_act = output_activation if index == last else hidden_activation
         if form in _FORMLESS_SIZE:
             default_act = "linear"
-        activation = raw.pop("activation", default_act)
-        _check_activation(activation, where)  # validates early, with the standard message
+        raw.setdefault("activation", default_act)
+        raw = _checked_fields(raw, where)  # validates early, with the standard messages
+        activation = raw.pop("activation")
         size = raw.pop("size", None)
-        if size is not None:
-            size = _positive_int(size, f"{where} size")
-        elif form == "dense":
+        if size is None and form == "dense":
             raise ConfigurationError(f"{where}: a dense layer needs a size, got {item!r}")
-        if "shape" in raw and raw["shape"] is not None:
-            raw["shape"] = _shape(raw["shape"], f"{where} shape")
-        for key in ("name", "inputs", "partner"):
-            if raw.get(key) is not None and (not isinstance(raw[key], str) or not raw[key]):
-                raise ConfigurationError(f"{where} {key} must be a non-empty string, got {raw[key]!r}")
-        if not isinstance(raw.get("batch_norm", False), bool):
-            # A string such as 'no' would be truthy and silently add a batch norm.
-            raise ConfigurationError(f"{where} batch_norm must be True or False, got {raw['batch_norm']!r}")
         if form == "pool" and raw.get("kernel") is None:
             raw["kernel"] = 2  # Keras' pool_size: dict(form='pool') halves H and W
-        for key in ("channels", "kernel", "stride", "scale"):
-            if key in raw and raw[key] is not None:
-                raw[key] = _positive_int(raw[key], f"{where} {key}")
         spec = LayerSpec(name=raw.pop("name", default_name), form=form, size=size,
                          activation=activation, init=init, **raw)
         if form == "tied" and spec.partner is None:
