@@ -5,9 +5,16 @@ The public surface is exactly what this module re-exports.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import sys
 
-from . import activations, conv, errors, losses, regularizers, specs
+from ._version import __version__
+
+from .model import activations
+from .model.layers import conv
+from . import errors
+from .objective import losses
+from .objective import penalties as regularizers
+from .model import specs
 from .errors import (
     AekitError,
     CheckpointError,
@@ -16,14 +23,21 @@ from .errors import (
     ModelFileError,
     TrainingDiverged,
 )
-from . import report, visualize
-from .diagnose import Finding, diagnose
-from . import datasets, preprocessing
-from . import distributed
-from .loaders import load_data
-from .network import Autoencoder
-from .saving import load
-from .streaming import StreamingSource
+from .inspect import report
+from .inspect import features as visualize
+from .inspect import diagnose as _diagnose_module
+from .inspect.diagnose import Finding, diagnose
+
+# ``aekit.diagnose`` is the function; its old module path is registered here rather than in an
+# alias file, because importing such a file would rebind the package attribute to the module.
+sys.modules.setdefault(__name__ + ".diagnose", _diagnose_module)
+from .data import datasets
+from .data import preprocessing
+from .train import distributed
+from .data.loaders import load_data
+from .autoencoder import Autoencoder
+from .io.model_file import load
+from .data.sources import StreamingSource
 
 __all__ = sorted([
     "AekitError",

@@ -28,9 +28,9 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Outlier
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from .checks import as_float32
+from .data.validation import as_float32
 from .errors import ConfigurationError, DataError
-from .network import Autoencoder
+from .autoencoder import Autoencoder
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -124,15 +124,15 @@ def _fit_network(est: BaseEstimator, X: np.ndarray) -> Autoencoder:
 # ---------------------------------------------------------------------- pickling
 def _net_state(net: Autoencoder) -> dict[str, Any]:
     """A pickle-safe description of ``net``: NumPy arrays and JSON-ready values only."""
-    from .saving import model_metadata, model_tensors
+    from .io.model_file import model_metadata, model_tensors
 
     tensors = {k: v.detach().cpu().numpy().copy() for k, v in model_tensors(net).items()}
     return {"tensors": tensors, "meta": json.loads(json.dumps(model_metadata(net)))}
 
 
 def _net_from_state(state: dict[str, Any], device: Any) -> Autoencoder:
-    from .network import resolve_device
-    from .saving import model_from_file_contents
+    from .autoencoder import resolve_device
+    from .io.model_file import model_from_file_contents
 
     tensors = {k: torch.from_numpy(np.asarray(v).copy()) for k, v in state["tensors"].items()}
     net = model_from_file_contents(tensors, state["meta"], "<pickled estimator>")

@@ -120,7 +120,7 @@ def test_changed_options_are_used_and_logged(x, tmp_path, caplog):
     start = aekit.load(path)  # the parameters after epoch 1
     net = make()
     trainer_lr = []
-    with caplog.at_level(logging.WARNING, logger="aekit.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="aekit.train.checkpoint"):
         for _ in net.itertrain(x, max_epochs=2, checkpoint=path, resume=True, validate_every=0, learning_rate=5e-3):
             trainer_lr.append(True)
     assert "learning_rate: checkpoint has 0.001, this run has 0.005" in caplog.text
@@ -139,7 +139,7 @@ def test_resume_without_a_file_starts_fresh_and_says_so(x, tmp_path, caplog):
     reference = make()
     reference.train(x, max_epochs=2, validate_every=0)
     net = make()
-    with caplog.at_level(logging.INFO, logger="aekit.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="aekit.train.checkpoint"):
         net.train(x, max_epochs=2, checkpoint=path, resume=True, validate_every=0)
     assert "no checkpoint at" in caplog.text and "starting from scratch" in caplog.text
     assert same_params(net, reference) and path.exists()

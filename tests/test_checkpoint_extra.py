@@ -105,11 +105,11 @@ def test_checkpoints_without_scaler_state_still_resume(x, tmp_path, restored_sca
     make().train(x, max_epochs=1, checkpoint=fp16, **FP16)
     rewrite(fp16, grad_scaler=None)  # as written by an aekit that did not store it
 
-    with caplog.at_level(logging.WARNING, logger="aekit.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="aekit.train.checkpoint"):
         make().train(x, max_epochs=2, checkpoint=fp16, resume=True, **FP16)
     assert "no gradient-scaler state" in caplog.text and "restarts at 65536" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="aekit.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="aekit.train.checkpoint"):
         make().train(x, max_epochs=2, checkpoint=fp32, resume=True, **FP16)  # fp32 -> fp16
     assert "precision: checkpoint has 'fp32', this run has 'fp16'" in caplog.text
     assert "no gradient-scaler state" not in caplog.text

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import aekit
-from aekit import cli
+from aekit.cli import commands as cli
 
 
 @pytest.fixture(autouse=True, scope="module")

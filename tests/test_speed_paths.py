@@ -135,7 +135,7 @@ def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):
         return call
 
     monkeypatch.setattr(torch, "compile", broken)
-    with caplog.at_level(logging.WARNING, logger="aekit.steps"):
+    with caplog.at_level(logging.WARNING, logger="aekit.train.step"):
         got = _net().train(x, batch_size=16, max_epochs=2, validate_every=0, compile=True)[0]
     assert any("training eagerly" in r.message for r in caplog.records)
     assert got["loss"] == pytest.approx(ref["loss"], rel=1e-6)

@@ -37,11 +37,11 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .cli_config import config_kinds, layers_from_config, load_config, parse_layers_arg, read_config
-from .cli_files import (check_folder_output, check_model_output, check_output, describe_path, is_model_file,
+from .._version import __version__
+from .config import config_kinds, layers_from_config, load_config, parse_layers_arg, read_config
+from .files import (check_folder_output, check_model_output, check_output, describe_path, is_model_file,
                         load_model, read_data, write_array)
-from .errors import AekitError, ConfigurationError, DataError, TrainingDiverged
+from ..errors import AekitError, ConfigurationError, DataError, TrainingDiverged
 
 __all__ = ["build_parser", "load_config", "main", "parse_layers_arg"]
 
@@ -136,16 +136,16 @@ _MODEL_KEYS = ("layers", "tied", "activation", "output_activation", "loss", "see
 
 
 def _train_keys() -> list[str]:
-    from .regularizers import REGULARIZER_KEYS
-    from .training import TrainOptions
+    from ..objective.penalties import REGULARIZER_KEYS
+    from ..train.loop import TrainOptions
 
     fields = [f.name for f in dataclasses.fields(TrainOptions) if f.name != "monitors"]
     return fields + [k for k in REGULARIZER_KEYS if k not in fields]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .network import Autoencoder
-    from .training import parse_train_arguments
+    from ..autoencoder import Autoencoder
+    from ..train.loop import parse_train_arguments
 
     keys = [*_MODEL_KEYS, *_train_keys()]
     settings: dict[str, Any] = {}
@@ -196,7 +196,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     x = read_data(args.data)
     valid = read_data(args.valid, "--valid") if args.valid else None
     total = options.max_epochs
-    from . import distributed
+    from ..train import distributed
 
     main_process = distributed.is_main_process()  # under torchrun only rank 0 reports and writes
     if not main_process:
@@ -308,13 +308,13 @@ def history_lines(history: list[Any], rows: int = 10) -> list[str]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .saving import model_from_file_contents, read_model_file
+    from ..io.model_file import model_from_file_contents, read_model_file
 
     tensors, meta = read_model_file(args.model)
     state = None
     if meta.get("kind") == "checkpoint":
         # The model of a checkpoint is stored beside the trainer's state (as aekit.load reads it).
-        from .checkpoint import checkpoint_info, load_checkpoint_model
+        from ..train.checkpoint import checkpoint_info, load_checkpoint_model
 
         state = checkpoint_info(args.model)
         net = load_checkpoint_model(args.model)
@@ -366,7 +366,7 @@ def _optional(module: str, attr: str):
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    diagnose = _optional("diagnose", "diagnose")
+    diagnose = _optional("inspect.diagnose", "diagnose")
     if diagnose is None:
         raise AekitError("this aekit has no diagnose module")
     net = load_model(args.model)
@@ -382,7 +382,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    write_report = _optional("report", "write_report")
+    write_report = _optional("inspect.report", "write_report")
     if write_report is None:
         raise AekitError("this aekit has no report module")
     check_folder_output(args.output, [("MODEL", args.model), ("DATA", args.data)])
@@ -449,7 +449,7 @@ def _flag_labels(parser: argparse.ArgumentParser, **extra: str) -> dict[str, str
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
-    from .training import TrainOptions
+    from ..train.loop import TrainOptions
 
     p.add_argument("data", help=f"training data: {_DATA_HELP}")
     p.add_argument("--output", "-o", required=True,
@@ -555,13 +555,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="write per-example squared errors (.npy or .csv; not an input)")
     p.set_defaults(func=cmd_score, cli_labels=_flag_labels(p))
 
-    if _optional("diagnose", "diagnose") is not None:
+    if _optional("inspect.diagnose", "diagnose") is not None:
         p = sub.add_parser("diagnose", parents=common, help="find out why a model does not learn")
         p.add_argument("model", help="model file (or training checkpoint)")
         p.add_argument("data", help=f"data to check the model on: {_DATA_HELP}")
         p.set_defaults(func=cmd_diagnose, cli_labels=_flag_labels(p))
 
-    if _optional("report", "write_report") is not None:
+    if _optional("inspect.report", "write_report") is not None:
         p = sub.add_parser("report", parents=common, help="write an HTML report with pictures")
         p.add_argument("model", help="model file (or training checkpoint)")
         p.add_argument("data", help=f"data to show the model on: {_DATA_HELP}")

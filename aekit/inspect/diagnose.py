@@ -46,11 +46,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .activations import output_range
-from .checks import as_array, as_labels, integer, number
-from .data import to_numpy
-from .errors import ConfigurationError, DataError
-from .streaming import is_streamable
+from ..model.activations import output_range
+from ..data.validation import as_array, as_labels, integer, number
+from ..data.checks import to_numpy
+from ..errors import ConfigurationError, DataError
+from ..data.sources import is_streamable
 
 __all__ = ["Finding", "diagnose"]
 

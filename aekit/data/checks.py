@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = ["all_finite", "check_array", "check_weights", "first_row", "to_numpy"]
 
