@@ -7,14 +7,8 @@ from __future__ import annotations
 
 import sys
 
-from ._version import __version__
-
-from .model import activations
-from .model.layers import conv
 from . import errors
-from .objective import losses
-from .objective import penalties as regularizers
-from .model import specs
+from ._version import __version__
 from .errors import (
     AekitError,
     CheckpointError,
@@ -23,50 +17,55 @@ from .errors import (
     ModelFileError,
     TrainingDiverged,
 )
-from .inspect import report
-from .inspect import features as visualize
 from .inspect import diagnose as _diagnose_module
+from .inspect import features as visualize
+from .inspect import report
 from .inspect.diagnose import Finding, diagnose
+from .model import activations, specs
+from .model.layers import conv
+from .objective import losses
+from .objective import penalties as regularizers
 
 # ``aekit.diagnose`` is the function; its old module path is registered here rather than in an
 # alias file, because importing such a file would rebind the package attribute to the module.
 sys.modules.setdefault(__name__ + ".diagnose", _diagnose_module)
-from .data import datasets
-from .data import preprocessing
-from .train import distributed
-from .data.loaders import load_data
 from .autoencoder import Autoencoder
-from .io.model_file import load
+from .data import datasets, preprocessing
+from .data.loaders import load_data
 from .data.sources import StreamingSource
+from .io.model_file import load
+from .train import distributed
 
-__all__ = sorted([
-    "AekitError",
-    "Autoencoder",
-    "AutoencoderOutlierDetector",
-    "AutoencoderTransformer",
-    "CheckpointError",
-    "ConfigurationError",
-    "DataError",
-    "Finding",
-    "ModelFileError",
-    "StreamingSource",
-    "TrainingDiverged",
-    "__version__",
-    "activations",
-    "conv",
-    "datasets",
-    "diagnose",
-    "distributed",
-    "errors",
-    "load",
-    "load_data",
-    "losses",
-    "preprocessing",
-    "regularizers",
-    "report",
-    "specs",
-    "visualize",
-])
+__all__ = sorted(
+    [
+        "AekitError",
+        "Autoencoder",
+        "AutoencoderOutlierDetector",
+        "AutoencoderTransformer",
+        "CheckpointError",
+        "ConfigurationError",
+        "DataError",
+        "Finding",
+        "ModelFileError",
+        "StreamingSource",
+        "TrainingDiverged",
+        "__version__",
+        "activations",
+        "conv",
+        "datasets",
+        "diagnose",
+        "distributed",
+        "errors",
+        "load",
+        "load_data",
+        "losses",
+        "preprocessing",
+        "regularizers",
+        "report",
+        "specs",
+        "visualize",
+    ]
+)
 
 
 def __dir__() -> list[str]:

@@ -15,15 +15,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .objective import penalties as reg
 from .data.checks import check_array, check_weights, to_numpy
+from .data.sources import StreamingSource, is_streamable
 from .errors import AekitError, ConfigurationError, DataError, closest_name, unknown_name_error
 from .model.activations import ELEMENTWISE
 from .model.activations import get as get_activation
 from .model.layers.dense import Dense, Layer, build_layer, layer_seed
-from .objective.losses import Loss
 from .model.specs import LayerSpec, parse_layers
-from .data.sources import StreamingSource, is_streamable
+from .objective import penalties as reg
+from .objective.losses import Loss
 
 __all__ = ["Autoencoder", "Graph", "resolve_device"]
 
@@ -45,8 +45,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if chosen.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (chosen.index or 0) >= count:
-            raise ConfigurationError(f"device {device!r} asked for, but this machine has {count} CUDA device(s) "
-                                     f"(torch {torch.__version__}); use device='auto' or 'cpu'")
+            raise ConfigurationError(
+                f"device {device!r} asked for, but this machine has {count} CUDA device(s) "
+                f"(torch {torch.__version__}); use device='auto' or 'cpu'"
+            )
     return chosen
 
 
@@ -80,7 +82,9 @@ class Graph(nn.Module):
             else:
                 source = (spec.inputs or previous).split(":")[0]
                 if source not in self.layers:
-                    raise ConfigurationError(f"layer {spec.name!r} reads from {source!r}, which is not an earlier layer")
+                    raise ConfigurationError(
+                        f"layer {spec.name!r} reads from {source!r}, which is not an earlier layer"
+                    )
                 self.sources[spec.name] = source
                 try:
                     layer = build_layer(spec, self.layers[source].output_shape, dict(self.layers.items()))
@@ -165,7 +169,7 @@ class Graph(nn.Module):
         """Feed ``z`` as the output of layer ``start`` and run the layers after it."""
         names = list(self.sources)
         outputs = {f"{start}:out": z}
-        for name in names[names.index(start) + 1:] if start in names else names:
+        for name in names[names.index(start) + 1 :] if start in names else names:
             source = self.sources[name]
             if f"{source}:out" not in outputs:
                 raise ConfigurationError(
@@ -178,8 +182,16 @@ class Graph(nn.Module):
 
 
 LOSS_OPTIONS = ("output", "covar")  # the keywords Autoencoder passes on to its first Loss
-AUTOENCODER_KEYWORDS = ("layers", "loss", "weighted", "rng", "hidden_activation", "output_activation", "device",
-                        *LOSS_OPTIONS)
+AUTOENCODER_KEYWORDS = (
+    "layers",
+    "loss",
+    "weighted",
+    "rng",
+    "hidden_activation",
+    "output_activation",
+    "device",
+    *LOSS_OPTIONS,
+)
 
 
 def _seed_from(rng: Any) -> int:
@@ -309,8 +321,10 @@ class Autoencoder:
         if name not in names:
             raise unknown_name_error("layer", name, names)
         if output not in ("", "out"):
-            raise ConfigurationError(f"layer must be a layer name such as {name!r} (or {name + ':out'!r}), got "
-                                     f"{layer!r}; feed_forward(x) has every layer's pre-activation")
+            raise ConfigurationError(
+                f"layer must be a layer name such as {name!r} (or {name + ':out'!r}), got "
+                f"{layer!r}; feed_forward(x) has every layer's pre-activation"
+            )
         return name
 
     def find(self, layer: str | int, param: str) -> nn.Parameter:
@@ -324,9 +338,7 @@ class Autoencoder:
         if not isinstance(value, nn.Parameter):
             owned = sorted(n for n, _ in module.named_parameters(recurse=False))
             hint = f"; it shares {module.partner.name!r}.w" if hasattr(module, "partner") and param == "w" else ""
-            raise ConfigurationError(
-                f"layer {name!r} has no parameter {param!r}; it has {owned or 'none'}{hint}"
-            )
+            raise ConfigurationError(f"layer {name!r} has no parameter {param!r}; it has {owned or 'none'}{hint}")
         return value
 
     def add_layer(self, layer: Any = None, is_output: bool = False, **kwargs: Any) -> None:
@@ -344,8 +356,9 @@ class Autoencoder:
             layer = {**base, **kwargs}
         if layer is None:
             raise ConfigurationError("add_layer needs a layer spec, got none")
-        specs = parse_layers([layer], self.hidden_activation, self.output_activation,
-                             existing=self.specs, output_last=is_output)
+        specs = parse_layers(
+            [layer], self.hidden_activation, self.output_activation, existing=self.specs, output_last=is_output
+        )
         old_state = self.graph.state_dict()
         graph = Graph(specs, self.seed).to(self.device)
         graph.load_state_dict(old_state, strict=False)
@@ -387,8 +400,16 @@ class Autoencoder:
         weights = [n.split(".", 1)[1] for n, p in graph.named_parameters() if p.dim() > 1]
         ranges = {n: _activation_range(graph.layers[n]) for n in hidden}
         bounded = [n for n, (low, high) in ranges.items() if low >= 0 and high <= 1]
-        keys = {"weight_l1": weights, "weight_l2": weights, "hidden_l1": hidden, "hidden_l2": hidden,
-                "contractive": hidden, "hidden_noise": hidden, "hidden_dropout": hidden, "sparsity_weight": bounded}
+        keys = {
+            "weight_l1": weights,
+            "weight_l2": weights,
+            "hidden_l1": hidden,
+            "hidden_l2": hidden,
+            "contractive": hidden,
+            "hidden_noise": hidden,
+            "hidden_dropout": hidden,
+            "sparsity_weight": bounded,
+        }
         for key, names in keys.items():
             kind = "weight matrix" if key.startswith("weight") else "hidden layer"
             for pattern in getattr(regs, "sparsity" if key == "sparsity_weight" else key):
@@ -399,15 +420,18 @@ class Autoencoder:
                     if chosen:
                         raise ConfigurationError(
                             f"sparsity_weight applies to hidden layers with outputs in [0, 1] (e.g. sigmoid), "
-                            f"but pattern {pattern!r} chooses only {', '.join(chosen)}")
+                            f"but pattern {pattern!r} chooses only {', '.join(chosen)}"
+                        )
                     kind = "hidden layer with outputs in [0, 1]"
                 if not names:
-                    raise ConfigurationError(f"{key} pattern {pattern!r} matches nothing: this Autoencoder has "
-                                             f"no {kind}")
+                    raise ConfigurationError(
+                        f"{key} pattern {pattern!r} matches nothing: this Autoencoder has no {kind}"
+                    )
                 hint = closest_name(pattern, names)
                 raise ConfigurationError(
                     f"{key} pattern {pattern!r} matches no {kind} of this Autoencoder; "
-                    + (f"did you mean {hint!r}?" if hint else f"expected one of {', '.join(map(repr, names))}"))
+                    + (f"did you mean {hint!r}?" if hint else f"expected one of {', '.join(map(repr, names))}")
+                )
 
     def _check_output_shapes(self) -> None:
         # A reconstruction must line up with the input: the same shape, or the
@@ -509,12 +533,16 @@ class Autoencoder:
 
     def _dense_chain_to(self, layer: str) -> list[Dense] | None:
         """The dense layers from the input to ``layer``, input side first, if each is a plain
-        dense layer (no batch norm) with an elementwise activation; else None."""
+        dense layer (no batch norm) with an elementwise activation; else None.
+        """
         graph, chain, name = self.graph, [], layer
         while name != graph.input_name:
             dense = graph.layers[name]
-            if (type(dense) is not Dense or dense.norm is not None
-                    or not all(part in ELEMENTWISE for part in dense.activation.parts)):
+            if (
+                type(dense) is not Dense
+                or dense.norm is not None
+                or not all(part in ELEMENTWISE for part in dense.activation.parts)
+            ):
                 return None
             chain.append(dense)
             name = graph.sources[name]
@@ -563,11 +591,13 @@ class Autoencoder:
     # (``np.memmap``, h5py-like datasets: see ``aekit.streaming.is_streamable``)
     # are read, checked and preprocessed one block of rows at a time, as training
     # reads them, so that only the outputs -- never the whole input -- sit in memory.
-    def _check(self, x: Any, name: str = "x", transform: bool = True,
-               rows: Sequence[int] | None = None) -> torch.Tensor:
+    def _check(
+        self, x: Any, name: str = "x", transform: bool = True, rows: Sequence[int] | None = None
+    ) -> torch.Tensor:
         """``x`` checked (:func:`check_array`; ``rows`` numbers its rows in messages), preprocessed if ``transform``."""
-        tensor = check_array(x, self.graph.input_shape, name=name, layer=self.graph.input_name,
-                             device=self.device, rows=rows)
+        tensor = check_array(
+            x, self.graph.input_shape, name=name, layer=self.graph.input_name, device=self.device, rows=rows
+        )
         return self._preprocess(tensor, name) if transform else tensor
 
     def _check_weights(self, w: Any, name: str = "w", rows: Sequence[int] | None = None) -> torch.Tensor:
@@ -582,7 +612,7 @@ class Autoencoder:
 
     def _batches(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
         for start in range(0, x.shape[0], INFERENCE_BATCH):
-            yield x[start:start + INFERENCE_BATCH]
+            yield x[start : start + INFERENCE_BATCH]
 
     def _stream(
         self,
@@ -708,8 +738,9 @@ class Autoencoder:
 
         if is_streamable(z):
             source = self._stream(z, name="z", shape=shape, layer=name)
-            return np.concatenate([self._inverse(self._run(self._batches(block), run))
-                                   for _, _, block in self._blocks(source)], axis=0)
+            return np.concatenate(
+                [self._inverse(self._run(self._batches(block), run)) for _, _, block in self._blocks(source)], axis=0
+            )
         zt = check_array(z, shape, name="z", layer=name, device=self.device)
         return self._inverse(self._run(self._batches(zt), run))
 
@@ -729,8 +760,7 @@ class Autoencoder:
         if is_streamable(x):
             # The inverse preprocessing is row-wise: applying it per block keeps
             # its float64 working copy as small as the block.
-            return np.concatenate([self._reconstruct(block) for _, _, block in self._blocks(self._stream(x))],
-                                  axis=0)
+            return np.concatenate([self._reconstruct(block) for _, _, block in self._blocks(self._stream(x))], axis=0)
         return self._inverse(self._run(self._batches(self._check(x)), self._output))
 
     def _output(self, batch: torch.Tensor) -> torch.Tensor:
@@ -774,8 +804,11 @@ class Autoencoder:
         pred = self.predict(x).reshape(target.shape[0], -1).astype(np.float64)
         if pred.shape != target.shape:
             raise DataError(f"score needs an output shaped like the input, got {pred.shape} vs {target.shape}")
-        weight = (np.ones_like(target) if w is None
-                  else to_numpy(self._check_weights(w)).astype(np.float64).reshape(target.shape))
+        weight = (
+            np.ones_like(target)
+            if w is None
+            else to_numpy(self._check_weights(w)).astype(np.float64).reshape(target.shape)
+        )
         mean = (weight * target).sum(axis=0) / np.maximum(weight.sum(axis=0), 1e-12)
         ss_res = (weight * (target - pred) ** 2).sum()
         ss_tot = (weight * (target - mean) ** 2).sum()
@@ -802,11 +835,16 @@ class Autoencoder:
             target = to_numpy(raw).reshape(b - a, -1).astype(np.float64)
             pred = self._reconstruct(raw).reshape(b - a, -1).astype(np.float64)
             if pred.shape != target.shape:
-                raise DataError(f"score needs an output shaped like the input, got {(n, pred.shape[1])} "
-                                f"vs {(n, target.shape[1])}")
-            weight = (np.ones_like(target) if w is None
-                      else to_numpy(self._check_weights(np.asarray(w[a:b]), "w", range(a, b)))
-                      .astype(np.float64).reshape(target.shape))
+                raise DataError(
+                    f"score needs an output shaped like the input, got {(n, pred.shape[1])} vs {(n, target.shape[1])}"
+                )
+            weight = (
+                np.ones_like(target)
+                if w is None
+                else to_numpy(self._check_weights(np.asarray(w[a:b]), "w", range(a, b)))
+                .astype(np.float64)
+                .reshape(target.shape)
+            )
             ss_res += float((weight * (target - pred) ** 2).sum())
             block_total = weight.sum(axis=0)
             block_mean = (weight * target).sum(axis=0) / np.maximum(block_total, 1e-12)
@@ -814,7 +852,7 @@ class Autoencoder:
             merged = total + block_total
             share = block_total / np.maximum(merged, 1e-12)
             delta = block_mean - mean
-            m2 = m2 + block_m2 + delta ** 2 * total * share
+            m2 = m2 + block_m2 + delta**2 * total * share
             mean = mean + delta * share
             total = merged
         return _r_squared(ss_res, float(m2.sum()))
@@ -896,4 +934,3 @@ def _activation_range(layer: Layer) -> tuple[float, float]:
     from .model.activations import output_range
 
     return output_range(layer.spec.activation)
-

@@ -28,15 +28,17 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Outlier
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted
 
+from .autoencoder import Autoencoder
 from .data.validation import as_float32
 from .errors import ConfigurationError, DataError
-from .autoencoder import Autoencoder
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
 except ImportError:  # pragma: no cover - older scikit-learn
+
     def _validate_data(estimator, X, **kwargs):
         return estimator._validate_data(X, **kwargs)
+
 
 __all__ = ["AutoencoderOutlierDetector", "AutoencoderTransformer"]
 
@@ -44,9 +46,25 @@ log = logging.getLogger(__name__)
 
 # Every training keyword the estimators forward to Autoencoder.train, by parameter name.
 _TRAIN_PARAMS = (
-    "algo", "learning_rate", "batch_size", "max_epochs", "patience", "min_improvement", "valid_split",
-    "max_gradient_norm", "hidden_l1", "hidden_l2", "weight_l1", "weight_l2", "sparsity_target",
-    "sparsity_weight", "contractive", "input_noise", "input_dropout", "hidden_noise", "hidden_dropout",
+    "algo",
+    "learning_rate",
+    "batch_size",
+    "max_epochs",
+    "patience",
+    "min_improvement",
+    "valid_split",
+    "max_gradient_norm",
+    "hidden_l1",
+    "hidden_l2",
+    "weight_l1",
+    "weight_l2",
+    "sparsity_target",
+    "sparsity_weight",
+    "contractive",
+    "input_noise",
+    "input_dropout",
+    "hidden_noise",
+    "hidden_dropout",
 )
 
 
@@ -58,8 +76,12 @@ def _check_params(est: BaseEstimator) -> None:
             hidden = (hidden,)
         if isinstance(hidden, np.ndarray) and hidden.ndim == 1:  # array-likes, as MLPRegressor takes them
             hidden = hidden.tolist()
-        if (not isinstance(hidden, Sequence) or isinstance(hidden, str) or not hidden
-                or not all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and h > 0 for h in hidden)):
+        if (
+            not isinstance(hidden, Sequence)
+            or isinstance(hidden, str)
+            or not hidden
+            or not all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and h > 0 for h in hidden)
+        ):
             raise ConfigurationError(
                 f"hidden must be a non-empty sequence of positive layer sizes, e.g. (64,), got {est.hidden!r}"
             )
@@ -106,16 +128,22 @@ def _fit_network(est: BaseEstimator, X: np.ndarray) -> Autoencoder:
     """Build and train the network of ``est`` on checked data ``X`` (n, features)."""
     _check_params(est)
     net = Autoencoder(
-        _layers(est, X.shape[1]), loss=est.loss, rng=_seed(est.random_state),
-        hidden_activation=est.activation, output_activation=est.output_activation, device=est.device,
+        _layers(est, X.shape[1]),
+        loss=est.loss,
+        rng=_seed(est.random_state),
+        hidden_activation=est.activation,
+        output_activation=est.output_activation,
+        device=est.device,
     )
     options = {key: getattr(est, key) for key in _TRAIN_PARAMS}
     options = {k: v for k, v in options.items() if v is not None}
     split = options.get("valid_split")
     if isinstance(split, numbers.Real) and split > 0 and X.shape[0] < 2:
         # scikit-learn's convention (check_fit2d_1sample): say that one sample is the problem.
-        raise DataError(f"valid_split={split} needs at least 2 examples (one to train on, one to validate), "
-                        f"got n_samples={X.shape[0]}")
+        raise DataError(
+            f"valid_split={split} needs at least 2 examples (one to train on, one to validate), "
+            f"got n_samples={X.shape[0]}"
+        )
     log.info("fitting %r on %d examples", net, X.shape[0])
     net.train(_float32(X), **options)
     return net
@@ -303,8 +331,10 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         X = _writable(check_array(X, dtype=[np.float32, np.float64]))
         n_codes = self._n_features_out
         if X.shape[1] != n_codes:  # in scikit-learn's words, not the network's ('z', 'this Autoencoder')
-            raise DataError(f"X has {X.shape[1]} features, but {type(self).__name__}.inverse_transform is expecting "
-                            f"{n_codes} features as input (the outputs of transform)")
+            raise DataError(
+                f"X has {X.shape[1]} features, but {type(self).__name__}.inverse_transform is expecting "
+                f"{n_codes} features as input (the outputs of transform)"
+            )
         return self.net_.decode(X, layer=self.layer)
 
     def score(self, X: Any, y: Any = None) -> float:
@@ -354,7 +384,9 @@ class AutoencoderOutlierDetector(OutlierMixin, _NetworkEstimator):
         (so that no feature dominates the error).
     hidden : int or sequence of int, optional
         Encoder sizes; default: one layer of ``max(1, n_features // 2)`` units.
-    Other parameters
+
+    Other Parameters
+    ----------------
         As :class:`AutoencoderTransformer`.
 
     Attributes

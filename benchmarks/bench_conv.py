@@ -64,8 +64,12 @@ def _labels(name: str) -> np.ndarray:
 
 def load_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """(x_train, y_train, x_test, y_test), or None when the files are absent."""
-    names = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    names = [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ]
     if not all((DATA / n).exists() for n in names):
         return None
     return (_images(names[0])[:N_TRAIN], _labels(names[1])[:N_TRAIN], _images(names[2]), _labels(names[3]))
@@ -77,14 +81,21 @@ class TorchConvAE(nn.Module):
     def __init__(self):
         super().__init__()
         self.encoder = nn.Sequential(
-            nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Flatten(), nn.Linear(32 * 7 * 7, CODE),
+            nn.Conv2d(1, 16, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(32 * 7 * 7, CODE),
         )
         self.decoder = nn.Sequential(
-            nn.Linear(CODE, 32 * 7 * 7), nn.ReLU(), nn.Unflatten(1, (32, 7, 7)),
-            nn.ConvTranspose2d(32, 16, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(16, 1, 3, stride=2, padding=1, output_padding=1), nn.Sigmoid(),
+            nn.Linear(CODE, 32 * 7 * 7),
+            nn.ReLU(),
+            nn.Unflatten(1, (32, 7, 7)),
+            nn.ConvTranspose2d(32, 16, 3, stride=2, padding=1, output_padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(16, 1, 3, stride=2, padding=1, output_padding=1),
+            nn.Sigmoid(),
         )
 
     def forward(self, x):
@@ -160,6 +171,7 @@ def _run_torch(x, y, xt, yt, aekit_init: bool = False) -> dict:
 def speed_rounds(x: np.ndarray, rounds: int = SPEED_ROUNDS) -> dict:
     """Seconds for one epoch on ``x``: aekit, the plain loop, and the plain loop in channels-last
     memory order, taking turns (the order reverses every round); medians and per-round ratios."""
+
     def aekit_epoch() -> float:
         net = aekit.Autoencoder(LAYERS, rng=0)
         start = time.perf_counter()
@@ -170,8 +182,11 @@ def speed_rounds(x: np.ndarray, rounds: int = SPEED_ROUNDS) -> dict:
         torch.manual_seed(0)
         return _train_plain(TorchConvAE(), x, 1, channels_last)
 
-    contenders = {"aekit": aekit_epoch, "plain": lambda: plain_epoch(False),
-                  "plain, channels-last": lambda: plain_epoch(True)}
+    contenders = {
+        "aekit": aekit_epoch,
+        "plain": lambda: plain_epoch(False),
+        "plain, channels-last": lambda: plain_epoch(True),
+    }
     seconds: dict[str, list[float]] = {name: [] for name in contenders}
     for round_index in range(rounds):
         names = list(contenders) if round_index % 2 == 0 else list(contenders)[::-1]
@@ -220,22 +235,29 @@ def to_markdown(result: dict) -> str:
         "|---|---|---|---|---|",
     ]
     for row in result["rows"]:
-        lines.append(f"| {row['model']} | {row['test_mse']:.4f} | {row['centroid_acc']:.3f} | "
-                     f"{row['seconds']:.1f} | {row['params']} |")
-    lines += ["", "Train time is one run each, in this order. The third row is the plain model started at "
-              "aekit's initial scale (He-normal weights for relu layers, Glorot for the others, zero biases) "
-              "instead of torch's smaller uniform default, to tell "
-              "the initialisation's share of a test-MSE gap between the first two rows from the training's.",
-              ""]
+        lines.append(
+            f"| {row['model']} | {row['test_mse']:.4f} | {row['centroid_acc']:.3f} | "
+            f"{row['seconds']:.1f} | {row['params']} |"
+        )
+    lines += [
+        "",
+        "Train time is one run each, in this order. The third row is the plain model started at "
+        "aekit's initial scale (He-normal weights for relu layers, Glorot for the others, zero biases) "
+        "instead of torch's smaller uniform default, to tell "
+        "the initialisation's share of a test-MSE gap between the first two rows from the training's.",
+        "",
+    ]
     speed = result["speed"]
     median = speed["median"]
-    lines += [f"Speed, {speed['rounds']} alternated rounds of one epoch on {speed['n']:,} images (medians): "
-              f"aekit {median['aekit']:.3f} s, plain PyTorch {median['plain']:.3f} s "
-              f"({median['plain'] / median['aekit']:.2f}x aekit's speed-up; per round "
-              f"{min(speed['round_speedups']):.2f}x to {max(speed['round_speedups']):.2f}x), "
-              f"plain PyTorch converted to channels-last by hand {median['plain, channels-last']:.3f} s.",
-              "", f"acceptance (aekit MSE < {TARGET_MSE}, accuracy > {TARGET_ACC}): "
-                  f"{'pass' if result['passes'] else 'FAIL'}"]
+    lines += [
+        f"Speed, {speed['rounds']} alternated rounds of one epoch on {speed['n']:,} images (medians): "
+        f"aekit {median['aekit']:.3f} s, plain PyTorch {median['plain']:.3f} s "
+        f"({median['plain'] / median['aekit']:.2f}x aekit's speed-up; per round "
+        f"{min(speed['round_speedups']):.2f}x to {max(speed['round_speedups']):.2f}x), "
+        f"plain PyTorch converted to channels-last by hand {median['plain, channels-last']:.3f} s.",
+        "",
+        f"acceptance (aekit MSE < {TARGET_MSE}, accuracy > {TARGET_ACC}): {'pass' if result['passes'] else 'FAIL'}",
+    ]
     return "\n".join(lines)
 
 

@@ -59,17 +59,23 @@ def worker(data: str, out: str, epochs: int, threads: int) -> None:
     net.train(x[:GLOBAL_BATCH], batch_size=GLOBAL_BATCH // world, max_epochs=1, validate_every=0)
     net = aekit.Autoencoder(LAYERS, rng=1)
     start, cpu = time.perf_counter(), time.process_time()
-    train, _ = net.train(x, batch_size=GLOBAL_BATCH // world, max_epochs=epochs, validate_every=0,
-                         algo="adam", learning_rate=1e-3)
+    train, _ = net.train(
+        x, batch_size=GLOBAL_BATCH // world, max_epochs=epochs, validate_every=0, algo="adam", learning_rate=1e-3
+    )
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     # CPU time of all ranks: the work per sample, which load on the shared cores does not inflate much.
     total_cpu = torch.tensor([cpu], dtype=torch.float64)
     if aekit.distributed.is_active():
         torch.distributed.all_reduce(total_cpu)
     if aekit.distributed.is_main_process():
-        result = {"processes": world, "threads": threads, "seconds": seconds,
-                  "samples_per_s": len(x) * epochs / seconds, "loss": train["loss"],
-                  "cpu_ms_per_1k": 1e6 * float(total_cpu) / (len(x) * epochs)}
+        result = {
+            "processes": world,
+            "threads": threads,
+            "seconds": seconds,
+            "samples_per_s": len(x) * epochs / seconds,
+            "loss": train["loss"],
+            "cpu_ms_per_1k": 1e6 * float(total_cpu) / (len(x) * epochs),
+        }
         Path(out).write_text(json.dumps(result))
 
 
@@ -100,9 +106,16 @@ def run(n: int = 20000, epochs: int = 2, processes: int = 2) -> dict:
     base = runs[0]["samples_per_s"]
     for r in runs:
         r["speedup"] = r["samples_per_s"] / base
-    return {"data": source, "samples": len(x), "epochs": epochs, "global_batch": GLOBAL_BATCH,
-            "model": "784-256-784 tied, sigmoid", "cores": cores,
-            "load": list(os.getloadavg()) if hasattr(os, "getloadavg") else None, "runs": runs}
+    return {
+        "data": source,
+        "samples": len(x),
+        "epochs": epochs,
+        "global_batch": GLOBAL_BATCH,
+        "model": "784-256-784 tied, sigmoid",
+        "cores": cores,
+        "load": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "runs": runs,
+    }
 
 
 def to_markdown(result: dict) -> str:
@@ -117,11 +130,16 @@ def to_markdown(result: dict) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for r in result["runs"]:
-        lines.append(f"| {r['processes']} x {r['threads']} | {r['samples_per_s']:,.0f} | {r['speedup']:.2f} | "
-                     f"{r['cpu_ms_per_1k']:,.0f} | {r['loss']:.6f} |")
+        lines.append(
+            f"| {r['processes']} x {r['threads']} | {r['samples_per_s']:,.0f} | {r['speedup']:.2f} | "
+            f"{r['cpu_ms_per_1k']:,.0f} | {r['loss']:.6f} |"
+        )
     if result.get("load"):
-        lines += ["", f"Load average when it finished: {', '.join(f'{v:.2f}' for v in result['load'])} "
-                  "(the cores are shared with other work, so the figures are noisy)."]
+        lines += [
+            "",
+            f"Load average when it finished: {', '.join(f'{v:.2f}' for v in result['load'])} "
+            "(the cores are shared with other work, so the figures are noisy).",
+        ]
     return "\n".join(lines)
 
 

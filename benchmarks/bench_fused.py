@@ -89,25 +89,36 @@ def run(samples: int = SAMPLES, rounds: int = ROUNDS) -> dict:
     # Untimed warm-ups: torch.optim's first import of torch._dynamo, and torch.func's first jvp,
     # each cost a second or so.
     for regularizers in ({}, CONTRACTIVE):
-        one_epoch(x[:4 * BATCH], test, regularizers, contextlib.nullcontext)
+        one_epoch(x[: 4 * BATCH], test, regularizers, contextlib.nullcontext)
     models = {name: alternate(x, test, regularizers, rounds) for name, regularizers in MODELS.items()}
-    contractive = alternate(x[:CONTRACTIVE_SAMPLES], test, CONTRACTIVE, CONTRACTIVE_ROUNDS, autograd_only,
-                            per_example_jacobians)
+    contractive = alternate(
+        x[:CONTRACTIVE_SAMPLES], test, CONTRACTIVE, CONTRACTIVE_ROUNDS, autograd_only, per_example_jacobians
+    )
     return {"data": source, "samples": samples, "rounds": rounds, "models": models, "contractive": contractive}
 
 
-def alternate(x: np.ndarray, test: np.ndarray, regularizers: dict, rounds: int,
-              fast_path: TrainingPath = contextlib.nullcontext, slow_path: TrainingPath = autograd_only) -> dict:
+def alternate(
+    x: np.ndarray,
+    test: np.ndarray,
+    regularizers: dict,
+    rounds: int,
+    fast_path: TrainingPath = contextlib.nullcontext,
+    slow_path: TrainingPath = autograd_only,
+) -> dict:
     """Rates (samples/s, medians), speed-ups and test MSE of the fast and the slow path, taking turns."""
     seconds: dict[str, list[float]] = {"fast": [], "slow": []}
     errors: dict[str, float] = {}
     for round_index in range(rounds):
-        for who in (["fast", "slow"] if round_index % 2 == 0 else ["slow", "fast"]):
+        for who in ["fast", "slow"] if round_index % 2 == 0 else ["slow", "fast"]:
             took, errors[who] = one_epoch(x, test, regularizers, fast_path if who == "fast" else slow_path)
             seconds[who].append(took)
     rates = {who: len(x) / statistics.median(v) for who, v in seconds.items()}
-    return {"rates": rates, "speedup": rates["fast"] / rates["slow"], "test_mse": errors,
-            "round_speedups": [s / f for f, s in zip(seconds["fast"], seconds["slow"])]}
+    return {
+        "rates": rates,
+        "speedup": rates["fast"] / rates["slow"],
+        "test_mse": errors,
+        "round_speedups": [s / f for f, s in zip(seconds["fast"], seconds["slow"])],
+    }
 
 
 def to_markdown(result: dict) -> str:
@@ -140,9 +151,11 @@ def to_markdown(result: dict) -> str:
 
 def _row(name: str, f: dict) -> str:
     ratios = f["round_speedups"]
-    return (f"| {name} | {f['rates']['fast']:,.0f} | {f['rates']['slow']:,.0f} | "
-            f"{f['speedup']:.2f}x ({min(ratios):.2f}x to {max(ratios):.2f}x) | "
-            f"{f['test_mse']['fast']:.5f} / {f['test_mse']['slow']:.5f} |")
+    return (
+        f"| {name} | {f['rates']['fast']:,.0f} | {f['rates']['slow']:,.0f} | "
+        f"{f['speedup']:.2f}x ({min(ratios):.2f}x to {max(ratios):.2f}x) | "
+        f"{f['test_mse']['fast']:.5f} / {f['test_mse']['slow']:.5f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -59,8 +59,11 @@ def load_data(n: int) -> tuple[np.ndarray, np.ndarray, str]:
         test, _ = datasets.mnist(MNIST, split="test")
         return train[:n], test[:2000], f"MNIST ({MNIST})"
     rng = np.random.default_rng(0)
-    return (rng.random((n, 784), dtype=np.float32), rng.random((2000, 784), dtype=np.float32),
-            "uniform random data shaped like MNIST (MNIST not found)")
+    return (
+        rng.random((n, 784), dtype=np.float32),
+        rng.random((2000, 784), dtype=np.float32),
+        "uniform random data shaped like MNIST (MNIST not found)",
+    )
 
 
 def _activations(sizes: list[int]) -> list[str]:
@@ -96,7 +99,7 @@ def plain_loop(model: torch.nn.Sequential, x: torch.Tensor, epochs: int, seed: i
     for _ in range(epochs):
         perm = torch.randperm(x.shape[0], generator=generator)
         for start in range(0, x.shape[0], BATCH):
-            xb = x[perm[start:start + BATCH]]
+            xb = x[perm[start : start + BATCH]]
             optimizer.zero_grad()
             loss = loss_fn(model(xb), xb)
             loss.backward()
@@ -123,8 +126,9 @@ def sgemm_peak(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def bootstrap_interval(aekit_rates: list[float], plain_rates: list[float], stat, level: float = 0.95,
-                       draws: int = 10000, seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    aekit_rates: list[float], plain_rates: list[float], stat, level: float = 0.95, draws: int = 10000, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of ``stat(aekit_rates, plain_rates)``, resampling whole rounds
     (each round's pair of runs together) with replacement."""
     a, p = np.asarray(aekit_rates, dtype=float), np.asarray(plain_rates, dtype=float)
@@ -148,8 +152,8 @@ def compare_dense(sizes: list[int], x: np.ndarray, test: np.ndarray, epochs: int
     # torch._dynamo (about 2 s), which would otherwise be charged to whoever runs first
     # (the time to the first step is measured on its own, in a fresh interpreter).
     warm = build_aekit(sizes)
-    warm.train(x[:4 * BATCH], batch_size=BATCH, max_epochs=1, validate_every=0)
-    plain_loop(build_plain(warm, sizes), xt[:4 * BATCH], 1)
+    warm.train(x[: 4 * BATCH], batch_size=BATCH, max_epochs=1, validate_every=0)
+    plain_loop(build_plain(warm, sizes), xt[: 4 * BATCH], 1)
     rates: dict[str, list[float]] = {"aekit": [], "plain": []}
     errors: dict[str, float] = {}
     for round_index in range(rounds):
@@ -202,8 +206,16 @@ def sklearn_rate(x: np.ndarray) -> dict:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPRegressor
 
-    model = MLPRegressor(hidden_layer_sizes=(256,), activation="logistic", solver="adam", batch_size=BATCH,
-                         learning_rate_init=1e-3, max_iter=1, shuffle=True, random_state=0)
+    model = MLPRegressor(
+        hidden_layer_sizes=(256,),
+        activation="logistic",
+        solver="adam",
+        batch_size=BATCH,
+        learning_rate_init=1e-3,
+        max_iter=1,
+        shuffle=True,
+        random_state=0,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         started = time.perf_counter()
@@ -234,13 +246,27 @@ def first_step_seconds() -> dict:
     return {"import_s": import_s, "first_step_s": step_s, "process_wall_s": wall}
 
 
-def run(n: int = 20000, epochs: int = 2, rounds: int = 21, deep_rounds: int = 9, deep_n: int = 10000,
-        sklearn_n: int = 5000, compile: bool = True) -> dict:
+def run(
+    n: int = 20000,
+    epochs: int = 2,
+    rounds: int = 21,
+    deep_rounds: int = 9,
+    deep_n: int = 10000,
+    sklearn_n: int = 5000,
+    compile: bool = True,
+) -> dict:
     """Every figure of this benchmark as a dict (see :func:`to_markdown`)."""
     x, test, source = load_data(max(n, deep_n, sklearn_n))
-    result: dict = {"data": source, "threads": torch.get_num_threads(), "batch_size": BATCH, "epochs": epochs,
-                    "rounds": {"shallow": rounds, "deep": deep_rounds}, "first_step": first_step_seconds(),
-                    "peak_gflops": sgemm_peak(), "models": {}}
+    result: dict = {
+        "data": source,
+        "threads": torch.get_num_threads(),
+        "batch_size": BATCH,
+        "epochs": epochs,
+        "rounds": {"shallow": rounds, "deep": deep_rounds},
+        "first_step": first_step_seconds(),
+        "peak_gflops": sgemm_peak(),
+        "models": {},
+    }
     for name, sizes in DENSE.items():
         count = n if len(sizes) == 3 else deep_n
         figures = compare_dense(sizes, x[:count], test, epochs, rounds if len(sizes) == 3 else deep_rounds)
@@ -292,8 +318,10 @@ def to_markdown(result: dict) -> str:
     for name, f in result["models"].items():
         rounds = ", ".join(f"{a:,.0f}/{p:,.0f}" for a, p in zip(f["rates"]["aekit"], f["rates"]["plain"]))
         ratios = f["round_speedups"]
-        lines.append(f"- {name}: every round, aekit/plain samples/s: {rounds}; the rounds' own speed-ups "
-                     f"{min(ratios):.2f}x to {max(ratios):.2f}x, median {statistics.median(ratios):.2f}x")
+        lines.append(
+            f"- {name}: every round, aekit/plain samples/s: {rounds}; the rounds' own speed-ups "
+            f"{min(ratios):.2f}x to {max(ratios):.2f}x, median {statistics.median(ratios):.2f}x"
+        )
     sk = result["sklearn"]
     dense = result["models"]["784-256-784 sigmoid"]["median"]["aekit"]
     lines += [

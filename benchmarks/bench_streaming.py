@@ -64,7 +64,7 @@ def _write(path: Path, rows: int, seed: int = 0) -> None:
     for start in range(0, rows, chunk):
         n = min(chunk, rows - start)
         codes = rng.normal(size=(n, 16)).astype(np.float32)
-        out[start:start + n] = codes @ basis + 0.05 * rng.normal(size=(n, FEATURES)).astype(np.float32)
+        out[start : start + n] = codes @ basis + 0.05 * rng.normal(size=(n, FEATURES)).astype(np.float32)
         out.flush()
     del out
 

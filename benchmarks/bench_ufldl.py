@@ -77,7 +77,7 @@ def _gabor(params: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     amp, x0, y0, theta, sx, sy, freq, phase, offset = params
     u = (xx - x0) * math.cos(theta) + (yy - y0) * math.sin(theta)
     v = -(xx - x0) * math.sin(theta) + (yy - y0) * math.cos(theta)
-    envelope = np.exp(-(u ** 2 / (2 * sx ** 2) + v ** 2 / (2 * sy ** 2)))
+    envelope = np.exp(-(u**2 / (2 * sx**2) + v**2 / (2 * sy**2)))
     return amp * envelope * np.cos(2 * math.pi * freq * u + phase) + offset
 
 
@@ -102,9 +102,10 @@ def gabor_r2(filt: np.ndarray) -> float:
         for freq in (0.08, 0.2):
             for phase in (0.0, math.pi / 2):
                 start = [scale, cx, cy, peak + dtheta, 2.0, 2.0, freq, phase, target.mean()]
-                fit = least_squares(lambda p: (_gabor(p, yy, xx) - target).ravel(), start,
-                                    bounds=(lower, upper), max_nfev=200)
-                best = min(best, float((fit.fun ** 2).sum()))
+                fit = least_squares(
+                    lambda p: (_gabor(p, yy, xx) - target).ravel(), start, bounds=(lower, upper), max_nfev=200
+                )
+                best = min(best, float((fit.fun**2).sum()))
     return 1.0 - best / ss_tot
 
 
@@ -112,9 +113,13 @@ def score_filters(filters: np.ndarray) -> dict[str, float]:
     """Mean and median of both measures over ``filters`` (n, 8, 8)."""
     r2 = np.array([gabor_r2(f) for f in filters])
     conc = np.array([orientation_concentration(f)[0] for f in filters])
-    return {"gabor_r2_mean": float(r2.mean()), "gabor_r2_median": float(np.median(r2)),
-            "gabor_r2_above_0.7": float((r2 > 0.7).mean()),
-            "orientation_mean": float(conc.mean()), "orientation_median": float(np.median(conc))}
+    return {
+        "gabor_r2_mean": float(r2.mean()),
+        "gabor_r2_median": float(np.median(r2)),
+        "gabor_r2_above_0.7": float((r2 > 0.7).mean()),
+        "orientation_mean": float(conc.mean()),
+        "orientation_median": float(np.median(conc)),
+    }
 
 
 # ---------------------------------------------------------------------------- run
@@ -172,9 +177,13 @@ def to_markdown(result: dict) -> str:
         "| --- | --- | --- |",
     ]
     lines += [f"| {label} | {learned[key]:.3f} | {rand[key]:.3f} |" for label, key in rows]
-    lines += ["", "Orientation concentration: share of spectral energy within +/-11.25 degrees of the "
-              "best orientation (1/8 of all orientations; no preference gives about 0.125 plus chance). "
-              "Gabor fit R^2: variance explained by the best 2-D Gabor (9 parameters, 64 pixels).", ""]
+    lines += [
+        "",
+        "Orientation concentration: share of spectral energy within +/-11.25 degrees of the "
+        "best orientation (1/8 of all orientations; no preference gives about 0.125 plus chance). "
+        "Gabor fit R^2: variance explained by the best 2-D Gabor (9 parameters, 64 pixels).",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -39,9 +39,11 @@ def cpu_model() -> str:
 def machine() -> str:
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"CPU {cpu_model()}, {os.cpu_count()} logical cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}; GPU: {gpu}; load average at start: {load}")
+    return (
+        f"CPU {cpu_model()}, {os.cpu_count()} logical cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}; GPU: {gpu}; load average at start: {load}"
+    )
 
 
 def load_module(path: Path):

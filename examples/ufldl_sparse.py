@@ -93,8 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     features = visualize.feature_images(net, "hid1", kind="encoder")  # (25, 8, 8): W_i / ||W_i||
     visualize.save_tiles(features, args.output, n_cols=5, border=1, zoom=8)
     print(f"trained {len(net.history)} L-BFGS iterations on {len(patches)} patches in {seconds:.1f} s")
-    print(f"UFLDL objective J = {ufldl_objective(net, patches):.4f} "
-          f"(aekit loss x 32 = {net.history[-1]['train']['loss'] * PIXELS / 2:.4f})")
+    print(
+        f"UFLDL objective J = {ufldl_objective(net, patches):.4f} "
+        f"(aekit loss x 32 = {net.history[-1]['train']['loss'] * PIXELS / 2:.4f})"
+    )
     print(f"mean hidden activation {net.encode(patches).mean():.4f} (target rho = {RHO})")
     print(f"features written to {args.output}")
 

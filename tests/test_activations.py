@@ -71,8 +71,17 @@ def test_every_activation_matches_its_formula(name, shape):
     np.testing.assert_allclose(y.detach().numpy(), REFERENCES[name](x.astype(np.float64)), rtol=2e-6, atol=2e-6)
 
 
-@pytest.mark.parametrize("name", ["relu+norm:z", "tanh+softmax", "norm:mean+sigmoid", "prelu+rect:min",
-                                  "softplus+norm:max+elu", "leaky-relu+norm:std+rect:minmax"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "relu+norm:z",
+        "tanh+softmax",
+        "norm:mean+sigmoid",
+        "prelu+rect:min",
+        "softplus+norm:max+elu",
+        "leaky-relu+norm:std+rect:minmax",
+    ],
+)
 def test_compositions_apply_their_parts_left_to_right(name):
     x = _inputs((6, 9))
     expected = x.astype(np.float64)
@@ -88,11 +97,15 @@ def test_prelu_leaks_per_unit_and_per_channel():
         act.leak.copy_(torch.tensor([0.0, 0.5, 2.0]))
     leak = np.array([0.0, 0.5, 2.0])
     dense = _inputs((4, 3))
-    np.testing.assert_allclose(act(torch.from_numpy(dense)).detach().numpy(),
-                               np.where(dense > 0, dense, leak * dense), rtol=1e-6)
+    np.testing.assert_allclose(
+        act(torch.from_numpy(dense)).detach().numpy(), np.where(dense > 0, dense, leak * dense), rtol=1e-6
+    )
     image = _inputs((2, 3, 4, 5))  # one leak per channel
-    np.testing.assert_allclose(act(torch.from_numpy(image)).detach().numpy(),
-                               np.where(image > 0, image, leak[:, None, None] * image), rtol=1e-6)
+    np.testing.assert_allclose(
+        act(torch.from_numpy(image)).detach().numpy(),
+        np.where(image > 0, image, leak[:, None, None] * image),
+        rtol=1e-6,
+    )
 
 
 def test_known_values():

@@ -97,7 +97,10 @@ def test_checkpoint_contents_and_loading_the_model_from_it(x, tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(layers=[64, (12, "sigmoid"), (64, "tied")]), r"model differs.*layer 'hid1'.*size: checkpoint has 16, this run has 12"),
+        (
+            dict(layers=[64, (12, "sigmoid"), (64, "tied")]),
+            r"model differs.*layer 'hid1'.*size: checkpoint has 16, this run has 12",
+        ),
         (dict(layers=[64, (16, "relu"), (64, "tied")]), r"activation: checkpoint has 'sigmoid', this run has 'relu'"),
         (dict(n=200), r"data differ.*n_train: checkpoint has 240, this run has 200"),
         (dict(algo="sgd"), r"algo='adam', this run uses algo='sgd'"),
@@ -109,8 +112,7 @@ def test_resume_refuses_a_different_model_data_or_algorithm(x, tmp_path, change,
     net = make(change.get("layers"))
     data = x[: change.get("n", len(x))]
     with pytest.raises(CheckpointError, match=message):
-        net.train(data, max_epochs=3, checkpoint=path, resume=True, validate_every=0,
-                  algo=change.get("algo", "adam"))
+        net.train(data, max_epochs=3, checkpoint=path, resume=True, validate_every=0, algo=change.get("algo", "adam"))
     assert isinstance(CheckpointError("x"), ModelFileError)
 
 
@@ -130,7 +132,9 @@ def test_changed_options_are_used_and_logged(x, tmp_path, caplog):
     # had the saved rate been kept, the two runs would be identical (ratio 1).
     kept = make()
     kept.train(x, max_epochs=2, checkpoint=tmp_path / "c2.ckpt", validate_every=0, learning_rate=1e-3)
-    moved = [torch.cat([(p - q).detach().flatten() for p, q in zip(n.params, start.params)]).norm() for n in (net, kept)]
+    moved = [
+        torch.cat([(p - q).detach().flatten() for p, q in zip(n.params, start.params)]).norm() for n in (net, kept)
+    ]
     assert 3.0 < (moved[0] / moved[1]).item() < 6.0
 
 

@@ -90,8 +90,7 @@ def test_fp16_resume_restores_the_scaler_and_matches_an_uninterrupted_run(x, tmp
 def test_a_non_default_scaler_state_round_trips(x, tmp_path, restored_scalers):
     path = tmp_path / "c.ckpt"
     make().train(x, max_epochs=1, checkpoint=path, **FP16)
-    state = {"scale": 512.0, "growth_factor": 4.0, "backoff_factor": 0.25, "growth_interval": 100,
-             "_growth_tracker": 7}
+    state = {"scale": 512.0, "growth_factor": 4.0, "backoff_factor": 0.25, "growth_interval": 100, "_growth_tracker": 7}
     rewrite(path, grad_scaler=state)
     make().train(x, max_epochs=1, checkpoint=path, resume=True, **FP16)  # resumes, trains no further epoch
     assert restored_scalers == [state]
@@ -150,21 +149,21 @@ def age(path, seconds):
 
 def test_a_save_removes_old_temporaries_of_its_own_target_only(x, tmp_path):
     path = tmp_path / "c.ckpt"
-    stale = tmp_path / ".c.ckpt.k3x_9q0a.tmp"         # left by a killed writer of c.ckpt
-    live = tmp_path / ".c.ckpt.ab12cd34.tmp"           # another process is writing c.ckpt right now
+    stale = tmp_path / ".c.ckpt.k3x_9q0a.tmp"  # left by a killed writer of c.ckpt
+    live = tmp_path / ".c.ckpt.ab12cd34.tmp"  # another process is writing c.ckpt right now
     keep = {
         live,
-        tmp_path / ".other.ckpt.k3x_9q0a.tmp",         # another target's
-        tmp_path / ".c.ckpt.x.k3x_9q0a.tmp",           # the temporary file of 'c.ckpt.x'
-        tmp_path / ".c.ckpt.k3x_9q0a.tmp.notes",       # not the pattern
-        tmp_path / ".c.ckpt.K3X_9Q0A.tmp",             # mkstemp never uses capitals
+        tmp_path / ".other.ckpt.k3x_9q0a.tmp",  # another target's
+        tmp_path / ".c.ckpt.x.k3x_9q0a.tmp",  # the temporary file of 'c.ckpt.x'
+        tmp_path / ".c.ckpt.k3x_9q0a.tmp.notes",  # not the pattern
+        tmp_path / ".c.ckpt.K3X_9Q0A.tmp",  # mkstemp never uses capitals
         tmp_path / "c.ckpt.bak",
     }
     for file in {stale, *keep}:
         file.write_bytes(b"partial")
         if file is not live:
             age(file, STALE_TEMP_AGE + 60)
-    link = tmp_path / ".c.ckpt.linklink.tmp"           # never followed nor removed
+    link = tmp_path / ".c.ckpt.linklink.tmp"  # never followed nor removed
     link.symlink_to(tmp_path / "c.ckpt.bak")
     age(link, STALE_TEMP_AGE + 60)
 

@@ -30,8 +30,9 @@ def _one_blas_thread():
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """``python -m aekit ARGS`` in ``cwd``; one torch thread (tiny models, shared cores)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "aekit", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "aekit", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def call(capsys, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -66,10 +67,32 @@ def workdir(tmp_path_factory):
     np.save(folder / "x.npy", x[:400])
     np.savetxt(folder / "x.csv", x[:40], delimiter=",")
     (folder / "text.csv").write_text("1,2,3\n4,five,6\n")
-    result = run("train", "x.npy", "--layers", "64,16,64", "--tied", "--activation", "sigmoid",
-                 "--epochs", "4", "--batch-size", "32", "--learning-rate", "0.01", "--valid-split", "0.25",
-                 "--hidden-l1", "0.001", "--input-noise", "0.01", "--seed", "3", "--output", "model.aekit",
-                 cwd=folder)
+    result = run(
+        "train",
+        "x.npy",
+        "--layers",
+        "64,16,64",
+        "--tied",
+        "--activation",
+        "sigmoid",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "32",
+        "--learning-rate",
+        "0.01",
+        "--valid-split",
+        "0.25",
+        "--hidden-l1",
+        "0.001",
+        "--input-noise",
+        "0.01",
+        "--seed",
+        "3",
+        "--output",
+        "model.aekit",
+        cwd=folder,
+    )
     assert result.returncode == 0, result.stderr
     return folder, result
 
@@ -99,8 +122,9 @@ def test_encode_decode_score_info(workdir, capsys):
 
     result = call(capsys, "encode", "model.aekit", "x.csv", "--output", "codes.csv", "--layer", "out", cwd=folder)
     assert result.returncode == 0, result.stderr
-    np.testing.assert_allclose(np.loadtxt(folder / "codes.csv", delimiter=","), net.predict(x[:40]), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.loadtxt(folder / "codes.csv", delimiter=","), net.predict(x[:40]), rtol=1e-5, atol=1e-6
+    )
 
     result = call(capsys, "decode", "model.aekit", "codes.npy", "--output", "recon.npy", cwd=folder)
     assert result.returncode == 0, result.stderr
@@ -142,8 +166,9 @@ def test_config_file_with_flags_overriding_it(tmp_path, capsys):
     (tmp_path / "train.toml").write_text(
         '[train]\nlayers = [64, [8, "tanh"], 64]\nepochs = 5\nlearning-rate = 0.02\nhidden_l1 = 0.01\n'
     )
-    result = call(capsys, "train", "x.npy", "--config", "train.toml", "--epochs", "2", "-q", "--output", "m.aekit",
-                  cwd=tmp_path)
+    result = call(
+        capsys, "train", "x.npy", "--config", "train.toml", "--epochs", "2", "-q", "--output", "m.aekit", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # --quiet: no progress
     net = aekit.load(str(tmp_path / "m.aekit"))
@@ -152,14 +177,27 @@ def test_config_file_with_flags_overriding_it(tmp_path, capsys):
     assert "hidden_l1" in net.history[0]["train"]
 
     (tmp_path / "bad.toml").write_text("learning_rat = 0.1\n")
-    result = call(capsys, "train", "x.npy", "--layers", "64,8,64", "--config", "bad.toml", "--output", "m.aekit",
-                  cwd=tmp_path)
+    result = call(
+        capsys, "train", "x.npy", "--layers", "64,8,64", "--config", "bad.toml", "--output", "m.aekit", cwd=tmp_path
+    )
     assert_one_line_error(result, 2, "did you mean 'learning_rate'")
 
 
 # The first five run as subprocesses (exit codes as a shell sees them), the rest in-process.
-@pytest.mark.parametrize("case", ["text-csv", "missing-file", "model-as-data", "bad-layers", "unknown-flag",
-                                  "wrong-size", "diverged", "bad-option", "missing-layers"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "text-csv",
+        "missing-file",
+        "model-as-data",
+        "bad-layers",
+        "unknown-flag",
+        "wrong-size",
+        "diverged",
+        "bad-option",
+        "missing-layers",
+    ],
+)
 def test_bad_input_is_one_line_and_keeps_the_old_output(workdir, case, capsys):
     folder, _ = workdir
     target = folder / f"old-{case}.aekit"
@@ -173,10 +211,16 @@ def test_bad_input_is_one_line_and_keeps_the_old_output(workdir, case, capsys):
         "bad-layers": (train + ["x.npy", "--layers", "64,eight,64"], 2, "--layers"),
         "unknown-flag": (train + ["x.npy", "--layers", "64,8,64", "--hidden-l3", "0.1"], 2, "--hidden-l3"),
         "wrong-size": (train + ["x.npy", "--layers", "63,8,63"], 1, "64 features"),
-        "diverged": (train + ["x.npy", "--layers", "64,8,64", "--algo", "sgd", "--learning-rate", "1e6"], 1,
-                     "diverged"),
-        "bad-option": (train + ["x.npy", "--layers", "64,8,64", "--algo", "adamm"], 2,
-                       "--algo: unknown training algorithm 'adamm'; did you mean 'adam'"),
+        "diverged": (
+            train + ["x.npy", "--layers", "64,8,64", "--algo", "sgd", "--learning-rate", "1e6"],
+            1,
+            "diverged",
+        ),
+        "bad-option": (
+            train + ["x.npy", "--layers", "64,8,64", "--algo", "adamm"],
+            2,
+            "--algo: unknown training algorithm 'adamm'; did you mean 'adam'",
+        ),
         "missing-layers": (train + ["x.npy"], 2, "--layers"),
     }[case]
     subprocess_cases = ("text-csv", "missing-file", "model-as-data", "bad-layers", "unknown-flag")
@@ -192,8 +236,11 @@ def test_bad_input_to_encode_keeps_the_old_output(workdir, capsys):
         (("encode", "x.npy", "x.npy"), 1, "pass it as data"),  # data given as the model
         (("encode", "model.aekit", "model.aekit"), 1, "pass it as MODEL"),
         (("encode", "model.aekit", "text.csv"), 1, "not a number"),
-        (("encode", "model.aekit", "x.npy", "--layer", "hid9"), 2,
-         "--layer: unknown layer 'hid9'; did you mean 'hid1'"),
+        (
+            ("encode", "model.aekit", "x.npy", "--layer", "hid9"),
+            2,
+            "--layer: unknown layer 'hid9'; did you mean 'hid1'",
+        ),
     ]:
         assert_one_line_error(call(capsys, *args, "--output", "keep.npy", cwd=folder), code, match)
         assert (folder / "keep.npy").read_bytes() == b"old bytes"
@@ -225,11 +272,14 @@ def test_every_training_option_has_a_flag():
         assert name in dests, name
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("784,64,784", [784, 64, 784]),
-    ("784,64:sigmoid,784:tied", [784, (64, "sigmoid"), (784, "tied")]),
-    ("1x28x28,32,784:sigmoid", [(1, 28, 28), 32, (784, "sigmoid")]),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("784,64,784", [784, 64, 784]),
+        ("784,64:sigmoid,784:tied", [784, (64, "sigmoid"), (784, "tied")]),
+        ("1x28x28,32,784:sigmoid", [(1, 28, 28), 32, (784, "sigmoid")]),
+    ],
+)
 def test_parse_layers_arg(text, expected):
     assert cli.parse_layers_arg(text) == expected
 
@@ -242,7 +292,12 @@ def test_parse_layers_arg_rejects(text):
 
 def test_tied_flag_ties_the_decoder():
     assert cli._tie_decoder([784, 256, 64, 256, (784, "sigmoid")]) == [
-        784, 256, 64, (256, "tied"), (784, "sigmoid", "tied")]
+        784,
+        256,
+        64,
+        (256, "tied"),
+        (784, "sigmoid", "tied"),
+    ]
 
 
 def test_demo(tmp_path, capsys):
@@ -256,9 +311,22 @@ def test_demo(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------- outputs never replace inputs
-@pytest.mark.parametrize("case", ["train-data", "train-data-other-spelling", "train-hard-link", "train-valid",
-                                  "train-config", "train-checkpoint-is-data", "train-output-is-checkpoint",
-                                  "score-data", "encode-data", "decode-data", "encode-model"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "train-data",
+        "train-data-other-spelling",
+        "train-hard-link",
+        "train-valid",
+        "train-config",
+        "train-checkpoint-is-data",
+        "train-output-is-checkpoint",
+        "score-data",
+        "encode-data",
+        "decode-data",
+        "encode-model",
+    ],
+)
 def test_an_output_that_is_an_input_is_refused(tmp_path, capsys, case):
     x = aekit.datasets.digits()[0][:60]
     np.save(tmp_path / "data.npy", x)
@@ -293,12 +361,18 @@ def test_train_writes_models_only_over_models(tmp_path, capsys):
     np.save(tmp_path / "other.npy", np.ones((3, 3)))
     (tmp_path / "notes").write_text("my notes\n")
     train = ["train", "data.npy", "--layers", "64,8,64", "--epochs", "1", "-q"]
-    for output, match in [("other.npy", "suffix of a data file"), ("new.csv", "suffix of a data file"),
-                          ("notes", "not an aekit model file")]:
+    for output, match in [
+        ("other.npy", "suffix of a data file"),
+        ("new.csv", "suffix of a data file"),
+        ("notes", "not an aekit model file"),
+    ]:
         line = assert_one_line_error(call(capsys, *train, "-o", output, cwd=tmp_path), 2, f"--output '{output}'")
         assert match in line
-    assert_one_line_error(call(capsys, *train, "-o", "m.aekit", "--checkpoint", "notes", cwd=tmp_path), 2,
-                          "--checkpoint 'notes' exists and is not an aekit model file")
+    assert_one_line_error(
+        call(capsys, *train, "-o", "m.aekit", "--checkpoint", "notes", cwd=tmp_path),
+        2,
+        "--checkpoint 'notes' exists and is not an aekit model file",
+    )
     assert (tmp_path / "notes").read_text() == "my notes\n" and not (tmp_path / "new.csv").exists()
     assert np.load(tmp_path / "other.npy").tolist() == np.ones((3, 3)).tolist()
     # An existing model is what -o is for: it is replaced.
@@ -307,12 +381,15 @@ def test_train_writes_models_only_over_models(tmp_path, capsys):
     assert aekit.load(str(tmp_path / "m.aekit")).layers[1].output_shape == (8,)
 
 
-@pytest.mark.parametrize("args", [
-    ["train", "data.npy", "--layers", "64,8,64", "--epochs", "1", "-o", "out/"],
-    ["train", "data.npy", "--layers", "64,8,64", "--epochs", "1", "-o", "model.aekit", "--checkpoint", "ck/"],
-    ["encode", "m.aekit", "data.npy", "-o", "out/"],
-    ["score", "m.aekit", "data.npy", "-o", "out/"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "data.npy", "--layers", "64,8,64", "--epochs", "1", "-o", "out/"],
+        ["train", "data.npy", "--layers", "64,8,64", "--epochs", "1", "-o", "model.aekit", "--checkpoint", "ck/"],
+        ["encode", "m.aekit", "data.npy", "-o", "out/"],
+        ["score", "m.aekit", "data.npy", "-o", "out/"],
+    ],
+)
 def test_a_file_output_ending_in_a_separator_is_refused(tmp_path, capsys, args):
     np.save(tmp_path / "data.npy", aekit.datasets.digits()[0][:60])
     aekit.Autoencoder([64, 8, 64], rng=0).save(str(tmp_path / "m.aekit"))
@@ -321,22 +398,25 @@ def test_a_file_output_ending_in_a_separator_is_refused(tmp_path, capsys, args):
 
 
 # ---------------------------------------------------------------------- config values
-@pytest.mark.parametrize("line, match", [
-    ('tied = "false"', "config key 'tied' in 'c.toml' must be true or false, got 'false'"),
-    ('epochs = "ten"', "config key 'epochs' in 'c.toml' must be a whole number, got 'ten'"),
-    ("epochs = 2.5", "config key 'epochs' in 'c.toml' must be a whole number, got 2.5"),
-    ("epochs = -3", "config key 'epochs' in 'c.toml' must be an integer >= 0, got -3"),
-    ("learning-rate = true", "config key 'learning-rate' in 'c.toml' must be a number, got True"),
-    ("seed = 1.5", "config key 'seed' in 'c.toml' must be a whole number"),
-    ('on_nan = "ignore"', "config key 'on_nan' in 'c.toml' must be one of \"raise\", \"warn\", got 'ignore'"),
-    ("activation = 3", "config key 'activation' in 'c.toml' must be a string, got 3"),
-    ('algo = "adamw"', "config key 'algo' in 'c.toml': unknown training algorithm 'adamw'"),
-    ("layers = 64", "config key 'layers' in 'c.toml' must be a list of layers or a string"),
-    ("layers = [64]", "config key 'layers' in 'c.toml' must be a list of at least two layers"),
-    ('layers = "64,,64"', "config key 'layers' in 'c.toml' must be a comma-separated list"),
-    ('compile = "yes"', "config key 'compile' in 'c.toml' must be true, false or \"auto\""),
-    ("resume = true", "config key 'resume' in 'c.toml' needs --checkpoint PATH"),
-])
+@pytest.mark.parametrize(
+    "line, match",
+    [
+        ('tied = "false"', "config key 'tied' in 'c.toml' must be true or false, got 'false'"),
+        ('epochs = "ten"', "config key 'epochs' in 'c.toml' must be a whole number, got 'ten'"),
+        ("epochs = 2.5", "config key 'epochs' in 'c.toml' must be a whole number, got 2.5"),
+        ("epochs = -3", "config key 'epochs' in 'c.toml' must be an integer >= 0, got -3"),
+        ("learning-rate = true", "config key 'learning-rate' in 'c.toml' must be a number, got True"),
+        ("seed = 1.5", "config key 'seed' in 'c.toml' must be a whole number"),
+        ('on_nan = "ignore"', "config key 'on_nan' in 'c.toml' must be one of \"raise\", \"warn\", got 'ignore'"),
+        ("activation = 3", "config key 'activation' in 'c.toml' must be a string, got 3"),
+        ('algo = "adamw"', "config key 'algo' in 'c.toml': unknown training algorithm 'adamw'"),
+        ("layers = 64", "config key 'layers' in 'c.toml' must be a list of layers or a string"),
+        ("layers = [64]", "config key 'layers' in 'c.toml' must be a list of at least two layers"),
+        ('layers = "64,,64"', "config key 'layers' in 'c.toml' must be a comma-separated list"),
+        ('compile = "yes"', "config key 'compile' in 'c.toml' must be true, false or \"auto\""),
+        ("resume = true", "config key 'resume' in 'c.toml' needs --checkpoint PATH"),
+    ],
+)
 def test_config_values_are_checked_like_their_flags(tmp_path, capsys, line, match):
     np.save(tmp_path / "x.npy", aekit.datasets.digits()[0][:50])
     layers = "" if line.startswith("layers") else 'layers = "64,8,64"\n'
@@ -349,11 +429,23 @@ def test_config_values_are_checked_like_their_flags(tmp_path, capsys, line, matc
 def test_config_booleans_mean_what_they_say(tmp_path, capsys):
     np.save(tmp_path / "x.npy", aekit.datasets.digits()[0][:50])
     for tied, form in (("false", "dense"), ("true", "tied")):
-        (tmp_path / "c.toml").write_text(f'layers = "64,8,64"\ntied = {tied}\nepochs = 1\nlearning_rate = 1\n'
-                                         "shuffle = false\n")
+        (tmp_path / "c.toml").write_text(
+            f'layers = "64,8,64"\ntied = {tied}\nepochs = 1\nlearning_rate = 1\nshuffle = false\n'
+        )
         # A flag given on the command line replaces the file's value, and the error names the flag.
-        result = call(capsys, "train", "x.npy", "--config", "c.toml", "--learning-rate", "0.01", "-q",
-                      "-o", "m.aekit", cwd=tmp_path)
+        result = call(
+            capsys,
+            "train",
+            "x.npy",
+            "--config",
+            "c.toml",
+            "--learning-rate",
+            "0.01",
+            "-q",
+            "-o",
+            "m.aekit",
+            cwd=tmp_path,
+        )
         assert result.returncode == 0, result.stderr
         assert aekit.load(str(tmp_path / "m.aekit")).layers[2].spec.form == form
     result = call(capsys, "train", "x.npy", "--config", "c.toml", "--epochs", "-1", "-o", "m.aekit", cwd=tmp_path)
@@ -363,8 +455,23 @@ def test_config_booleans_mean_what_they_say(tmp_path, capsys):
 # ---------------------------------------------------------------------- info
 def test_info_reads_checkpoints(tmp_path, capsys):
     np.save(tmp_path / "x.npy", aekit.datasets.digits()[0][:80])
-    result = call(capsys, "train", "x.npy", "--layers", "64,8,64", "--epochs", "3", "--valid-split", "0.25", "-q",
-                  "-o", "m.aekit", "--checkpoint", "run.ckpt", cwd=tmp_path)
+    result = call(
+        capsys,
+        "train",
+        "x.npy",
+        "--layers",
+        "64,8,64",
+        "--epochs",
+        "3",
+        "--valid-split",
+        "0.25",
+        "-q",
+        "-o",
+        "m.aekit",
+        "--checkpoint",
+        "run.ckpt",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     from aekit.checkpoint import checkpoint_info
 
@@ -397,8 +504,21 @@ def test_npz_arrays_are_picked_with_a_colon(tmp_path, capsys):
     np.savez(tmp_path / "d.npz", train=x, other=x[:10] * 0)
     result = call(capsys, "train", "d.npz", "--layers", "64,8,64", "--epochs", "1", "-o", "m.aekit", cwd=tmp_path)
     assert_one_line_error(result, 1, "pick one as d.npz:NAME")
-    result = call(capsys, "train", "d.npz:train", "--layers", "64,8,64", "--epochs", "1", "-q", "-o", "m.aekit",
-                  "--valid", "d.npz:other", cwd=tmp_path)
+    result = call(
+        capsys,
+        "train",
+        "d.npz:train",
+        "--layers",
+        "64,8,64",
+        "--epochs",
+        "1",
+        "-q",
+        "-o",
+        "m.aekit",
+        "--valid",
+        "d.npz:other",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     net = aekit.load(str(tmp_path / "m.aekit"))
     assert call(capsys, "encode", "m.aekit", "d.npz:train", "-o", "c.npy", cwd=tmp_path).returncode == 0
@@ -410,20 +530,34 @@ def test_npz_arrays_are_picked_with_a_colon(tmp_path, capsys):
     assert np.load(tmp_path / "d.npz")["train"].shape == x.shape
 
 
-
 def test_an_idx_labels_file_or_a_colon_on_a_non_npz_is_named_as_data(tmp_path, capsys):
     labels = bytes([0, 0, 8, 1, 0, 0, 0, 5]) + bytes([3, 1, 4, 1, 5])
     (tmp_path / "train-labels-idx1-ubyte").write_bytes(labels)
     np.save(tmp_path / "x.npy", np.zeros((5, 4), np.float32))
     result = call(capsys, "train", "train-labels-idx1-ubyte", "--layers", "1,2,1", "-o", "m.aekit", cwd=tmp_path)
-    assert_one_line_error(result, 1, "'train-labels-idx1-ubyte' is an idx labels file (a 1-D array of 5 labels), "
-                                     "not data; pass the matching images file")
-    result = call(capsys, "train", "x.npy", "--layers", "4,2,4", "--valid", "train-labels-idx1-ubyte",
-                  "-o", "m.aekit", cwd=tmp_path)
+    assert_one_line_error(
+        result,
+        1,
+        "'train-labels-idx1-ubyte' is an idx labels file (a 1-D array of 5 labels), "
+        "not data; pass the matching images file",
+    )
+    result = call(
+        capsys,
+        "train",
+        "x.npy",
+        "--layers",
+        "4,2,4",
+        "--valid",
+        "train-labels-idx1-ubyte",
+        "-o",
+        "m.aekit",
+        cwd=tmp_path,
+    )
     assert_one_line_error(result, 1, "--valid: 'train-labels-idx1-ubyte' is an idx labels file")
     result = call(capsys, "train", "x.npy:train", "--layers", "4,2,4", "-o", "m.aekit", cwd=tmp_path)
     assert_one_line_error(result, 1, "FILE:NAME picks an array of an .npz archive only, and 'x.npy' is not one")
     assert not (tmp_path / "m.aekit").exists()
+
 
 # ---------------------------------------------------------------------- report and demo
 def test_report_and_demo_check_their_folder_first(workdir, tmp_path, capsys):
@@ -453,42 +587,69 @@ def test_report_and_demo_check_their_folder_first(workdir, tmp_path, capsys):
 # ---------------------------------------------------------------------- progress
 def test_layerwise_progress_names_the_pretraining_stages(tmp_path, capsys):
     np.save(tmp_path / "x.npy", aekit.datasets.digits()[0][:60])
-    result = call(capsys, "train", "x.npy", "--layers", "64,32,8,32,64", "--layerwise", "--epochs", "2",
-                  "-o", "m.aekit", cwd=tmp_path)
+    result = call(
+        capsys,
+        "train",
+        "x.npy",
+        "--layers",
+        "64,32,8,32,64",
+        "--layerwise",
+        "--epochs",
+        "2",
+        "-o",
+        "m.aekit",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     heads = [line.split(": loss")[0] for line in result.stderr.strip().splitlines()]
     assert heads == ["pretraining hid1: epoch 1/2", "pretraining hid1: epoch 2/2", "epoch 1/2", "epoch 2/2"]
     assert len(aekit.load(str(tmp_path / "m.aekit")).history) == 2
     # -v shows the library's log too; the stage watch must not swallow it.
-    result = call(capsys, "-v", "train", "x.npy", "--layers", "64,32,8,32,64", "--algo", "layerwise",
-                  "--epochs", "1", "-o", "m.aekit", cwd=tmp_path)
+    result = call(
+        capsys,
+        "-v",
+        "train",
+        "x.npy",
+        "--layers",
+        "64,32,8,32,64",
+        "--algo",
+        "layerwise",
+        "--epochs",
+        "1",
+        "-o",
+        "m.aekit",
+        cwd=tmp_path,
+    )
     assert "aekit: INFO: layerwise: pretraining" in result.stderr
     assert "pretraining hid1: epoch 1/1" in result.stderr
 
 
 # ---------------------------------------------------------------------- messages and exit codes
-@pytest.mark.parametrize("extra, match", [
-    (["--epochs", "-3"], "--epochs must be an integer >= 0, got -3"),
-    (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
-    (["--lr", "-0.1"], "--learning-rate must be a number in (0.0, inf], got -0.1"),
-    (["--checkpoint-every", "0", "--checkpoint", "c.ckpt"], "--checkpoint-every must be an integer >= 1"),
-    (["--resume"], "--resume needs --checkpoint PATH"),
-    (["--algo", "adamw"], "--algo: unknown training algorithm 'adamw'"),
-    (["--loss", "mse2"], "--loss: unknown loss 'mse2'"),
-    (["--activation", "relux"], "--activation: unknown activation 'relux'"),
-    (["--device", "gpu"], "--device must be"),
-    (["--precision", "fp8"], "--precision must be 'fp32', 'bf16' or 'fp16', got 'fp8'"),
-    (["--distributed", "maybe"], "--distributed must be"),
-    (["--valid-split", "2"], "--valid-split must be a number in [0.0, 0.99], got 2.0"),
-    (["--hidden-l1", "-1"], "--hidden-l1 must be a number"),
-    (["--sparsity-weight", "1"], "--sparsity-weight needs --sparsity-target"),
-    (["--momentum", "0.5"], "--momentum applies to algo"),
-    (["--valid", "x.npy", "--valid-split", "0.1"], "--valid and --valid-split exclude each other"),
-    (["--layers", "64,,64"], "--layers must be a comma-separated list"),
-    (["--layers", "64,8:relux,64"], "--layers: unknown activation 'relux'"),
-    (["--config", "nothere.toml"], "config file 'nothere.toml' does not exist"),
-    (["--epochs", "ten"], "--epochs"),  # argparse's own error
-])
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--epochs", "-3"], "--epochs must be an integer >= 0, got -3"),
+        (["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+        (["--lr", "-0.1"], "--learning-rate must be a number in (0.0, inf], got -0.1"),
+        (["--checkpoint-every", "0", "--checkpoint", "c.ckpt"], "--checkpoint-every must be an integer >= 1"),
+        (["--resume"], "--resume needs --checkpoint PATH"),
+        (["--algo", "adamw"], "--algo: unknown training algorithm 'adamw'"),
+        (["--loss", "mse2"], "--loss: unknown loss 'mse2'"),
+        (["--activation", "relux"], "--activation: unknown activation 'relux'"),
+        (["--device", "gpu"], "--device must be"),
+        (["--precision", "fp8"], "--precision must be 'fp32', 'bf16' or 'fp16', got 'fp8'"),
+        (["--distributed", "maybe"], "--distributed must be"),
+        (["--valid-split", "2"], "--valid-split must be a number in [0.0, 0.99], got 2.0"),
+        (["--hidden-l1", "-1"], "--hidden-l1 must be a number"),
+        (["--sparsity-weight", "1"], "--sparsity-weight needs --sparsity-target"),
+        (["--momentum", "0.5"], "--momentum applies to algo"),
+        (["--valid", "x.npy", "--valid-split", "0.1"], "--valid and --valid-split exclude each other"),
+        (["--layers", "64,,64"], "--layers must be a comma-separated list"),
+        (["--layers", "64,8:relux,64"], "--layers: unknown activation 'relux'"),
+        (["--config", "nothere.toml"], "config file 'nothere.toml' does not exist"),
+        (["--epochs", "ten"], "--epochs"),  # argparse's own error
+    ],
+)
 def test_bad_option_values_exit_2_naming_the_flag(workdir, capsys, extra, match):
     folder, _ = workdir
     args = ["train", "x.npy", "--layers", "64,8,64", "-o", "never.aekit", *extra]
@@ -496,20 +657,48 @@ def test_bad_option_values_exit_2_naming_the_flag(workdir, capsys, extra, match)
     assert not (folder / "never.aekit").exists() and not (folder / "c.ckpt").exists()
 
 
-@pytest.mark.parametrize("args, code, match", [
-    (["encode", "model.aekit", "wide.npy", "-o", "c.npy"], 1,
-     "'wide.npy' has 100 features, but this Autoencoder expects 64 (layer 'in')"),
-    (["decode", "model.aekit", "wide.npy", "-o", "c.npy"], 1, "'wide.npy' has 100 features"),
-    (["score", "model.aekit", "wide.npy"], 1, "'wide.npy' has 100 features"),
-    (["train", "x.npy", "--layers", "64,8,64", "--valid", "wide.npy", "-o", "never.aekit"], 1,
-     "--valid 'wide.npy' has 100 features"),
-    (["train", "x.npy", "--layers", "64,8,64", "--valid", "0.1", "-o", "never.aekit"], 1,
-     "--valid: data file '0.1' does not exist; --valid takes a data file"),
-    (["encode", "model.aekit", "x.npy", "--layer", "7", "-o", "c.npy"], 2, "--layer must be in [-3, 3), got 7"),
-    (["encode", "model.aekit", "x.npy", "--sample", "--layer", "out", "-o", "c.npy"], 2, "--sample needs"),
-    (["train", "x.npy", "--layers", "64,8,64", "-o", "never.aekit", "--algo", "sgd", "--lr", "1e9",
-      "--epochs", "2"], 1, "Try a smaller --learning-rate"),
-])
+@pytest.mark.parametrize(
+    "args, code, match",
+    [
+        (
+            ["encode", "model.aekit", "wide.npy", "-o", "c.npy"],
+            1,
+            "'wide.npy' has 100 features, but this Autoencoder expects 64 (layer 'in')",
+        ),
+        (["decode", "model.aekit", "wide.npy", "-o", "c.npy"], 1, "'wide.npy' has 100 features"),
+        (["score", "model.aekit", "wide.npy"], 1, "'wide.npy' has 100 features"),
+        (
+            ["train", "x.npy", "--layers", "64,8,64", "--valid", "wide.npy", "-o", "never.aekit"],
+            1,
+            "--valid 'wide.npy' has 100 features",
+        ),
+        (
+            ["train", "x.npy", "--layers", "64,8,64", "--valid", "0.1", "-o", "never.aekit"],
+            1,
+            "--valid: data file '0.1' does not exist; --valid takes a data file",
+        ),
+        (["encode", "model.aekit", "x.npy", "--layer", "7", "-o", "c.npy"], 2, "--layer must be in [-3, 3), got 7"),
+        (["encode", "model.aekit", "x.npy", "--sample", "--layer", "out", "-o", "c.npy"], 2, "--sample needs"),
+        (
+            [
+                "train",
+                "x.npy",
+                "--layers",
+                "64,8,64",
+                "-o",
+                "never.aekit",
+                "--algo",
+                "sgd",
+                "--lr",
+                "1e9",
+                "--epochs",
+                "2",
+            ],
+            1,
+            "Try a smaller --learning-rate",
+        ),
+    ],
+)
 def test_errors_name_the_file_or_flag(workdir, capsys, args, code, match):
     folder, _ = workdir
     if not (folder / "wide.npy").exists():
@@ -526,8 +715,11 @@ def test_help_describes_every_argument():
             assert action.help and "TrainOptions" not in action.help, (name, action.dest)
     train = {a.dest: a for a in commands["train"]._actions}
     assert "layerwise" in train["algo"].help
-    for dest, words in (("precision", ("fp32", "bf16", "fp16", "default")), ("compile", ("default", "auto")),
-                        ("distributed", ("auto", "true", "false", "default"))):
+    for dest, words in (
+        ("precision", ("fp32", "bf16", "fp16", "default")),
+        ("compile", ("default", "auto")),
+        ("distributed", ("auto", "true", "false", "default")),
+    ):
         assert all(word in train[dest].help for word in words), dest
 
 
@@ -567,8 +759,7 @@ def _api_model(kwargs: dict, x: np.ndarray, v: np.ndarray):
 
 def _same_model(a, b) -> bool:
     pa, pb = dict(a.graph.named_parameters()), dict(b.graph.named_parameters())
-    return (pa.keys() == pb.keys() and all(torch_equal(pa[k], pb[k]) for k in pa)
-            and a.history == b.history)
+    return pa.keys() == pb.keys() and all(torch_equal(pa[k], pb[k]) for k in pa) and a.history == b.history
 
 
 def torch_equal(a, b) -> bool:
@@ -589,33 +780,60 @@ _OPTION_CASES = [
     pytest.param(["--max-gradient-norm", "0.01"], {"max_gradient_norm": 0.01}, [], {}, id="max-gradient-norm"),
     pytest.param(["--loss", "mae"], {"loss": "mae"}, [], {}, id="loss"),
     pytest.param(["--activation", "tanh"], {"hidden_activation": "tanh"}, [], {}, id="activation"),
-    pytest.param(["--output-activation", "sigmoid"], {"output_activation": "sigmoid"}, [], {},
-                 id="output-activation"),
+    pytest.param(["--output-activation", "sigmoid"], {"output_activation": "sigmoid"}, [], {}, id="output-activation"),
     pytest.param(["--tied"], {"layers": "16,8,16:tied"}, [], {}, id="tied"),
-    pytest.param(["--layerwise"], {"layerwise": True}, ["--layers", "16,8,4,8,16"], {"layers": "16,8,4,8,16"},
-                 id="layerwise"),
-    pytest.param(["--algo", "layerwise"], {"algo": "layerwise"}, ["--layers", "16,8,4,8,16"],
-                 {"layers": "16,8,4,8,16"}, id="algo-layerwise"),
+    pytest.param(
+        ["--layerwise"], {"layerwise": True}, ["--layers", "16,8,4,8,16"], {"layers": "16,8,4,8,16"}, id="layerwise"
+    ),
+    pytest.param(
+        ["--algo", "layerwise"],
+        {"algo": "layerwise"},
+        ["--layers", "16,8,4,8,16"],
+        {"layers": "16,8,4,8,16"},
+        id="algo-layerwise",
+    ),
     # Early stopping: no epoch improves the validation loss by half, so training stops early.
-    pytest.param(["--min-improvement", "0.5"], {"min_improvement": 0.5},
-                 ["--epochs", "8", "--valid-split", "0.2"], {"max_epochs": 8, "valid_split": 0.2},
-                 id="min-improvement"),
-    pytest.param(["--patience", "1"], {"patience": 1},
-                 ["--epochs", "8", "--valid-split", "0.2", "--min-improvement", "0.5"],
-                 {"max_epochs": 8, "valid_split": 0.2, "min_improvement": 0.5}, id="patience"),
-    pytest.param(["--validate-every", "2"], {"validate_every": 2}, ["--epochs", "3", "--valid-split", "0.2"],
-                 {"max_epochs": 3, "valid_split": 0.2}, id="validate-every"),
+    pytest.param(
+        ["--min-improvement", "0.5"],
+        {"min_improvement": 0.5},
+        ["--epochs", "8", "--valid-split", "0.2"],
+        {"max_epochs": 8, "valid_split": 0.2},
+        id="min-improvement",
+    ),
+    pytest.param(
+        ["--patience", "1"],
+        {"patience": 1},
+        ["--epochs", "8", "--valid-split", "0.2", "--min-improvement", "0.5"],
+        {"max_epochs": 8, "valid_split": 0.2, "min_improvement": 0.5},
+        id="patience",
+    ),
+    pytest.param(
+        ["--validate-every", "2"],
+        {"validate_every": 2},
+        ["--epochs", "3", "--valid-split", "0.2"],
+        {"max_epochs": 3, "valid_split": 0.2},
+        id="validate-every",
+    ),
     pytest.param(["--valid-split", "0.2"], {"valid_split": 0.2}, [], {}, id="valid-split"),
     pytest.param(["--valid", "v.npy"], {"valid": True}, [], {}, id="valid"),
     pytest.param(["--hidden-l1", "0.1"], {"hidden_l1": 0.1}, [], {}, id="hidden-l1"),
     pytest.param(["--hidden-l2", "0.1"], {"hidden_l2": 0.1}, [], {}, id="hidden-l2"),
     pytest.param(["--weight-l1", "0.01"], {"weight_l1": 0.01}, [], {}, id="weight-l1"),
     pytest.param(["--weight-l2", "0.01"], {"weight_l2": 0.01}, [], {}, id="weight-l2"),
-    pytest.param(["--sparsity-target", "0.1", "--sparsity-weight", "1"], {"sparsity_target": 0.1,
-                 "sparsity_weight": 1.0}, ["--activation", "sigmoid"], {"hidden_activation": "sigmoid"},
-                 id="sparsity"),
-    pytest.param(["--contractive", "0.1"], {"contractive": 0.1}, ["--activation", "sigmoid"],
-                 {"hidden_activation": "sigmoid"}, id="contractive"),
+    pytest.param(
+        ["--sparsity-target", "0.1", "--sparsity-weight", "1"],
+        {"sparsity_target": 0.1, "sparsity_weight": 1.0},
+        ["--activation", "sigmoid"],
+        {"hidden_activation": "sigmoid"},
+        id="sparsity",
+    ),
+    pytest.param(
+        ["--contractive", "0.1"],
+        {"contractive": 0.1},
+        ["--activation", "sigmoid"],
+        {"hidden_activation": "sigmoid"},
+        id="contractive",
+    ),
     pytest.param(["--input-noise", "0.1"], {"input_noise": 0.1}, [], {}, id="input-noise"),
     pytest.param(["--input-dropout", "0.2"], {"input_dropout": 0.2}, [], {}, id="input-dropout"),
     pytest.param(["--hidden-noise", "0.1"], {"hidden_noise": 0.1}, [], {}, id="hidden-noise"),
@@ -660,8 +878,22 @@ def test_checkpoint_every_writes_every_n_epochs_and_at_the_end(tiny, capsys, mon
     for every, expected in ((None, [1, 2, 3, 4, 5]), ("2", [2, 4, 5])):
         written.clear()
         extra = ["--checkpoint-every", every] if every else []
-        result = call(capsys, "train", "x.npy", "--layers", "16,8,16", "--epochs", "5", "-q", "-o", "ck.aekit",
-                      "--checkpoint", f"run{every}.ckpt", *extra, cwd=folder)
+        result = call(
+            capsys,
+            "train",
+            "x.npy",
+            "--layers",
+            "16,8,16",
+            "--epochs",
+            "5",
+            "-q",
+            "-o",
+            "ck.aekit",
+            "--checkpoint",
+            f"run{every}.ckpt",
+            *extra,
+            cwd=folder,
+        )
         assert result.returncode == 0, result.stderr
         assert written == expected
         assert checkpoint_info(folder / f"run{every}.ckpt")["epoch"] == 5
@@ -702,8 +934,7 @@ def test_encode_and_decode_layer(sigmoid_model, capsys, layer):
     codes = np.load(folder / f"z{layer}.npy")
     np.testing.assert_array_equal(codes, net.encode(x, layer=key))
     assert codes.shape == (100, 8)  # not the default code layer (hid2, 4 units)
-    result = call(capsys, "decode", "sig.aekit", f"z{layer}.npy", "--layer", layer, "-o", f"r{layer}.npy",
-                  cwd=folder)
+    result = call(capsys, "decode", "sig.aekit", f"z{layer}.npy", "--layer", layer, "-o", f"r{layer}.npy", cwd=folder)
     assert result.returncode == 0, result.stderr
     recon = np.load(folder / f"r{layer}.npy")
     np.testing.assert_array_equal(recon, net.decode(codes, layer=key))

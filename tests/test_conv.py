@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import aekit
-from aekit.conv import Conv2, Deconv2, TiedConv, conv_same, deconv_same
+from aekit.conv import Conv2, TiedConv, conv_same, deconv_same
 
 
 def conv(channels, stride=1, **kw):
@@ -114,8 +114,13 @@ def test_native_padding_and_cropping_equal_the_padded_definitions(size, stride, 
     z = torch.rand(2, 4, size, size, dtype=torch.float64, requires_grad=True)
     full = (size - 1) * stride + kernel
     wt = w.detach().clone().requires_grad_()  # transposed-conv layout (C_in=4, C_out=3, k, k)
-    for crop, out in [((0, 0), (full, full)), ((0, 0), (full - 1, full)), ((1, 0), (full - 1, full - 2)),
-                      ((0, 1), (full + 1, full)), ((1, 1), (full + 2, full + 2))]:
+    for crop, out in [
+        ((0, 0), (full, full)),
+        ((0, 0), (full - 1, full)),
+        ((1, 0), (full - 1, full - 2)),
+        ((0, 1), (full + 1, full)),
+        ((1, 1), (full + 2, full + 2)),
+    ]:
         got, want = deconv_same(z, wt, b[:3], stride, crop, out), _cropped_deconv(z, wt, b[:3], stride, crop, out)
         assert got.shape == want.shape == (2, 3, *out)
         torch.testing.assert_close(got, want)
@@ -150,8 +155,9 @@ def test_strided_one_by_one_convolutions_train_without_corrupting_memory():
 def test_convolutions_run_channels_last_from_a_one_channel_input_on():
     # oneDNN works in NHWC: from the first layer on (one input channel, where NCHW and NHWC
     # strides both look contiguous) each conv and deconv output stays NHWC, so no layer reorders.
-    net = aekit.Autoencoder([(1, 12, 12), conv(4, 2), conv(8, 2), deconv(4, 2), deconv(1, 2, activation="sigmoid")],
-                            rng=0)
+    net = aekit.Autoencoder(
+        [(1, 12, 12), conv(4, 2), conv(8, 2), deconv(4, 2), deconv(1, 2, activation="sigmoid")], rng=0
+    )
     x = torch.rand(3, 1, 12, 12)
     outputs = net.graph(x)
     for name in ("hid1", "hid2", "hid3"):
@@ -163,8 +169,9 @@ def test_convolutions_run_channels_last_from_a_one_channel_input_on():
         if isinstance(layer, Conv2):
             reference = layer.activation(_padded_conv(reference, layer.w, layer.b, layer.spec.stride, layer.pads))
         else:
-            reference = layer.activation(_cropped_deconv(reference, layer.w, layer.b, layer.spec.stride, layer.crop,
-                                                         layer.output_shape[1:]))
+            reference = layer.activation(
+                _cropped_deconv(reference, layer.w, layer.b, layer.spec.stride, layer.crop, layer.output_shape[1:])
+            )
     torch.testing.assert_close(outputs["out:out"], reference)
 
 
@@ -172,8 +179,14 @@ def test_convolutions_run_channels_last_from_a_one_channel_input_on():
 @pytest.mark.parametrize("size", [7, 8])
 def test_pool_and_upsample_shapes_and_values(mode, size):
     half = -(-size // 2)
-    net = aekit.Autoencoder([(2, size, size), dict(form="pool", mode=mode, kernel=2),
-                             dict(form="upsample", scale=2), conv(2, 1, kernel=2 * half - size + 1, padding="valid")])
+    net = aekit.Autoencoder(
+        [
+            (2, size, size),
+            dict(form="pool", mode=mode, kernel=2),
+            dict(form="upsample", scale=2),
+            conv(2, 1, kernel=2 * half - size + 1, padding="valid"),
+        ]
+    )
     assert shapes(net)[1:3] == [(2, half, half), (2, 2 * half, 2 * half)]
     x = torch.rand(3, 2, size, size)
     pooled = torch.from_numpy(net.feed_forward(x)["hid1:out"])
@@ -239,9 +252,19 @@ def test_tied_deconv_is_the_adjoint_and_shares_the_kernel():
 
 
 def test_tied_conv_mirrors_a_deconv_and_a_dense_code():
-    net = aekit.Autoencoder([(1, 8, 8), conv(4, 2), conv(6, 2), "flatten", (10, "relu"),
-                             dict(form="tied"), dict(form="reshape", shape=(6, 2, 2)),
-                             dict(form="tied"), dict(form="tied", activation="sigmoid")])
+    net = aekit.Autoencoder(
+        [
+            (1, 8, 8),
+            conv(4, 2),
+            conv(6, 2),
+            "flatten",
+            (10, "relu"),
+            dict(form="tied"),
+            dict(form="reshape", shape=(6, 2, 2)),
+            dict(form="tied"),
+            dict(form="tied", activation="sigmoid"),
+        ]
+    )
     names = {layer.name: layer for layer in net.layers}
     assert [s.partner for s in net.specs if s.form == "tied"] == ["hid4", "hid2", "hid1"]
     assert names["out"].output_shape == (1, 8, 8) and names["hid7"].output_shape == (4, 4, 4)
@@ -257,9 +280,18 @@ def test_tied_conv_mirrors_a_deconv_and_a_dense_code():
 
 
 def test_save_load_round_trips_bit_for_bit_with_batch_norm(tmp_path):
-    spec = [(1, 8, 8), conv(4, 2, batch_norm=True), "flatten", dict(size=6, batch_norm=True),
-            (64, "relu"), dict(form="reshape", shape=(4, 4, 4)), deconv(2, 2, kernel=2), dict(form="pool", mode="avg"),
-            dict(form="upsample"), conv(1, 1, activation="sigmoid")]
+    spec = [
+        (1, 8, 8),
+        conv(4, 2, batch_norm=True),
+        "flatten",
+        dict(size=6, batch_norm=True),
+        (64, "relu"),
+        dict(form="reshape", shape=(4, 4, 4)),
+        deconv(2, 2, kernel=2),
+        dict(form="pool", mode="avg"),
+        dict(form="upsample"),
+        conv(1, 1, activation="sigmoid"),
+    ]
     net = aekit.Autoencoder(spec, rng=3)
     x = np.random.default_rng(0).random((32, 64)).astype(np.float32)
     net.train(x, max_epochs=2, batch_size=8, validate_every=0)
@@ -307,8 +339,9 @@ def test_dense_after_image_input_flattens_and_trains():
 
 
 def test_default_init_scales_with_fan_in_and_activation():
-    net = aekit.Autoencoder([(16, 12, 12), conv(32, 1, kernel=3), conv(32, 1, kernel=3, activation="sigmoid"),
-                             conv(8, 1, std=1.0)])
+    net = aekit.Autoencoder(
+        [(16, 12, 12), conv(32, 1, kernel=3), conv(32, 1, kernel=3, activation="sigmoid"), conv(8, 1, std=1.0)]
+    )
     w1, w2, w3 = (net.find(f"hid{i}" if i < 3 else "out", "w").detach() for i in (1, 2, 3))
     assert float(w1.std()) == pytest.approx(math.sqrt(2 / (16 * 9)), rel=0.1)  # He
     assert float(w2.std()) == pytest.approx(math.sqrt(2 / (32 * 9 + 32 * 9)), rel=0.1)  # Glorot
@@ -319,8 +352,10 @@ def test_default_init_scales_with_fan_in_and_activation():
     "layers,match",
     [
         ([(1, 7, 7), conv(4, 2), deconv(1, 2)], r"output layer 'out' produces shape \(1, 8, 8\).*\(1, 7, 7\)"),
-        ([(1, 8, 8), conv(4, 2), "flatten", dict(form="reshape", shape=(4, 5, 5))],
-         r"reshape layer 'out' cannot reshape \(64,\).*\(4, 5, 5\)"),
+        (
+            [(1, 8, 8), conv(4, 2), "flatten", dict(form="reshape", shape=(4, 5, 5))],
+            r"reshape layer 'out' cannot reshape \(64,\).*\(4, 5, 5\)",
+        ),
         ([64, conv(4, 2), 64], r"conv2 layer 'hid1' needs an image input shaped \(C, H, W\), got \(64,\)"),
         ([(1, 8, 8), dict(form="conv2", stride=2)], r"conv2 layer 'out' needs channels="),
         ([(1, 8, 8), conv(2, 1, padding="full")], r"padding must be 'same', 'valid'"),
@@ -363,9 +398,17 @@ def _digits():
 
 
 def _question_layers(**extra):
-    return [(1, 8, 8), conv(32, 2, **extra), conv(64, 2, **extra), "flatten", dict(size=16, **extra),
-            dict(size=256, **extra), dict(form="reshape", shape=(64, 2, 2)), deconv(32, 2, **extra),
-            deconv(1, 2, activation="sigmoid", **{k: v for k, v in extra.items() if k != "activation"})]
+    return [
+        (1, 8, 8),
+        conv(32, 2, **extra),
+        conv(64, 2, **extra),
+        "flatten",
+        dict(size=16, **extra),
+        dict(size=256, **extra),
+        dict(form="reshape", shape=(64, 2, 2)),
+        deconv(32, 2, **extra),
+        deconv(1, 2, activation="sigmoid", **{k: v for k, v in extra.items() if k != "activation"}),
+    ]
 
 
 def _code_quality(net, xtr, ytr, xte, yte):
@@ -381,8 +424,14 @@ def _code_quality(net, xtr, ytr, xte, yte):
 def test_sorted_sigmoid_unscaled_setup_collapses_and_defaults_fix_it():
     xtr, ytr, xte, yte = _digits()
     bad = aekit.Autoencoder(_question_layers(activation="sigmoid", std=1.0), rng=1)
-    bad.train(xtr[np.argsort(ytr, kind="stable")], shuffle=False, learning_rate=1e-4,
-              max_epochs=3, batch_size=32, validate_every=0)
+    bad.train(
+        xtr[np.argsort(ytr, kind="stable")],
+        shuffle=False,
+        learning_rate=1e-4,
+        max_epochs=3,
+        batch_size=32,
+        validate_every=0,
+    )
     good = aekit.Autoencoder(_question_layers(), rng=1)
     good.train(xtr, max_epochs=3, batch_size=32, validate_every=0)
     bad_spread, bad_acc = _code_quality(bad, xtr, ytr, xte, yte)

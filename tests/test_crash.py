@@ -41,9 +41,24 @@ def data_file(tmp_path, digits):
 
 
 def train_command(data_file, tmp_path, epochs, *extra):
-    return ["--quiet", "train", str(data_file), "--layers", "64,16,64", "--output", str(tmp_path / "m.aekit"),
-            "--checkpoint", str(tmp_path / "c.ckpt"), "--epochs", str(epochs), "--batch-size", "4",
-            "--validate-every", "0", *extra]
+    return [
+        "--quiet",
+        "train",
+        str(data_file),
+        "--layers",
+        "64,16,64",
+        "--output",
+        str(tmp_path / "m.aekit"),
+        "--checkpoint",
+        str(tmp_path / "c.ckpt"),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "4",
+        "--validate-every",
+        "0",
+        *extra,
+    ]
 
 
 def start(args, **env):
@@ -69,8 +84,12 @@ def kill(process):
 
 
 def resume(data_file, tmp_path, epochs):
-    done = subprocess.run([sys.executable, "-m", "aekit", *train_command(data_file, tmp_path, epochs, "--resume")],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "aekit", *train_command(data_file, tmp_path, epochs, "--resume")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     return aekit.load(tmp_path / "m.aekit")
 
@@ -93,8 +112,7 @@ def test_sigkill_mid_run_then_resume_continues_the_epochs(data_file, tmp_path):
 
 def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(data_file, tmp_path):
     ckpt, marker = tmp_path / "c.ckpt", tmp_path / "writing"
-    process = start([sys.executable, "-c", SLOW_WRITER, *train_command(data_file, tmp_path, 1000)],
-                    MARKER=str(marker))
+    process = start([sys.executable, "-c", SLOW_WRITER, *train_command(data_file, tmp_path, 1000)], MARKER=str(marker))
     wait_for(marker.exists, process)
     temporary = [p.name for p in tmp_path.iterdir() if p.name.startswith(".c.ckpt.")]
     assert temporary, "the second checkpoint should be half-way (temporary file written, not renamed)"

@@ -92,7 +92,6 @@ def test_csv_ragged_and_nan(tmp_path):
         aekit.load_data(_write_csv(tmp_path, "a,b,c\n", "h.csv"), header=True)
 
 
-
 def test_csv_row_longer_than_the_first_is_ragged(tmp_path):
     # A row with an extra cell is as ragged as one with a missing cell, also when usecols= picks
     # columns; reading only the first row's width would drop the extra cell without a word.
@@ -100,8 +99,9 @@ def test_csv_row_longer_than_the_first_is_ragged(tmp_path):
     for usecols in (None, [0, 1]):
         with pytest.raises(DataError, match="ragged: line 2 has 3 columns, the first data line has 2"):
             aekit.load_data(path, usecols=usecols)
-    np.testing.assert_array_equal(aekit.load_data(_write_csv(tmp_path, "1,2,3\n4,5,6\n", "w.csv"), usecols=[2, 0]),
-                                  [[3, 1], [6, 4]])
+    np.testing.assert_array_equal(
+        aekit.load_data(_write_csv(tmp_path, "1,2,3\n4,5,6\n", "w.csv"), usecols=[2, 0]), [[3, 1], [6, 4]]
+    )
 
 
 def test_csv_missing_value_in_the_first_row_is_not_a_header(tmp_path):
@@ -124,6 +124,7 @@ def test_csv_with_semicolons_or_tabs(tmp_path, sep):
     np.testing.assert_array_equal(aekit.load_data(_write_csv(tmp_path, text)), [[1, 2.5, 3], [4, 5, 6]])
     # A single column has no separator at all: still one column.
     np.testing.assert_array_equal(aekit.load_data(_write_csv(tmp_path, "x\n1\n2\n", "one.csv")), [[1], [2]])
+
 
 # ------------------------------------------------------------------ idx
 @pytest.mark.parametrize("compress", [False, True])
@@ -222,7 +223,6 @@ def test_image_folder_of_mixed_sizes_is_refused(tmp_path):
         aekit.load_data(tmp_path)
 
 
-
 def test_image_folder_of_16_bit_and_float_images(tmp_path):
     from PIL import Image
 
@@ -263,6 +263,7 @@ def test_image_folder_skips_hidden_files_and_names_subfolders(tmp_path):
     with pytest.raises(DataError, match=r"holds no images .*; its subfolders \('cats', 'dogs'\) are not read"):
         aekit.load_data(nested)
 
+
 # ------------------------------------------------------------------ bad files
 def test_bad_files_get_data_errors_naming_the_path(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
@@ -302,7 +303,6 @@ def test_bad_files_get_data_errors_naming_the_path(tmp_path):
         aekit.load_data(tmp_path / "broken.npy")
 
 
-
 def test_values_beyond_float32_are_reported_as_too_large(tmp_path, recwarn):
     # 1e40 is a finite number in the file; calling it NaN or infinite would send the user looking
     # for a value that is not there.
@@ -334,9 +334,14 @@ def test_npy_file_under_an_npz_name(tmp_path):
 
 def test_bad_arguments_get_configuration_errors_naming_them(tmp_path):
     path = _write_csv(tmp_path, "1,2,3\n4,5,6\n")
-    for kwargs, name in [({"usecols": ["a"]}, "usecols"), ({"usecols": [1.5]}, "usecols"), ({"usecols": []}, "usecols"),
-                         ({"usecols": "0"}, "usecols"), ({"delimiter": ""}, "delimiter"),
-                         ({"delimiter": ", "}, "delimiter")]:
+    for kwargs, name in [
+        ({"usecols": ["a"]}, "usecols"),
+        ({"usecols": [1.5]}, "usecols"),
+        ({"usecols": []}, "usecols"),
+        ({"usecols": "0"}, "usecols"),
+        ({"delimiter": ""}, "delimiter"),
+        ({"delimiter": ", "}, "delimiter"),
+    ]:
         with pytest.raises(ConfigurationError, match=f"load_data: {name} must be"):
             aekit.load_data(path, **kwargs)
     for bad in (None, 3):
@@ -354,6 +359,7 @@ def test_npy_without_examples_or_features_is_refused(tmp_path, mmap):
         aekit.load_data(tmp_path / "rows.npy", mmap=mmap)
     with pytest.raises(DataError, match=r"cols.npy' holds examples without any features \(shape \(3, 0\)\)"):
         aekit.load_data(tmp_path / "cols.npy", mmap=mmap)
+
 
 # ------------------------------------------------------------------ streaming
 class RowStore:

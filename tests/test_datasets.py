@@ -55,10 +55,12 @@ def test_natural_patches_are_normalised_and_reproducible():
     assert not np.array_equal(p, datasets.natural_patches(n=500, size=8, rng=1))
     raw = datasets.natural_patches(n=300, size=6, rng=0, whiten=False)
     assert raw.shape == (300, 36)
+
     # Whitening decorrelates neighbouring pixels of natural images.
     def neighbour(a):
         a = a.reshape(-1, 8, 8) if a.shape[1] == 64 else a.reshape(-1, 6, 6)
         return np.corrcoef(a[:, :, :-1].ravel(), a[:, :, 1:].ravel())[0, 1]
+
     assert neighbour(p) < neighbour(datasets.natural_patches(n=500, size=8, rng=0, whiten=False))
 
 

@@ -8,10 +8,10 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
-import aekit
 from aekit.diagnose import Finding
 from recording import RecordingArray
+
+import aekit
 
 torch.set_num_threads(1)  # tiny models: threads only contend on a shared CPU
 
@@ -209,8 +209,10 @@ def test_thresholds_are_parameters(good, data):
 def test_conv_model_is_diagnosed(data):
     pytest.importorskip("aekit.conv")
     x, _ = data
-    net = aekit.Autoencoder([(1, 8, 8), dict(form="conv2", channels=4, kernel=3, stride=2, activation="relu"),
-                             "flatten", (64, "sigmoid")], rng=0)
+    net = aekit.Autoencoder(
+        [(1, 8, 8), dict(form="conv2", channels=4, kernel=3, stride=2, activation="relu"), "flatten", (64, "sigmoid")],
+        rng=0,
+    )
     with torch.no_grad():
         net.find("hid1", "b")[:] = -100.0
     findings = aekit.diagnose(net, x[:200])
@@ -235,13 +237,27 @@ def test_pass_through_layers_are_not_reported_as_dead(data):
     x, _ = data
     images = x[:300].reshape(-1, 1, 8, 8).copy()
     images[:, :, :3, :] = 0.0  # an empty top border, as in MNIST: conv positions there are constant
-    net = aekit.Autoencoder([(1, 8, 8), dict(form="conv2", channels=4, kernel=3, stride=2, activation="sigmoid"),
-                             "flatten", (64, "sigmoid")], rng=0)
+    net = aekit.Autoencoder(
+        [
+            (1, 8, 8),
+            dict(form="conv2", channels=4, kernel=3, stride=2, activation="sigmoid"),
+            "flatten",
+            (64, "sigmoid"),
+        ],
+        rng=0,
+    )
     assert "dead-units" not in codes(aekit.diagnose(net, images))  # the flatten's constant positions
     # A dead conv channel is reported once, on the conv, not again on the pool and upsample after it.
-    net = aekit.Autoencoder([(1, 8, 8), dict(form="conv2", channels=4, kernel=3, activation="relu"),
-                             dict(form="pool", kernel=2), dict(form="upsample", scale=2),
-                             dict(form="conv2", channels=1, kernel=3, activation="sigmoid")], rng=0)
+    net = aekit.Autoencoder(
+        [
+            (1, 8, 8),
+            dict(form="conv2", channels=4, kernel=3, activation="relu"),
+            dict(form="pool", kernel=2),
+            dict(form="upsample", scale=2),
+            dict(form="conv2", channels=1, kernel=3, activation="sigmoid"),
+        ],
+        rng=0,
+    )
     with torch.no_grad():
         net.find("hid1", "b")[0] = -100.0
     dead = [f for f in aekit.diagnose(net, images) if f.code == "dead-units"]

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from recording import RecordingArray
 
 import aekit
 from aekit import ConfigurationError, DataError, distributed
@@ -25,7 +26,6 @@ from aekit.data import check_array
 from aekit.distributed import ShardedSource
 from aekit.streaming import StreamingSource
 from aekit.training import TensorSource
-from recording import RecordingArray
 
 WORLD = 2
 LAYERS = [24, (6, "sigmoid"), (24, "tied")]
@@ -45,16 +45,24 @@ def make(layers=LAYERS, **kwargs) -> aekit.Autoencoder:
 SCENARIOS = {
     # one step on a 32-example global batch: sgd, tied weights, weight and activity penalties
     # (these first three take the hand-derived step, its gradients averaged like DDP's)
-    "one-step": dict(n=32, algo="sgd", learning_rate=0.05, max_epochs=1, validate_every=0,
-                     weight_l2=1e-3, hidden_l1=1e-2),
+    "one-step": dict(
+        n=32, algo="sgd", learning_rate=0.05, max_epochs=1, validate_every=0, weight_l2=1e-3, hidden_l1=1e-2
+    ),
     # a short last global batch (50 = 3 * 16 + 2), adam, validation data and early stopping
     "epochs-valid": dict(n=50, algo="adam", learning_rate=1e-2, max_epochs=4, patience=1, valid=True),
     # memory-mapped style streaming source
     "stream": dict(n=40, algo="adam", learning_rate=1e-2, max_epochs=2, validate_every=0, stream=True),
     # a model the hand-derived step does not cover (a composed activation, which also takes the
     # contractive penalty's per-example Jacobians): DDP's own autograd path
-    "autograd": dict(n=32, algo="adam", learning_rate=1e-2, max_epochs=2, validate_every=0, contractive=0.01,
-                     layers=[24, (6, "sigmoid+norm:mean"), (24, "tied")]),
+    "autograd": dict(
+        n=32,
+        algo="adam",
+        learning_rate=1e-2,
+        max_epochs=2,
+        validate_every=0,
+        contractive=0.01,
+        layers=[24, (6, "sigmoid+norm:mean"), (24, "tied")],
+    ),
     # full-batch L-BFGS: the line search must see the global loss on every rank
     "lbfgs": dict(n=40, algo="lbfgs", max_epochs=3, validate_every=0),
 }
@@ -90,8 +98,7 @@ def run_scenario(name: str, batch_size: int, distributed_mode, record: list | No
 
 def _worker(rank: int, folder: str) -> None:
     torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank,
-                                         world_size=WORLD)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=WORLD)
     try:
         for name in SCENARIOS:
             record: list = []
@@ -111,8 +118,14 @@ def _worker(rank: int, folder: str) -> None:
         np.save(f"{folder}/noise-{rank}-rng-kept.npy", np.array(torch.equal(before, torch.get_rng_state())))
         # Resume, with two processes, from a checkpoint written by one.
         net = make()
-        net.train(data(48), batch_size=PER_RANK_BATCH, max_epochs=4, validate_every=0,
-                  checkpoint=f"{folder}/run.ckpt", resume=True)
+        net.train(
+            data(48),
+            batch_size=PER_RANK_BATCH,
+            max_epochs=4,
+            validate_every=0,
+            checkpoint=f"{folder}/run.ckpt",
+            resume=True,
+        )
         np.savez(f"{folder}/resume-{rank}.npz", **{k: v.detach().numpy() for k, v in net.graph.state_dict().items()})
     finally:
         torch.distributed.destroy_process_group()
@@ -123,8 +136,12 @@ def ddp_runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ddp")
     # The checkpoint to resume from: 2 of 4 epochs in one process, global batch 16.
     first = make()
-    for i, _ in enumerate(first.itertrain(data(48), batch_size=PER_RANK_BATCH * WORLD, max_epochs=4,
-                                          validate_every=0, checkpoint=folder / "run.ckpt"), 1):
+    for i, _ in enumerate(
+        first.itertrain(
+            data(48), batch_size=PER_RANK_BATCH * WORLD, max_epochs=4, validate_every=0, checkpoint=folder / "run.ckpt"
+        ),
+        1,
+    ):
         if i == 2:
             break
     spawn_and_join(_worker, (str(folder),), timeout=WORKER_TIMEOUT)
@@ -202,8 +219,9 @@ def test_tensor_shards_partition_each_global_batch():
     n, b = 53, 4
     x = torch.arange(n, dtype=torch.float32)[:, None].repeat(1, 3)
     single = [xb[:, 0] for xb, _ in TensorSource(x).batches(b * 3, torch.Generator().manual_seed(5))]
-    shards = [list(ShardedSource(TensorSource(x), r, 3).scaled_batches(b, torch.Generator().manual_seed(5)))
-              for r in range(3)]
+    shards = [
+        list(ShardedSource(TensorSource(x), r, 3).scaled_batches(b, torch.Generator().manual_seed(5))) for r in range(3)
+    ]
     assert len({len(s) for s in shards}) == 1  # same number of steps on every rank
     for step, want in enumerate(single):
         parts = [shards[r][step] for r in range(3)]
@@ -226,8 +244,14 @@ def test_streamed_shards_read_disjoint_rows_and_match_one_process():
     single = StreamingSource(x, block_bytes=24 * 4 * 70)  # 70-row blocks
     want = [xb for xb, _ in single.batches(16, torch.Generator().manual_seed(3))]
     recorders = [RecordingArray(x) for _ in range(WORLD)]
-    shards = [list(ShardedSource(StreamingSource(rec, block_bytes=24 * 4 * 70), r, WORLD)
-                   .scaled_batches(8, torch.Generator().manual_seed(3))) for r, rec in enumerate(recorders)]
+    shards = [
+        list(
+            ShardedSource(StreamingSource(rec, block_bytes=24 * 4 * 70), r, WORLD).scaled_batches(
+                8, torch.Generator().manual_seed(3)
+            )
+        )
+        for r, rec in enumerate(recorders)
+    ]
     assert len(shards[0]) == len(shards[1]) == len(want)
     for step, ref in enumerate(want):
         torch.testing.assert_close(torch.cat([shards[0][step][0], shards[1][step][0]]), ref)
@@ -242,10 +266,14 @@ def test_streamed_shards_name_bad_rows_by_their_number_in_the_array():
     w = np.ones_like(x)
     w[97, 1] = -2.0
     for source, message in [
-        (StreamingSource(x, block_bytes=24 * 4 * 70, check=lambda b, n, rows: check_array(b, (24,), n, rows=rows)),
-         r"x holds NaN or infinite values \(first in row 211\)$"),
-        (StreamingSource(np.nan_to_num(x), w, block_bytes=24 * 4 * 70),
-         r"x weights must be >= 0, got a minimum of -2 \(first in row 97\)$"),
+        (
+            StreamingSource(x, block_bytes=24 * 4 * 70, check=lambda b, n, rows: check_array(b, (24,), n, rows=rows)),
+            r"x holds NaN or infinite values \(first in row 211\)$",
+        ),
+        (
+            StreamingSource(np.nan_to_num(x), w, block_bytes=24 * 4 * 70),
+            r"x weights must be >= 0, got a minimum of -2 \(first in row 97\)$",
+        ),
     ]:
         errors = []
         for rank in range(WORLD):  # each rank reads its own shuffled rows of every block
@@ -290,16 +318,42 @@ def test_torchrun_cli_matches_one_process_with_the_same_global_batch(tmp_path):
     x = data(400)
     np.save(tmp_path / "x.npy", x)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    common = ["train", "x.npy", "--layers", "24,6:sigmoid,24:tied", "--epochs", "4", "--valid-split", "0.1",
-              "--learning-rate", "0.01", "--seed", "3", "--threads", "1"]
+    common = [
+        "train",
+        "x.npy",
+        "--layers",
+        "24,6:sigmoid,24:tied",
+        "--epochs",
+        "4",
+        "--valid-split",
+        "0.1",
+        "--learning-rate",
+        "0.01",
+        "--seed",
+        "3",
+        "--threads",
+        "1",
+    ]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}"]
-    two = subprocess.run([*launcher, "-m", "aekit", *common, "--batch-size", "16", "-o", "two.aekit"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    two = subprocess.run(
+        [*launcher, "-m", "aekit", *common, "--batch-size", "16", "-o", "two.aekit"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert two.returncode == 0, two.stderr[:6000]
     assert "on 2 processes (batch 16 per process, 32 per step)" in two.stdout
     assert two.stdout.count("saved two.aekit") == 1  # rank 0 alone reports and writes
-    one = subprocess.run([sys.executable, "-m", "aekit", *common, "--batch-size", "32", "-o", "one.aekit"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    one = subprocess.run(
+        [sys.executable, "-m", "aekit", *common, "--batch-size", "32", "-o", "one.aekit"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
     a, b = aekit.load(tmp_path / "two.aekit"), aekit.load(tmp_path / "one.aekit")
     assert len(a.history) == len(b.history) == 4
@@ -309,12 +363,27 @@ def test_torchrun_cli_matches_one_process_with_the_same_global_batch(tmp_path):
 
 
 # ---------------------------------------------------------------------- parse_mode and shutdown
-@pytest.mark.parametrize("value, expected", [
-    (True, True), (False, False), (np.bool_(True), True), (np.bool_(False), False),
-    ("auto", "auto"), (" AUTO ", "auto"), ("Auto", "auto"),
-    ("true", True), ("Yes", True), ("ON", True), ("1", True), (" true\n", True),
-    ("false", False), ("NO", False), ("off", False), ("0", False),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (True, True),
+        (False, False),
+        (np.bool_(True), True),
+        (np.bool_(False), False),
+        ("auto", "auto"),
+        (" AUTO ", "auto"),
+        ("Auto", "auto"),
+        ("true", True),
+        ("Yes", True),
+        ("ON", True),
+        ("1", True),
+        (" true\n", True),
+        ("false", False),
+        ("NO", False),
+        ("off", False),
+        ("0", False),
+    ],
+)
 def test_parse_mode_accepts_booleans_auto_and_the_cli_spellings(value, expected):
     got = distributed.parse_mode(value)
     assert got == expected and type(got) is type(expected)  # a real bool (or 'auto'), never np.bool_

@@ -66,13 +66,16 @@ def run(data, **kwargs):
     return net, losses, states
 
 
-@pytest.mark.parametrize("patience, min_improvement, every", [
-    (1, 0.04, 1),
-    (0, 0.02, 1),
-    (0, 0.06, 2),  # patience counts validations, not epochs
-])
+@pytest.mark.parametrize(
+    "patience, min_improvement, every",
+    [
+        (1, 0.04, 1),
+        (0, 0.02, 1),
+        (0, 0.06, 2),  # patience counts validations, not epochs
+    ],
+)
 def test_training_stops_where_the_relative_rule_says(data, reference, patience, min_improvement, every):
-    validated = reference[every - 1::every]  # the epochs every, 2 * every, ...
+    validated = reference[every - 1 :: every]  # the epochs every, 2 * every, ...
     stop, best = stopping_point(validated, patience, min_improvement)
     assert stop is not None, "the scenario must stop early"
     stop_epoch, best_epoch = stop * every, best * every
@@ -83,7 +86,7 @@ def test_training_stops_where_the_relative_rule_says(data, reference, patience, 
 
     net, losses, states = run(data, patience=patience, min_improvement=min_improvement, validate_every=every)
     assert len(losses) == len(net.history) == stop_epoch
-    validated_here = losses[every - 1::every]
+    validated_here = losses[every - 1 :: every]
     np.testing.assert_allclose(validated_here, validated[:stop], rtol=1e-6)  # the same run, cut short
     # The losses this run recorded lead to the same decision.
     assert stopping_point(validated_here, patience, min_improvement) == (stop, best)

@@ -36,11 +36,13 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-@parametrize_with_checks([
-    AutoencoderTransformer(hidden=(4,), max_epochs=3),
-    AutoencoderTransformer(hidden=(6, 3), tied=True, activation="tanh", max_epochs=2),
-    AutoencoderOutlierDetector(max_epochs=3),
-])
+@parametrize_with_checks(
+    [
+        AutoencoderTransformer(hidden=(4,), max_epochs=3),
+        AutoencoderTransformer(hidden=(6, 3), tied=True, activation="tanh", max_epochs=2),
+        AutoencoderOutlierDetector(max_epochs=3),
+    ]
+)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -53,8 +55,9 @@ def test_exported_from_package():
 
 def test_network_is_built_from_the_data(digits):
     x, _ = digits
-    ae = AutoencoderTransformer(hidden=(32, 8), tied=True, output_activation="sigmoid", max_epochs=2,
-                                random_state=0).fit(x)
+    ae = AutoencoderTransformer(
+        hidden=(32, 8), tied=True, output_activation="sigmoid", max_epochs=2, random_state=0
+    ).fit(x)
     sizes = [layer.output_shape[0] for layer in ae.net_.layers]
     assert sizes == [64, 32, 8, 32, 64]
     assert [layer.spec.form for layer in ae.net_.layers[3:]] == ["tied", "tied"]
@@ -75,8 +78,17 @@ def test_linear_autoencoder_reaches_pca(digits):
     k = 6
     pca = PCA(n_components=k).fit(x)
     pca_r2 = pca.explained_variance_ratio_.sum()
-    ae = AutoencoderTransformer(hidden=(k,), activation="linear", tied=True, algo="adam", learning_rate=1e-2,
-                                batch_size=128, max_epochs=150, patience=10, random_state=0).fit(x)
+    ae = AutoencoderTransformer(
+        hidden=(k,),
+        activation="linear",
+        tied=True,
+        algo="adam",
+        learning_rate=1e-2,
+        batch_size=128,
+        max_epochs=150,
+        patience=10,
+        random_state=0,
+    ).fit(x)
     r2 = ae.score(x)
     assert r2 <= pca_r2 + 1e-3  # nothing linear beats PCA
     assert r2 >= pca_r2 - 0.02, (r2, pca_r2)
@@ -132,8 +144,11 @@ def test_bad_parameters_raise_value_errors(digits):
     with pytest.raises(ValueError, match="63 features"):
         ae.transform(x[:, :63])
     # inverse_transform names the mismatch as transform does.
-    with pytest.raises(ValueError, match=r"X has 4 features, but AutoencoderTransformer.inverse_transform is "
-                                         r"expecting 3 features"):
+    with pytest.raises(
+        ValueError,
+        match=r"X has 4 features, but AutoencoderTransformer.inverse_transform is "
+        r"expecting 3 features",
+    ):
         ae.inverse_transform(np.zeros((2, 4)))
 
 
@@ -141,8 +156,10 @@ def test_one_sample_with_valid_split_follows_sklearn_convention():
     """scikit-learn's check_fit2d_1sample wants a ValueError naming the one sample, whatever the parameters."""
     from sklearn.utils.estimator_checks import check_fit2d_1sample
 
-    for est in (AutoencoderTransformer(hidden=(2,), valid_split=0.2, max_epochs=2),
-                AutoencoderOutlierDetector(valid_split=0.3, max_epochs=2)):
+    for est in (
+        AutoencoderTransformer(hidden=(2,), valid_split=0.2, max_epochs=2),
+        AutoencoderOutlierDetector(valid_split=0.3, max_epochs=2),
+    ):
         check_fit2d_1sample(type(est).__name__, est)
         with pytest.raises(ValueError, match="n_samples=1"):
             clone(est).fit(np.ones((1, 5)))
@@ -158,9 +175,11 @@ def test_values_beyond_float32_are_named_as_such():
     fitted = AutoencoderOutlierDetector(standardize=False, max_epochs=1, random_state=0).fit(x)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        for call in (lambda: AutoencoderTransformer(hidden=(2,), max_epochs=1).fit(big),
-                     lambda: AutoencoderOutlierDetector(standardize=False, max_epochs=1).fit(big),
-                     lambda: fitted.predict(big)):
+        for call in (
+            lambda: AutoencoderTransformer(hidden=(2,), max_epochs=1).fit(big),
+            lambda: AutoencoderOutlierDetector(standardize=False, max_epochs=1).fit(big),
+            lambda: fitted.predict(big),
+        ):
             with pytest.raises(ValueError, match=r"too large for float32 \(first at row 3, column 2: 1e\+39\)"):
                 call()
 
@@ -209,8 +228,15 @@ def _subspace_data(rng, n=600, d=20, k=3, n_out=30):
 
 def test_outlier_detector_finds_points_off_the_data_plane(rng):
     inliers, outliers = _subspace_data(rng)
-    det = AutoencoderOutlierDetector(hidden=(3,), activation="linear", contamination=0.05, learning_rate=1e-2,
-                                     max_epochs=60, patience=10, random_state=0).fit(inliers)
+    det = AutoencoderOutlierDetector(
+        hidden=(3,),
+        activation="linear",
+        contamination=0.05,
+        learning_rate=1e-2,
+        max_epochs=60,
+        patience=10,
+        random_state=0,
+    ).fit(inliers)
     test = np.vstack([inliers[:200], outliers])
     truth = np.r_[np.zeros(200), np.ones(len(outliers))]
     errors = det.reconstruction_error(test)
@@ -224,7 +250,7 @@ def test_outlier_score_conventions(rng):
     det = AutoencoderOutlierDetector(contamination=0.1, max_epochs=5, random_state=0).fit(x)
     errors = det.reconstruction_error(x)
     np.testing.assert_allclose(errors, det.decision_scores_)
-    np.testing.assert_allclose(det.score_samples(x), -errors)                 # higher = more normal
+    np.testing.assert_allclose(det.score_samples(x), -errors)  # higher = more normal
     np.testing.assert_allclose(det.decision_function(x), det.threshold_ - errors)  # negative = outlier
     assert det.offset_ == -det.threshold_
     pred = det.predict(x)

@@ -50,8 +50,11 @@ CASES = [
     ([12, (5, "rect:max"), {"size": 12, "form": "tied", "activation": "sigmoid"}], "bce", {}),
     ([12, (8, "relu"), (12, "linear")], "mse", {"hidden_l1": 0.1}),
     ([12, (8, "sigmoid"), (12, "tied")], "mse", {"hidden_l2": 0.3, "weight_l2": 1e-2}),
-    ([12, (8, "tanh"), (4, "relu"), (8, "tanh"), (12, "linear")], "mse",
-     {"weight_l1": {"hid1.w": 0.01, "*.w": 0.002}, "hidden_l1": {"hid2": 0.05}, "hidden_l2": {"hid1": 0.0}}),
+    (
+        [12, (8, "tanh"), (4, "relu"), (8, "tanh"), (12, "linear")],
+        "mse",
+        {"weight_l1": {"hid1.w": 0.01, "*.w": 0.002}, "hidden_l1": {"hid2": 0.05}, "hidden_l2": {"hid1": 0.0}},
+    ),
     ([12, (8, "softplus"), (4, "elu"), (8, "leaky-relu"), (12, "linear")], "mse", {"hidden_l1": 0.05}),
     ([12, (6, "lrelu"), (12, "softplus")], "mae", {}),
     # Images into a dense first layer: flattened, as the layer flattens them.
@@ -65,19 +68,28 @@ CASES = [
     ([12, (5, "relu"), (12, "linear")], "mse", {"input_noise": 0.1}),
     ([12, (5, "sigmoid"), {"size": 12, "form": "tied", "activation": "sigmoid"}], "bce", {"input_dropout": 0.3}),
     ([12, (5, "relu"), (12, "linear")], "mse", {"input_noise": 0.2, "input_dropout": 0.25, "hidden_l1": 0.1}),
-    ([12, (6, "relu"), (4, "sigmoid"), (6, "tied"), (12, "tied")], "mse",
-     {"hidden_dropout": {"hid1": 0.5}, "hidden_noise": {"hid2": 0.3}, "hidden_l2": 0.2}),
+    (
+        [12, (6, "relu"), (4, "sigmoid"), (6, "tied"), (12, "tied")],
+        "mse",
+        {"hidden_dropout": {"hid1": 0.5}, "hidden_noise": {"hid2": 0.3}, "hidden_l2": 0.2},
+    ),
     ([12, (8, "tanh"), (12, "linear")], "mae", {"hidden_noise": 0.1, "hidden_dropout": 0.2, "hidden_l1": 0.05}),
     ([12, (5, "sigmoid"), (12, "linear")], "mse", {"sparsity_target": 0.1}),
     # Sparsity only where the output lies in [0, 1] (relu and tanh layers are skipped, as in loss_terms).
-    ([12, (8, "sigmoid"), (4, "relu"), (8, "tanh"), (12, "sigmoid")], "bce",
-     {"sparsity_target": 0.05, "sparsity_weight": 3.0, "weight_l2": 1e-3, "input_noise": 0.05}),
+    (
+        [12, (8, "sigmoid"), (4, "relu"), (8, "tanh"), (12, "sigmoid")],
+        "bce",
+        {"sparsity_target": 0.05, "sparsity_weight": 3.0, "weight_l2": 1e-3, "input_noise": 0.05},
+    ),
     ([12, (8, "relu"), (12, "linear")], "mse", {"sparsity_target": 0.2}),  # no layer in range: a zero term
     ([12, (6, "sigmoid"), (12, "sigmoid")], "mse", {"sparsity_target": 0.3, "hidden_dropout": 0.4}),
     # prelu: its learnable leak per unit gets a gradient too.
     ([12, (6, "prelu"), (12, "linear")], "mse", {}),
-    ([12, (6, "prelu"), (4, "sigmoid"), {"size": 6, "form": "tied", "activation": "prelu"}, (12, "tied")], "mae",
-     {"hidden_l1": 0.1}),
+    (
+        [12, (6, "prelu"), (4, "sigmoid"), {"size": 6, "form": "tied", "activation": "prelu"}, (12, "tied")],
+        "mae",
+        {"hidden_l1": 0.1},
+    ),
     ([12, (6, "prelu"), (12, "sigmoid")], "bce", {"contractive": 0.3, "input_noise": 0.0}),
     # Contractive autoencoders: the closed-form penalty on the first layer, its pre-activation kept.
     ([12, (5, "sigmoid"), (12, "sigmoid")], "mse", {"contractive": 0.5}),
@@ -110,11 +122,14 @@ def test_terms_and_gradients_match_autograd(layers, loss, kwargs):
             np.testing.assert_allclose(p.grad.numpy(), g.numpy(), rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("layers, loss, kwargs", [
-    ([12, (5, "sigmoid"), (12, "sigmoid")], "mse", {}),
-    ([12, (5, "relu"), (12, "tied")], "mae", {"hidden_l1": 0.1}),
-    ([(1, 3, 4), (6, "tanh"), (12, "sigmoid")], "bce", {"input_noise": 0.1}),
-])
+@pytest.mark.parametrize(
+    "layers, loss, kwargs",
+    [
+        ([12, (5, "sigmoid"), (12, "sigmoid")], "mse", {}),
+        ([12, (5, "relu"), (12, "tied")], "mae", {"hidden_l1": 0.1}),
+        ([(1, 3, 4), (6, "tanh"), (12, "sigmoid")], "bce", {"input_noise": 0.1}),
+    ],
+)
 def test_weighted_losses_match_autograd(layers, loss, kwargs):
     net = aekit.Autoencoder(layers, loss=loss, rng=5, weighted=True)
     regs = reg.Regularizers.from_kwargs(code_layer=net.code_layer, **kwargs)
@@ -132,14 +147,20 @@ def test_weighted_losses_match_autograd(layers, loss, kwargs):
             np.testing.assert_allclose(p.grad.numpy(), g.numpy(), rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("layers, losses, kwargs", [
-    ([12, (5, "sigmoid"), (12, "sigmoid")], [("mse", 1.0), ("mae", 0.1)], {}),
-    # the cross-entropy's gradient is taken with respect to the logits, the others' through the sigmoid
-    ([12, (5, "relu"), (12, "sigmoid")], [("bce", 1.0), ("mse", 0.5)], {"hidden_l1": 0.1}),
-    ([12, (6, "tanh"), {"size": 12, "form": "tied", "activation": "sigmoid"}],
-     [("mae", 2.0), ("bce", 0.3), ("mse", 0.7)], {"input_noise": 0.1, "weight_l2": 1e-2}),
-    ([12, (6, "relu"), (12, "linear")], [("mse", 0.5), ("mae", 0.0)], {}),
-])
+@pytest.mark.parametrize(
+    "layers, losses, kwargs",
+    [
+        ([12, (5, "sigmoid"), (12, "sigmoid")], [("mse", 1.0), ("mae", 0.1)], {}),
+        # the cross-entropy's gradient is taken with respect to the logits, the others' through the sigmoid
+        ([12, (5, "relu"), (12, "sigmoid")], [("bce", 1.0), ("mse", 0.5)], {"hidden_l1": 0.1}),
+        (
+            [12, (6, "tanh"), {"size": 12, "form": "tied", "activation": "sigmoid"}],
+            [("mae", 2.0), ("bce", 0.3), ("mse", 0.7)],
+            {"input_noise": 0.1, "weight_l2": 1e-2},
+        ),
+        ([12, (6, "relu"), (12, "linear")], [("mse", 0.5), ("mae", 0.0)], {}),
+    ],
+)
 @pytest.mark.parametrize("weighted", [False, True])
 def test_several_losses_match_autograd(layers, losses, kwargs, weighted):
     net = aekit.Autoencoder(layers, loss=losses[0][0], rng=5, weighted=weighted)
@@ -148,7 +169,7 @@ def test_several_losses_match_autograd(layers, losses, kwargs, weighted):
         net.add_loss(name, weight=weight)
     regs = reg.Regularizers.from_kwargs(code_layer=net.code_layer, **kwargs)
     step = DenseChainStep.build(net, regs)
-    assert step is not None and step.keys[:len(losses) + 1] == [*(name for name, _ in losses), "err"]
+    assert step is not None and step.keys[: len(losses) + 1] == [*(name for name, _ in losses), "err"]
     for n in (37, 5):
         x = batch(n)
         w = batch(n, seed=2) if weighted else None
@@ -169,31 +190,37 @@ def test_losses_the_step_does_not_combine_go_through_autograd():
         assert DenseChainStep.build(net, reg.Regularizers.from_kwargs(code_layer="hid1")) is None
 
 
-@pytest.mark.parametrize("layers, loss, kwargs", [
-    ([12, (5, "relu+norm:z"), (12, "linear")], "mse", {}),
-    ([12, (5, "prelu+norm:z"), (12, "linear")], "mse", {}),
-    ([12, {"size": 5, "activation": "relu", "batch_norm": True}, (12, "linear")], "mse", {}),
-    ([12, (5, "relu"), (12, "linear")], "bce", {}),  # bce on a linear output: clamped, autograd
-    ([12, (5, "relu"), (12, "linear")], "kl", {}),
-    # Contractive penalties the closed form does not cover: a deeper code layer, or input corruption
-    # (the Jacobian is taken at the clean input, which the corrupted forward pass does not run).
-    ([12, (7, "tanh"), (3, "sigmoid"), (7, "tanh"), (12, "linear")], "mse", {"contractive": 0.1}),
-    ([12, (5, "sigmoid"), (12, "linear")], "mse", {"contractive": 0.1, "input_noise": 0.1}),
-    ([12, (5, "sigmoid"), (12, "linear")], "mse", {"contractive": 0.1, "input_dropout": 0.1}),
-    ([(1, 4, 4), {"form": "conv2", "channels": 2, "stride": 2}, "flatten", (16, "sigmoid")], "mse", {}),
-    ([(1, 4, 4), (6, "sigmoid"), {"form": "reshape", "shape": (1, 2, 3)}, (16, "sigmoid")], "mse", {}),
-])
+@pytest.mark.parametrize(
+    "layers, loss, kwargs",
+    [
+        ([12, (5, "relu+norm:z"), (12, "linear")], "mse", {}),
+        ([12, (5, "prelu+norm:z"), (12, "linear")], "mse", {}),
+        ([12, {"size": 5, "activation": "relu", "batch_norm": True}, (12, "linear")], "mse", {}),
+        ([12, (5, "relu"), (12, "linear")], "bce", {}),  # bce on a linear output: clamped, autograd
+        ([12, (5, "relu"), (12, "linear")], "kl", {}),
+        # Contractive penalties the closed form does not cover: a deeper code layer, or input corruption
+        # (the Jacobian is taken at the clean input, which the corrupted forward pass does not run).
+        ([12, (7, "tanh"), (3, "sigmoid"), (7, "tanh"), (12, "linear")], "mse", {"contractive": 0.1}),
+        ([12, (5, "sigmoid"), (12, "linear")], "mse", {"contractive": 0.1, "input_noise": 0.1}),
+        ([12, (5, "sigmoid"), (12, "linear")], "mse", {"contractive": 0.1, "input_dropout": 0.1}),
+        ([(1, 4, 4), {"form": "conv2", "channels": 2, "stride": 2}, "flatten", (16, "sigmoid")], "mse", {}),
+        ([(1, 4, 4), (6, "sigmoid"), {"form": "reshape", "shape": (1, 2, 3)}, (16, "sigmoid")], "mse", {}),
+    ],
+)
 def test_models_the_step_does_not_cover_go_through_autograd(layers, loss, kwargs):
     net = aekit.Autoencoder(layers, loss=loss, rng=5)
     regs = reg.Regularizers.from_kwargs(code_layer=net.code_layer, **kwargs)
     assert DenseChainStep.build(net, regs) is None
 
 
-@pytest.mark.parametrize("regularizers", [
-    dict(hidden_l1=0.01),
-    # A denoising, sparse model: the epoch-seeded noise makes both runs draw the same corruption.
-    dict(input_noise=0.2, input_dropout=0.1, hidden_dropout=0.2, sparsity_target=0.1, sparsity_weight=0.5),
-])
+@pytest.mark.parametrize(
+    "regularizers",
+    [
+        dict(hidden_l1=0.01),
+        # A denoising, sparse model: the epoch-seeded noise makes both runs draw the same corruption.
+        dict(input_noise=0.2, input_dropout=0.1, hidden_dropout=0.2, sparsity_target=0.1, sparsity_weight=0.5),
+    ],
+)
 def test_training_takes_the_fast_step_and_matches_autograd_training(monkeypatch, regularizers):
     x = np.random.default_rng(1).random((300, 20), dtype=np.float32)
     layers = [20, (8, "sigmoid"), (20, "sigmoid")]
@@ -241,8 +268,9 @@ def test_lbfgs_closure_takes_the_fast_step_and_matches_autograd(monkeypatch):
     # UFLDL's sparse autoencoder (sigmoid, weight decay, KL sparsity) trained full-batch with L-BFGS:
     # the closure's gradients come from the hand-derived step.
     x = np.random.default_rng(3).random((400, 16), dtype=np.float32)
-    options = dict(algo="lbfgs", max_epochs=15, validate_every=0, weight_l2=1e-4, sparsity_target=0.05,
-                   sparsity_weight=0.1)
+    options = dict(
+        algo="lbfgs", max_epochs=15, validate_every=0, weight_l2=1e-4, sparsity_target=0.05, sparsity_weight=0.1
+    )
     calls = count_step_calls(monkeypatch)
     fast = aekit.Autoencoder([16, (6, "sigmoid"), (16, "sigmoid")], rng=4)
     fast.train(x, **options)

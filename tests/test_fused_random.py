@@ -22,8 +22,11 @@ from aekit import regularizers as reg
 from aekit.fused import DenseChainStep
 
 # AEKIT_FUZZ_EXAMPLES=2000 for a deeper hunt (as in test_fuzz.py).
-EXAMPLES = settings(max_examples=int(os.environ.get("AEKIT_FUZZ_EXAMPLES", "60")), deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = settings(
+    max_examples=int(os.environ.get("AEKIT_FUZZ_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 ACTIVATIONS = sorted({*fused.ACTIVATIONS, *fused.PRE_ACTIVATIONS, "prelu"})
 N_IN = 9
 
@@ -47,14 +50,28 @@ def models(draw):
         layers[-1] = {**last, "activation": "sigmoid"} if isinstance(last, dict) else (last[0], "sigmoid")
     losses = [(name, draw(st.sampled_from([1.0, 0.5, 0.0, 2.0]))) for name in loss_names]
     kwargs = {}
-    for key, values in (("weight_l1", [1e-2]), ("weight_l2", [1e-2, 0.0]), ("hidden_l1", [0.1, 0.0]),
-                        ("hidden_l2", [0.2]), ("input_noise", [0.1]), ("input_dropout", [0.3]),
-                        ("hidden_noise", [0.2]), ("hidden_dropout", [0.4]), ("contractive", [0.3])):
+    for key, values in (
+        ("weight_l1", [1e-2]),
+        ("weight_l2", [1e-2, 0.0]),
+        ("hidden_l1", [0.1, 0.0]),
+        ("hidden_l2", [0.2]),
+        ("input_noise", [0.1]),
+        ("input_dropout", [0.3]),
+        ("hidden_noise", [0.2]),
+        ("hidden_dropout", [0.4]),
+        ("contractive", [0.3]),
+    ):
         if draw(st.integers(0, 3)) == 0:
             value = draw(st.sampled_from(values))
             # sometimes on one named layer only
-            kwargs[key] = {draw(st.sampled_from(names)): value} if draw(st.booleans()) and key != "input_noise" \
-                and key != "input_dropout" and not key.startswith("weight") else value
+            kwargs[key] = (
+                {draw(st.sampled_from(names)): value}
+                if draw(st.booleans())
+                and key != "input_noise"
+                and key != "input_dropout"
+                and not key.startswith("weight")
+                else value
+            )
     if "contractive" in kwargs and draw(st.booleans()):  # the step's case: the first hidden layer
         kwargs["contractive"] = {"hid1": 0.3}
     if draw(st.integers(0, 3)) == 0:

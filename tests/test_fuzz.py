@@ -20,8 +20,11 @@ from aekit import AekitError
 from aekit.training import TrainOptions
 
 # AEKIT_FUZZ_EXAMPLES=2000 for a deeper hunt; the default keeps the file under a minute.
-FUZZ = settings(max_examples=int(os.environ.get("AEKIT_FUZZ_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                        HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=int(os.environ.get("AEKIT_FUZZ_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 def documented(call):
@@ -37,17 +40,43 @@ def documented(call):
 
 # ---------------------------------------------------------------------- layer specs
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-3, 40), st.floats(allow_nan=True, allow_infinity=True),
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 40),
+    st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from(["relu", "sigmoid", "tied", "linear", "tanh+relu", "nope", "", "conv2", "flatten", "in", "hid1"]),
-    st.text(max_size=6), st.binary(max_size=4),
+    st.text(max_size=6),
+    st.binary(max_size=4),
 )
-spec_keys = st.sampled_from(["size", "activation", "name", "form", "std", "sparsity", "channels", "kernel",
-                             "stride", "padding", "shape", "inputs", "partner", "mode", "scale", "batch_norm",
-                             "init", "bogus"])
+spec_keys = st.sampled_from(
+    [
+        "size",
+        "activation",
+        "name",
+        "form",
+        "std",
+        "sparsity",
+        "channels",
+        "kernel",
+        "stride",
+        "padding",
+        "shape",
+        "inputs",
+        "partner",
+        "mode",
+        "scale",
+        "batch_norm",
+        "init",
+        "bogus",
+    ]
+)
 layer_items = st.recursive(
     scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=3).map(tuple), st.lists(inner, max_size=3),
-                            st.dictionaries(spec_keys, inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3).map(tuple),
+        st.lists(inner, max_size=3),
+        st.dictionaries(spec_keys, inner, max_size=4),
+    ),
     max_leaves=6,
 )
 plausible = st.one_of(st.integers(1, 12), st.tuples(st.integers(1, 12), st.sampled_from(["relu", "tied", "sigmoid"])))
@@ -64,14 +93,23 @@ def test_fuzzed_layer_specs(layers):
 
 
 # ---------------------------------------------------------------------- arrays
-dtypes = st.one_of(hnp.floating_dtypes(), hnp.integer_dtypes(), hnp.unsigned_integer_dtypes(),
-                   hnp.boolean_dtypes(), hnp.complex_number_dtypes(), st.just(np.dtype(object)))
+dtypes = st.one_of(
+    hnp.floating_dtypes(),
+    hnp.integer_dtypes(),
+    hnp.unsigned_integer_dtypes(),
+    hnp.boolean_dtypes(),
+    hnp.complex_number_dtypes(),
+    st.just(np.dtype(object)),
+)
 
 
 @st.composite
 def arrays(draw):
-    shape = draw(st.one_of(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5),
-                           st.tuples(st.integers(0, 4), st.just(4))))
+    shape = draw(
+        st.one_of(
+            hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5), st.tuples(st.integers(0, 4), st.just(4))
+        )
+    )
     dtype = draw(dtypes)
     if dtype == object:
         return np.array([[1, "a"], [None, 2.0]], dtype=object)[: shape[0] if shape else 0]
@@ -99,14 +137,22 @@ def test_fuzzed_arrays(small_net, x):
 # ---------------------------------------------------------------------- preprocessing
 def preprocessing_step(kind):
     from aekit import preprocessing as pp
-    return {"minmax": pp.MinMaxScaler, "standard": pp.StandardScaler, "zca": pp.Whitener,
-            "pca": lambda: pp.Whitener("pca", n_components=2),
-            "pipeline": lambda: pp.Pipeline([pp.StandardScaler(), pp.Whitener("pca")])}[kind]()
+
+    return {
+        "minmax": pp.MinMaxScaler,
+        "standard": pp.StandardScaler,
+        "zca": pp.Whitener,
+        "pca": lambda: pp.Whitener("pca", n_components=2),
+        "pipeline": lambda: pp.Pipeline([pp.StandardScaler(), pp.Whitener("pca")]),
+    }[kind]()
 
 
 @FUZZ
-@given(kind=st.sampled_from(["minmax", "standard", "zca", "pca", "pipeline"]),
-       x=st.one_of(arrays(), scalars), y=st.one_of(arrays(), scalars, st.lists(scalars, max_size=4)))
+@given(
+    kind=st.sampled_from(["minmax", "standard", "zca", "pca", "pipeline"]),
+    x=st.one_of(arrays(), scalars),
+    y=st.one_of(arrays(), scalars, st.lists(scalars, max_size=4)),
+)
 def test_fuzzed_preprocessing(kind, x, y):
     step = preprocessing_step(kind)
     if documented(lambda: step.fit(x)) is None:
@@ -142,13 +188,25 @@ def test_fuzzed_pictures(tmp_path_factory, small_net, x, option, which):
 
 
 # ---------------------------------------------------------------------- diagnosis and reports
-DIAGNOSE_OPTIONS = ["max_samples", "collapse_ratio", "mean_cosine", "dead_tolerance", "saturation_fraction",
-                    "trivial_r2", "label_runs", "order_correlation"]
+DIAGNOSE_OPTIONS = [
+    "max_samples",
+    "collapse_ratio",
+    "mean_cosine",
+    "dead_tolerance",
+    "saturation_fraction",
+    "trivial_r2",
+    "label_runs",
+    "order_correlation",
+]
 
 
 @FUZZ
-@given(x=st.one_of(arrays(), scalars), y=st.one_of(arrays(), scalars),
-       options=st.dictionaries(st.sampled_from(DIAGNOSE_OPTIONS), scalars, max_size=2), report=st.booleans())
+@given(
+    x=st.one_of(arrays(), scalars),
+    y=st.one_of(arrays(), scalars),
+    options=st.dictionaries(st.sampled_from(DIAGNOSE_OPTIONS), scalars, max_size=2),
+    report=st.booleans(),
+)
 def test_fuzzed_diagnosis_and_report(tmp_path_factory, small_net, x, y, options, report):
     if report:
         folder = tmp_path_factory.mktemp("r") / "report"
@@ -161,8 +219,21 @@ def test_fuzzed_diagnosis_and_report(tmp_path_factory, small_net, x, y, options,
 
 
 # ---------------------------------------------------------------------- models trained
-MODEL_ACTIVATIONS = ["relu", "sigmoid", "tanh", "linear", "softplus", "elu", "gelu", "prelu", "lrelu", "rect:minmax",
-                     "softmax", "relu+norm:z", "sigmoid+norm:mean"]
+MODEL_ACTIVATIONS = [
+    "relu",
+    "sigmoid",
+    "tanh",
+    "linear",
+    "softplus",
+    "elu",
+    "gelu",
+    "prelu",
+    "lrelu",
+    "rect:minmax",
+    "softmax",
+    "relu+norm:z",
+    "sigmoid+norm:mean",
+]
 
 
 @st.composite
@@ -177,24 +248,45 @@ def dense_models(draw):
 
 @st.composite
 def conv_models(draw):
-    conv = {"form": "conv2", "channels": draw(st.integers(1, 3)), "stride": draw(st.sampled_from([1, 2])),
-            "kernel": draw(st.sampled_from([1, 2, 3])), "padding": draw(st.sampled_from(["same", "valid", 0, 1])),
-            "activation": draw(st.sampled_from(MODEL_ACTIVATIONS[:6]))}
+    conv = {
+        "form": "conv2",
+        "channels": draw(st.integers(1, 3)),
+        "stride": draw(st.sampled_from([1, 2])),
+        "kernel": draw(st.sampled_from([1, 2, 3])),
+        "padding": draw(st.sampled_from(["same", "valid", 0, 1])),
+        "activation": draw(st.sampled_from(MODEL_ACTIVATIONS[:6])),
+    }
     middle = draw(st.sampled_from([[conv], [conv, {"form": "pool", "mode": draw(st.sampled_from(["max", "avg"]))}]]))
     return [(1, 6, 6), *middle, draw(st.sampled_from(["tied", "deconv", "flatten"]))]
 
 
-training_options = st.fixed_dictionaries({}, optional={
-    "hidden_l1": st.sampled_from([0.0, 0.1]), "weight_l2": st.just(1e-3), "sparsity_target": st.just(0.1),
-    "contractive": st.sampled_from([0.1, {"hid1": 0.2}]), "input_noise": st.just(0.1), "input_dropout": st.just(0.2),
-    "hidden_dropout": st.just(0.3), "algo": st.sampled_from(["adam", "sgd", "lbfgs", "rmsprop"]),
-    "batch_size": st.sampled_from([1, 3, 64]), "layerwise": st.booleans(), "max_gradient_norm": st.just(1.0),
-    "precision": st.sampled_from(["fp32", "bf16"]), "valid_split": st.just(0.25)})
+training_options = st.fixed_dictionaries(
+    {},
+    optional={
+        "hidden_l1": st.sampled_from([0.0, 0.1]),
+        "weight_l2": st.just(1e-3),
+        "sparsity_target": st.just(0.1),
+        "contractive": st.sampled_from([0.1, {"hid1": 0.2}]),
+        "input_noise": st.just(0.1),
+        "input_dropout": st.just(0.2),
+        "hidden_dropout": st.just(0.3),
+        "algo": st.sampled_from(["adam", "sgd", "lbfgs", "rmsprop"]),
+        "batch_size": st.sampled_from([1, 3, 64]),
+        "layerwise": st.booleans(),
+        "max_gradient_norm": st.just(1.0),
+        "precision": st.sampled_from(["fp32", "bf16"]),
+        "valid_split": st.just(0.25),
+    },
+)
 
 
 @FUZZ
-@given(layers=st.one_of(dense_models(), conv_models()), loss=st.sampled_from(["mse", "mae", "bce", "kl"]),
-       options=training_options, seed=st.integers(0, 100))
+@given(
+    layers=st.one_of(dense_models(), conv_models()),
+    loss=st.sampled_from(["mse", "mae", "bce", "kl"]),
+    options=training_options,
+    seed=st.integers(0, 100),
+)
 def test_fuzzed_models_train(layers, loss, options, seed):
     """Random dense and conv models, losses and regularizers: training works or says why.
 
@@ -219,13 +311,25 @@ def test_fuzzed_models_train(layers, loss, options, seed):
 
 # ---------------------------------------------------------------------- train options
 option_names = [f.name for f in __import__("dataclasses").fields(TrainOptions)] + [
-    "hidden_l1", "weight_l2", "sparsity_target", "input_noise", "hidden_dropout", "max_updates", "contractive"]
+    "hidden_l1",
+    "weight_l2",
+    "sparsity_target",
+    "input_noise",
+    "hidden_dropout",
+    "max_updates",
+    "contractive",
+]
 option_values = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 4), st.floats(allow_nan=True, allow_infinity=True, width=32),
-    st.text(max_size=8), st.sampled_from(["adam", "sgd", "lbfgs", "layerwise", "warn", "raise", "hid1", "hid1:out"]),
-    st.lists(st.floats(-2, 2), max_size=3), st.dictionaries(st.sampled_from(["hid1", "hid1:out", "x", "*"]),
-                                                             st.one_of(st.floats(-2, 2), st.text(max_size=3)),
-                                                             max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 4),
+    st.floats(allow_nan=True, allow_infinity=True, width=32),
+    st.text(max_size=8),
+    st.sampled_from(["adam", "sgd", "lbfgs", "layerwise", "warn", "raise", "hid1", "hid1:out"]),
+    st.lists(st.floats(-2, 2), max_size=3),
+    st.dictionaries(
+        st.sampled_from(["hid1", "hid1:out", "x", "*"]), st.one_of(st.floats(-2, 2), st.text(max_size=3)), max_size=2
+    ),
 )
 
 
@@ -291,6 +395,7 @@ def mutations(draw, raw, kinds=("flip", "cut", "splice", "header")):
 def _file_seeds():
     import gzip
     import io
+
     seeds = []
     for save in (np.save, np.savez):
         buffer = io.BytesIO()
@@ -302,9 +407,25 @@ def _file_seeds():
 
 
 @FUZZ
-@given(data=st.data(), name=st.sampled_from(["d.npy", "d.npz", "d.csv", "d.tsv", "d.txt", "d-idx3-ubyte", "d.idx",
-                                             "d.npy.gz", "d.csv.gz", "d-idx3-ubyte.gz", "d"]),
-       mmap=st.booleans())
+@given(
+    data=st.data(),
+    name=st.sampled_from(
+        [
+            "d.npy",
+            "d.npz",
+            "d.csv",
+            "d.tsv",
+            "d.txt",
+            "d-idx3-ubyte",
+            "d.idx",
+            "d.npy.gz",
+            "d.csv.gz",
+            "d-idx3-ubyte.gz",
+            "d",
+        ]
+    ),
+    mmap=st.booleans(),
+)
 def test_fuzzed_data_files(tmp_path_factory, data, name, mmap):
     """Any bytes under any data file name: an array of real numbers or a DataError."""
     edits = st.sampled_from(_file_seeds()).flatmap(lambda seed: mutations(seed, kinds=("flip", "cut", "splice")))

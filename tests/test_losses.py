@@ -39,9 +39,9 @@ def test_gll_matches_scipy_with_the_true_log_determinant():
 
     mean, target = _pair((3, 4))
     var = torch.rand(3, 4, dtype=torch.float64) + 0.5
-    expected = -np.mean([
-        multivariate_normal(mean[i].numpy(), np.diag(var[i].numpy())).logpdf(target[i].numpy()) for i in range(3)
-    ])
+    expected = -np.mean(
+        [multivariate_normal(mean[i].numpy(), np.diag(var[i].numpy())).logpdf(target[i].numpy()) for i in range(3)]
+    )
     assert math.isclose(L.gll(mean, target, var).item(), expected, rel_tol=1e-9)
 
 

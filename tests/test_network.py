@@ -19,8 +19,9 @@ def test_shapes_of_every_output(small):
     assert net.encode(small, layer=1).shape == (40, 6)
     assert net.decode(net.encode(small)).shape == (40, 12)
     outputs = net.feed_forward(small)
-    assert sorted(outputs) == sorted(["in:out"] + [f"{n}:{k}" for n in ("hid1", "hid2", "hid3", "out")
-                                                     for k in ("pre", "out")])
+    assert sorted(outputs) == sorted(
+        ["in:out"] + [f"{n}:{k}" for n in ("hid1", "hid2", "hid3", "out") for k in ("pre", "out")]
+    )
     np.testing.assert_allclose(outputs["out:out"], net.predict(small), rtol=1e-6)
     np.testing.assert_allclose(net.decode(outputs["hid2:out"]), net.predict(small), rtol=1e-5, atol=1e-6)
 
@@ -207,7 +208,8 @@ def test_penalty_values_follow_their_formulas(small):
 def test_gll_with_a_variance_layer(small):
     net = aekit.Autoencoder(
         [12, (6, "relu"), dict(size=12, name="out"), dict(size=12, name="var", inputs="hid1", activation="softplus")],
-        loss="gll", covar="var",
+        loss="gll",
+        covar="var",
     )
     assert net.graph.output_name == "out"
     # The loss is scipy's Gaussian negative log-likelihood of x under N(out, var), summed over
@@ -232,13 +234,17 @@ def test_image_layouts_other_than_declared_or_flat_are_refused():
     # Any other layout of the same size (channels-last above all) would be reshaped into
     # scrambled pixels, so it is refused with the remedy.
     rng = np.random.default_rng(0)
-    net = aekit.Autoencoder([(3, 8, 8), dict(form="conv2", channels=4, kernel=3, stride=2, activation="relu"),
-                             dict(form="tied")], rng=0)
+    net = aekit.Autoencoder(
+        [(3, 8, 8), dict(form="conv2", channels=4, kernel=3, stride=2, activation="relu"), dict(form="tied")], rng=0
+    )
     images = rng.random((5, 3, 8, 8)).astype(np.float32)
     np.testing.assert_array_equal(net.predict(images.reshape(5, -1)), net.predict(images))
-    with pytest.raises(DataError, match=r"^x has examples of shape \(8, 8, 3\), but this Autoencoder expects "
-                                        r"\(3, 8, 8\) or flat rows of 192 \(layer 'in'\); for channels-last "
-                                        r"images move the channels first"):
+    with pytest.raises(
+        DataError,
+        match=r"^x has examples of shape \(8, 8, 3\), but this Autoencoder expects "
+        r"\(3, 8, 8\) or flat rows of 192 \(layer 'in'\); for channels-last "
+        r"images move the channels first",
+    ):
         net.predict(np.moveaxis(images, 1, -1))
     with pytest.raises(DataError, match=r"^x has examples of shape \(8, 24\)"):
         net.predict(images.reshape(5, 8, 24))
@@ -252,8 +258,11 @@ def test_misleading_inputs_get_their_own_messages(small):
         net.encode(np.vstack([small[:1], np.full((1, 12), 1e300)]))
     with pytest.raises(DataError, match=r"^x holds NaN or infinite values \(first in row 0\)$"):
         net.encode(np.full((1, 12), np.inf))
-    with pytest.raises(DataError, match=r"^x is a pair of arrays, as \[x, w\] for a weighted Autoencoder, but "
-                                        r"this Autoencoder has weighted=False"):
+    with pytest.raises(
+        DataError,
+        match=r"^x is a pair of arrays, as \[x, w\] for a weighted Autoencoder, but "
+        r"this Autoencoder has weighted=False",
+    ):
         net.train([small, np.ones_like(small)], max_epochs=1)
 
 
@@ -272,8 +281,9 @@ def test_loss_checks_its_weights_as_train_does(small):
 
 
 def test_misspelt_constructor_keywords_are_named():
-    with pytest.raises(ConfigurationError, match="unknown keyword argument of Autoencoder\\(\\) 'weigthed'; "
-                                                 "did you mean 'weighted'"):
+    with pytest.raises(
+        ConfigurationError, match="unknown keyword argument of Autoencoder\\(\\) 'weigthed'; did you mean 'weighted'"
+    ):
         aekit.Autoencoder([10, 4, 10], weigthed=True)
 
 
@@ -287,8 +297,16 @@ def test_sampled_codes_are_fresh_each_call_and_reproducible_by_rng(small):
 
 # ---------------------------------------------------------------------- decode from any layer
 def _tied_12_6_3_6_12():
-    net = aekit.Autoencoder([12, (6, "relu"), (3, "sigmoid"), dict(size=6, form="tied", activation="tanh"),
-                             dict(size=12, form="tied", activation="linear")], rng=3)
+    net = aekit.Autoencoder(
+        [
+            12,
+            (6, "relu"),
+            (3, "sigmoid"),
+            dict(size=6, form="tied", activation="tanh"),
+            dict(size=12, form="tied", activation="linear"),
+        ],
+        rng=3,
+    )
     # Non-zero biases, so that a decoder which skipped or repeated a layer would show.
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -302,13 +320,15 @@ def _numpy_decoder(net, z, start):
     """The layers after ``start`` in float64 numpy, from the model's parameters."""
     w1, w2 = (net.find(n, "w").detach().double().numpy() for n in ("hid1", "hid2"))
     b = {n: net.find(n, "b").detach().double().numpy() for n in ("hid1", "hid2", "hid3", "out")}
-    steps = [("hid1", lambda h: np.maximum(h @ w1 + b["hid1"], 0.0)),
-             ("hid2", lambda h: 1.0 / (1.0 + np.exp(-(h @ w2 + b["hid2"])))),
-             ("hid3", lambda h: np.tanh(h @ w2.T + b["hid3"])),  # tied to hid2
-             ("out", lambda h: h @ w1.T + b["out"])]  # tied to hid1
+    steps = [
+        ("hid1", lambda h: np.maximum(h @ w1 + b["hid1"], 0.0)),
+        ("hid2", lambda h: 1.0 / (1.0 + np.exp(-(h @ w2 + b["hid2"])))),
+        ("hid3", lambda h: np.tanh(h @ w2.T + b["hid3"])),  # tied to hid2
+        ("out", lambda h: h @ w1.T + b["out"]),
+    ]  # tied to hid1
     names = ["in"] + [name for name, _ in steps]
     h = np.asarray(z, np.float64)
-    for name, step in steps[names.index(start):]:
+    for name, step in steps[names.index(start) :]:
         h = step(h)
     return h
 

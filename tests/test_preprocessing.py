@@ -41,8 +41,9 @@ def test_minmax_matches_scikit_learn(correlated):
 def test_standard_scaler_matches_scikit_learn_and_handles_constants(correlated):
     from sklearn.preprocessing import StandardScaler as Reference
 
-    np.testing.assert_allclose(StandardScaler().fit_transform(correlated),
-                               Reference().fit_transform(correlated), atol=1e-5)
+    np.testing.assert_allclose(
+        StandardScaler().fit_transform(correlated), Reference().fit_transform(correlated), atol=1e-5
+    )
     constant = np.ones((10, 3), np.float32)
     np.testing.assert_array_equal(StandardScaler().fit_transform(constant), np.zeros((10, 3)))
     np.testing.assert_array_equal(MinMaxScaler().fit_transform(constant), np.zeros((10, 3)))
@@ -94,8 +95,10 @@ def test_epsilon_regularises_and_singular_data_are_refused(rng):
         Whitener().transform(x)
 
 
-@pytest.mark.parametrize("step", [MinMaxScaler(), StandardScaler(), Whitener("pca", n_components=2),
-                                  Pipeline([StandardScaler(), Whitener("zca")])])
+@pytest.mark.parametrize(
+    "step",
+    [MinMaxScaler(), StandardScaler(), Whitener("pca", n_components=2), Pipeline([StandardScaler(), Whitener("zca")])],
+)
 def test_edge_shapes_and_dtypes_are_data_errors_or_empty_results(rng, step):
     with pytest.raises(DataError, match=r"x has no features: shape \(3, 0\)"):
         step.fit(np.zeros((3, 0)))
@@ -127,8 +130,12 @@ def test_transform_tensor_matches_numpy_and_keeps_image_shape(rng):
 
 
 def test_config_and_state_round_trip(correlated):
-    for step in (MinMaxScaler((0.1, 0.9), per_feature=False), StandardScaler(), Whitener("pca", 1e-2),
-                 Pipeline([MinMaxScaler(), Whitener("zca", 1e-2)])):
+    for step in (
+        MinMaxScaler((0.1, 0.9), per_feature=False),
+        StandardScaler(),
+        Whitener("pca", 1e-2),
+        Pipeline([MinMaxScaler(), Whitener("zca", 1e-2)]),
+    ):
         step.fit(correlated)
         again = from_config(step.get_config(), step.state_tensors())
         assert type(again) is type(step) and repr(again) == repr(step)
@@ -197,7 +204,7 @@ def _windows(images, size):
         for r in range(height - size + 1):
             for c in range(width - size + 1):
                 where.append((m, r, c))
-                pixels.append(image[..., r:r + size, c:c + size].ravel())  # (C, size, size) order for colour
+                pixels.append(image[..., r : r + size, c : c + size].ravel())  # (C, size, size) order for colour
     return np.array(where), np.array(pixels, dtype=np.float32)
 
 
@@ -284,8 +291,12 @@ def test_steps_follow_the_scikit_learn_estimator_api():
     from sklearn.pipeline import make_pipeline
 
     x = np.random.default_rng(0).random((50, 6))
-    steps = [Whitener(kind="pca", epsilon=0.1), MinMaxScaler((0.0, 2.0)), StandardScaler(per_feature=False),
-             Pipeline([StandardScaler(), Whitener()])]
+    steps = [
+        Whitener(kind="pca", epsilon=0.1),
+        MinMaxScaler((0.0, 2.0)),
+        StandardScaler(per_feature=False),
+        Pipeline([StandardScaler(), Whitener()]),
+    ]
     for step in steps:
         copy = clone(step)
         assert copy is not step and copy.get_params().keys() == step.get_params().keys()

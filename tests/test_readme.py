@@ -26,8 +26,10 @@ def test_readme_example_runs(block, tmp_path, monkeypatch):
         pytest.skip("the example reads ../shared/data, which is absent")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__readme__"}
-    exec(compile(block.replace("../shared/data", str(README.parents[1] / "shared" / "data")),
-                 "README.md", "exec"), namespace)
+    exec(
+        compile(block.replace("../shared/data", str(README.parents[1] / "shared" / "data")), "README.md", "exec"),
+        namespace,
+    )
     # Every file the example names is there afterwards, complete: pictures are PNGs and model
     # files load.
     import aekit

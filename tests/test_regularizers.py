@@ -46,8 +46,14 @@ def test_gradcheck_weight_and_hidden_penalties(power):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(weight_l1=0.1), dict(weight_l2=0.1), dict(hidden_l1=0.1), dict(hidden_l2=0.1),
-     dict(sparsity_target=0.1, sparsity_weight=3.0), dict(contractive=0.5)],
+    [
+        dict(weight_l1=0.1),
+        dict(weight_l2=0.1),
+        dict(hidden_l1=0.1),
+        dict(hidden_l2=0.1),
+        dict(sparsity_target=0.1, sparsity_weight=3.0),
+        dict(contractive=0.5),
+    ],
 )
 def test_gradcheck_every_regularizer_through_the_network(kwargs):
     net = _double_net([5, (3, "sigmoid"), (5, "tied")])
@@ -80,20 +86,37 @@ def test_contractive_equals_the_closed_form_for_a_sigmoid_layer():
     w = net.find("hid1", "w").detach()
     h = torch.sigmoid(x @ w + net.find("hid1", "b").detach())
     # J_i = diag(h(1-h)) W^T, so ||J||_F^2 = sum_j (h_j(1-h_j))^2 ||W_:j||^2 (Rifai et al. 2011, eq. 3)
-    expected = ((h * (1 - h)) ** 2 * (w ** 2).sum(0)).sum(1).mean()
+    expected = ((h * (1 - h)) ** 2 * (w**2).sum(0)).sum(1).mean()
     assert torch.isclose(net._jacobian_norm(x, "hid1"), expected)
 
 
 def _jacobian_reference(net, x, layer):
     """Mean ||d layer:out / d x||_F^2 from one full automatic Jacobian per example (the definition)."""
+
     def code(example):
         return net.graph(example.unsqueeze(0), stop=layer)[f"{layer}:out"].flatten()
-    return torch.stack([torch.autograd.functional.jacobian(code, e, create_graph=True).square().sum()
-                        for e in x]).mean()
+
+    return torch.stack(
+        [torch.autograd.functional.jacobian(code, e, create_graph=True).square().sum() for e in x]
+    ).mean()
 
 
-@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "softplus", "elu", "gelu", "leaky-relu",
-                                        "linear", "rect:minmax", "prelu", "tanh+prelu"])
+@pytest.mark.parametrize(
+    "activation",
+    [
+        "sigmoid",
+        "tanh",
+        "relu",
+        "softplus",
+        "elu",
+        "gelu",
+        "leaky-relu",
+        "linear",
+        "rect:minmax",
+        "prelu",
+        "tanh+prelu",
+    ],
+)
 def test_closed_form_contractive_penalty_equals_the_per_example_jacobians(activation, monkeypatch):
     layers = [(1, 3, 3), (5, activation), (9, "linear")] if activation == "tanh" else [9, (5, activation), (9, "tied")]
     net = _double_net(layers, rng=3)
@@ -109,11 +132,14 @@ def test_closed_form_contractive_penalty_equals_the_per_example_jacobians(activa
         assert torch.allclose(g, e, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("layers", [
-    [6, (5, "sigmoid"), (3, "tanh"), (5, "sigmoid"), (6, "linear")],    # two layers, wider than the input
-    [6, (4, "softplus"), (3, "prelu"), (4, "relu"), (6, "linear")],      # narrower: through w_1^T w_1
-    [(1, 2, 3), (8, "elu"), (5, "gelu"), (2, "tanh"), (5, "linear"), (8, "sigmoid"), (6, "linear")],
-])
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [6, (5, "sigmoid"), (3, "tanh"), (5, "sigmoid"), (6, "linear")],  # two layers, wider than the input
+        [6, (4, "softplus"), (3, "prelu"), (4, "relu"), (6, "linear")],  # narrower: through w_1^T w_1
+        [(1, 2, 3), (8, "elu"), (5, "gelu"), (2, "tanh"), (5, "linear"), (8, "sigmoid"), (6, "linear")],
+    ],
+)
 def test_closed_form_contractive_penalty_of_deeper_code_layers(layers, monkeypatch):
     net = _double_net(layers, rng=4)
     x = torch.rand(6, *net.graph.input_shape, dtype=torch.float64).mul(2).sub(1)
@@ -128,12 +154,15 @@ def test_closed_form_contractive_penalty_of_deeper_code_layers(layers, monkeypat
         assert torch.allclose(g, e, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("layers", [
-    [6, (4, "softmax"), (6, "linear")],                                 # units mixed: not elementwise
-    [6, dict(size=4, activation="sigmoid", batch_norm=True), (6, "linear")],
-    [6, (5, "sigmoid"), (3, "tanh+norm:mean"), (5, "sigmoid"), (6, "linear")],  # a chain, one layer not elementwise
-    [6, (5, "prelu"), (3, "softmax"), (5, "sigmoid"), (6, "linear")],  # prelu under vmap (this crashed once)
-])
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [6, (4, "softmax"), (6, "linear")],  # units mixed: not elementwise
+        [6, dict(size=4, activation="sigmoid", batch_norm=True), (6, "linear")],
+        [6, (5, "sigmoid"), (3, "tanh+norm:mean"), (5, "sigmoid"), (6, "linear")],  # a chain, one layer not elementwise
+        [6, (5, "prelu"), (3, "softmax"), (5, "sigmoid"), (6, "linear")],  # prelu under vmap (this crashed once)
+    ],
+)
 def test_other_code_layers_keep_the_per_example_jacobians(layers):
     net = _double_net(layers, rng=5)
     net.graph.eval()  # batch norm: running statistics, the same for one example and for many
@@ -146,8 +175,11 @@ def test_other_code_layers_keep_the_per_example_jacobians(layers):
 def test_contractive_penalty_of_a_conv_code_layer(padding):
     # Convolutions run channels-last, which torch.func's batched tensors do not have: the per-example
     # Jacobians must still go through (this crashed once).
-    layers = [(1, 6, 6), {"form": "conv2", "channels": 2, "stride": 2, "padding": padding, "activation": "tanh+prelu"},
-              "tied"]
+    layers = [
+        (1, 6, 6),
+        {"form": "conv2", "channels": 2, "stride": 2, "padding": padding, "activation": "tanh+prelu"},
+        "tied",
+    ]
     net = _double_net(layers, rng=5)
     x = torch.rand(3, 1, 6, 6, dtype=torch.float64)
     assert torch.allclose(net._jacobian_norm(x, "hid1"), _jacobian_reference(net, x, "hid1"), rtol=1e-10)
@@ -214,7 +246,10 @@ def test_pattern_dicts_select_layers_and_params():
     "kwargs, message",
     [
         (dict(hidden_l1={"hidden1": 0.1}), "hidden_l1 pattern 'hidden1' matches no hidden layer .*did you mean 'hid1'"),
-        (dict(weight_l2={"hid1.W": 0.1}), "weight_l2 pattern 'hid1.W' matches no weight matrix .*did you mean 'hid1.w'"),
+        (
+            dict(weight_l2={"hid1.W": 0.1}),
+            "weight_l2 pattern 'hid1.W' matches no weight matrix .*did you mean 'hid1.w'",
+        ),
         (dict(hidden_dropout={"out": 0.5}), "hidden_dropout pattern 'out' matches no hidden layer"),
         (dict(contractive={"hid9": 1.0}), "contractive pattern 'hid9' matches no hidden layer"),
         (dict(sparsity_target=0.1, sparsity_weight={"hid1": 3.0}), r"outputs in \[0, 1\].*chooses only hid1 \(relu\)"),
@@ -236,8 +271,9 @@ def test_patterns_that_choose_nothing_are_refused(kwargs, message):
 
 def test_hidden_penalties_need_a_hidden_layer():
     net = aekit.Autoencoder([10, (10, "linear")])
-    with pytest.raises(ConfigurationError, match="hidden_l1 pattern '\\*' matches nothing: this Autoencoder has no "
-                                                 "hidden layer"):
+    with pytest.raises(
+        ConfigurationError, match="hidden_l1 pattern '\\*' matches nothing: this Autoencoder has no hidden layer"
+    ):
         net.loss(np.ones((4, 10), np.float32), hidden_l1=0.1)
 
 
@@ -267,12 +303,15 @@ def test_noise_is_training_only():
     assert not torch.equal(a, c)
 
 
-@pytest.mark.parametrize("kwargs, expected", [
-    (dict(input_noise=0.3), 0.09),  # E (x + 0.3 e - x)^2 = 0.3^2
-    (dict(hidden_noise=0.3), 0.09),
-    (dict(input_dropout=0.25), 1 / 3),  # E (x m / (1 - p) - x)^2 = x^2 p / (1 - p), x = 1
-    (dict(hidden_dropout=0.25), 1 / 3),
-])
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        (dict(input_noise=0.3), 0.09),  # E (x + 0.3 e - x)^2 = 0.3^2
+        (dict(hidden_noise=0.3), 0.09),
+        (dict(input_dropout=0.25), 1 / 3),  # E (x m / (1 - p) - x)^2 = x^2 p / (1 - p), x = 1
+        (dict(hidden_dropout=0.25), 1 / 3),
+    ],
+)
 def test_noise_and_dropout_have_their_stated_statistics(kwargs, expected):
     # An identity chain passes its corruption straight to the output, so the training loss of
     # x = 1 is the corruption's mean square; over 400,000 values its standard error is < 0.5%.
@@ -299,14 +338,14 @@ def test_gaussian_noise_adds_zero_mean_noise_of_the_given_std(std):
     assert torch.equal(x, before)  # not in place
     n = noise.numel()
     assert n == N_DRAWS
-    assert abs(noise.mean().item()) < 5 * std / n ** 0.5
+    assert abs(noise.mean().item()) < 5 * std / n**0.5
     assert noise.std().item() == pytest.approx(std, abs=5 * std / (2 * n) ** 0.5)
     # Gaussian, not merely of that variance: 68.27% of draws lie within one std.
     inside = (noise.abs() < std).double().mean().item()
     assert inside == pytest.approx(0.682689, abs=5 * (0.682689 * 0.317311 / n) ** 0.5)
     # Independent of x.
     corr = np.corrcoef(noise.numpy(), x.double().flatten().numpy())[0, 1]
-    assert abs(corr) < 5 / n ** 0.5
+    assert abs(corr) < 5 / n**0.5
 
 
 @pytest.mark.parametrize("p", [0.2, 0.5, 0.9])

@@ -65,8 +65,15 @@ def test_report_is_one_page_with_its_pictures_alongside(tmp_path, model):
     refs = _Refs()
     refs.feed(text)
     assert refs.scripts == 0 and refs.links == []  # nothing outside the folder
-    expected = {"features_encoder.png", "features_decoder.png", "reconstructions.png", "history.png",
-                "codes.png", "activations.png", "top_inputs.png"}
+    expected = {
+        "features_encoder.png",
+        "features_decoder.png",
+        "reconstructions.png",
+        "history.png",
+        "codes.png",
+        "activations.png",
+        "top_inputs.png",
+    }
     assert set(refs.images) == expected
     for name in refs.images:
         assert "/" not in name and img_ok(tmp_path / "rep" / name)

@@ -139,8 +139,9 @@ def test_missing_truncated_and_tampered_files(trained, tmp_path):
     meta["config"]["layers"][2]["size"] = 9
     from aekit.saving import write_model_file
 
-    write_model_file(tmp_path / "tampered.aekit", tensors, {k: v for k, v in meta.items()
-                                                              if k in ("config", "history")})
+    write_model_file(
+        tmp_path / "tampered.aekit", tensors, {k: v for k, v in meta.items() if k in ("config", "history")}
+    )
     with pytest.raises(ModelFileError, match="tensor .hid2.w. has shape \\(16, 8\\)"):
         aekit.load(tmp_path / "tampered.aekit")
 
@@ -159,15 +160,15 @@ def test_newer_format_versions_are_refused(trained, tmp_path):
     net.save(path)
     raw = bytearray(path.read_bytes())
     (n,) = struct.unpack("<Q", raw[:8])
-    header = raw[8:8 + n].replace(b'"format_version":"1"', b'"format_version":"9"')
-    path.write_bytes(bytes(raw[:8]) + bytes(header) + bytes(raw[8 + n:]))
+    header = raw[8 : 8 + n].replace(b'"format_version":"1"', b'"format_version":"9"')
+    path.write_bytes(bytes(raw[:8]) + bytes(header) + bytes(raw[8 + n :]))
     with pytest.raises(ModelFileError, match="format version 9, newer than"):
         aekit.load(path)
 
 
 def _header(raw: bytes) -> tuple[int, dict]:
     (n,) = struct.unpack("<Q", raw[:8])
-    return n, json.loads(raw[8:8 + n])
+    return n, json.loads(raw[8 : 8 + n])
 
 
 def test_same_model_same_bytes(trained, tmp_path):
@@ -198,7 +199,7 @@ def test_same_model_same_bytes(trained, tmp_path):
     reference = st_save(tensors, metadata=meta)
     ref_n, ref_header = _header(reference)
     assert header == ref_header
-    assert files[0][8 + n:] == reference[8 + ref_n:]
+    assert files[0][8 + n :] == reference[8 + ref_n :]
     assert list(header["__metadata__"]) == sorted(meta)
     with safe_open(str(tmp_path / "m0.aekit"), "pt") as handle:
         assert handle.metadata() == meta

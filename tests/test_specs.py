@@ -67,7 +67,10 @@ def test_bad_specs_get_clear_errors(layers, message):
     "layers, message",
     [
         ([8, (4, "sigmoud"), 8], r"unknown activation 'sigmoud' in layers\[1\]; did you mean 'sigmoid'\?"),
-        ([8, 4, dict(size=8, activation="relu+tahn")], r"unknown activation 'tahn' in layers\[2\]; did you mean 'tanh'"),
+        (
+            [8, 4, dict(size=8, activation="relu+tahn")],
+            r"unknown activation 'tahn' in layers\[2\]; did you mean 'tanh'",
+        ),
         ([8, dict(size=4, batch_norm="no"), 8], r"layers\[1\] batch_norm must be True or False, got 'no'"),
         ([8, dict(size=4, sparsity=2.0), 8], r"layers\[1\] sparsity must be in \[0, 1\), got 2.0"),
     ],

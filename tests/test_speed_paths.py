@@ -44,7 +44,7 @@ def test_one_epoch_equals_plain_pytorch_with_the_same_permutation():
     xs = torch.from_numpy(x)[perm]
     total, count = 0.0, 0
     for start in range(0, len(xs), 16):
-        xb = xs[start:start + 16]
+        xb = xs[start : start + 16]
         optimizer.zero_grad()
         out = torch.sigmoid(torch.sigmoid(xb @ w1 + b1) @ w2 + b2)
         loss = ((out - xb) ** 2).mean()
@@ -72,8 +72,9 @@ def test_autocast_trains_close_to_fp32(precision):
     x = _data(200, 20)
     ref = _net().train(x, batch_size=32, max_epochs=3, validate_every=0, learning_rate=1e-2)[0]["loss"]
     net = _net()
-    got = net.train(x, batch_size=32, max_epochs=3, validate_every=0, learning_rate=1e-2,
-                    precision=precision)[0]["loss"]
+    got = net.train(x, batch_size=32, max_epochs=3, validate_every=0, learning_rate=1e-2, precision=precision)[0][
+        "loss"
+    ]
     assert np.isfinite(got)
     assert got == pytest.approx(ref, rel=0.05)
     assert net.find("hid1", "w").dtype == torch.float32  # parameters stay float32
@@ -99,8 +100,18 @@ def test_mixed_precision_clips_the_true_gradient_norm(precision):
     x = _data(64, 20)
     net = _net()
     before = [p.detach().clone() for p in net.params]
-    net.train(x, algo="sgd", learning_rate=1.0, momentum=0.0, batch_size=64, max_epochs=1, shuffle=False,
-              validate_every=0, precision=precision, max_gradient_norm=0.01)
+    net.train(
+        x,
+        algo="sgd",
+        learning_rate=1.0,
+        momentum=0.0,
+        batch_size=64,
+        max_epochs=1,
+        shuffle=False,
+        validate_every=0,
+        precision=precision,
+        max_gradient_norm=0.01,
+    )
     step = torch.cat([(p.detach() - b).flatten() for p, b in zip(net.params, before)])
     assert step.norm().item() == pytest.approx(0.01, rel=1e-3)
 
@@ -152,8 +163,7 @@ def test_compile_auto_stays_eager_on_cpu():
 def test_compiled_step_matches_eager_losses():
     x = _data(96, 20)
     eager = [m["loss"] for m, _ in _net().itertrain(x, batch_size=32, max_epochs=3, validate_every=0)]
-    compiled = [m["loss"] for m, _ in _net().itertrain(x, batch_size=32, max_epochs=3, validate_every=0,
-                                                        compile=True)]
+    compiled = [m["loss"] for m, _ in _net().itertrain(x, batch_size=32, max_epochs=3, validate_every=0, compile=True)]
     np.testing.assert_allclose(compiled, eager, rtol=1e-4)
 
 
@@ -189,8 +199,15 @@ def test_all_finite_agrees_with_isfinite_including_overflowing_sums():
     from aekit.data import all_finite
 
     big = torch.full((4,), 3e38)  # finite values whose float32 sum overflows
-    cases = [torch.rand(50), big, torch.tensor([1.0, float("nan")]), torch.tensor([float("inf"), -float("inf")]),
-             torch.tensor([-float("inf")]), torch.empty(0), torch.arange(5)]
+    cases = [
+        torch.rand(50),
+        big,
+        torch.tensor([1.0, float("nan")]),
+        torch.tensor([float("inf"), -float("inf")]),
+        torch.tensor([-float("inf")]),
+        torch.empty(0),
+        torch.arange(5),
+    ]
     for t in cases:
         expected = bool(torch.isfinite(t).all()) if t.is_floating_point() else True
         assert all_finite(t) is expected

@@ -46,8 +46,9 @@ def test_early_stopping_restores_the_best_parameters(x):
     net = aekit.Autoencoder([64, (32, "relu"), 64])
     valid = x[:100]
     seen = []
-    for _, vm in net.itertrain(x[100:], valid=valid, max_epochs=60, patience=2, learning_rate=0.05,
-                               algo="sgd", momentum=0.99):
+    for _, vm in net.itertrain(
+        x[100:], valid=valid, max_epochs=60, patience=2, learning_rate=0.05, algo="sgd", momentum=0.99
+    ):
         seen.append(vm["loss"])
     assert len(seen) < 60
     assert np.isclose(net.loss(valid).item(), min(seen), rtol=1e-4)
@@ -79,8 +80,9 @@ def test_epoch_means_weigh_batches_by_size():
     # per-example mean of the loss, not the mean of the two batch means.
     x = np.array([[0.0], [0.0], [0.0], [0.0], [10.0]], np.float32)
     net = aekit.Autoencoder([1, dict(size=1, std=0.0), dict(size=1, std=0.0)])
-    tm, _ = net.train(x, batch_size=4, max_epochs=1, algo="sgd", learning_rate=1e-12, momentum=0.0,
-                      shuffle=False, validate_every=0)
+    tm, _ = net.train(
+        x, batch_size=4, max_epochs=1, algo="sgd", learning_rate=1e-12, momentum=0.0, shuffle=False, validate_every=0
+    )
     assert np.isclose(tm["loss"], 100.0 / 5, rtol=1e-5)
 
 
@@ -108,16 +110,29 @@ def test_max_updates_is_an_alias(x):
 def test_global_gradient_clipping(x):
     net = aekit.Autoencoder([64, (16, "relu"), 64])
     before = [p.detach().clone() for p in net.params]
-    net.train(x[:64], algo="sgd", learning_rate=1.0, momentum=0.0, batch_size=64, max_epochs=1,
-              max_gradient_norm=0.01, shuffle=False, validate_every=0)
+    net.train(
+        x[:64],
+        algo="sgd",
+        learning_rate=1.0,
+        momentum=0.0,
+        batch_size=64,
+        max_epochs=1,
+        max_gradient_norm=0.01,
+        shuffle=False,
+        validate_every=0,
+    )
     step = torch.cat([(p.detach() - b).flatten() for p, b in zip(net.params, before)])
     assert step.norm().item() == pytest.approx(0.01, rel=1e-3)
 
 
 def test_custom_monitors(x):
     net = aekit.Autoencoder([64, (16, "sigmoid"), 64])
-    _, vm = net.train(x, valid=x[:50], max_epochs=1,
-                      monitors={"hid1:out": (0.1, 0.9), "code_mean": lambda outs, xb: outs["hid1:out"].mean()})
+    _, vm = net.train(
+        x,
+        valid=x[:50],
+        max_epochs=1,
+        monitors={"hid1:out": (0.1, 0.9), "code_mean": lambda outs, xb: outs["hid1:out"].mean()},
+    )
     codes = net.encode(x[:50])
     # The fraction of the layer's values below each threshold, after the epoch.
     assert vm["hid1:out<0.1"] == pytest.approx((codes < 0.1).mean(), abs=1e-6)
@@ -155,8 +170,7 @@ def test_batch_norm_leaves_out_a_lone_last_example(x):
     # One example in all is a documented error, and so is a batch of one anywhere else.
     with pytest.raises(DataError, match="batch norm needs training batches of at least 2 examples"):
         net.train(x[:1], max_epochs=1, validate_every=0)
-    for call in (lambda: net.train(x[:1], algo="lbfgs", max_epochs=1, validate_every=0),
-                 lambda: net.loss(x[:1])):
+    for call in (lambda: net.train(x[:1], algo="lbfgs", max_epochs=1, validate_every=0), lambda: net.loss(x[:1])):
         with pytest.raises(DataError, match="layer 'hid1' has batch_norm, which needs at least 2 values per unit"):
             call()
     assert net.predict(x[:1]).shape == (1, 64)  # inference uses the running statistics
@@ -165,8 +179,9 @@ def test_batch_norm_leaves_out_a_lone_last_example(x):
 def test_momentum_is_refused_where_the_algorithm_has_none(x):
     net = aekit.Autoencoder([64, 8, 64])
     for algo in ("adam", "adagrad", "adadelta", "rprop", "lbfgs"):
-        with pytest.raises(ConfigurationError, match=f"momentum applies to algo 'sgd', 'nag', 'rmsprop', but algo "
-                                                     f"is '{algo}'"):
+        with pytest.raises(
+            ConfigurationError, match=f"momentum applies to algo 'sgd', 'nag', 'rmsprop', but algo is '{algo}'"
+        ):
             net.train(x, algo=algo, momentum=0.5, max_epochs=1)
     net.train(x[:64], algo="nag", momentum=0.5, max_epochs=1, validate_every=0)
 
@@ -235,8 +250,7 @@ def test_reused_batch_buffer_gives_the_same_batches_as_a_permuted_copy():
     w = x * 10
     source = TensorSource(x, w)
     copied = [(xb.clone(), wb.clone()) for xb, wb in source.batches(5, torch.Generator().manual_seed(4))]
-    reused = [(xb.clone(), wb.clone())
-              for xb, wb in source.batches(5, torch.Generator().manual_seed(4), reuse=True)]
+    reused = [(xb.clone(), wb.clone()) for xb, wb in source.batches(5, torch.Generator().manual_seed(4), reuse=True)]
     assert [xb.shape[0] for xb, _ in reused] == [5, 5, 5, 5, 3]  # the short last batch too
     for (xa, wa), (xb, wb) in zip(copied, reused):
         assert torch.equal(xa, xb) and torch.equal(wa, wb)

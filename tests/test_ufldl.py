@@ -33,8 +33,12 @@ def small_run():
 
 def test_aekit_loss_is_ufldl_objective_over_32(small_run):
     example, net, patches = small_run
-    total = net.loss(patches, **{k: v for k, v in example.ufldl_options().items()
-                                 if k in ("weight_l2", "sparsity_target", "sparsity_weight")})
+    total = net.loss(
+        patches,
+        **{
+            k: v for k, v in example.ufldl_options().items() if k in ("weight_l2", "sparsity_target", "sparsity_weight")
+        },
+    )
     assert float(total.detach()) * 32 == pytest.approx(example.ufldl_objective(net, patches), rel=1e-4)
 
 

@@ -94,8 +94,10 @@ def test_image_input_keeps_its_shape():
 
 def test_conv_filters_are_normalised_kernels():
     pytest.importorskip("aekit.conv")
-    net = aekit.Autoencoder([(1, 8, 8), dict(form="conv2", channels=4, kernel=3, stride=2, activation="relu"),
-                             "flatten", (64, "sigmoid")], rng=0)
+    net = aekit.Autoencoder(
+        [(1, 8, 8), dict(form="conv2", channels=4, kernel=3, stride=2, activation="relu"), "flatten", (64, "sigmoid")],
+        rng=0,
+    )
     feats = V.feature_images(net, "hid1")
     w = net.find("hid1", "w").detach().numpy()  # torch layout (out, in, k, k)
     expected = w[:, 0] / np.linalg.norm(w.reshape(4, -1), axis=1)[:, None, None]
@@ -129,8 +131,14 @@ def test_bad_pictures_and_options_are_documented_errors(tmp_path, trained):
             V.save_tiles(images, tmp_path / "e.png")
     with pytest.raises(aekit.DataError, match="images must be an array of real numbers"):
         V.tile_mosaic([["a", "b"]])
-    for option, value in (("n_cols", 0), ("n_cols", 2.5), ("n_cols", float("nan")), ("border", -1),
-                          ("zoom", 0), ("zoom", True)):
+    for option, value in (
+        ("n_cols", 0),
+        ("n_cols", 2.5),
+        ("n_cols", float("nan")),
+        ("border", -1),
+        ("zoom", 0),
+        ("zoom", True),
+    ):
         with pytest.raises(aekit.ConfigurationError, match=f"{option} must be an integer >= "):
             V.save_tiles(tiles, tmp_path / "o.png", **{option: value})
     # A mistaken grid or zoom is refused before it fills the memory.
@@ -167,7 +175,7 @@ def test_tile_mosaic_layout_and_contrast():
     # per-tile contrast: every tile reaches an extreme of the grey scale
     for k in range(5):
         r, c = divmod(k, 3)
-        tile = mosaic[1 + r * 5: 1 + r * 5 + 4, 1 + c * 4: 1 + c * 4 + 3]
+        tile = mosaic[1 + r * 5 : 1 + r * 5 + 4, 1 + c * 4 : 1 + c * 4 + 3]
         assert np.isclose(tile.min(), 0.0) or np.isclose(tile.max(), 1.0)
 
 
@@ -208,14 +216,19 @@ def test_plot_reconstructions_has_two_rows_of_tiles(tmp_path, trained):
 def test_plot_history_draws_the_history(tmp_path, figures):
     from types import SimpleNamespace
 
-    history = [{"epoch": 1, "train": {"loss": 4.0, "err": 2.0}, "valid": {"loss": 5.0}},
-               {"epoch": 2, "train": {"loss": 1.0, "err": 0.5}, "valid": {}},
-               {"epoch": 3, "train": {"loss": 0.1, "err": 0.05}, "valid": {"loss": 0.2}}]
+    history = [
+        {"epoch": 1, "train": {"loss": 4.0, "err": 2.0}, "valid": {"loss": 5.0}},
+        {"epoch": 2, "train": {"loss": 1.0, "err": 0.5}, "valid": {}},
+        {"epoch": 3, "train": {"loss": 0.1, "err": 0.05}, "valid": {"loss": 0.2}},
+    ]
     V.plot_history(SimpleNamespace(history=history), tmp_path / "h.png")
     (ax,) = figures[-1].axes
     lines = {line.get_label(): line for line in ax.get_lines()}
-    expected = {"train loss": ([1, 2, 3], [4.0, 1.0, 0.1], "-"), "train err": ([1, 2, 3], [2.0, 0.5, 0.05], "-"),
-                "valid loss": ([1, 3], [5.0, 0.2], "--")}  # no 'valid err': never monitored
+    expected = {
+        "train loss": ([1, 2, 3], [4.0, 1.0, 0.1], "-"),
+        "train err": ([1, 2, 3], [2.0, 0.5, 0.05], "-"),
+        "valid loss": ([1, 3], [5.0, 0.2], "--"),
+    }  # no 'valid err': never monitored
     assert sorted(lines) == sorted(expected)
     for label, (epochs, values, style) in expected.items():
         np.testing.assert_array_equal(lines[label].get_xdata(), epochs)
@@ -275,12 +288,12 @@ def test_save_top_inputs_shows_the_top_inputs_of_each_unit(tmp_path, trained):
     codes = net.encode(x)
     order = np.argsort(-codes, axis=0)
     ranked = np.take_along_axis(codes, order, axis=0)
-    assert np.all(ranked[:k] > ranked[1:k + 1])  # no ties: the top k of each unit are well defined
+    assert np.all(ranked[:k] > ranked[1 : k + 1])  # no ties: the top k of each unit are well defined
     scaled = (x - x.min()) / (x.max() - x.min())
     mosaic = np.zeros((units * 9 + 1, k * 9 + 1))
     for unit in range(units):
         for rank in range(k):
-            mosaic[1 + unit * 9: 9 + unit * 9, 1 + rank * 9: 9 + rank * 9] = scaled[order[rank, unit]].reshape(8, 8)
+            mosaic[1 + unit * 9 : 9 + unit * 9, 1 + rank * 9 : 9 + rank * 9] = scaled[order[rank, unit]].reshape(8, 8)
     expected = np.kron(mosaic, np.ones((zoom, zoom)))
     assert img.shape[:2] == expected.shape
     np.testing.assert_allclose(img[..., 0], expected, atol=1.01 / 255)  # 8-bit grey levels
@@ -301,8 +314,17 @@ def _writers(net, x):
 
 
 # The first bytes of each format, from its specification.
-MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".jpg": b"\xff\xd8\xff", ".JPEG": b"\xff\xd8\xff", ".pdf": b"%PDF-",
-         ".tiff": (b"II*\x00", b"MM\x00*"), ".gif": b"GIF8", ".svg": b"<?xml", ".eps": b"%!PS-Adobe", "": b"\x89PNG"}
+MAGIC = {
+    ".png": b"\x89PNG\r\n\x1a\n",
+    ".jpg": b"\xff\xd8\xff",
+    ".JPEG": b"\xff\xd8\xff",
+    ".pdf": b"%PDF-",
+    ".tiff": (b"II*\x00", b"MM\x00*"),
+    ".gif": b"GIF8",
+    ".svg": b"<?xml",
+    ".eps": b"%!PS-Adobe",
+    "": b"\x89PNG",
+}
 
 
 def _head(path) -> bytes:
@@ -343,8 +365,10 @@ def test_unsupported_suffixes_and_missing_folders_are_configuration_errors(tmp_p
     missing = tmp_path / "nonexistent" / "dir" / "t.png"
     for name, (write, _) in _writers(net, x).items():
         for path, suffix in (("p.txt", ".txt"), ("p.pgf", ".pgf"), ("p.png.bak", ".bak")):
-            with pytest.raises(aekit.ConfigurationError,
-                               match=rf"path .* has suffix '\{suffix}'; expected one of .*'\.jpg'.*or none for PNG"):
+            with pytest.raises(
+                aekit.ConfigurationError,
+                match=rf"path .* has suffix '\{suffix}'; expected one of .*'\.jpg'.*or none for PNG",
+            ):
                 write(tmp_path / path)
         # Not a ModelFileError (the class atomic_write gives model files): a bad path argument.
         with pytest.raises(aekit.ConfigurationError) as error:
@@ -369,12 +393,15 @@ def test_visualize_does_not_load_pyplot():
     import subprocess
     import sys
 
-    code = ("import sys, aekit, numpy as np, tempfile, os\n"
-            "net = aekit.Autoencoder([16, (4, 'sigmoid'), (16, 'sigmoid')])\n"
-            "d = tempfile.mkdtemp()\n"
-            "aekit.visualize.save_tiles(aekit.visualize.feature_images(net), os.path.join(d, 'f.png'))\n"
-            "aekit.visualize.plot_history(net, os.path.join(d, 'h.png'))\n"
-            "print('matplotlib.pyplot' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"MPLBACKEND": "", "PATH": ""})
+    code = (
+        "import sys, aekit, numpy as np, tempfile, os\n"
+        "net = aekit.Autoencoder([16, (4, 'sigmoid'), (16, 'sigmoid')])\n"
+        "d = tempfile.mkdtemp()\n"
+        "aekit.visualize.save_tiles(aekit.visualize.feature_images(net), os.path.join(d, 'f.png'))\n"
+        "aekit.visualize.plot_history(net, os.path.join(d, 'h.png'))\n"
+        "print('matplotlib.pyplot' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"MPLBACKEND": "", "PATH": ""}
+    )
     assert out.stdout.strip() == "False"

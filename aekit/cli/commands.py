@@ -38,10 +38,18 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
-from .config import config_kinds, layers_from_config, load_config, parse_layers_arg, read_config
-from .files import (check_folder_output, check_model_output, check_output, describe_path, is_model_file,
-                        load_model, read_data, write_array)
 from ..errors import AekitError, ConfigurationError, DataError, TrainingDiverged
+from .config import config_kinds, layers_from_config, load_config, parse_layers_arg, read_config
+from .files import (
+    check_folder_output,
+    check_model_output,
+    check_output,
+    describe_path,
+    is_model_file,
+    load_model,
+    read_data,
+    write_array,
+)
 
 __all__ = ["build_parser", "load_config", "main", "parse_layers_arg"]
 
@@ -63,7 +71,7 @@ def _tie_decoder(layers: list[Any]) -> list[Any]:
     """``--tied``: every layer after the middle one shares its mirror's weights."""
     middle = len(layers) // 2
     tied = list(layers[: middle + 1])
-    for item in layers[middle + 1:]:
+    for item in layers[middle + 1 :]:
         if isinstance(item, dict):
             tied.append({**item, "form": "tied"})
         elif isinstance(item, tuple):
@@ -74,17 +82,22 @@ def _tie_decoder(layers: list[Any]) -> list[Any]:
 
 
 # ---------------------------------------------------------------------- progress
-def _epoch_line(epoch: int, total: int, train: dict[str, float], valid: dict[str, float],
-                stage: str | None = None) -> str:
+def _epoch_line(
+    epoch: int, total: int, train: dict[str, float], valid: dict[str, float], stage: str | None = None
+) -> str:
     line = f"{stage + ': ' if stage else ''}epoch {epoch}/{total}: loss={train.get('loss', math.nan):.6g}"
     if "loss" in valid:
         line += f" valid={valid['loss']:.6g}"
     return line
 
 
-def progress(epochs: Iterator, total: int, quiet: bool = False,
-             epoch_of: Callable[[], int] | None = None,
-             stage_of: Callable[[], str | None] | None = None) -> Iterator:
+def progress(
+    epochs: Iterator,
+    total: int,
+    quiet: bool = False,
+    epoch_of: Callable[[], int] | None = None,
+    stage_of: Callable[[], str | None] | None = None,
+) -> Iterator:
     """Show training progress on stderr: a tqdm bar on a terminal, else one line per epoch.
 
     ``epoch_of()`` gives the current epoch number (a resumed run does not start at 1).
@@ -177,8 +190,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if checkpoint is not None:
         check_model_output(checkpoint, label("checkpoint"), inputs)
     if args.valid is not None and settings.get("valid_split"):
-        raise ConfigurationError(f"--valid and {label('valid_split')} exclude each other: --valid is the "
-                                 "validation data, --valid-split holds out part of DATA; give one")
+        raise ConfigurationError(
+            f"--valid and {label('valid_split')} exclude each other: --valid is the "
+            "validation data, --valid-split holds out part of DATA; give one"
+        )
     layers = settings.pop("layers")
     if settings.pop("tied", False):
         layers = _tie_decoder(layers)
@@ -211,8 +226,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         return None if net.training_stage is None else f"pretraining {net.training_stage}"
 
     epochs = net.itertrain(x, valid, **settings)  # joins the process group under torchrun
-    for train_mon, valid_mon in progress(epochs, total, args.quiet or not main_process,
-                                         lambda: len(net.history), stage):
+    for train_mon, valid_mon in progress(
+        epochs, total, args.quiet or not main_process, lambda: len(net.history), stage
+    ):
         pass
     seconds = time.perf_counter() - start
     if not main_process:
@@ -276,8 +292,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     r2 = net.score(x)
     errors = reconstruction_errors(net, x)
     print(f"R^2 {r2:.6f}")
-    print(f"mean squared error {errors.mean():.6g} (per example: median {np.median(errors):.6g}, "
-          f"max {errors.max():.6g} at row {int(errors.argmax())})")
+    print(
+        f"mean squared error {errors.mean():.6g} (per example: median {np.median(errors):.6g}, "
+        f"max {errors.max():.6g} at row {int(errors.argmax())})"
+    )
     if args.output:
         write_array(args.output, errors)
         print(f"wrote {len(errors)} per-example errors to {args.output}")
@@ -403,13 +421,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     check_folder_output(args.output)
     model = Path(args.output) / "model.aekit"
     if model.exists() and not (model.is_file() and is_model_file(str(model))):
-        raise ConfigurationError(f"--output {args.output!r} holds {str(model)!r}, which is not an aekit model; "
-                                 "the demo would replace it, so choose another folder")
+        raise ConfigurationError(
+            f"--output {args.output!r} holds {str(model)!r}, which is not an aekit model; "
+            "the demo would replace it, so choose another folder"
+        )
     s = run_demo(args.output, epochs=args.epochs, quiet=args.quiet)
     print(f"aekit demo: sparse autoencoder {s['net']}")
     print(f"  data: {s['n_train']} training and {s['n_valid']} held-out 8x8 digits, pixels in [0, 1]")
-    print(f"  trained {s['epochs']} epochs in {s['seconds']:.1f} s: loss {s['train_loss']:.4f} (train), "
-          f"{s['valid_loss']:.4f} (valid); held-out R^2 {s['r2']:.3f}")
+    print(
+        f"  trained {s['epochs']} epochs in {s['seconds']:.1f} s: loss {s['train_loss']:.4f} (train), "
+        f"{s['valid_loss']:.4f} (valid); held-out R^2 {s['r2']:.3f}"
+    )
     print(f"  model: {s['model']}")
     if s["report"]:
         print(f"  report: {s['report']}")
@@ -427,10 +449,12 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("-v", "--verbose", action="count", default=default(0), help="log more (-vv: debug)")
     common.add_argument("-q", "--quiet", action="store_true", default=default(False), help="no progress output")
-    common.add_argument("--debug", action="store_true", default=default(False),
-                        help="show the traceback of an unexpected error")
-    common.add_argument("--threads", type=int, default=default(None),
-                        help="CPU threads for torch (default: torch's choice; demo: 1)")
+    common.add_argument(
+        "--debug", action="store_true", default=default(False), help="show the traceback of an unexpected error"
+    )
+    common.add_argument(
+        "--threads", type=int, default=default(None), help="CPU threads for torch (default: torch's choice; demo: 1)"
+    )
     return common
 
 
@@ -452,13 +476,15 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     from ..train.loop import TrainOptions
 
     p.add_argument("data", help=f"training data: {_DATA_HELP}")
-    p.add_argument("--output", "-o", required=True,
-                   help="model file to write, e.g. model.aekit (never a data file or an input)")
+    p.add_argument(
+        "--output", "-o", required=True, help="model file to write, e.g. model.aekit (never a data file or an input)"
+    )
     p.add_argument("--config", help="TOML file of train settings ([train] table); flags override it")
     p.add_argument("--valid", metavar="FILE", help="validation data file (or use --valid-split, not both)")
     g = p.add_argument_group("model")
-    g.add_argument("--layers", help="sizes, input first: 784,64,784 (items SIZE[:ACTIVATION|:tied]; "
-                                    "first may be CxHxW)")
+    g.add_argument(
+        "--layers", help="sizes, input first: 784,64,784 (items SIZE[:ACTIVATION|:tied]; first may be CxHxW)"
+    )
     g.add_argument("--tied", action="store_true", default=None, help="decoder shares the encoder's weights")
     g.add_argument("--activation", help="hidden activation (default relu)")
     g.add_argument("--output-activation", help="output activation (default linear)")
@@ -466,8 +492,11 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="seed of the weights and shuffles (default 13)")
     g.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
     g = p.add_argument_group("training")
-    g.add_argument("--algo", help="adam (default), sgd, nag, rmsprop, adagrad, adadelta, rprop, lbfgs, "
-                                  "layerwise (adam after greedy layerwise pretraining)")
+    g.add_argument(
+        "--algo",
+        help="adam (default), sgd, nag, rmsprop, adagrad, adadelta, rprop, lbfgs, "
+        "layerwise (adam after greedy layerwise pretraining)",
+    )
     g.add_argument("--epochs", "--max-epochs", dest="max_epochs", type=int, help="most epochs (default 100)")
     g.add_argument("--batch-size", type=int, help="examples per batch (default 64)")
     g.add_argument("--learning-rate", "--lr", type=float, help="step size (default per algo; adam 1e-3)")
@@ -475,29 +504,51 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patience", type=int, help="validations without progress before stopping (default 5)")
     g.add_argument("--min-improvement", type=float, help="relative progress that counts (default 0)")
     g.add_argument("--validate-every", type=int, help="epochs between validations; 0: off (default 1)")
-    g.add_argument("--valid-split", type=float, help="fraction of DATA held out for validation (default 0; "
-                                                     "not with --valid)")
+    g.add_argument(
+        "--valid-split", type=float, help="fraction of DATA held out for validation (default 0; not with --valid)"
+    )
     g.add_argument("--max-gradient-norm", type=float, help="clip the global gradient norm")
     g.add_argument("--layerwise", action="store_true", default=None, help="greedy layerwise pretraining first")
-    g.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None,
-                   help="keep the batch order fixed (default: re-shuffle every epoch)")
+    g.add_argument(
+        "--no-shuffle",
+        dest="shuffle",
+        action="store_false",
+        default=None,
+        help="keep the batch order fixed (default: re-shuffle every epoch)",
+    )
     g.add_argument("--on-nan", choices=("raise", "warn"), help="on a NaN loss: stop (default) or go on")
     g = p.add_argument_group("speed")
-    g.add_argument("--precision", metavar="{fp32,bf16,fp16}",
-                   help="fp32 (default); bf16 or fp16 run the forward pass and loss under torch.autocast "
-                        "(fp16 with a gradient scaler): faster on GPUs with half-precision units")
-    g.add_argument("--compile", action="store_true", default=None,
-                   help="compile the training step with torch.compile (default off; falls back to eager "
-                        "with a warning; config files also take compile = \"auto\": on CUDA only)")
-    g.add_argument("--distributed", metavar="{auto,true,false}",
-                   help="data-parallel training: auto (default: when torchrun starts several processes), "
-                        "true (required) or false (every process trains alone)")
+    g.add_argument(
+        "--precision",
+        metavar="{fp32,bf16,fp16}",
+        help="fp32 (default); bf16 or fp16 run the forward pass and loss under torch.autocast "
+        "(fp16 with a gradient scaler): faster on GPUs with half-precision units",
+    )
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="compile the training step with torch.compile (default off; falls back to eager "
+        'with a warning; config files also take compile = "auto": on CUDA only)',
+    )
+    g.add_argument(
+        "--distributed",
+        metavar="{auto,true,false}",
+        help="data-parallel training: auto (default: when torchrun starts several processes), "
+        "true (required) or false (every process trains alone)",
+    )
     g = p.add_argument_group("checkpoints")
-    g.add_argument("--checkpoint", help="write the whole training state to this file as training goes "
-                                        "(an aekit file; `aekit info` shows it)")
+    g.add_argument(
+        "--checkpoint",
+        help="write the whole training state to this file as training goes (an aekit file; `aekit info` shows it)",
+    )
     g.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (default 1)")
-    g.add_argument("--resume", action="store_true", default=None,
-                   help="continue from --checkpoint if it exists (else start afresh)")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        default=None,
+        help="continue from --checkpoint if it exists (else start afresh)",
+    )
     g = p.add_argument_group("regularizers and noise")
     for key, text in (
         ("hidden_l1", "L1 penalty on hidden activations"),
@@ -527,8 +578,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="aekit", description="Build, train, inspect and debug autoencoders.",
-                     parents=[_common(False)])
+    parser = _Parser(
+        prog="aekit", description="Build, train, inspect and debug autoencoders.", parents=[_common(False)]
+    )
     parser.add_argument("--version", action="version", version=f"aekit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -545,8 +597,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--output", "-o", required=True, help="output .npy or .csv (not an input)")
         p.add_argument("--layer", help="layer name or index (default: the code layer)")
         if name == "encode":
-            p.add_argument("--sample", action="store_true",
-                           help="Bernoulli samples of the codes (for a layer whose values lie in [0, 1])")
+            p.add_argument(
+                "--sample",
+                action="store_true",
+                help="Bernoulli samples of the codes (for a layer whose values lie in [0, 1])",
+            )
         p.set_defaults(func=func, cli_labels=_flag_labels(p, **{"layer index": "--layer"}))
 
     p = sub.add_parser("score", parents=common, help="R^2 and reconstruction errors of data")
@@ -565,8 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser("report", parents=common, help="write an HTML report with pictures")
         p.add_argument("model", help="model file (or training checkpoint)")
         p.add_argument("data", help=f"data to show the model on: {_DATA_HELP}")
-        p.add_argument("--output", "-o", required=True,
-                       help="folder to write index.html and its pictures into (made if missing)")
+        p.add_argument(
+            "--output", "-o", required=True, help="folder to write index.html and its pictures into (made if missing)"
+        )
         p.set_defaults(func=cmd_report, cli_labels=_flag_labels(p))
 
     p = sub.add_parser("info", parents=common, help="describe a model file or training checkpoint")
@@ -574,8 +630,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info, cli_labels=_flag_labels(p))
 
     p = sub.add_parser("demo", parents=common, help="train a small sparse autoencoder on the 8x8 digits")
-    p.add_argument("--output", "-o", default="demo-output",
-                   help="folder for model.aekit and the report (default demo-output; made if missing)")
+    p.add_argument(
+        "--output",
+        "-o",
+        default="demo-output",
+        help="folder for model.aekit and the report (default demo-output; made if missing)",
+    )
     p.add_argument("--epochs", type=int, default=40, help="most epochs, >= 1 (default 40)")
     p.set_defaults(func=cmd_demo, cli_labels=_flag_labels(p))
     return parser
@@ -631,7 +691,7 @@ def explain(error: BaseException, args: argparse.Namespace | None) -> str:
     if isinstance(error, DataError):
         for name, label in arrays.items():
             if message.startswith(name + " "):
-                message = label + message[len(name):]
+                message = label + message[len(name) :]
                 break
     labels: dict[str, str] = getattr(args, "cli_labels", {})
 
@@ -654,9 +714,15 @@ def explain(error: BaseException, args: argparse.Namespace | None) -> str:
         values: dict[str, Any] = getattr(args, "cli_values", None) or vars(args)
         if unknown:
             wanted = unknown.group(1)
-            sources = [labels[name] for name, value in values.items() if name in labels and (
-                (isinstance(value, str) and wanted in re.split(r"[,:]", value))
-                or (not isinstance(value, str) and repr(wanted) in repr(value)))]
+            sources = [
+                labels[name]
+                for name, value in values.items()
+                if name in labels
+                and (
+                    (isinstance(value, str) and wanted in re.split(r"[,:]", value))
+                    or (not isinstance(value, str) and repr(wanted) in repr(value))
+                )
+            ]
             if sources:
                 message = f"{' or '.join(sorted(set(sources)))}: {message}"
     return message
@@ -712,8 +778,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - the CLI never shows a raw traceback
         if debug:
             raise
-        print(f"aekit: error: unexpected {type(error).__name__}: {_one_line(error)} "
-              "(run with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"aekit: error: unexpected {type(error).__name__}: {_one_line(error)} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
     finally:
         for step in reversed(undo):

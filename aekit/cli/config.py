@@ -58,16 +58,18 @@ def layers_from_config(value: Any, label: str = "config key 'layers'") -> list[A
         except ConfigurationError as error:
             raise ConfigurationError(str(error).replace("--layers", label)) from None
     if not isinstance(value, list) or len(value) < 2:
-        raise ConfigurationError(f"{label} must be a list of at least two layers or a string like "
-                                 f"'784,64,784', got {value!r}")
+        raise ConfigurationError(
+            f"{label} must be a list of at least two layers or a string like '784,64,784', got {value!r}"
+        )
     out: list[Any] = []
     for item in value:
         if isinstance(item, str):
             try:
                 out.extend(parse_layers_arg(f"{item},1")[:1])
             except ConfigurationError as error:
-                raise ConfigurationError(f"{label}: item {item!r} must be SIZE[:ACTIVATION|:tied], e.g. "
-                                         f"'64:sigmoid' ({error})") from None
+                raise ConfigurationError(
+                    f"{label}: item {item!r} must be SIZE[:ACTIVATION|:tied], e.g. '64:sigmoid' ({error})"
+                ) from None
         elif isinstance(item, list):
             out.append(tuple(item))
         else:
@@ -99,8 +101,9 @@ def load_config(path: str, valid: Iterable[str], kinds: dict[str, tuple[str, Any
     return {name: value for name, (_, value) in read_config(path, valid, kinds).items()}
 
 
-def read_config(path: str, valid: Iterable[str],
-                kinds: dict[str, tuple[str, Any]] | None = None) -> dict[str, tuple[str, Any]]:
+def read_config(
+    path: str, valid: Iterable[str], kinds: dict[str, tuple[str, Any]] | None = None
+) -> dict[str, tuple[str, Any]]:
     """Like :func:`load_config`, with each value's key as written in the file: name -> (key, value)."""
     data = _read_toml(path)
     table = data.get("train", data)
@@ -109,8 +112,10 @@ def read_config(path: str, valid: Iterable[str],
     if table is not data:
         stray = sorted(k for k, v in data.items() if k != "train" and not isinstance(v, dict))
         if stray:  # they would be ignored silently
-            raise ConfigurationError(f"config file {path!r} has keys outside its [train] table: "
-                                     f"{', '.join(map(repr, stray))}; move them into [train]")
+            raise ConfigurationError(
+                f"config file {path!r} has keys outside its [train] table: "
+                f"{', '.join(map(repr, stray))}; move them into [train]"
+            )
     valid = set(valid)
     config: dict[str, tuple[str, Any]] = {}
     for key, value in table.items():
@@ -118,17 +123,22 @@ def read_config(path: str, valid: Iterable[str],
         if name not in valid:
             raise unknown_name_error(f"key in config file {path!r}:", key, sorted(valid))
         if name in config:
-            raise ConfigurationError(f"config file {path!r} sets {name!r} twice: as {config[name][0]!r} "
-                                     f"and as {key!r}")
+            raise ConfigurationError(f"config file {path!r} sets {name!r} twice: as {config[name][0]!r} and as {key!r}")
         if kinds and name in kinds:
             value = _check_config_value(f"config key {key!r} in {path!r}", value, *kinds[name])
         config[name] = (key, value)
     return config
 
 
-_KIND_TEXT = {"bool": "true or false", "int": "a whole number", "float": "a number", "str": "a string",
-              "bool-or-auto": "true, false or \"auto\"", "bool-or-str": "true, false or \"auto\"",
-              "layers": "a list of layers or a string like \"784,64,784\""}
+_KIND_TEXT = {
+    "bool": "true or false",
+    "int": "a whole number",
+    "float": "a number",
+    "str": "a string",
+    "bool-or-auto": 'true, false or "auto"',
+    "bool-or-str": 'true, false or "auto"',
+    "layers": 'a list of layers or a string like "784,64,784"',
+}
 
 
 def _check_config_value(label: str, value: Any, kind: str, choices: Any = None) -> Any:

@@ -43,8 +43,8 @@ def run_demo(output: str | os.PathLike = "demo-output", epochs: int = 40, quiet:
         ``seconds``, ``model`` (path), ``report`` (path or None), ``net`` (its repr),
         ``n_train`` and ``n_valid``.
     """
-    from .commands import progress
     from ..autoencoder import Autoencoder
+    from .commands import progress
 
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
@@ -57,8 +57,17 @@ def run_demo(output: str | os.PathLike = "demo-output", epochs: int = 40, quiet:
     start = time.perf_counter()
     train_mon: dict[str, float] = {}
     valid_mon: dict[str, float] = {}
-    epochs_iter = net.itertrain(train, valid, algo="adam", learning_rate=1e-2, batch_size=64,
-                                max_epochs=epochs, patience=5, sparsity_target=0.1, sparsity_weight=0.05)
+    epochs_iter = net.itertrain(
+        train,
+        valid,
+        algo="adam",
+        learning_rate=1e-2,
+        batch_size=64,
+        max_epochs=epochs,
+        patience=5,
+        sparsity_target=0.1,
+        sparsity_weight=0.05,
+    )
     for train_mon, valid_mon in progress(epochs_iter, epochs, quiet):
         pass
     seconds = time.perf_counter() - start

@@ -16,18 +16,42 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigurationError, DataError
 from ..data.loaders import load_data
+from ..errors import ConfigurationError, DataError
 from ..io.model_file import atomic_write, is_model_file
 from ..io.model_file import load_model as _load_model
 
-__all__ = ["check_folder_output", "check_model_output", "check_output", "describe_path", "is_model_file",
-           "load_model", "read_data", "split_data_arg", "write_array"]
+__all__ = [
+    "check_folder_output",
+    "check_model_output",
+    "check_output",
+    "describe_path",
+    "is_model_file",
+    "load_model",
+    "read_data",
+    "split_data_arg",
+    "write_array",
+]
 
 OUTPUT_SUFFIXES = (".npy", ".csv")
 # Suffixes of files aekit reads as data: `train` refuses to write a model under such a name.
-DATA_SUFFIXES = (".npy", ".npz", ".csv", ".tsv", ".txt", ".dat", ".gz", ".idx", ".png", ".jpg", ".jpeg",
-                 ".bmp", ".gif", ".tif", ".tiff")
+DATA_SUFFIXES = (
+    ".npy",
+    ".npz",
+    ".csv",
+    ".tsv",
+    ".txt",
+    ".dat",
+    ".gz",
+    ".idx",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+)
 
 
 def split_data_arg(text: str) -> tuple[str, str | None]:
@@ -55,8 +79,10 @@ def read_data(path: str, flag: str | None = None) -> np.ndarray:
         x = load_data(file, key=key)
         # load_data gives int64 only for a 1-D idx file: labels, which no command takes as data.
         if x.ndim == 1 and x.dtype == np.int64:
-            raise DataError(f"{file!r} is an idx labels file (a 1-D array of {len(x)} labels), not data; "
-                            "pass the matching images file (e.g. *-images-idx3-ubyte.gz)")
+            raise DataError(
+                f"{file!r} is an idx labels file (a 1-D array of {len(x)} labels), not data; "
+                "pass the matching images file (e.g. *-images-idx3-ubyte.gz)"
+            )
         return x
     except DataError as error:
         message = str(error)
@@ -87,8 +113,13 @@ def describe_path(label: str, value: Any) -> str:
     return f"{label} ({value!r})" if label.startswith("config key") else f"{label} {value!r}"
 
 
-def check_output(path: str, suffixes: Sequence[str] = OUTPUT_SUFFIXES, *, flag: str = "--output",
-                 inputs: Iterable[tuple[str, str | None]] = ()) -> None:
+def check_output(
+    path: str,
+    suffixes: Sequence[str] = OUTPUT_SUFFIXES,
+    *,
+    flag: str = "--output",
+    inputs: Iterable[tuple[str, str | None]] = (),
+) -> None:
     """Fail before any work if ``path`` cannot or must not be written.
 
     Refused: a name ending in a path separator or naming a folder, a wrong suffix, a
@@ -116,8 +147,10 @@ def _check_not_an_input(path: str, what: str, inputs: Iterable[tuple[str, str | 
             continue
         source_file = split_data_arg(source)[0]
         if _same_file(path, source_file):
-            raise ConfigurationError(f"{what} is the same file as {describe_path(source_name, source)}; writing it "
-                                     "would destroy that file, so choose another name")
+            raise ConfigurationError(
+                f"{what} is the same file as {describe_path(source_name, source)}; writing it "
+                "would destroy that file, so choose another name"
+            )
 
 
 def check_model_output(path: str, flag: str = "--output", inputs: Iterable[tuple[str, str | None]] = ()) -> None:
@@ -128,11 +161,15 @@ def check_model_output(path: str, flag: str = "--output", inputs: Iterable[tuple
     name = p.name.lower()
     suffix = next((s for s in DATA_SUFFIXES if name.endswith(s)), "ubyte" if name.endswith("ubyte") else None)
     if suffix:
-        raise ConfigurationError(f"{what} ends in {suffix}, the suffix of a data file; expected a model file "
-                                 "name such as model.aekit (so that training never writes over data)")
+        raise ConfigurationError(
+            f"{what} ends in {suffix}, the suffix of a data file; expected a model file "
+            "name such as model.aekit (so that training never writes over data)"
+        )
     if p.is_file() and p.stat().st_size > 0 and not is_model_file(str(p)):
-        raise ConfigurationError(f"{what} exists and is not an aekit model file; refusing to replace it "
-                                 "(choose another name, or remove the file first)")
+        raise ConfigurationError(
+            f"{what} exists and is not an aekit model file; refusing to replace it "
+            "(choose another name, or remove the file first)"
+        )
 
 
 def check_folder_output(path: str, inputs: Iterable[tuple[str, str | None]] = (), flag: str = "--output") -> None:
@@ -143,8 +180,9 @@ def check_folder_output(path: str, inputs: Iterable[tuple[str, str | None]] = ()
         raise ConfigurationError(f"{flag} must name a folder, got ''")
     p = Path(text)
     if p.exists() and not p.is_dir():
-        raise ConfigurationError(f"{what} exists and is not a folder; expected a folder to write into "
-                                 "(a new or existing one)")
+        raise ConfigurationError(
+            f"{what} exists and is not a folder; expected a folder to write into (a new or existing one)"
+        )
     _check_not_an_input(text, what, inputs)
 
 

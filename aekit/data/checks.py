@@ -67,9 +67,11 @@ def check_array(
             array = np.asarray(x)
         except (ValueError, TypeError) as error:
             raise DataError(f"{name} must be a rectangular numeric array ({error})") from None
-        if array.dtype == object or not (
-            np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
-        ) or np.issubdtype(array.dtype, np.complexfloating):
+        if (
+            array.dtype == object
+            or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_)
+            or np.issubdtype(array.dtype, np.complexfloating)
+        ):
             raise DataError(f"{name} must hold real numbers, got an array of dtype {array.dtype}")
         if not array.dtype.isnative:  # torch reads native byte order only (e.g. '>f4' from a file)
             array = array.astype(array.dtype.newbyteorder("="))
@@ -79,9 +81,7 @@ def check_array(
         tensor = torch.from_numpy(array)
     n_features = math.prod(input_shape)
     if tensor.dim() < 2:
-        raise DataError(
-            f"{name} must be 2-D (examples, features), got {tensor.dim()}-D shape {tuple(tensor.shape)}"
-        )
+        raise DataError(f"{name} must be 2-D (examples, features), got {tensor.dim()}-D shape {tuple(tensor.shape)}")
     if tensor.shape[0] == 0 and not allow_empty:
         raise DataError(f"{name} is empty: it has 0 examples")
     example_shape = tuple(tensor.shape[1:])
@@ -101,8 +101,11 @@ def check_array(
             squeezed = squeezed[1:]
         if len(input_shape) > 1 and tensor.dim() > 2 and example_shape != squeezed:
             # Same size, other layout (e.g. channels-last (H, W, C)): reshaping would scramble the pixels.
-            hint = ("; for channels-last images move the channels first, e.g. np.moveaxis(x, -1, 1)"
-                    if example_shape == (*input_shape[1:], input_shape[0]) else "")
+            hint = (
+                "; for channels-last images move the channels first, e.g. np.moveaxis(x, -1, 1)"
+                if example_shape == (*input_shape[1:], input_shape[0])
+                else ""
+            )
             raise DataError(
                 f"{name} has examples of shape {example_shape}, but this Autoencoder expects "
                 f"{tuple(input_shape)} or flat rows of {n_features} (layer {layer!r}){hint}"
@@ -114,8 +117,10 @@ def check_array(
     if check_finite and not all_finite(converted):
         bad = first_row(~torch.isfinite(converted), rows)
         if all_finite(tensor):  # finite as given: the values overflow the model's dtype
-            raise DataError(f"{name} holds values too large for {str(dtype).replace('torch.', '')} "
-                            f"(first in row {bad}); rescale the data")
+            raise DataError(
+                f"{name} holds values too large for {str(dtype).replace('torch.', '')} "
+                f"(first in row {bad}); rescale the data"
+            )
         raise DataError(f"{name} holds NaN or infinite values (first in row {bad})")
     return converted
 
@@ -131,8 +136,9 @@ def check_weights(weights: torch.Tensor, name: str = "w", rows: Sequence[int] | 
     """
     negative = weights < 0
     if negative.any():
-        raise DataError(f"{name} must be >= 0, got a minimum of {weights.min().item():g} "
-                        f"(first in row {first_row(negative, rows)})")
+        raise DataError(
+            f"{name} must be >= 0, got a minimum of {weights.min().item():g} (first in row {first_row(negative, rows)})"
+        )
     return weights
 
 

@@ -15,7 +15,6 @@ import hashlib
 import http.client
 import logging
 import os
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -33,39 +32,54 @@ log = logging.getLogger(__name__)
 # (file name, sha256, md5) of the files their authors published.
 _FILES = {
     "mnist": {
-        "train-images": ("train-images-idx3-ubyte.gz",
-                         "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-                         "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-        "train-labels": ("train-labels-idx1-ubyte.gz",
-                         "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-                         "d53e105ee54ea40749a09fcbcd1e9432"),
-        "test-images": ("t10k-images-idx3-ubyte.gz",
-                        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-                        "9fb629c4189551a2d022fa330f9573f3"),
-        "test-labels": ("t10k-labels-idx1-ubyte.gz",
-                        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-                        "ec29112dd5afa0611ce80d1b7f02629c"),
+        "train-images": (
+            "train-images-idx3-ubyte.gz",
+            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        ),
+        "train-labels": (
+            "train-labels-idx1-ubyte.gz",
+            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "d53e105ee54ea40749a09fcbcd1e9432",
+        ),
+        "test-images": (
+            "t10k-images-idx3-ubyte.gz",
+            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "9fb629c4189551a2d022fa330f9573f3",
+        ),
+        "test-labels": (
+            "t10k-labels-idx1-ubyte.gz",
+            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+            "ec29112dd5afa0611ce80d1b7f02629c",
+        ),
     },
     "fashion-mnist": {
-        "train-images": ("train-images-idx3-ubyte.gz",
-                         "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-                         "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-        "train-labels": ("train-labels-idx1-ubyte.gz",
-                         "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-                         "25c81989df183df01b3e8a0aad5dffbe"),
-        "test-images": ("t10k-images-idx3-ubyte.gz",
-                        "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-                        "bef4ecab320f06d8554ea6380940ec79"),
-        "test-labels": ("t10k-labels-idx1-ubyte.gz",
-                        "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
-                        "bb300cfdad3c16e7a12a480ee83cd310"),
+        "train-images": (
+            "train-images-idx3-ubyte.gz",
+            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        ),
+        "train-labels": (
+            "train-labels-idx1-ubyte.gz",
+            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            "25c81989df183df01b3e8a0aad5dffbe",
+        ),
+        "test-images": (
+            "t10k-images-idx3-ubyte.gz",
+            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            "bef4ecab320f06d8554ea6380940ec79",
+        ),
+        "test-labels": (
+            "t10k-labels-idx1-ubyte.gz",
+            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+            "bb300cfdad3c16e7a12a480ee83cd310",
+        ),
     },
 }
 
 # Tried in order; the files are identical everywhere (the checksums say so).
 MIRRORS = {
-    "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist/",
-              "https://storage.googleapis.com/cvdf-datasets/mnist/"],
+    "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"],
     "fashion-mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
 }
 
@@ -152,8 +166,12 @@ def natural_patches(n: int = 10000, size: int = 8, rng: Any = 0, whiten: bool = 
 
 
 # ------------------------------------------------------------------ MNIST family
-def mnist(path: str | os.PathLike | None = None, split: str = "train", download: bool = False,
-          cache_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+def mnist(
+    path: str | os.PathLike | None = None,
+    split: str = "train",
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """MNIST handwritten digits from the original idx files.
 
     Parameters
@@ -175,8 +193,12 @@ def mnist(path: str | os.PathLike | None = None, split: str = "train", download:
     return _idx_dataset("mnist", path, split, download, cache_dir)
 
 
-def fashion_mnist(path: str | os.PathLike | None = None, split: str = "train", download: bool = False,
-                  cache_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+def fashion_mnist(
+    path: str | os.PathLike | None = None,
+    split: str = "train",
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Zalando's Fashion-MNIST, same layout and arguments as :func:`mnist`."""
     return _idx_dataset("fashion-mnist", path, split, download, cache_dir)
 
@@ -201,7 +223,8 @@ def _idx_dataset(name: str, path, split: str, download: bool, root) -> tuple[np.
             if not download:
                 raise DataError(
                     f"{name}: {filename} is not in {str(folder)!r}; pass download=True to fetch it "
-                    f"(about 10-30 MB, checksums verified), or path= a folder holding the original idx files")
+                    f"(about 10-30 MB, checksums verified), or path= a folder holding the original idx files"
+                )
             if path is not None:
                 folder = (Path(root).expanduser() if root is not None else cache_dir()) / name
             file = _download(name, filename, sha256, md5, folder)
@@ -232,7 +255,7 @@ def _download(name: str, filename: str, sha256: str, md5: str, folder: Path) -> 
         try:
             with urllib.request.urlopen(url, timeout=_TIMEOUT) as response:  # noqa: S310 - fixed https/http URLs
                 data = response.read()
-        except (urllib.error.URLError, http.client.HTTPException, socket.timeout, OSError, ValueError) as error:
+        except (TimeoutError, urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
             reason = getattr(error, "reason", None) or error
             failures.append(f"{url}: {reason}")
             continue
@@ -250,4 +273,5 @@ def _download(name: str, filename: str, sha256: str, md5: str, folder: Path) -> 
         return target
     raise DataError(
         f"{name}: could not download {filename} ({'; '.join(failures)}). Without network access, copy the "
-        f"original idx.gz files into {str(folder)!r} or pass path= a folder holding them")
+        f"original idx.gz files into {str(folder)!r} or pass path= a folder holding them"
+    )

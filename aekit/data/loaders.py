@@ -35,16 +35,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .validation import as_float32
 from ..errors import ConfigurationError, DataError
+from .validation import as_float32
 
 __all__ = ["IMAGE_SUFFIXES", "load_data", "read_idx"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 
 # idx type codes (Yann LeCun's format description) -> big-endian NumPy dtypes.
-_IDX_TYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
-              0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_TYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 def load_data(
@@ -103,8 +109,9 @@ def load_data(
     if isinstance(path, bytes):
         path = os.fsdecode(path)
     if not isinstance(path, (str, os.PathLike)):
-        raise ConfigurationError(f"load_data: path must be a file or folder path (str or path-like), "
-                                 f"got {type(path).__name__} {path!r}")
+        raise ConfigurationError(
+            f"load_data: path must be a file or folder path (str or path-like), got {type(path).__name__} {path!r}"
+        )
     if delimiter is not None and not (isinstance(delimiter, str) and len(delimiter) == 1):
         raise ConfigurationError(f"load_data: delimiter must be one character, got {delimiter!r}")
     if usecols is not None:
@@ -114,8 +121,9 @@ def load_data(
         except TypeError:
             cols = None
         if not cols or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in cols):
-            raise ConfigurationError(f"load_data: usecols must be a non-empty sequence of column numbers "
-                                     f"(int), got {usecols!r}")
+            raise ConfigurationError(
+                f"load_data: usecols must be a non-empty sequence of column numbers (int), got {usecols!r}"
+            )
         usecols = cols
     p = Path(path)
     if p.is_dir():
@@ -179,8 +187,11 @@ def _open(p: Path):
 
 
 def _check_dtype(array: np.ndarray, p: Path, what: str = "array") -> None:
-    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) \
-            or np.issubdtype(array.dtype, np.complexfloating):
+    if (
+        array.dtype == object
+        or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_)
+        or np.issubdtype(array.dtype, np.complexfloating)
+    ):
         raise DataError(f"{str(p)!r}: the {what} has dtype {array.dtype}, but aekit needs real numbers")
 
 
@@ -198,7 +209,9 @@ def _load_npy(p: Path, mmap: bool) -> np.ndarray:
     except ValueError as error:
         # numpy says "cannot reshape array of size ..." for a truncated file and
         # "Object arrays cannot be loaded when allow_pickle=False" for objects.
-        raise DataError(f"{str(p)!r} is not a readable .npy file (truncated or holds Python objects): {error}") from None
+        raise DataError(
+            f"{str(p)!r} is not a readable .npy file (truncated or holds Python objects): {error}"
+        ) from None
     except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as error:  # BadZipFile: a broken .npz inside
         raise DataError(f"{str(p)!r} is not a readable .npy file: {error}") from None
     except (SyntaxError, tokenize.TokenError) as error:  # numpy parses the header as a Python literal
@@ -226,8 +239,9 @@ def _load_npz(p: Path, key: str | None) -> np.ndarray:
                 raise DataError(f"{str(p)!r} is an .npz archive with no arrays")
             if key is None:
                 if len(names) > 1:
-                    raise DataError(f"{str(p)!r} holds several arrays ({', '.join(map(repr, names))}); "
-                                    "pick one with key=")
+                    raise DataError(
+                        f"{str(p)!r} holds several arrays ({', '.join(map(repr, names))}); pick one with key="
+                    )
                 key = names[0]
             if key not in names:
                 raise DataError(f"{str(p)!r} has no array named {key!r}; it holds {', '.join(map(repr, names))}")
@@ -235,8 +249,9 @@ def _load_npz(p: Path, key: str | None) -> np.ndarray:
     except DataError:
         raise
     except (ValueError, OSError, EOFError, zlib.error, KeyError) as error:
-        raise DataError(f"{str(p)!r} is not a readable .npz archive (truncated or holds Python objects): "
-                        f"{error}") from None
+        raise DataError(
+            f"{str(p)!r} is not a readable .npz archive (truncated or holds Python objects): {error}"
+        ) from None
     except Exception as error:  # zipfile.BadZipFile and friends
         raise DataError(f"{str(p)!r} is not a readable .npz archive: {error}") from None
     _check_dtype(array, p, f"array {key!r}")
@@ -275,8 +290,10 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     got = len(raw) - start
     if got != expected:
         problem = "truncated" if got < expected else "longer than its header says"
-        raise DataError(f"idx file {str(p)!r} is {problem}: the header promises shape {shape} "
-                        f"({expected} bytes of data), the file holds {got}")
+        raise DataError(
+            f"idx file {str(p)!r} is {problem}: the header promises shape {shape} "
+            f"({expected} bytes of data), the file holds {got}"
+        )
     return np.frombuffer(raw, dtype, offset=start).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -287,8 +304,7 @@ def _parse_float(cell: str) -> float | None:
         return None
 
 
-def _load_table(p: Path, delimiter: str | None, header: bool | None,
-                usecols: Sequence[int] | None) -> np.ndarray:
+def _load_table(p: Path, delimiter: str | None, header: bool | None, usecols: Sequence[int] | None) -> np.ndarray:
     try:
         with _open(p) as handle:
             text = handle.read().decode("utf-8-sig")
@@ -333,8 +349,14 @@ def _load_table(p: Path, delimiter: str | None, header: bool | None,
         # column is read, then the wanted ones taken: with usecols= loadtxt ignores the
         # cells past the last column it reads, so a row longer than the first would pass.
         # float64: a value beyond float32's range stays finite here, so _finish can say so.
-        table = np.loadtxt(data_lines, delimiter=delimiter, dtype=np.float64, ndmin=2,
-                           quotechar='"' if delimiter else None, comments=None)
+        table = np.loadtxt(
+            data_lines,
+            delimiter=delimiter,
+            dtype=np.float64,
+            ndmin=2,
+            quotechar='"' if delimiter else None,
+            comments=None,
+        )
         if table.shape[1] == width:
             return table if usecols is None else table[:, cols]
     except ValueError:
@@ -343,16 +365,20 @@ def _load_table(p: Path, delimiter: str | None, header: bool | None,
     for r, (text_line, line) in enumerate(zip(data_lines, line_numbers)):
         row = _split(text_line, delimiter)
         if len(row) != width:
-            raise DataError(f"text table {str(p)!r} is ragged: line {line} has {len(row)} columns, "
-                            f"the first data line has {width}")
+            raise DataError(
+                f"text table {str(p)!r} is ragged: line {line} has {len(row)} columns, the first data line has {width}"
+            )
         for c in cols:
             value = _parse_float(row[c])
             if value is None and not row[c].strip():
-                raise DataError(f"text table {str(p)!r}: the cell at line {line}, column {c + 1} "
-                                "is empty (a missing value); fill or drop it")
+                raise DataError(
+                    f"text table {str(p)!r}: the cell at line {line}, column {c + 1} "
+                    "is empty (a missing value); fill or drop it"
+                )
             if value is None:
-                raise DataError(f"text table {str(p)!r}: the cell at line {line}, column {c + 1} "
-                                f"is not a number: {row[c]!r}")
+                raise DataError(
+                    f"text table {str(p)!r}: the cell at line {line}, column {c + 1} is not a number: {row[c]!r}"
+                )
             out[r, cols.index(c)] = value
     return out
 
@@ -366,8 +392,11 @@ def _looks_like_header(cells: list[str]) -> bool:
     """
     if any(cell.strip() and _parse_float(cell) is None for cell in cells):
         return True
-    return len(cells) > 1 and not cells[0].strip() and \
-        [cell.strip() for cell in cells[1:]] == [str(i) for i in range(len(cells) - 1)]
+    return (
+        len(cells) > 1
+        and not cells[0].strip()
+        and [cell.strip() for cell in cells[1:]] == [str(i) for i in range(len(cells) - 1)]
+    )
 
 
 def _split(line: str, delimiter: str | None) -> list[str]:
@@ -385,13 +414,17 @@ def _load_images(folder: Path, scale: bool, color: str) -> np.ndarray:
         raise DataError(f"color must be 'auto', 'gray' or 'rgb', got {color!r}")
     # Hidden files are skipped: macOS leaves a '._name.png' (not an image) beside each image
     # it copies to a foreign disk or into a zip.
-    files = sorted(f for f in folder.iterdir()
-                   if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file())
+    files = sorted(
+        f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file()
+    )
     if not files:
         subfolders = [f.name for f in folder.iterdir() if f.is_dir() and not f.name.startswith(".")]
-        hint = (f"; its subfolders ({', '.join(map(repr, sorted(subfolders)[:3]))}"
-                f"{', ...' if len(subfolders) > 3 else ''}) are not read, pass one of them"
-                if subfolders else "")
+        hint = (
+            f"; its subfolders ({', '.join(map(repr, sorted(subfolders)[:3]))}"
+            f"{', ...' if len(subfolders) > 3 else ''}) are not read, pass one of them"
+            if subfolders
+            else ""
+        )
         raise DataError(f"folder {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}){hint}")
     images = []
     for f in files:
@@ -407,8 +440,10 @@ def _load_images(folder: Path, scale: bool, color: str) -> np.ndarray:
     arrays = []
     for f, img in zip(files, images):
         if img.size != size:
-            raise DataError(f"images in {str(folder)!r} must share one size: {files[0].name!r} is "
-                            f"{size[0]}x{size[1]}, {f.name!r} is {img.size[0]}x{img.size[1]}")
+            raise DataError(
+                f"images in {str(folder)!r} must share one size: {files[0].name!r} is "
+                f"{size[0]}x{size[1]}, {f.name!r} is {img.size[0]}x{img.size[1]}"
+            )
         arrays.append(_image_array(img, color, scale))
     return np.stack(arrays)
 

@@ -56,8 +56,11 @@ def _real_array(x: Any, name: str = "x") -> np.ndarray:
         array = np.asarray(x)
     except (TypeError, ValueError) as error:
         raise DataError(f"{name} must be a rectangular numeric array ({error})") from None
-    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) \
-            or np.issubdtype(array.dtype, np.complexfloating):
+    if (
+        array.dtype == object
+        or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_)
+        or np.issubdtype(array.dtype, np.complexfloating)
+    ):
         raise DataError(f"{name} must hold real numbers, got an array of dtype {array.dtype}")
     if array.ndim < 2:
         raise DataError(f"{name} must be 2-D (examples, features), got shape {array.shape}")
@@ -188,8 +191,9 @@ class Step:
         cache = self.__dict__.setdefault("_cache", {})
         key = (dtype, str(device))
         if key not in cache:
-            cache[key] = {k: torch.as_tensor(np.asarray(getattr(self, k)), dtype=dtype, device=device)
-                          for k in self._state}
+            cache[key] = {
+                k: torch.as_tensor(np.asarray(getattr(self, k)), dtype=dtype, device=device) for k in self._state
+            }
         return cache[key]
 
     def _n_out(self) -> int:
@@ -237,8 +241,9 @@ class MinMaxScaler(Step):
     def __init__(self, feature_range: tuple[float, float] = (0.0, 1.0), per_feature: bool = True):
         as_floats = tuple(float(v) for v in feature_range)
         # The argument itself when it is already such a pair: scikit-learn's clone checks identity.
-        self.feature_range = feature_range if isinstance(feature_range, tuple) and feature_range == as_floats \
-            else as_floats
+        self.feature_range = (
+            feature_range if isinstance(feature_range, tuple) and feature_range == as_floats else as_floats
+        )
         self.per_feature = bool(per_feature)
         if len(self.feature_range) != 2 or not self.feature_range[0] < self.feature_range[1]:
             raise ConfigurationError(f"feature_range must be (low, high) with low < high, got {feature_range!r}")
@@ -323,8 +328,12 @@ class Whitener(Step):
     def __init__(self, kind: str = "zca", epsilon: float = 1e-5, n_components: int | None = None):
         if kind not in ("pca", "zca"):
             raise unknown_name_error("whitening kind", str(kind), ("pca", "zca"))
-        if not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool) or not epsilon >= 0 \
-                or not math.isfinite(epsilon):
+        if (
+            not isinstance(epsilon, (int, float))
+            or isinstance(epsilon, bool)
+            or not epsilon >= 0
+            or not math.isfinite(epsilon)
+        ):
             raise ConfigurationError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
         if n_components is not None and (not isinstance(n_components, int) or n_components < 1):
             raise ConfigurationError(f"n_components must be a positive integer or None, got {n_components!r}")
@@ -348,15 +357,17 @@ class Whitener(Step):
         values, vectors = np.clip(values[order], 0.0, None), vectors[:, order]
         kept = values[:k] + self.epsilon
         if kept.min() <= 1e-12 * max(values[0], 1e-300):
-            raise DataError(f"the covariance of x is singular (eigenvalue {values[k - 1]:.3g} of {values[0]:.3g}); "
-                            "give epsilon > 0 or fewer n_components")
+            raise DataError(
+                f"the covariance of x is singular (eigenvalue {values[k - 1]:.3g} of {values[0]:.3g}); "
+                "give epsilon > 0 or fewer n_components"
+            )
         u = vectors[:, :k]
         scale = 1.0 / np.sqrt(kept)
         if self.kind == "pca":
-            self.matrix_ = (u * scale).T                 # (k, d)
-            self.inverse_ = u / scale                   # (d, k)
+            self.matrix_ = (u * scale).T  # (k, d)
+            self.inverse_ = u / scale  # (d, k)
         else:
-            self.matrix_ = (u * scale) @ u.T            # (d, d)
+            self.matrix_ = (u * scale) @ u.T  # (d, d)
             self.inverse_ = (u / scale) @ u.T
         self.eigenvalues_ = values
 
@@ -403,7 +414,7 @@ class Pipeline(Step):
 
     def _tensor(self, t: torch.Tensor, inverse: bool) -> torch.Tensor:
         self._require_fitted()
-        for s in (reversed(self.steps) if inverse else self.steps):
+        for s in reversed(self.steps) if inverse else self.steps:
             t = s._tensor(t, inverse)
         return t
 
@@ -411,15 +422,18 @@ class Pipeline(Step):
         return {f"{i}.{k}": v for i, s in enumerate(self.steps) for k, v in s.state_tensors().items()}
 
     def get_config(self) -> dict[str, Any]:
-        return {"name": self.name, "steps": [s.get_config() for s in self.steps],
-                "n_features": int(getattr(self, "n_features_", 0) or 0)}
+        return {
+            "name": self.name,
+            "steps": [s.get_config() for s in self.steps],
+            "n_features": int(getattr(self, "n_features_", 0) or 0),
+        }
 
     @classmethod
     def _from_config(cls, config: dict[str, Any], state: dict[str, torch.Tensor]) -> Pipeline:
         steps = []
         for i, sub in enumerate(config.get("steps") or []):
             prefix = f"{i}."
-            steps.append(from_config(sub, {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}))
+            steps.append(from_config(sub, {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}))
         pipe = cls(steps)
         pipe.n_features_ = int(config.get("n_features") or (steps[0].n_features_ if steps else 0))
         return pipe
@@ -445,15 +459,17 @@ def check_step(step: Any, input_shape: Sequence[int]) -> Any:
     """Validate a step before it is attached to a model with input ``input_shape``."""
     for method in ("transform_tensor", "inverse_transform", "state_tensors", "get_config"):
         if not callable(getattr(step, method, None)):
-            raise ConfigurationError(f"preprocessing must be an aekit.preprocessing step (it needs {method}()), "
-                                     f"got {type(step).__name__}")
+            raise ConfigurationError(
+                f"preprocessing must be an aekit.preprocessing step (it needs {method}()), got {type(step).__name__}"
+            )
     if isinstance(step, Step):
         step._require_fitted()
         n = math.prod(input_shape)
         if step.n_features_ != n or step._n_out() != n:
             raise ConfigurationError(
                 f"this preprocessing step maps {step.n_features_} features to {step._n_out()}, but the model's "
-                f"input has {n}; an attached step must keep the number of features")
+                f"input has {n}; an attached step must keep the number of features"
+            )
     return step
 
 
@@ -464,8 +480,7 @@ def _generator(rng: Any) -> np.random.Generator:
     return np.random.default_rng(rng)
 
 
-def extract_patches(images: Any, size: int = 8, n: int = 10000, rng: Any = 0,
-                    normalize: bool = True) -> np.ndarray:
+def extract_patches(images: Any, size: int = 8, n: int = 10000, rng: Any = 0, normalize: bool = True) -> np.ndarray:
     """Sample ``n`` square patches at random places of random images (UFLDL's ``sampleIMAGES``).
 
     Parameters
@@ -541,9 +556,9 @@ def _sample(array: np.ndarray, size: int, n: int, gen: np.random.Generator) -> n
     cols = gen.integers(width - size + 1, size=n)
     windows = np.lib.stride_tricks.sliding_window_view(array, (size, size), axis=(-2, -1))
     if array.ndim == 3:
-        patches = windows[which, rows, cols]                 # (n, size, size)
+        patches = windows[which, rows, cols]  # (n, size, size)
     else:
-        patches = windows[which, :, rows, cols]              # (n, C, size, size)
+        patches = windows[which, :, rows, cols]  # (n, C, size, size)
     return patches.reshape(n, -1).astype(np.float64)
 
 
@@ -573,7 +588,7 @@ def whiten_images(images: Any, f0: float = 0.4) -> np.ndarray:
     h, w = array.shape[1:]
     fy = np.fft.fftfreq(h)[:, None] * h
     fx = np.fft.fftfreq(w)[None, :] * w
-    radius = np.sqrt(fx ** 2 + fy ** 2)
+    radius = np.sqrt(fx**2 + fy**2)
     cutoff = f0 * min(h, w)
     filt = radius * np.exp(-((radius / cutoff) ** 4))
     for i, img in enumerate(array):

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checks import check_weights
 from ..errors import ConfigurationError, DataError
+from .checks import check_weights
 
 __all__ = ["DEFAULT_BLOCK_BYTES", "StreamingSource", "is_streamable"]
 
@@ -111,15 +111,18 @@ class StreamingSource:
         return self.stop - self.start
 
     def __repr__(self) -> str:
-        return (f"StreamingSource({type(self.data).__name__} shape={tuple(self.data.shape)}, rows {self.start}:{self.stop}, "
-                f"block_rows={self.block_rows})")
+        return (
+            f"StreamingSource({type(self.data).__name__} shape={tuple(self.data.shape)}, rows {self.start}:{self.stop}, "
+            f"block_rows={self.block_rows})"
+        )
 
     @property
     def x(self) -> Any:
         # Code written for TensorSource (full-batch L-BFGS) reaches for .x: say why it cannot.
         raise ConfigurationError(
             "algo='lbfgs' uses the whole data set as one batch, which a memory-mapped (streamed) x cannot be; "
-            "use a minibatch algorithm such as 'adam', or load x into memory with np.asarray(x)")
+            "use a minibatch algorithm such as 'adam', or load x into memory with np.asarray(x)"
+        )
 
     def split_tail(self, n_tail: int) -> tuple[StreamingSource, StreamingSource]:
         """``(head, tail)``: the last ``n_tail`` rows become a separate source (validation)."""
@@ -184,7 +187,7 @@ class StreamingSource:
                 xt = xt.index_select(0, perm)
                 wt = wt.index_select(0, perm) if wt is not None else None
             for s in range(0, b - a, batch_size):
-                yield xt[s:s + batch_size], (wt[s:s + batch_size] if wt is not None else None)
+                yield xt[s : s + batch_size], (wt[s : s + batch_size] if wt is not None else None)
             del xt, wt
 
 

@@ -1,6 +1,7 @@
 """Checks of arguments: one-line :class:`~aekit.errors.ConfigurationError` (options) or
 :class:`~aekit.errors.DataError` (arrays) messages that name the argument, what it must be and
-what came."""
+what came.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def as_array(key: str, value: Any) -> np.ndarray:
 
 def as_labels(key: str, value: Any) -> np.ndarray:
     """:func:`as_array` of labels; objects (mixed types, None) become text, so that they can be
-    compared and sorted."""
+    compared and sorted.
+    """
     labels = as_array(key, value)
     return labels if labels.dtype.kind in "biufUS" else labels.astype(str)
 

@@ -46,11 +46,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..model.activations import output_range
-from ..data.validation import as_array, as_labels, integer, number
 from ..data.checks import to_numpy
-from ..errors import ConfigurationError, DataError
 from ..data.sources import is_streamable
+from ..data.validation import as_array, as_labels, integer, number
+from ..errors import ConfigurationError, DataError
+from ..model.activations import output_range
 
 __all__ = ["Finding", "diagnose"]
 
@@ -132,7 +132,7 @@ def _forward(net, xt: torch.Tensor) -> dict[str, np.ndarray]:
     try:
         parts: dict[str, list[np.ndarray]] = {}
         for start in range(0, xt.shape[0], 4096):
-            for key, value in graph(xt[start:start + 4096]).items():
+            for key, value in graph(xt[start : start + 4096]).items():
                 parts.setdefault(key, []).append(to_numpy(value).astype(np.float64))
         return {k: np.concatenate(v) for k, v in parts.items()}
     finally:
@@ -220,13 +220,19 @@ def diagnose(
     max_samples = integer("max_samples", max_samples, 2)
     inf = math.inf
     for key, value, low, high in (
-        ("collapse_ratio", collapse_ratio, 0, inf), ("mean_variance_ratio", mean_variance_ratio, 0, inf),
-        ("mean_offset", mean_offset, 0, inf), ("mean_cosine", mean_cosine, -1, 1),
-        ("dead_tolerance", dead_tolerance, 0, inf), ("dead_error_fraction", dead_error_fraction, 0, 1),
-        ("saturation_margin", saturation_margin, 0, 1), ("saturation_fraction", saturation_fraction, 0, 1),
+        ("collapse_ratio", collapse_ratio, 0, inf),
+        ("mean_variance_ratio", mean_variance_ratio, 0, inf),
+        ("mean_offset", mean_offset, 0, inf),
+        ("mean_cosine", mean_cosine, -1, 1),
+        ("dead_tolerance", dead_tolerance, 0, inf),
+        ("dead_error_fraction", dead_error_fraction, 0, 1),
+        ("saturation_margin", saturation_margin, 0, 1),
+        ("saturation_fraction", saturation_fraction, 0, 1),
         ("saturated_units_warning", saturated_units_warning, 0, 1),
-        ("saturated_units_error", saturated_units_error, 0, 1), ("trivial_r2", trivial_r2, -inf, 1),
-        ("order_correlation", order_correlation, -1, 1), ("label_runs", label_runs, 0, 1),
+        ("saturated_units_error", saturated_units_error, 0, 1),
+        ("trivial_r2", trivial_r2, -inf, 1),
+        ("order_correlation", order_correlation, -1, 1),
+        ("label_runs", label_runs, 0, 1),
     ):
         number(key, value, low, high)
     if isinstance(x, (list, tuple)) and getattr(net, "weighted", False) and len(x) == 2:
@@ -249,10 +255,15 @@ def diagnose(
         # Data with no variation leave nothing to learn and nothing to measure: every
         # unit is "dead", every code "collapsed" and R^2 undefined, which would blame
         # the model for what is wrong with the data.
-        which = f"all {shape[0]} rows of x" if len(rows) == shape[0] else \
-            f"all {len(rows)} rows sampled from the {shape[0]} of x"
-        raise DataError(f"diagnose needs examples that differ, but {which} are identical: the data have no "
-                        "variance to learn (check how they were loaded and scaled)")
+        which = (
+            f"all {shape[0]} rows of x"
+            if len(rows) == shape[0]
+            else f"all {len(rows)} rows sampled from the {shape[0]} of x"
+        )
+        raise DataError(
+            f"diagnose needs examples that differ, but {which} are identical: the data have no "
+            "variance to learn (check how they were loaded and scaled)"
+        )
     labels = None if y is None else as_labels("y", y).reshape(-1)
     if labels is not None and labels.shape[0] != shape[0]:
         raise DataError(f"y has {labels.shape[0]} labels, but x has {shape[0]} examples")
@@ -268,11 +279,17 @@ def diagnose(
             what.append(f"parameters {', '.join(bad_params)} hold NaN or Inf")
         if bad_epochs:
             what.append(f"the training history has NaN/Inf losses at epoch(s) {bad_epochs[:5]}")
-        findings.append(Finding(
-            "diverged", "error", "Training diverged: " + "; ".join(what) + ".",
-            "Lower learning_rate (e.g. by 10x), set max_gradient_norm=1.0, scale the inputs to unit range "
-            "(aekit.preprocessing), and retrain from a fresh model.",
-            float(len(bad_params)), bad_params[0].split(".")[0] if bad_params else None))
+        findings.append(
+            Finding(
+                "diverged",
+                "error",
+                "Training diverged: " + "; ".join(what) + ".",
+                "Lower learning_rate (e.g. by 10x), set max_gradient_norm=1.0, scale the inputs to unit range "
+                "(aekit.preprocessing), and retrain from a fresh model.",
+                float(len(bad_params)),
+                bad_params[0].split(".")[0] if bad_params else None,
+            )
+        )
     if not ok:
         return _sorted(findings)  # nothing else can be measured on NaN weights
 
@@ -297,8 +314,15 @@ def diagnose(
             continue
         values = _units(outputs[f"{name}:out"])
         findings += _check_dead(values, name, dead_tolerance, dead_error_fraction)
-        findings += _check_saturated(graph.layers[name], values, name, saturation_margin, saturation_fraction,
-                                     saturated_units_warning, saturated_units_error)
+        findings += _check_saturated(
+            graph.layers[name],
+            values,
+            name,
+            saturation_margin,
+            saturation_fraction,
+            saturated_units_warning,
+            saturated_units_error,
+        )
     if same_shape:
         findings += _check_fit(net, raw, trivial_r2)
     return _sorted(findings)
@@ -310,19 +334,27 @@ def _sorted(findings: list[Finding]) -> list[Finding]:
 
 # ---------------------------------------------------------------------------- checks
 def _check_order(raw: np.ndarray, labels: np.ndarray | None, threshold: float, label_runs: float) -> list[Finding]:
-    remedy = ("Shuffle the rows once before training (x = x[np.random.permutation(len(x))]), before any split "
-              "into training and validation data; aekit re-mixes batches every epoch unless shuffle=False, "
-              "but a validation set sliced off the end of sorted data, or shuffle=False, sees a biased sample.")
+    remedy = (
+        "Shuffle the rows once before training (x = x[np.random.permutation(len(x))]), before any split "
+        "into training and validation data; aekit re-mixes batches every epoch unless shuffle=False, "
+        "but a validation set sliced off the end of sorted data, or shuffle=False, sees a biased sample."
+    )
     n = raw.shape[0]
     if labels is not None and n > 2:
         same = float(np.mean(labels[1:] == labels[:-1]))
         _, counts = np.unique(labels, return_counts=True)
         chance = float(((counts / n) ** 2).sum())
         if chance < 1 and same > chance + label_runs * (1 - chance):
-            return [Finding(
-                "unshuffled-data", "warning",
-                f"The labels come in runs: {same:.0%} of neighbouring rows share a label, against "
-                f"{chance:.0%} in a shuffled order.", remedy, same)]
+            return [
+                Finding(
+                    "unshuffled-data",
+                    "warning",
+                    f"The labels come in runs: {same:.0%} of neighbouring rows share a label, against "
+                    f"{chance:.0%} in a shuffled order.",
+                    remedy,
+                    same,
+                )
+            ]
     if n < 20:
         return []
     flat = raw.reshape(n, -1).astype(np.float64)
@@ -335,10 +367,16 @@ def _check_order(raw: np.ndarray, labels: np.ndarray | None, threshold: float, l
             stats[f"principal component {k + 1}"] = centred @ vt[k]
     name, corr = max(((k, _autocorrelation(v)) for k, v in stats.items()), key=lambda kv: kv[1])
     if corr > max(threshold, 5.0 / math.sqrt(n)):
-        return [Finding(
-            "unshuffled-data", "warning",
-            f"The row order follows the content: the {name} of consecutive rows has autocorrelation "
-            f"{corr:.2f} (about 0 +/- {1 / math.sqrt(n):.2f} in a shuffled order).", remedy, corr)]
+        return [
+            Finding(
+                "unshuffled-data",
+                "warning",
+                f"The row order follows the content: the {name} of consecutive rows has autocorrelation "
+                f"{corr:.2f} (about 0 +/- {1 / math.sqrt(n):.2f} in a shuffled order).",
+                remedy,
+                corr,
+            )
+        ]
     return []
 
 
@@ -353,14 +391,19 @@ def _check_output_range(graph, target: np.ndarray, out_name: str) -> list[Findin
     if outside == 0:
         return []
     severity = "error" if outside > 0.01 else "warning"
-    return [Finding(
-        "output-range", severity,
-        f"{outside:.1%} of the data values lie outside the range of the output activation {activation!r} "
-        f"[{low:g}, {high:g}]: the data span [{finite.min():.4g}, {finite.max():.4g}], so those values can "
-        "never be reconstructed.",
-        f"Scale the data into [{low:g}, {high:g}] (e.g. divide 0..255 pixels by 255, or use "
-        "aekit.preprocessing scaling saved with the model), or use a 'linear' output layer.",
-        outside, out_name)]
+    return [
+        Finding(
+            "output-range",
+            severity,
+            f"{outside:.1%} of the data values lie outside the range of the output activation {activation!r} "
+            f"[{low:g}, {high:g}]: the data span [{finite.min():.4g}, {finite.max():.4g}], so those values can "
+            "never be reconstructed.",
+            f"Scale the data into [{low:g}, {high:g}] (e.g. divide 0..255 pixels by 255, or use "
+            "aekit.preprocessing scaling saved with the model), or use a 'linear' output layer.",
+            outside,
+            out_name,
+        )
+    ]
 
 
 def _check_collapse(codes: np.ndarray, name: str, ratio: float) -> list[Finding]:
@@ -369,18 +412,23 @@ def _check_collapse(codes: np.ndarray, name: str, ratio: float) -> list[Finding]
     if len(z) < 2:
         return []
     spread = math.sqrt(float(z.var(axis=0).mean()))
-    rms = math.sqrt(float(np.mean(z ** 2)))
+    rms = math.sqrt(float(np.mean(z**2)))
     relative = spread / rms if rms > 0 else 0.0
     if relative >= ratio:
         return []
-    return [Finding(
-        "collapsed-code", "error",
-        f"The codes of layer {name!r} barely change from one input to the next: their spread across inputs "
-        f"is {relative:.2e} of their size (rms {rms:.3g}), so the decoder gets the same code for every input.",
-        "Check that the encoder weights are not zero or tiny (re-initialise), lower hidden_l1/weight_l1/"
-        "sparsity_weight if they crush the code, scale the inputs, and try a larger learning_rate or more "
-        "epochs; with relu units, try 'sigmoid' or a smaller learning_rate.",
-        relative, name)]
+    return [
+        Finding(
+            "collapsed-code",
+            "error",
+            f"The codes of layer {name!r} barely change from one input to the next: their spread across inputs "
+            f"is {relative:.2e} of their size (rms {rms:.3g}), so the decoder gets the same code for every input.",
+            "Check that the encoder weights are not zero or tiny (re-initialise), lower hidden_l1/weight_l1/"
+            "sparsity_weight if they crush the code, scale the inputs, and try a larger learning_rate or more "
+            "epochs; with relu units, try 'sigmoid' or a smaller learning_rate.",
+            relative,
+            name,
+        )
+    ]
 
 
 def _first_features(net) -> np.ndarray | None:
@@ -399,16 +447,24 @@ def _check_mean(net, target, recon, var_ratio, offset_limit, cos_limit) -> list[
         return []
     ratio = float(recon.var(axis=0).sum()) / data_var
     offset = float(np.linalg.norm(recon.mean(axis=0) - mean)) / math.sqrt(data_var)
-    remedy = ("The model learned only the average input. Add capacity or freedom to the code: more hidden "
-              "units, a lower hidden_l1/weight_l1/sparsity_weight/weight_l2 (a strong penalty makes copying "
-              "the mean optimal), a larger learning_rate or more epochs, and inputs scaled to unit range; "
-              "subtracting the mean (aekit.preprocessing) removes the easy answer.")
+    remedy = (
+        "The model learned only the average input. Add capacity or freedom to the code: more hidden "
+        "units, a lower hidden_l1/weight_l1/sparsity_weight/weight_l2 (a strong penalty makes copying "
+        "the mean optimal), a larger learning_rate or more epochs, and inputs scaled to unit range; "
+        "subtracting the mean (aekit.preprocessing) removes the easy answer."
+    )
     if ratio < var_ratio and offset < offset_limit:
-        return [Finding(
-            "mean-features", "error",
-            f"Reconstructions of different inputs are nearly identical: they vary {ratio:.1%} as much as the data "
-            f"and their average lies {offset:.2f} data standard deviations from the data mean, i.e. the model "
-            "outputs the data mean.", remedy, ratio)]
+        return [
+            Finding(
+                "mean-features",
+                "error",
+                f"Reconstructions of different inputs are nearly identical: they vary {ratio:.1%} as much as the data "
+                f"and their average lies {offset:.2f} data standard deviations from the data mean, i.e. the model "
+                "outputs the data mean.",
+                remedy,
+                ratio,
+            )
+        ]
     features = _first_features(net)
     norm_mean = float(np.linalg.norm(mean))
     if features is not None and norm_mean > 0 and features.shape[0] > 1:
@@ -417,11 +473,16 @@ def _check_mean(net, target, recon, var_ratio, offset_limit, cos_limit) -> list[
         if live.sum() > 1:
             cos = np.abs(features[live] @ mean) / (norms[live] * norm_mean)
             if float(cos.mean()) > cos_limit:
-                return [Finding(
-                    "mean-features", "error",
-                    f"The first layer's {int(live.sum())} features all look like the data mean (mean |cosine| "
-                    f"with it {float(cos.mean()):.3f}): every unit responds to overall brightness only.",
-                    remedy, float(cos.mean()))]
+                return [
+                    Finding(
+                        "mean-features",
+                        "error",
+                        f"The first layer's {int(live.sum())} features all look like the data mean (mean |cosine| "
+                        f"with it {float(cos.mean()):.3f}): every unit responds to overall brightness only.",
+                        remedy,
+                        float(cos.mean()),
+                    )
+                ]
     return []
 
 
@@ -434,14 +495,19 @@ def _check_dead(values: np.ndarray, name: str, tolerance: float, error_fraction:
     fraction = dead.size / values.shape[1]
     severity = "error" if fraction >= error_fraction else "warning"
     listed = ", ".join(map(str, dead[:10])) + (", ..." if dead.size > 10 else "")
-    return [Finding(
-        "dead-units", severity,
-        f"{dead.size} of {values.shape[1]} units of layer {name!r} ({fraction:.0%}) give the same output for "
-        f"every input (units {listed}): they carry no information.",
-        "With relu units, lower the learning_rate, try 'leaky-relu' or 'elu', or start the biases above 0 "
-        "(mean_b=0.01); lower hidden_l1/weight_l1 or sparsity_weight if they switch units off; scale the "
-        "inputs; fewer hidden units would do the same work.",
-        fraction, name)]
+    return [
+        Finding(
+            "dead-units",
+            severity,
+            f"{dead.size} of {values.shape[1]} units of layer {name!r} ({fraction:.0%}) give the same output for "
+            f"every input (units {listed}): they carry no information.",
+            "With relu units, lower the learning_rate, try 'leaky-relu' or 'elu', or start the biases above 0 "
+            "(mean_b=0.01); lower hidden_l1/weight_l1 or sparsity_weight if they switch units off; scale the "
+            "inputs; fewer hidden units would do the same work.",
+            fraction,
+            name,
+        )
+    ]
 
 
 def _check_saturated(layer, values, name, margin, fraction, warn_at, error_at) -> list[Finding]:
@@ -459,14 +525,19 @@ def _check_saturated(layer, values, name, margin, fraction, warn_at, error_at) -
     if share < warn_at:
         return []
     severity = "error" if share >= error_at else "warning"
-    return [Finding(
-        "saturated-units", severity,
-        f"{int(stuck.sum())} of {values.shape[1]} {layer.spec.activation} units of layer {name!r} ({share:.0%}) "
-        f"sit within {margin:.0%} of their bounds on at least {fraction:.0%} of inputs, where their gradient "
-        "vanishes.",
-        "Scale the inputs to unit range (aekit.preprocessing), use smaller initial weights (std=...), a smaller "
-        "learning_rate, or weight_l2 to keep weights small; relu units do not saturate.",
-        share, name)]
+    return [
+        Finding(
+            "saturated-units",
+            severity,
+            f"{int(stuck.sum())} of {values.shape[1]} {layer.spec.activation} units of layer {name!r} ({share:.0%}) "
+            f"sit within {margin:.0%} of their bounds on at least {fraction:.0%} of inputs, where their gradient "
+            "vanishes.",
+            "Scale the inputs to unit range (aekit.preprocessing), use smaller initial weights (std=...), a smaller "
+            "learning_rate, or weight_l2 to keep weights small; relu units do not saturate.",
+            share,
+            name,
+        )
+    ]
 
 
 def _check_fit(net, raw: np.ndarray, trivial: float) -> list[Finding]:
@@ -482,13 +553,24 @@ def _check_fit(net, raw: np.ndarray, trivial: float) -> list[Finding]:
         # rows unfairly well (a good digits model scores -0.6 on some pairs of rows): on so
         # few rows a low figure is a warning, not proof that the model learned nothing.
         few = raw.shape[0] < MIN_FIT_ROWS
-        return [Finding(
-            "trivial-loss", "warning" if few else "error",
-            f"The reconstruction explains R^2 = {r2:.3f} of the data's variance: "
-            f"{'worse than' if r2 < 0 else 'no better than'} predicting the mean of each feature"
-            + (f" (measured on only {raw.shape[0]} rows, too few for a reliable figure)." if few else "."),
-            "Train longer or with a larger learning_rate, lower hidden_l1/weight_l1/weight_l2/sparsity_weight, "
-            "add hidden units, check the output activation's range against the data, and scale the inputs.",
-            r2)]
-    return [Finding("fit", "info", f"The reconstruction explains R^2 = {r2:.3f} of the data's variance.",
-                    "None needed." if r2 > 0.5 else "More hidden units or epochs would help.", r2)]
+        return [
+            Finding(
+                "trivial-loss",
+                "warning" if few else "error",
+                f"The reconstruction explains R^2 = {r2:.3f} of the data's variance: "
+                f"{'worse than' if r2 < 0 else 'no better than'} predicting the mean of each feature"
+                + (f" (measured on only {raw.shape[0]} rows, too few for a reliable figure)." if few else "."),
+                "Train longer or with a larger learning_rate, lower hidden_l1/weight_l1/weight_l2/sparsity_weight, "
+                "add hidden units, check the output activation's range against the data, and scale the inputs.",
+                r2,
+            )
+        ]
+    return [
+        Finding(
+            "fit",
+            "info",
+            f"The reconstruction explains R^2 = {r2:.3f} of the data's variance.",
+            "None needed." if r2 > 0.5 else "More hidden units or epochs would help.",
+            r2,
+        )
+    ]

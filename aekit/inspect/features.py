@@ -183,8 +183,13 @@ def feature_images(
         norms = w.flatten(1).norm(dim=1).clamp_min(1e-12).reshape(-1, *([1] * (w.dim() - 1)))
         kernels = (w / norms).float().numpy()
         return kernels[:, 0] if kernels.shape[1] == 1 else kernels
-    return _ascent_features(net, name, integer("steps", steps, 0), number("learning_rate", learning_rate, 0, math.inf),
-                            integer("rng", rng, 0))
+    return _ascent_features(
+        net,
+        name,
+        integer("steps", steps, 0),
+        number("learning_rate", learning_rate, 0, math.inf),
+        integer("rng", rng, 0),
+    )
 
 
 def _ascent_features(net, name: str, steps: int, learning_rate: float, rng: int) -> np.ndarray:
@@ -291,8 +296,9 @@ def _prepare_tiles(images: Any) -> np.ndarray:
         # Any other channel count: one grey tile per channel, unit by unit.
         imgs = imgs.reshape(-1, *imgs.shape[2:])
     if imgs.ndim not in (3, 4) or imgs.shape[0] == 0:
-        raise DataError(f"images must be (n, H, W), (n, C, H, W) or (n, features) with n >= 1, "
-                        f"got shape {tuple(np.shape(images))}")
+        raise DataError(
+            f"images must be (n, H, W), (n, C, H, W) or (n, features) with n >= 1, got shape {tuple(np.shape(images))}"
+        )
     return imgs
 
 
@@ -333,7 +339,7 @@ def tile_mosaic(
     for k in range(n):
         r, c = divmod(k, cols)
         top, left = b + r * (h + b), b + c * (w + b)
-        mosaic[top:top + h, left:left + w] = imgs[k]
+        mosaic[top : top + h, left : left + w] = imgs[k]
     return mosaic
 
 
@@ -344,15 +350,28 @@ def _default_zoom(images: np.ndarray) -> int:
 
 def _check_pixels(count: int) -> None:
     if count > MAX_PIXELS:
-        raise ConfigurationError(f"the picture would have {count:,} pixels, more than {MAX_PIXELS:,}; "
-                                 "ask for fewer columns, a smaller border or zoom, or fewer images")
+        raise ConfigurationError(
+            f"the picture would have {count:,} pixels, more than {MAX_PIXELS:,}; "
+            "ask for fewer columns, a smaller border or zoom, or fewer images"
+        )
 
 
 # Suffix -> format name, for the formats that both matplotlib.image.imsave (pixel mosaics,
 # through Pillow) and Figure.savefig (plots) write without extra software: not pgf (needs
 # LaTeX), svgz, raw and rgba (imsave cannot), nor avif (only some Pillow builds).
-_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff", ".gif": "gif",
-            ".webp": "webp", ".pdf": "pdf", ".svg": "svg", ".eps": "eps", ".ps": "ps"}
+_FORMATS = {
+    ".png": "png",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".gif": "gif",
+    ".webp": "webp",
+    ".pdf": "pdf",
+    ".svg": "svg",
+    ".eps": "eps",
+    ".ps": "ps",
+}
 
 
 def _picture_format(path: Any) -> str:
@@ -369,8 +388,10 @@ def _picture_format(path: Any) -> str:
         raise ConfigurationError(f"path must be a file path, got {path!r}") from None
     suffix = target.suffix.lower()
     if suffix and suffix not in _FORMATS:
-        raise ConfigurationError(f"path {str(target)!r} has suffix {target.suffix!r}; expected one of "
-                                 f"{', '.join(map(repr, sorted(_FORMATS)))}, or none for PNG")
+        raise ConfigurationError(
+            f"path {str(target)!r} has suffix {target.suffix!r}; expected one of "
+            f"{', '.join(map(repr, sorted(_FORMATS)))}, or none for PNG"
+        )
     folder = target.parent
     if not folder.is_dir():
         raise ConfigurationError(f"path {str(target)!r}: folder {str(folder)!r} does not exist")
@@ -595,15 +616,22 @@ def plot_codes(
     else:
         y = as_labels("labels", labels)
         if y.ndim != 1 or len(y) < len(data):
-            raise DataError(f"labels must be 1-D with one label per example of x ({len(data)} or more), "
-                            f"got shape {y.shape}")
-        y = y[:len(data)]
+            raise DataError(
+                f"labels must be 1-D with one label per example of x ({len(data)} or more), got shape {y.shape}"
+            )
+        y = y[: len(data)]
         classes, codes = np.unique(y, return_inverse=True)
         if len(classes) <= 20:
             for k, cls in enumerate(classes):
                 pick = y == cls
-                ax.scatter(points[pick, 0], points[pick, 1], s=6, alpha=0.7, label=str(cls), color=f"C{k % 10}"
-                           if len(classes) <= 10 else None)
+                ax.scatter(
+                    points[pick, 0],
+                    points[pick, 1],
+                    s=6,
+                    alpha=0.7,
+                    label=str(cls),
+                    color=f"C{k % 10}" if len(classes) <= 10 else None,
+                )
             ax.legend(markerscale=2, fontsize=7, loc="best")
         else:
             shade = y.astype(float) if y.dtype.kind in "biuf" else codes  # many names: coloured by rank

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from . import features as visualize
-from .diagnose import Finding, diagnose
 from ..data.validation import as_array, integer
 from ..errors import AekitError, DataError
 from ..io.model_file import atomic_write
+from . import features as visualize
+from .diagnose import Finding, diagnose
 
 __all__ = ["write_report"]
 
@@ -40,15 +40,19 @@ code, pre { background: #f0f0f0; padding: 0 0.2em; } td, th { padding: 0.2em 0.8
 
 
 def _figure(src: str, caption: str) -> str:
-    return (f'<figure><img src="{html.escape(src)}" alt="{html.escape(caption)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f'<figure><img src="{html.escape(src)}" alt="{html.escape(caption)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def _finding_html(finding: Finding) -> str:
     value = "" if finding.value is None or not math.isfinite(finding.value) else f" (value {finding.value:.4g})"
-    return (f'<div class="finding {finding.severity}"><b>{html.escape(finding.severity)}</b> '
-            f"<code>{html.escape(finding.code)}</code>{html.escape(value)}: {html.escape(finding.message)}"
-            f"<br><i>Remedy:</i> {html.escape(finding.remedy)}</div>")
+    return (
+        f'<div class="finding {finding.severity}"><b>{html.escape(finding.severity)}</b> '
+        f"<code>{html.escape(finding.code)}</code>{html.escape(value)}: {html.escape(finding.message)}"
+        f"<br><i>Remedy:</i> {html.escape(finding.remedy)}</div>"
+    )
 
 
 def write_report(
@@ -88,8 +92,9 @@ def write_report(
     data = x.detach().cpu().numpy() if hasattr(x, "detach") else as_array("x", x)
     if data.ndim < 2 or len(data) < 2:
         raise DataError(f"a report needs x with at least 2 examples in rows, got shape {data.shape}")
-    rows = np.unique(np.linspace(0, len(data) - 1, min(len(data), integer("max_samples", max_samples, 2))).round()
-                     .astype(int))
+    rows = np.unique(
+        np.linspace(0, len(data) - 1, min(len(data), integer("max_samples", max_samples, 2))).round().astype(int)
+    )
     sample = data[rows]
     y = None if labels is None else as_array("labels", labels).reshape(-1)
     # The diagnosis checks the data against the model: the folder is made only once it has passed.
@@ -123,51 +128,80 @@ def write_report(
         f"<td>{html.escape(layer.spec.activation if layer.spec.form != 'input' else '')}</td></tr>"
         for layer in net.layers
     )
-    sections.append(f"<p><code>{html.escape(repr(net))}</code></p>"
-                    f"<table><tr><th>layer</th><th>form</th><th>shape</th><th>activation</th></tr>{layer_rows}</table>")
+    sections.append(
+        f"<p><code>{html.escape(repr(net))}</code></p>"
+        f"<table><tr><th>layer</th><th>form</th><th>shape</th><th>activation</th></tr>{layer_rows}</table>"
+    )
 
     hidden = net.graph.hidden_names
     first = hidden[0] if hidden else None
     if first is not None:
         sections.append("<h2>Features</h2>")
-        sections.append(attempt(
-            "features_encoder.png",
-            f"Encoder features of {first!r}: the norm-1 input that activates each unit most (contrast per tile).",
-            lambda p: visualize.save_tiles(visualize.feature_images(net, first, "encoder"), p)))
+        sections.append(
+            attempt(
+                "features_encoder.png",
+                f"Encoder features of {first!r}: the norm-1 input that activates each unit most (contrast per tile).",
+                lambda p: visualize.save_tiles(visualize.feature_images(net, first, "encoder"), p),
+            )
+        )
         code = net.code_layer
-        sections.append(attempt(
-            "features_decoder.png",
-            f"Decoder features of {code!r}: what each unit draws at the output (decode(e_i) - decode(0)).",
-            lambda p: visualize.save_tiles(visualize.feature_images(net, code, "decoder"), p)))
+        sections.append(
+            attempt(
+                "features_decoder.png",
+                f"Decoder features of {code!r}: what each unit draws at the output (decode(e_i) - decode(0)).",
+                lambda p: visualize.save_tiles(visualize.feature_images(net, code, "decoder"), p),
+            )
+        )
     sections.append("<h2>Reconstructions</h2>")
-    sections.append(attempt("reconstructions.png", "Inputs (top row) and their reconstructions (bottom row).",
-                            lambda p: visualize.plot_reconstructions(net, sample, p, n=12)))
+    sections.append(
+        attempt(
+            "reconstructions.png",
+            "Inputs (top row) and their reconstructions (bottom row).",
+            lambda p: visualize.plot_reconstructions(net, sample, p, n=12),
+        )
+    )
     sections.append("<h2>Training curves</h2>")
     if net.history:
-        sections.append(attempt("history.png", "Loss per epoch (training solid, validation dashed).",
-                                lambda p: visualize.plot_history(net, p)))
+        sections.append(
+            attempt(
+                "history.png",
+                "Loss per epoch (training solid, validation dashed).",
+                lambda p: visualize.plot_history(net, p),
+            )
+        )
     else:
         sections.append("<p><i>This model has no training history.</i></p>")
     sections.append("<h2>Codes</h2>")
-    sections.append(attempt(
-        "codes.png", "Codes of the data in 2-D (principal components when the code is wider)"
-        + (", coloured by label." if y is not None else "."),
-        lambda p: visualize.plot_codes(net, sample, p, labels=None if y is None else y[rows])))
-    sections.append(attempt("activations.png", f"Histograms of the activations of {net.code_layer!r}, unit by unit.",
-                            lambda p: visualize.plot_activations(net, sample, p)))
+    sections.append(
+        attempt(
+            "codes.png",
+            "Codes of the data in 2-D (principal components when the code is wider)"
+            + (", coloured by label." if y is not None else "."),
+            lambda p: visualize.plot_codes(net, sample, p, labels=None if y is None else y[rows]),
+        )
+    )
+    sections.append(
+        attempt(
+            "activations.png",
+            f"Histograms of the activations of {net.code_layer!r}, unit by unit.",
+            lambda p: visualize.plot_activations(net, sample, p),
+        )
+    )
     if first is not None:
-        sections.append(attempt("top_inputs.png",
-                                f"For each unit of {first!r} (rows): the inputs that activate it most.",
-                                lambda p: visualize.save_top_inputs(net, sample, p, layer=first)))
+        sections.append(
+            attempt(
+                "top_inputs.png",
+                f"For each unit of {first!r} (rows): the inputs that activate it most.",
+                lambda p: visualize.save_top_inputs(net, sample, p, layer=first),
+            )
+        )
 
     page = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>"
         f"<p>{len(data)} examples of shape {html.escape(str(tuple(data.shape[1:])))}; pictures use "
-        f"{len(sample)} of them.</p>"
-        + "\n".join(sections)
-        + "</body></html>\n"
+        f"{len(sample)} of them.</p>" + "\n".join(sections) + "</body></html>\n"
     )
     path = folder / "index.html"
     atomic_write(path, page.encode("utf-8"))

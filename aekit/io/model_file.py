@@ -41,8 +41,17 @@ from safetensors.torch import save as st_save
 
 from ..errors import AekitError, ConfigurationError, ModelFileError, unknown_name_error
 
-__all__ = ["FORMAT_VERSION", "STALE_TEMP_AGE", "atomic_write", "is_model_file", "load_model", "read_model_file",
-           "remove_stale_temporaries", "save_model", "write_model_file"]
+__all__ = [
+    "FORMAT_VERSION",
+    "STALE_TEMP_AGE",
+    "atomic_write",
+    "is_model_file",
+    "load_model",
+    "read_model_file",
+    "remove_stale_temporaries",
+    "save_model",
+    "write_model_file",
+]
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +126,9 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
         raise ModelFileError(f"cannot write {str(path)!r}: folder {str(directory)!r} does not exist")
     if path.is_dir() or not path.name:
         # os.replace would fail with a message naming only the temporary file.
-        raise ModelFileError(f"cannot write {str(path)!r}: it is a folder; give a file name such as "
-                             f"{str(path / 'model.aekit')!r}")
+        raise ModelFileError(
+            f"cannot write {str(path)!r}: it is a folder; give a file name such as {str(path / 'model.aekit')!r}"
+        )
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as error:  # a read-only folder: say which file could not be written
@@ -169,14 +179,14 @@ def _canonical_header(raw: bytes) -> bytes:
     data stays aligned), then the data.
     """
     (length,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + length])
+    header = json.loads(raw[8 : 8 + length])
     meta = header.pop("__metadata__", None)
     ordered: dict[str, Any] = {} if meta is None else {"__metadata__": dict(sorted(meta.items()))}
     # Empty tensors share an offset with their neighbour: the name breaks the tie.
     ordered.update(sorted(header.items(), key=lambda item: (item[1]["data_offsets"], item[0])))
     text = json.dumps(ordered, separators=(",", ":")).encode("ascii")
     text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + raw[8 + length:]
+    return struct.pack("<Q", len(text)) + text + raw[8 + length :]
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -211,7 +221,7 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         kind = _guess_kind(raw)
         raise ModelFileError(f"model file {name!r} is not an aekit model file ({kind})")
     try:
-        header = json.loads(raw[8:8 + header_len])
+        header = json.loads(raw[8 : 8 + header_len])
         meta = header.get("__metadata__") or {}
         tensors = st_load(raw)
     except (SafetensorError, ValueError, UnicodeDecodeError, AttributeError) as error:
@@ -267,14 +277,17 @@ def save_model(net, path: str | os.PathLike) -> None:
     """
     p = Path(path)
     if p.is_file() and p.stat().st_size > 0 and not is_model_file(p):
-        raise ModelFileError(f"cannot save to {str(p)!r}: it exists and is not an aekit model file; refusing to "
-                             "replace it (choose another name, or remove the file first)")
+        raise ModelFileError(
+            f"cannot save to {str(p)!r}: it exists and is not an aekit model file; refusing to "
+            "replace it (choose another name, or remove the file first)"
+        )
     write_model_file(path, model_tensors(net), model_metadata(net))
 
 
 def is_model_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a file with a safetensors header that names the aekit format (a model or a
-    checkpoint); False for anything else, unreadable files included."""
+    checkpoint); False for anything else, unreadable files included.
+    """
     try:
         with open(path, "rb") as handle:
             head = handle.read(8)
@@ -309,10 +322,15 @@ def model_from_file_contents(tensors: dict[str, torch.Tensor], meta: dict[str, A
         losses = config.get("losses") or [{"name": "mse"}]
         first = dict(losses[0])
         name0, weight0 = first.pop("name"), first.pop("weight", 1.0)
-        net = Autoencoder(specs, loss=name0, weighted=config.get("weighted", False),
-                          rng=config.get("rng", 13),
-                          hidden_activation=config.get("hidden_activation", "relu"),
-                          output_activation=config.get("output_activation", "linear"), **first)
+        net = Autoencoder(
+            specs,
+            loss=name0,
+            weighted=config.get("weighted", False),
+            rng=config.get("rng", 13),
+            hidden_activation=config.get("hidden_activation", "relu"),
+            output_activation=config.get("output_activation", "linear"),
+            **first,
+        )
         # Autoencoder() takes the first loss's options but not its weight: set_loss does.
         net.set_loss(name0, weight0, **first)
         for extra in losses[1:]:
@@ -341,8 +359,10 @@ def model_from_file_contents(tensors: dict[str, torch.Tensor], meta: dict[str, A
     else:
         used = set()
     if set(state) - used:
-        raise ModelFileError(f"model file {name!r} has preprocessing tensors its config does not use: "
-                             f"{sorted(f'preprocessing.{k}' for k in set(state) - used)}")
+        raise ModelFileError(
+            f"model file {name!r} has preprocessing tensors its config does not use: "
+            f"{sorted(f'preprocessing.{k}' for k in set(state) - used)}"
+        )
     net.history = meta.get("history") or []
     if not isinstance(net.history, list) or not all(isinstance(record, dict) for record in net.history):
         raise ModelFileError(f"model file {name!r} has an invalid history: expected a list of per-epoch records")
@@ -360,8 +380,9 @@ def _check_config(config: dict[str, Any]) -> None:
         if key not in _CONFIG_KEYS:
             raise unknown_name_error("model config key", str(key), _CONFIG_KEYS)
     losses = config.get("losses") or []
-    if not isinstance(losses, list) or not all(isinstance(term, dict) and isinstance(term.get("name"), str)
-                                               for term in losses):
+    if not isinstance(losses, list) or not all(
+        isinstance(term, dict) and isinstance(term.get("name"), str) for term in losses
+    ):
         raise ConfigurationError(f"losses must be a list of dicts with a 'name', got {losses!r:.80}")
     if not isinstance(config.get("weighted", False), bool):
         raise ConfigurationError(f"weighted must be true or false, got {config['weighted']!r}")
@@ -394,7 +415,7 @@ def load_model(path: str | os.PathLike):
     tensors, meta = read_model_file(path)
     if meta.get("kind") == "checkpoint":
         # A checkpoint holds the model beside the trainer state, under 'model.'.
-        tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        tensors = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     return model_from_file_contents(tensors, meta, str(path))
 
 

@@ -21,17 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from . import activations
 from ..errors import ConfigurationError, unknown_name_error
+from . import activations
 
 __all__ = ["FORMS", "INIT_KEYS", "LayerSpec", "parse_layers", "specs_from_config", "specs_to_config"]
 
 FORMS = ("input", "dense", "tied", "conv2", "deconv2", "pool", "upsample", "flatten", "reshape")
 # Initialisation keys, theanets' names: a bare key sets the weight's value, the
 # ``_w``/``_b`` variants target the weights or the biases explicitly.
-INIT_KEYS = tuple(
-    f"{key}{suffix}" for key in ("mean", "std", "sparsity", "diagonal") for suffix in ("", "_w", "_b")
-)
+INIT_KEYS = tuple(f"{key}{suffix}" for key in ("mean", "std", "sparsity", "diagonal") for suffix in ("", "_w", "_b"))
 _FORMLESS_SIZE = ("flatten", "reshape", "pool", "upsample")
 
 
@@ -137,8 +135,9 @@ class LayerSpec:
         if "init" in data:
             init = data["init"]
             if not isinstance(init, dict) or any(key not in INIT_KEYS for key in init):
-                raise ConfigurationError(f"{where} init must be a dict with keys among {', '.join(INIT_KEYS)}, "
-                                         f"got {init!r}")
+                raise ConfigurationError(
+                    f"{where} init must be a dict with keys among {', '.join(INIT_KEYS)}, got {init!r}"
+                )
             data["init"] = tuple(sorted((k, _init_value(k, v, where)) for k, v in init.items()))
         return cls(**data)
 
@@ -162,8 +161,11 @@ def _shape(value: Any, what: str) -> tuple[int, ...]:
 
 
 def _finite_float(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not math.isfinite(value)
+    ):
         raise ConfigurationError(f"{what} must be a finite number, got {value!r}")
     return float(value)
 
@@ -334,8 +336,7 @@ def parse_layers(
             name = raw.pop("name", "in")
             if not isinstance(name, str) or not name:
                 raise ConfigurationError(f"{where} name must be a non-empty string, got {name!r}")
-            specs.append(LayerSpec(name=name, form="input", shape=shape,
-                                   size=int(_prod(shape))))
+            specs.append(LayerSpec(name=name, form="input", shape=shape, size=int(_prod(shape))))
             continue
         form = raw.pop("form", "dense")
         if form not in FORMS or form == "input":
@@ -352,8 +353,9 @@ def parse_layers(
             raise ConfigurationError(f"{where}: a dense layer needs a size, got {item!r}")
         if form == "pool" and raw.get("kernel") is None:
             raw["kernel"] = 2  # Keras' pool_size: dict(form='pool') halves H and W
-        spec = LayerSpec(name=raw.pop("name", default_name), form=form, size=size,
-                         activation=activation, init=init, **raw)
+        spec = LayerSpec(
+            name=raw.pop("name", default_name), form=form, size=size, activation=activation, init=init, **raw
+        )
         if form == "tied" and spec.partner is None:
             partner = _find_partner(specs)
             if partner is None:

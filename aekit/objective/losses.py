@@ -47,9 +47,7 @@ def bce(output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None 
     return _reduce(-(target * torch.log(p) + (1 - target) * torch.log1p(-p)), weight)
 
 
-def bce_with_logits(
-    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
-) -> torch.Tensor:
+def bce_with_logits(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Binary cross-entropy computed from sigmoid pre-activations (numerically stable, faster)."""
     return _reduce(F.binary_cross_entropy_with_logits(logits, target, reduction="none"), weight)
 
@@ -94,8 +92,14 @@ LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "kl": kl,
     "gll": gll,
 }
-_ALIASES = {"xe": "bce", "binary_crossentropy": "bce", "cross_entropy": "bce", "mean_squared_error": "mse",
-            "mean_absolute_error": "mae", "kl_divergence": "kl"}
+_ALIASES = {
+    "xe": "bce",
+    "binary_crossentropy": "bce",
+    "cross_entropy": "bce",
+    "mean_squared_error": "mse",
+    "mean_absolute_error": "mae",
+    "kl_divergence": "kl",
+}
 
 
 def names() -> list[str]:
@@ -133,9 +137,7 @@ class Loss:
         if not math.isfinite(weight) or weight < 0:
             raise ConfigurationError(f"loss weight must be finite and >= 0, got {weight}")
         if key == "gll" and covar is None:
-            raise ConfigurationError(
-                "loss 'gll' needs covar=<layer name>, the layer whose output is the variance"
-            )
+            raise ConfigurationError("loss 'gll' needs covar=<layer name>, the layer whose output is the variance")
         self.name = key
         self.weight = weight
         self.output = output

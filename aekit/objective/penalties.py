@@ -223,8 +223,12 @@ class Regularizers:
     @property
     def uses_randomness(self) -> bool:
         """True when training draws random numbers (noise or dropout)."""
-        return bool(self.input_noise or self.input_dropout or any(self.hidden_noise.values())
-                    or any(self.hidden_dropout.values()))
+        return bool(
+            self.input_noise
+            or self.input_dropout
+            or any(self.hidden_noise.values())
+            or any(self.hidden_dropout.values())
+        )
 
     @classmethod
     def from_kwargs(cls, code_layer: str = "*", **kwargs: Any) -> Regularizers:

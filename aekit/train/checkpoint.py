@@ -63,8 +63,10 @@ def _encode(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
         tensors[key] = value.detach().cpu().clone()  # clones: safetensors refuses shared storage
         return {"__tensor__": key}
     if isinstance(value, (list, tuple)):
-        return {"__list__": [_encode(v, f"{key}.{i}", tensors) for i, v in enumerate(value)],
-                "tuple": isinstance(value, tuple)}
+        return {
+            "__list__": [_encode(v, f"{key}.{i}", tensors) for i, v in enumerate(value)],
+            "tuple": isinstance(value, tuple),
+        }
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise CheckpointError(f"cannot store optimizer state {key!r} of type {type(value).__name__}")
@@ -88,19 +90,25 @@ def optimizer_to_file(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     """Flatten ``optimizer.state_dict()``: tensors into ``tensors`` (``optim.*``), the rest as JSON."""
     state = optimizer.state_dict()
     return {
-        "state": [[int(index), {k: _encode(v, f"optim.{index}.{k}", tensors) for k, v in entry.items()}]
-                  for index, entry in state["state"].items()],
-        "param_groups": [{k: _encode(v, f"optim.group{i}.{k}", tensors) for k, v in group.items()}
-                         for i, group in enumerate(state["param_groups"])],
+        "state": [
+            [int(index), {k: _encode(v, f"optim.{index}.{k}", tensors) for k, v in entry.items()}]
+            for index, entry in state["state"].items()
+        ],
+        "param_groups": [
+            {k: _encode(v, f"optim.group{i}.{k}", tensors) for k, v in group.items()}
+            for i, group in enumerate(state["param_groups"])
+        ],
     }
 
 
-def optimizer_from_file(optimizer: torch.optim.Optimizer, saved: Any, tensors: dict[str, torch.Tensor],
-                        name: str) -> None:
+def optimizer_from_file(
+    optimizer: torch.optim.Optimizer, saved: Any, tensors: dict[str, torch.Tensor], name: str
+) -> None:
     """Load what :func:`optimizer_to_file` wrote into ``optimizer``."""
     try:
-        state = {int(index): {k: _decode(v, tensors, name) for k, v in entry.items()}
-                 for index, entry in saved["state"]}
+        state = {
+            int(index): {k: _decode(v, tensors, name) for k, v in entry.items()} for index, entry in saved["state"]
+        }
         groups = [{k: _decode(v, tensors, name) for k, v in group.items()} for group in saved["param_groups"]]
         _check_optimizer_state(optimizer, state, name)
         _check_param_groups(optimizer, groups, name)
@@ -108,7 +116,9 @@ def optimizer_from_file(optimizer: torch.optim.Optimizer, saved: Any, tensors: d
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
-        raise CheckpointError(f"checkpoint {name!r} has an optimizer state this optimizer cannot use: {error}") from None
+        raise CheckpointError(
+            f"checkpoint {name!r} has an optimizer state this optimizer cannot use: {error}"
+        ) from None
 
 
 def _same_kind(saved: Any, current: Any) -> bool:
@@ -118,8 +128,11 @@ def _same_kind(saved: Any, current: Any) -> bool:
     if isinstance(current, number):
         return isinstance(saved, number) and not isinstance(saved, bool) and math.isfinite(saved)
     if isinstance(current, (list, tuple)):
-        return isinstance(saved, (list, tuple)) and len(saved) == len(current) and all(
-            _same_kind(a, b) for a, b in zip(saved, current))
+        return (
+            isinstance(saved, (list, tuple))
+            and len(saved) == len(current)
+            and all(_same_kind(a, b) for a, b in zip(saved, current))
+        )
     return isinstance(saved, type(current))
 
 
@@ -130,13 +143,17 @@ def _check_param_groups(optimizer: torch.optim.Optimizer, groups: list[Any], nam
         raise CheckpointError(f"checkpoint {name!r} is damaged: wrong number of optimizer parameter groups")
     for saved, group in zip(groups, current):
         if not isinstance(saved, dict) or set(saved) != set(group):
-            raise CheckpointError(f"checkpoint {name!r} is damaged: optimizer settings have keys "
-                                  f"{sorted(saved) if isinstance(saved, dict) else saved!r}, "
-                                  f"expected {sorted(group)}")
+            raise CheckpointError(
+                f"checkpoint {name!r} is damaged: optimizer settings have keys "
+                f"{sorted(saved) if isinstance(saved, dict) else saved!r}, "
+                f"expected {sorted(group)}"
+            )
         for key, value in group.items():
             if key != "params" and not _same_kind(saved[key], value):
-                raise CheckpointError(f"checkpoint {name!r} is damaged: optimizer setting {key!r} is "
-                                      f"{saved[key]!r}, expected a value like {value!r}")
+                raise CheckpointError(
+                    f"checkpoint {name!r} is damaged: optimizer setting {key!r} is "
+                    f"{saved[key]!r}, expected a value like {value!r}"
+                )
         if saved["params"] != list(range(len(saved["params"]))) or len(saved["params"]) != len(group["params"]):
             raise CheckpointError(f"checkpoint {name!r} is damaged: optimizer parameter indices do not match")
 
@@ -154,8 +171,10 @@ def _check_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[int, di
     for index, entry in state.items():
         for key, value in entry.items():
             if isinstance(value, torch.Tensor) and value.dim() and value.shape != params[index].shape:
-                raise CheckpointError(f"checkpoint {name!r} is damaged: optimizer state {key!r} of parameter "
-                                      f"{index} has shape {tuple(value.shape)}, expected {tuple(params[index].shape)}")
+                raise CheckpointError(
+                    f"checkpoint {name!r} is damaged: optimizer state {key!r} of parameter "
+                    f"{index} has shape {tuple(value.shape)}, expected {tuple(params[index].shape)}"
+                )
 
 
 # ---------------------------------------------------------------------- gradient scaler
@@ -176,8 +195,9 @@ def scaler_to_file(scaler: torch.amp.GradScaler | None) -> dict[str, int | float
     state = scaler.state_dict()
     for key, value in state.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise CheckpointError(f"cannot store gradient-scaler state {key!r}: expected a finite number, "
-                                  f"got {value!r}")
+            raise CheckpointError(
+                f"cannot store gradient-scaler state {key!r}: expected a finite number, got {value!r}"
+            )
     return dict(state)
 
 
@@ -191,16 +211,24 @@ def scaler_from_file(scaler: torch.amp.GradScaler, saved: Any, name: str) -> dic
     current = scaler.state_dict()
     if not isinstance(saved, dict) or set(saved) != set(current):
         got = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
-        raise CheckpointError(f"checkpoint {name!r} is damaged: its gradient-scaler state has keys {got}, "
-                              f"expected {sorted(current)}")
+        raise CheckpointError(
+            f"checkpoint {name!r} is damaged: its gradient-scaler state has keys {got}, expected {sorted(current)}"
+        )
     for key, value in current.items():
         number = saved[key]
         kind = int if isinstance(value, int) else (int, float)
-        if (isinstance(number, bool) or not isinstance(number, kind) or not math.isfinite(number) or number < 0
-                or (key == "scale" and number == 0)):
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, kind)
+            or not math.isfinite(number)
+            or number < 0
+            or (key == "scale" and number == 0)
+        ):
             expected = "a positive" if key == "scale" else "a non-negative"
-            raise CheckpointError(f"checkpoint {name!r} is damaged: gradient-scaler {key!r} is {number!r}, "
-                                  f"expected {expected} {'integer' if kind is int else 'number'}")
+            raise CheckpointError(
+                f"checkpoint {name!r} is damaged: gradient-scaler {key!r} is {number!r}, "
+                f"expected {expected} {'integer' if kind is int else 'number'}"
+            )
     return {key: saved[key] for key in current}
 
 
@@ -232,14 +260,18 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if not isinstance(version, int) or isinstance(version, bool):
         raise CheckpointError(f"checkpoint {name!r} has no valid checkpoint_version (got {version!r})")
     if version > CHECKPOINT_VERSION:
-        raise CheckpointError(f"checkpoint {name!r} has version {version}, newer than this aekit reads "
-                              f"({CHECKPOINT_VERSION}); upgrade aekit")
+        raise CheckpointError(
+            f"checkpoint {name!r} has version {version}, newer than this aekit reads "
+            f"({CHECKPOINT_VERSION}); upgrade aekit"
+        )
     for key, kind in (("trainer", dict), ("optimizer", dict), ("data", dict), ("history", list)):
         if not isinstance(meta.get(key), kind):
             raise CheckpointError(f"checkpoint {name!r} is damaged: its {key!r} entry is missing or malformed")
     if not isinstance(meta.get("grad_scaler"), (dict, type(None))):
-        raise CheckpointError(f"checkpoint {name!r} is damaged: its 'grad_scaler' entry is "
-                              f"{type(meta['grad_scaler']).__name__}, expected an object or null")
+        raise CheckpointError(
+            f"checkpoint {name!r} is damaged: its 'grad_scaler' entry is "
+            f"{type(meta['grad_scaler']).__name__}, expected an object or null"
+        )
     return tensors, meta
 
 
@@ -247,15 +279,21 @@ def checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
     """What a checkpoint holds, without building anything: epoch, best epoch, history, options."""
     _, meta = read_checkpoint(path)
     state = meta["trainer"]
-    return {"epoch": state.get("epoch"), "best_epoch": state.get("best_epoch"), "best_loss": state.get("best_loss"),
-            "history": meta["history"], "options": meta.get("options"), "data": meta["data"],
-            "aekit_version": meta.get("aekit_version")}
+    return {
+        "epoch": state.get("epoch"),
+        "best_epoch": state.get("best_epoch"),
+        "best_loss": state.get("best_loss"),
+        "history": meta["history"],
+        "options": meta.get("options"),
+        "data": meta["data"],
+        "aekit_version": meta.get("aekit_version"),
+    }
 
 
 def load_checkpoint_model(path: str | os.PathLike):
     """The :class:`~aekit.Autoencoder` stored in a checkpoint, with its current (not best) parameters."""
     tensors, meta = read_checkpoint(path)
-    model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         return model_from_file_contents(model, meta, str(path))
     except ModelFileError as error:
@@ -270,8 +308,9 @@ def _differences(old: Any, new: Any, where: str = "") -> list[str]:
         for key in sorted(set(old) | set(new), key=str):
             here = f"{where}.{key}" if where else str(key)
             if key not in old or key not in new:
-                out.append(f"{here}: checkpoint has {old.get(key, '(nothing)')!r}, this run has "
-                           f"{new.get(key, '(nothing)')!r}")
+                out.append(
+                    f"{here}: checkpoint has {old.get(key, '(nothing)')!r}, this run has {new.get(key, '(nothing)')!r}"
+                )
             else:
                 out.extend(_differences(old[key], new[key], here))
         return out
@@ -309,8 +348,11 @@ def _json_options(options) -> dict[str, Any]:
 
 
 def _data_sizes(trainer) -> dict[str, Any]:
-    return {"n_train": len(trainer.source), "n_valid": None if trainer.valid is None else len(trainer.valid),
-            "input_shape": list(trainer.net.graph.input_shape)}
+    return {
+        "n_train": len(trainer.source),
+        "n_valid": None if trainer.valid is None else len(trainer.valid),
+        "input_shape": list(trainer.net.graph.input_shape),
+    }
 
 
 # ---------------------------------------------------------------------- the trainer hook
@@ -329,8 +371,10 @@ class Checkpointer:
         self.path = Path(os.fspath(options.checkpoint))
         self.every = int(options.checkpoint_every)
         self.options = _json_options(options)  # as given, before any on_nan halving
-        self.regularizers = {k: v if isinstance(v, (bool, int, float, str, type(None))) else repr(v)
-                             for k, v in sorted(regularizers.items())}
+        self.regularizers = {
+            k: v if isinstance(v, (bool, int, float, str, type(None))) else repr(v)
+            for k, v in sorted(regularizers.items())
+        }
 
     def __repr__(self) -> str:
         return f"Checkpointer({str(self.path)!r}, every={self.every})"
@@ -353,25 +397,29 @@ class Checkpointer:
         optimizer = optimizer_to_file(trainer.optimizer, tensors)
         best_loss = trainer.best_loss
         meta = model_metadata(net)
-        meta.update({
-            "kind": "checkpoint",
-            "checkpoint_version": CHECKPOINT_VERSION,
-            "trainer": {
-                "epoch": trainer.epoch, "best_epoch": trainer.best_epoch, "stale": trainer.stale,
-                # JSON has no infinity: a missing best loss is stored as null.
-                "best_loss": best_loss if math.isfinite(best_loss) else None,
-                "has_best": trainer.best_state is not None,
-                "valid_monitors": trainer.valid_monitors,
-                "learning_rate": trainer.options.learning_rate,
-            },
-            "optimizer": {"algo": trainer.options.algo, **optimizer},
-            # Without it a resumed fp16 run restarts at the default loss scale and skips
-            # (or no longer skips) overflowing steps differently from an uninterrupted one.
-            "grad_scaler": scaler_to_file(grad_scaler(trainer)),
-            "options": self.options,
-            "regularizers": self.regularizers,
-            "data": _data_sizes(trainer),
-        })
+        meta.update(
+            {
+                "kind": "checkpoint",
+                "checkpoint_version": CHECKPOINT_VERSION,
+                "trainer": {
+                    "epoch": trainer.epoch,
+                    "best_epoch": trainer.best_epoch,
+                    "stale": trainer.stale,
+                    # JSON has no infinity: a missing best loss is stored as null.
+                    "best_loss": best_loss if math.isfinite(best_loss) else None,
+                    "has_best": trainer.best_state is not None,
+                    "valid_monitors": trainer.valid_monitors,
+                    "learning_rate": trainer.options.learning_rate,
+                },
+                "optimizer": {"algo": trainer.options.algo, **optimizer},
+                # Without it a resumed fp16 run restarts at the default loss scale and skips
+                # (or no longer skips) overflowing steps differently from an uninterrupted one.
+                "grad_scaler": scaler_to_file(grad_scaler(trainer)),
+                "options": self.options,
+                "regularizers": self.regularizers,
+                "data": _data_sizes(trainer),
+            }
+        )
         try:
             write_model_file(self.path, tensors, meta)
         except ModelFileError as error:
@@ -394,23 +442,29 @@ class Checkpointer:
         rest_new = {k: v for k, v in net.config().items() if k != "layers"}
         problems += _differences(rest_old, rest_new)
         if problems:
-            raise CheckpointError(f"cannot resume from {name!r}: the model differs from the checkpoint's: "
-                                  + "; ".join(problems[:5]))
+            raise CheckpointError(
+                f"cannot resume from {name!r}: the model differs from the checkpoint's: " + "; ".join(problems[:5])
+            )
         data_problems = _differences(meta["data"], _data_sizes(trainer))
         if data_problems:
-            raise CheckpointError(f"cannot resume from {name!r}: the data differ from the checkpoint's: "
-                                  + "; ".join(data_problems))
+            raise CheckpointError(
+                f"cannot resume from {name!r}: the data differ from the checkpoint's: " + "; ".join(data_problems)
+            )
         algo = meta["optimizer"].get("algo")
         if algo != trainer.options.algo:
-            raise CheckpointError(f"cannot resume from {name!r}: it was trained with algo={algo!r}, this run "
-                                  f"uses algo={trainer.options.algo!r} (optimizer state does not carry over)")
-        changed = _differences({k: v for k, v in (meta.get("options") or {}).items() if k not in _FREE_OPTIONS},
-                               {k: v for k, v in self.options.items() if k not in _FREE_OPTIONS})
+            raise CheckpointError(
+                f"cannot resume from {name!r}: it was trained with algo={algo!r}, this run "
+                f"uses algo={trainer.options.algo!r} (optimizer state does not carry over)"
+            )
+        changed = _differences(
+            {k: v for k, v in (meta.get("options") or {}).items() if k not in _FREE_OPTIONS},
+            {k: v for k, v in self.options.items() if k not in _FREE_OPTIONS},
+        )
         changed += _differences(meta.get("regularizers") or {}, self.regularizers)
         if changed:
             log.warning("resuming from %s with changed options (the new values apply): %s", name, "; ".join(changed))
 
-        model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
         try:
             restored = model_from_file_contents(model, meta, name)
         except ModelFileError as error:
@@ -424,7 +478,7 @@ class Checkpointer:
             generator_state, torch_state = tensors["rng.generator"], tensors["rng.torch"]
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"checkpoint {name!r} is damaged: trainer state unreadable ({error})") from None
-        best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
+        best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
         if state.get("has_best") and set(best) != set(net.graph.state_dict()):
             raise CheckpointError(f"checkpoint {name!r} is damaged: its best-parameter snapshot is incomplete")
 
@@ -438,8 +492,12 @@ class Checkpointer:
             # An fp16 checkpoint from an aekit that did not store the scaler: still usable, but the
             # run is no longer bit-identical to an uninterrupted one. (A run that changed its
             # precision was already warned about above.)
-            log.warning("checkpoint %s has no gradient-scaler state (written by an older aekit): the fp16 "
-                        "loss scale restarts at %g", name, scaler.get_scale())
+            log.warning(
+                "checkpoint %s has no gradient-scaler state (written by an older aekit): the fp16 "
+                "loss scale restarts at %g",
+                name,
+                scaler.get_scale(),
+            )
         net.graph.load_state_dict(restored.graph.state_dict())
         optimizer_from_file(trainer.optimizer, meta["optimizer"], tensors, name)
         if scaler_state is not None:

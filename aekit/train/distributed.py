@@ -62,8 +62,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ConfigurationError, DataError
 from ..data.sources import StreamingSource
+from ..errors import CheckpointError, ConfigurationError, DataError
 from .loop import TensorSource, _Trainer
 
 __all__ = [
@@ -163,8 +163,10 @@ def init(device: torch.device | str = "cpu", backend: str | None = None) -> bool
         backend = "nccl" if device.type == "cuda" else "gloo"
     missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
-        raise ConfigurationError(f"RANK and WORLD_SIZE are set but {', '.join(missing)} are not: "
-                                 "launch with torchrun (e.g. torchrun --standalone --nproc_per_node=2 ...)")
+        raise ConfigurationError(
+            f"RANK and WORLD_SIZE are set but {', '.join(missing)} are not: "
+            "launch with torchrun (e.g. torchrun --standalone --nproc_per_node=2 ...)"
+        )
     if device.type == "cuda":
         torch.cuda.set_device(env[2])
     torch.distributed.init_process_group(backend)
@@ -189,9 +191,11 @@ def resolve(mode: Any, device: torch.device) -> bool:
         return False
     active = init(device)
     if mode is True and not active:
-        raise ConfigurationError("distributed=True needs several processes: launch with torchrun "
-                                 "(e.g. torchrun --standalone --nproc_per_node=2 ...) or initialise a process group "
-                                 "of more than one process first")
+        raise ConfigurationError(
+            "distributed=True needs several processes: launch with torchrun "
+            "(e.g. torchrun --standalone --nproc_per_node=2 ...) or initialise a process group "
+            "of more than one process first"
+        )
     return active
 
 
@@ -298,7 +302,7 @@ class ShardedSource:
         at = 0
         for lo, hi, g in parts:
             k = hi - lo
-            yield x[at:at + k], (None if w is None else w[at:at + k]), k * self.world / g
+            yield x[at : at + k], (None if w is None else w[at : at + k]), k * self.world / g
             at += k
 
     def _stream(self, global_batch: int, generator: torch.Generator | None):
@@ -320,7 +324,7 @@ class ShardedSource:
             at = 0
             for lo, hi, g in parts:
                 k = hi - lo
-                yield xt[at:at + k], (None if wt is None else wt[at:at + k]), k * self.world / g
+                yield xt[at : at + k], (None if wt is None else wt[at : at + k]), k * self.world / g
                 at += k
             del xt, wt
 
@@ -391,8 +395,10 @@ class _RankZeroCheckpointer:
         torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MIN)
         torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)
         if not torch.equal(low, high):
-            raise CheckpointError(f"the processes disagree about checkpoint {str(self.inner.path)!r} (some found it, "
-                                  "or found another epoch): put it on a file system that every host shares")
+            raise CheckpointError(
+                f"the processes disagree about checkpoint {str(self.inner.path)!r} (some found it, "
+                "or found another epoch): put it on a file system that every host shares"
+            )
         return resumed
 
 
@@ -413,8 +419,10 @@ class DistributedTrainer(_Trainer):
             logging.getLogger("aekit").setLevel(logging.WARNING)
         super().__init__(net, x, valid, options, regs)
         if len(self.source) < self.world:
-            raise DataError(f"x has {len(self.source)} training examples, fewer than the {self.world} "
-                            "processes of this data-parallel run")
+            raise DataError(
+                f"x has {len(self.source)} training examples, fewer than the {self.world} "
+                "processes of this data-parallel run"
+            )
         self.source = ShardedSource(self.source, self.rank, self.world)
         if self.valid is not None:
             self.valid = ShardedSource(self.valid, self.rank, self.world)
@@ -422,8 +430,13 @@ class DistributedTrainer(_Trainer):
         # The step runner's scaler (None unless fp16): the one aekit.checkpoint saves and restores,
         # so a resumed data-parallel fp16 run keeps its loss scale.
         self._scaler: torch.amp.GradScaler | None = self.stepper.scaler
-        log.info("data-parallel training on %d processes (%s): batch_size %d per process, %d per step",
-                 self.world, torch.distributed.get_backend(), options.batch_size, self.effective_batch_size)
+        log.info(
+            "data-parallel training on %d processes (%s): batch_size %d per process, %d per step",
+            self.world,
+            torch.distributed.get_backend(),
+            options.batch_size,
+            self.effective_batch_size,
+        )
 
     def __repr__(self) -> str:
         return f"{super().__repr__()[:-1]}, rank={self.rank}, world={self.world})"
@@ -467,8 +480,12 @@ class DistributedTrainer(_Trainer):
 
     def _reduce(self, sums: torch.Tensor, count: float) -> tuple[list[float], float]:
         """All-reduce ``[*sums, count]``; returns the global sums and count (one host sync)."""
-        packed = torch.cat([sums.detach().reshape(-1).to(torch.float64),
-                            torch.tensor([float(count)], dtype=torch.float64, device=sums.device)])
+        packed = torch.cat(
+            [
+                sums.detach().reshape(-1).to(torch.float64),
+                torch.tensor([float(count)], dtype=torch.float64, device=sums.device),
+            ]
+        )
         packed = packed.to(_comm_device(self.net))
         torch.distributed.all_reduce(packed)
         values = packed.tolist()
@@ -482,7 +499,8 @@ class DistributedTrainer(_Trainer):
 
     def _average_gradients(self, scale: float) -> None:
         """What DDP does to the gradients of ``loss * scale``, for gradients the hand-derived step wrote:
-        scale them, then average them over the processes, in one all-reduce of one flat buffer."""
+        scale them, then average them over the processes, in one all-reduce of one flat buffer.
+        """
         grads = [p.grad for p in self.net.params]
         flat = torch.cat([g.reshape(-1) for g in grads]).mul_(scale / self.world)
         device = flat.device
@@ -491,7 +509,7 @@ class DistributedTrainer(_Trainer):
         flat = flat.to(device)
         offset = 0
         for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
 
     def _sync_buffers(self) -> None:
@@ -549,8 +567,10 @@ class DistributedTrainer(_Trainer):
             total = values * n if total is None else total.add_(values, alpha=n)
             count += n
         if keys is None:
-            raise DataError(f"no training step this epoch: every block of {len(self.source)} rows is smaller "
-                            f"than the {self.world} processes; use more data or larger streaming blocks")
+            raise DataError(
+                f"no training step this epoch: every block of {len(self.source)} rows is smaller "
+                f"than the {self.world} processes; use more data or larger streaming blocks"
+            )
         self._sync_buffers()
         sums, n = self._reduce(total, count)
         return {k: v / n for k, v in zip(keys, sums)}

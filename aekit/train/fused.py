@@ -34,9 +34,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..objective import penalties as reg
 from ..model.activations import LEAKY_RELU_SLOPE, output_range
 from ..model.layers.dense import Dense, Tied
+from ..objective import penalties as reg
 from ..objective.losses import _EPS as LOSS_EPS
 from ..objective.losses import _reduce as reduce_loss
 
@@ -67,8 +67,7 @@ def _softplus_derivative(grad: torch.Tensor, out: torch.Tensor, result: torch.Te
 # both derivatives from the output, which determines the pre-activation's sign (elu_backward
 # and leaky_relu_backward take the result for exactly this).
 ACTIVATIONS["softplus"] = (lambda t: _aten.softplus.out(t, 1, 20, out=t), _softplus_derivative)
-ACTIVATIONS["elu"] = (F.elu_, lambda g, out, r: _aten.elu_backward.grad_input(g, 1.0, 1, 1, True, out,
-                                                                                grad_input=r))
+ACTIVATIONS["elu"] = (F.elu_, lambda g, out, r: _aten.elu_backward.grad_input(g, 1.0, 1, 1, True, out, grad_input=r))
 ACTIVATIONS["leaky-relu"] = (
     lambda t: F.leaky_relu_(t, LEAKY_RELU_SLOPE),
     lambda g, out, r: _aten.leaky_relu_backward.grad_input(g, out, LEAKY_RELU_SLOPE, True, grad_input=r),
@@ -78,12 +77,18 @@ ACTIVATIONS["leaky-relu"] = (
 # The clamps pass the gradient where min <= pre <= max, bounds included, as torch.clamp does (the
 # output cannot tell pre == 1 from pre > 1).
 PRE_ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
-    "gelu": (lambda pre, out: _aten.gelu.out(pre, approximate="none", out=out),
-             lambda g, pre, r: _aten.gelu_backward.grad_input(g, pre, approximate="none", grad_input=r)),
-    "rect:min": (lambda pre, out: torch.clamp(pre, max=1.0, out=out),
-                 lambda g, pre, r: torch.mul(g, pre.le(1.0), out=r)),
-    "rect:minmax": (lambda pre, out: torch.clamp(pre, 0.0, 1.0, out=out),
-                    lambda g, pre, r: torch.mul(g, pre.ge(0.0).logical_and_(pre.le(1.0)), out=r)),
+    "gelu": (
+        lambda pre, out: _aten.gelu.out(pre, approximate="none", out=out),
+        lambda g, pre, r: _aten.gelu_backward.grad_input(g, pre, approximate="none", grad_input=r),
+    ),
+    "rect:min": (
+        lambda pre, out: torch.clamp(pre, max=1.0, out=out),
+        lambda g, pre, r: torch.mul(g, pre.le(1.0), out=r),
+    ),
+    "rect:minmax": (
+        lambda pre, out: torch.clamp(pre, 0.0, 1.0, out=out),
+        lambda g, pre, r: torch.mul(g, pre.ge(0.0).logical_and_(pre.le(1.0)), out=r),
+    ),
 }
 LOSSES = ("mse", "mae", "bce")
 
@@ -95,6 +100,7 @@ def _prelu(leak: torch.Tensor) -> tuple[Callable, Callable]:
     As ``F.prelu``: ``pre`` where ``pre > 0``, else ``leak * pre``; at ``pre == 0`` the input's
     gradient is ``leak * g`` and the leak's is 0.
     """
+
     def activate(pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         torch.mul(pre, leak, out=out)
         return torch.where(pre > 0, pre, out, out=out)
@@ -166,9 +172,16 @@ class DenseChainStep:
         UFLDL's rho, for the links with a KL sparsity weight.
     """
 
-    def __init__(self, links: list[_Link], losses: list[tuple[str, float]],
-                 weight_penalties: list[tuple[torch.nn.Parameter, int, float]], keys: list[str],
-                 input_noise: float = 0.0, input_dropout: float = 0.0, sparsity_target: float = 0.05):
+    def __init__(
+        self,
+        links: list[_Link],
+        losses: list[tuple[str, float]],
+        weight_penalties: list[tuple[torch.nn.Parameter, int, float]],
+        keys: list[str],
+        input_noise: float = 0.0,
+        input_dropout: float = 0.0,
+        sparsity_target: float = 0.05,
+    ):
         self.links = links
         self.losses = losses
         self.bce = any(name == "bce" for name, _ in losses)  # its gradient is with respect to the logits
@@ -180,8 +193,9 @@ class DenseChainStep:
         self._ones: dict[tuple, torch.Tensor] = {}
 
     def __repr__(self) -> str:
-        chain = " -> ".join(f"{link.name}:{link.size} {link.act_name}{' tied' if link.tied else ''}"
-                            for link in self.links)
+        chain = " -> ".join(
+            f"{link.name}:{link.size} {link.act_name}{' tied' if link.tied else ''}" for link in self.links
+        )
         return f"DenseChainStep({chain}; terms {', '.join(self.keys)})"
 
     def _one(self, x: torch.Tensor) -> torch.Tensor:
@@ -203,8 +217,11 @@ class DenseChainStep:
             return None
         losses = net._losses
         loss_names = [term.name for term in losses]
-        if (len(set(loss_names)) != len(loss_names) or set(loss_names) - set(LOSSES)
-                or any(term.output != graph.output_name for term in losses)):
+        if (
+            len(set(loss_names)) != len(loss_names)
+            or set(loss_names) - set(LOSSES)
+            or any(term.output != graph.output_name for term in losses)
+        ):
             return None
         hidden_l1 = reg.match(regs.hidden_l1, graph.hidden_names)
         hidden_l2 = reg.match(regs.hidden_l2, graph.hidden_names)
@@ -212,8 +229,13 @@ class DenseChainStep:
         known = {*ACTIVATIONS, *PRE_ACTIVATIONS, "prelu"}
         for previous, name in zip(names, names[1:]):
             layer = graph.layers[name]
-            if (type(layer) not in (Dense, Tied) or graph.sources[name] != previous or layer.norm is not None
-                    or len(layer.activation.parts) != 1 or layer.activation.parts[0] not in known):
+            if (
+                type(layer) not in (Dense, Tied)
+                or graph.sources[name] != previous
+                or layer.norm is not None
+                or len(layer.activation.parts) != 1
+                or layer.activation.parts[0] not in known
+            ):
                 return None
             links.append(_Link(layer, hidden_l1.get(name), hidden_l2.get(name)))
         links[-1].is_last = True
@@ -250,14 +272,24 @@ class DenseChainStep:
                 keys.append(key)
                 chosen = reg.match(getattr(regs, key), weights)
                 penalties += [(weights[n], power, float(lam)) for n, lam in chosen.items() if lam]
-        for key, table in (("hidden_l1", hidden_l1), ("hidden_l2", hidden_l2), ("sparsity", regs.sparsity),
-                           ("contractive", regs.contractive)):
+        for key, table in (
+            ("hidden_l1", hidden_l1),
+            ("hidden_l2", hidden_l2),
+            ("sparsity", regs.sparsity),
+            ("contractive", regs.contractive),
+        ):
             if table:
                 keys.append(key)
         keys.append("loss")
-        return cls(links, [(term.name, term.weight) for term in losses], penalties, keys,
-                   input_noise=regs.input_noise, input_dropout=regs.input_dropout,
-                   sparsity_target=regs.sparsity_target)
+        return cls(
+            links,
+            [(term.name, term.weight) for term in losses],
+            penalties,
+            keys,
+            input_noise=regs.input_noise,
+            input_dropout=regs.input_dropout,
+            sparsity_target=regs.sparsity_target,
+        )
 
     # ------------------------------------------------------------------ the step
     def _workspace(self, x: torch.Tensor) -> _Workspace:
@@ -354,10 +386,18 @@ class DenseChainStep:
                 grad.add_(into)
         return values
 
-    def _loss(self, name: str, weight: float, out: torch.Tensor, x: torch.Tensor, logits: torch.Tensor | None,
-              into: torch.Tensor) -> torch.Tensor:
+    def _loss(
+        self,
+        name: str,
+        weight: float,
+        out: torch.Tensor,
+        x: torch.Tensor,
+        logits: torch.Tensor | None,
+        into: torch.Tensor,
+    ) -> torch.Tensor:
         """The mean loss ``name`` of ``out`` (n, units) against ``x``; its gradient times ``weight`` goes
-        into ``into`` (for bce: with respect to the logits)."""
+        into ``into`` (for bce: with respect to the logits).
+        """
         count = into.numel()
         if name == "mse":
             # One pass for the gradient, 2 (out - x) / count (the same floats as subtracting and
@@ -378,10 +418,18 @@ class DenseChainStep:
         return value
 
     @staticmethod
-    def _weighted_loss(name: str, weight: float, out: torch.Tensor, x: torch.Tensor, w: torch.Tensor,
-                       logits: torch.Tensor | None, into: torch.Tensor) -> torch.Tensor:
+    def _weighted_loss(
+        name: str,
+        weight: float,
+        out: torch.Tensor,
+        x: torch.Tensor,
+        w: torch.Tensor,
+        logits: torch.Tensor | None,
+        into: torch.Tensor,
+    ) -> torch.Tensor:
         """The weighted loss ``sum(w * err) / sum(w)``, as :mod:`aekit.losses` reduces it, and its
-        gradient times ``weight``, written into ``into`` (for bce: with respect to the logits)."""
+        gradient times ``weight``, written into ``into`` (for bce: with respect to the logits).
+        """
         torch.sub(out, x, out=into)  # out - x; for bce sigmoid(logits) - x, the logits' gradient
         if name == "mse":
             value = reduce_loss(into.square(), w)
@@ -394,13 +442,19 @@ class DenseChainStep:
         into.mul_(w).mul_(weight).div_(w.sum().clamp_min(LOSS_EPS))
         return value
 
-    def _backward(self, space: _Workspace, inputs: list[torch.Tensor],
-                  posts: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+    def _backward(
+        self, space: _Workspace, inputs: list[torch.Tensor], posts: list[torch.Tensor]
+    ) -> dict[str, list[torch.Tensor]]:
         """Write every ``.grad`` from the output's gradient in ``space``, last layer first; each
-        gradient is written once (a tied weight: twice, added).  Returns the hidden penalties' values."""
+        gradient is written once (a tied weight: twice, added).  Returns the hidden penalties' values.
+        """
         links, outs, grads = self.links, space.outs, space.grads
-        hidden_terms: dict[str, list[torch.Tensor]] = {"hidden_l1": [], "hidden_l2": [], "sparsity": [],
-                                                       "contractive": []}
+        hidden_terms: dict[str, list[torch.Tensor]] = {
+            "hidden_l1": [],
+            "hidden_l2": [],
+            "sparsity": [],
+            "contractive": [],
+        }
         contractive = None
         if links[0].contractive:  # from the first layer's kept pre-activation
             contractive = self._contractive(links[0], space.pres[0], hidden_terms)
@@ -441,27 +495,31 @@ class DenseChainStep:
         return hidden_terms
 
     @staticmethod
-    def _contractive(link: _Link, pre: torch.Tensor,
-                     hidden_terms: dict[str, list[torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+    def _contractive(
+        link: _Link, pre: torch.Tensor, hidden_terms: dict[str, list[torch.Tensor]]
+    ) -> tuple[torch.Tensor, ...]:
         """The contractive penalty of the first layer in closed form (:func:`aekit.regularizers.
         dense_jacobian_norm`); records its value and returns its gradients with respect to the
         pre-activation (n, units), to W (n_in, units) and, for prelu, to the leak (units,).
 
         A small autograd graph: f'' comes from the activation's own derivative, for every
-        supported activation alike."""
+        supported activation alike.
+        """
         with torch.enable_grad():
             pre = pre.detach().requires_grad_(True)
             w = link.w.detach().requires_grad_(True)
             slope = torch.func.jvp(link.activation, (pre,), (torch.ones_like(pre),))[1]
             value = link.contractive * reg.dense_jacobian_norm(slope, w)
             # A linear layer's slope is the constant 1: the value does not depend on pre (zero gradient).
-            grads = torch.autograd.grad(value, (pre, w) if link.leak is None else (pre, w, link.leak),
-                                        allow_unused=True, materialize_grads=True)
+            grads = torch.autograd.grad(
+                value, (pre, w) if link.leak is None else (pre, w, link.leak), allow_unused=True, materialize_grads=True
+            )
         hidden_terms["contractive"].append(value.detach())
         return grads
 
-    def _hidden_penalties(self, link: _Link, out: torch.Tensor, grad: torch.Tensor,
-                          hidden_terms: dict[str, list[torch.Tensor]]) -> None:
+    def _hidden_penalties(
+        self, link: _Link, out: torch.Tensor, grad: torch.Tensor, hidden_terms: dict[str, list[torch.Tensor]]
+    ) -> None:
         """Add the hidden_l1/l2 and sparsity gradients to ``grad`` (d loss / d out) in place; record their values."""
         count = out.numel()
         if link.hidden_l1 is not None:
@@ -480,12 +538,11 @@ class DenseChainStep:
     def _penalty_terms(self, hidden_terms: dict[str, list[torch.Tensor]], x: torch.Tensor) -> list[torch.Tensor]:
         """The penalty terms in ``self.keys`` order (between 'err' and 'loss')."""
         extra = []
-        for key in self.keys[len(self.losses) + 1:-1]:  # after the losses and 'err', before 'loss'
+        for key in self.keys[len(self.losses) + 1 : -1]:  # after the losses and 'err', before 'loss'
             parts = hidden_terms.get(key)
             if parts is None:  # weight_l1 / weight_l2
                 power = 1 if key == "weight_l1" else 2
-                parts = [lam * reg.weight_penalty([param], p) for param, p, lam in self.weight_penalties
-                         if p == power]
+                parts = [lam * reg.weight_penalty([param], p) for param, p, lam in self.weight_penalties if p == power]
             extra.append(torch.stack(parts).sum() if parts else torch.zeros((), device=x.device))
         return extra
 
@@ -493,7 +550,8 @@ class DenseChainStep:
 class _Workspace:
     """The buffers of one batch size: per layer an output, a gradient, and where needed the
     pre-activation (gelu), a corrupted output and a dropout mask (training noise); the output's
-    logits (bce); the corrupted input."""
+    logits (bce); the corrupted input.
+    """
 
     def __init__(self, x: torch.Tensor, step: DenseChainStep):
         n = x.shape[0]
@@ -515,8 +573,9 @@ class _Workspace:
         return f"_Workspace(batch of {self.outs[0].shape[0]}, layers {[t.shape[1] for t in self.outs]})"
 
     @staticmethod
-    def corrupt(t: torch.Tensor, noise: float, dropout: float, result: torch.Tensor | None,
-                mask: torch.Tensor | None) -> torch.Tensor:
+    def corrupt(
+        t: torch.Tensor, noise: float, dropout: float, result: torch.Tensor | None, mask: torch.Tensor | None
+    ) -> torch.Tensor:
         """``t`` with Gaussian noise and dropout, into ``result``; ``t`` itself when neither applies.
 
         The same draws and floats as :func:`aekit.regularizers.gaussian_noise`

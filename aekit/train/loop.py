@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..objective import penalties as reg
-from . import step as steps
-from ..data.validation import integer, number
-from ..errors import ConfigurationError, DataError, TrainingDiverged, unknown_name_error
 from ..data.checks import all_finite
 from ..data.sources import StreamingSource, is_streamable
+from ..data.validation import integer, number
+from ..errors import ConfigurationError, DataError, TrainingDiverged, unknown_name_error
+from ..objective import penalties as reg
+from . import step as steps
 
 __all__ = ["ALGORITHMS", "TrainOptions", "TensorSource", "itertrain", "make_optimizer"]
 
@@ -41,8 +41,16 @@ log = logging.getLogger(__name__)
 
 ALGORITHMS = ("sgd", "nag", "rmsprop", "adam", "adagrad", "adadelta", "rprop", "lbfgs")
 MOMENTUM_ALGORITHMS = ("sgd", "nag", "rmsprop")
-DEFAULT_LEARNING_RATE = {"sgd": 1e-2, "nag": 1e-2, "rmsprop": 1e-3, "adam": 1e-3, "adagrad": 1e-2,
-                         "adadelta": 1.0, "rprop": 1e-2, "lbfgs": 1.0}
+DEFAULT_LEARNING_RATE = {
+    "sgd": 1e-2,
+    "nag": 1e-2,
+    "rmsprop": 1e-3,
+    "adam": 1e-3,
+    "adagrad": 1e-2,
+    "adadelta": 1.0,
+    "rprop": 1e-2,
+    "lbfgs": 1.0,
+}
 VALID_BATCH = 4096
 
 
@@ -137,8 +145,9 @@ class TrainOptions:
         options.validate()
         if "momentum" in kwargs and options.algo not in MOMENTUM_ALGORITHMS:
             # theanets took momentum for every algorithm and used it for some: say where it applies.
-            raise ConfigurationError(f"momentum applies to algo {', '.join(map(repr, MOMENTUM_ALGORITHMS))}, "
-                                     f"but algo is {options.algo!r}")
+            raise ConfigurationError(
+                f"momentum applies to algo {', '.join(map(repr, MOMENTUM_ALGORITHMS))}, but algo is {options.algo!r}"
+            )
         return options, {k: v for k, v in kwargs.items() if k in reg.REGULARIZER_KEYS}
 
     def validate(self) -> None:
@@ -166,14 +175,21 @@ class TrainOptions:
             raise ConfigurationError(f"monitors must be a dict, got {type(self.monitors).__name__}")
         for key, spec in (self.monitors or {}).items():
             thresholds = spec if isinstance(spec, (list, tuple)) else [spec]
-            if not isinstance(key, str) or not (callable(spec) or all(
-                    isinstance(t, (int, float, np.integer, np.floating)) and not isinstance(t, bool)
-                    for t in thresholds)):
-                raise ConfigurationError(f"monitors[{key!r}] must be a threshold, a list of thresholds or a "
-                                         f"function(outputs, x), got {spec!r}")
+            if not isinstance(key, str) or not (
+                callable(spec)
+                or all(
+                    isinstance(t, (int, float, np.integer, np.floating)) and not isinstance(t, bool) for t in thresholds
+                )
+            ):
+                raise ConfigurationError(
+                    f"monitors[{key!r}] must be a threshold, a list of thresholds or a "
+                    f"function(outputs, x), got {spec!r}"
+                )
         if self.checkpoint is not None and not isinstance(self.checkpoint, (str, os.PathLike)):
             raise ConfigurationError(f"checkpoint must be a file path, got {type(self.checkpoint).__name__}")
-        if self.checkpoint is not None and (not str(os.fspath(self.checkpoint)) or "\0" in str(os.fspath(self.checkpoint))):
+        if self.checkpoint is not None and (
+            not str(os.fspath(self.checkpoint)) or "\0" in str(os.fspath(self.checkpoint))
+        ):
             raise ConfigurationError(f"checkpoint must be a file path, got {self.checkpoint!r}")
         integer("checkpoint_every", self.checkpoint_every, 1)
         if not isinstance(self.resume, (bool, np.bool_)):
@@ -206,8 +222,7 @@ def make_optimizer(algo: str, params: list[torch.nn.Parameter], lr: float, momen
         return torch.optim.Rprop(params, lr=lr)
     # One iteration per epoch; max_eval must be explicit: torch derives it as max_iter * 5 // 4 = 1,
     # which leaves the strong-Wolfe line search no evaluations, and L-BFGS then stalls for good.
-    return torch.optim.LBFGS(params, lr=lr, max_iter=1, max_eval=25, history_size=20,
-                             line_search_fn="strong_wolfe")
+    return torch.optim.LBFGS(params, lr=lr, max_iter=1, max_eval=25, history_size=20, line_search_fn="strong_wolfe")
 
 
 def noise_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -261,7 +276,7 @@ class TensorSource:
             x = x.index_select(0, perm)
             w = w.index_select(0, perm) if w is not None else None
         for start in range(0, n, batch_size):
-            yield x[start:start + batch_size], (w[start:start + batch_size] if w is not None else None)
+            yield x[start : start + batch_size], (w[start : start + batch_size] if w is not None else None)
 
     def _gathered(self, perm: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """The batches of ``perm``, each gathered into the same (one-batch) buffer."""
@@ -270,7 +285,7 @@ class TensorSource:
         x_buffer = x.new_empty((rows, *x.shape[1:]))
         w_buffer = None if w is None else w.new_empty((rows, *w.shape[1:]))
         for start in range(0, len(self), batch_size):
-            index = perm[start:start + batch_size]
+            index = perm[start : start + batch_size]
             k = index.shape[0]
             xb = torch.index_select(x, 0, index, out=x_buffer[:k])
             wb = None if w is None else torch.index_select(w, 0, index, out=w_buffer[:k])
@@ -279,10 +294,11 @@ class TensorSource:
 
 def _split_weighted(net, data: Any, name: str) -> tuple[Any, Any]:
     if not net.weighted:
-        if (isinstance(data, (list, tuple)) and len(data) == 2
-                and all(getattr(part, "ndim", 0) >= 2 for part in data)):
-            raise DataError(f"{name} is a pair of arrays, as [x, w] for a weighted Autoencoder, but this "
-                            f"Autoencoder has weighted=False; pass x alone, or build it with weighted=True")
+        if isinstance(data, (list, tuple)) and len(data) == 2 and all(getattr(part, "ndim", 0) >= 2 for part in data):
+            raise DataError(
+                f"{name} is a pair of arrays, as [x, w] for a weighted Autoencoder, but this "
+                f"Autoencoder has weighted=False; pass x alone, or build it with weighted=True"
+            )
         return data, None
     if not isinstance(data, (list, tuple)) or len(data) != 2:
         raise DataError(f"{name} must be [x, w] for a weighted Autoencoder, got {type(data).__name__}")
@@ -293,8 +309,13 @@ def _as_source(net, data: Any, name: str) -> TensorSource | StreamingSource:
     x, w = _split_weighted(net, data, name)
     if is_streamable(x):
         # Memory-mapped / on-disk data: read, check and preprocess block by block.
-        return StreamingSource(x, w, check=lambda b, n, rows: net._check(b, name=name, rows=rows),
-                               check_weights=lambda b, n, rows: net._check_weights(b, name=n, rows=rows), name=name)
+        return StreamingSource(
+            x,
+            w,
+            check=lambda b, n, rows: net._check(b, name=name, rows=rows),
+            check_weights=lambda b, n, rows: net._check_weights(b, name=n, rows=rows),
+            name=name,
+        )
     xt = net._check(x, name=name)
     wt = None
     if w is not None:
@@ -310,7 +331,9 @@ def _monitor_terms(monitors: Mapping[str, Any] | None, outputs: dict[str, torch.
             continue
         name = key if ":" in key else f"{key}:out"
         if name not in outputs:
-            raise ConfigurationError(f"monitor {key!r} names an output that does not exist; try one of {sorted(outputs)}")
+            raise ConfigurationError(
+                f"monitor {key!r} names an output that does not exist; try one of {sorted(outputs)}"
+            )
         thresholds = spec if isinstance(spec, (list, tuple)) else [spec]
         for threshold in thresholds:
             terms[f"{name}<{threshold:g}"] = (outputs[name] < threshold).float().mean()
@@ -336,12 +359,16 @@ class _Trainer:
         elif options.valid_split > 0 and options.validate_every > 0:
             n_valid = int(round(len(source) * options.valid_split))
             if n_valid < 1 or n_valid >= len(source):
-                raise DataError(f"valid_split={options.valid_split} leaves no examples for training or validation "
-                                f"out of {len(source)}")
+                raise DataError(
+                    f"valid_split={options.valid_split} leaves no examples for training or validation "
+                    f"out of {len(source)}"
+                )
             if isinstance(source, StreamingSource):
                 source, self.valid = source.split_tail(n_valid)  # a contiguous tail block: no random reads
             else:
-                perm = torch.randperm(len(source), generator=torch.Generator().manual_seed(net.seed)).to(source.x.device)
+                perm = torch.randperm(len(source), generator=torch.Generator().manual_seed(net.seed)).to(
+                    source.x.device
+                )
                 pick = lambda t, idx: None if t is None else t.index_select(0, idx)  # noqa: E731
                 v_idx, t_idx = perm[:n_valid], perm[n_valid:]
                 self.valid = TensorSource(pick(source.x, v_idx), pick(source.w, v_idx))
@@ -349,12 +376,19 @@ class _Trainer:
         self.source = source
         self.generator = torch.Generator().manual_seed(net.seed + 1 + len(net.history))
         self.optimizer = make_optimizer(options.algo, net.params, options.learning_rate, options.momentum)
-        self.stepper = steps.StepRunner(net, regs, self.optimizer, max_gradient_norm=options.max_gradient_norm,
-                                        precision=options.precision, compile=options.compile,
-                                        batch_size=options.batch_size)
+        self.stepper = steps.StepRunner(
+            net,
+            regs,
+            self.optimizer,
+            max_gradient_norm=options.max_gradient_norm,
+            precision=options.precision,
+            compile=options.compile,
+            batch_size=options.batch_size,
+        )
         # Batches of one example are left out where a batch norm would have one value per unit.
-        self.skip_lone_examples = any(getattr(layer, "needs_batches_of_two", False)
-                                        for layer in net.graph.layers.values())
+        self.skip_lone_examples = any(
+            getattr(layer, "needs_batches_of_two", False) for layer in net.graph.layers.values()
+        )
         self.best_loss = math.inf
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch = 0
@@ -365,8 +399,10 @@ class _Trainer:
         self.resumed = False
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(algo={self.options.algo!r}, epoch={self.epoch}, "
-                f"best_epoch={self.best_epoch}, source={self.source!r})")
+        return (
+            f"{type(self).__name__}(algo={self.options.algo!r}, epoch={self.epoch}, "
+            f"best_epoch={self.best_epoch}, source={self.source!r})"
+        )
 
     # -------------------------------------------------------------- steps
     def _step(self, xb: torch.Tensor, wb: torch.Tensor | None) -> torch.Tensor:
@@ -440,8 +476,9 @@ class _Trainer:
             total = values * n if total is None else total.add_(values, alpha=n)
             count += n
         if total is None:
-            raise DataError("batch norm needs training batches of at least 2 examples, but the training data "
-                            "has 1 example")
+            raise DataError(
+                "batch norm needs training batches of at least 2 examples, but the training data has 1 example"
+            )
         means = (total / count).tolist()  # the one host sync of the epoch
         return dict(zip(self.stepper.keys, means))
 
@@ -495,13 +532,18 @@ class _Trainer:
 
     def handle_divergence(self, monitors: dict[str, float], reason: str | None = None) -> None:
         reason = reason or f"the loss became {monitors.get('loss')}"
-        message = (f"training diverged at epoch {self.epoch}: {reason}; "
-                   f"parameters restored to the best finite ones (epoch {self.best_epoch}). "
-                   f"Try a smaller learning_rate (now {self.options.learning_rate:g}), "
-                   "max_gradient_norm, or scaled input data")
+        message = (
+            f"training diverged at epoch {self.epoch}: {reason}; "
+            f"parameters restored to the best finite ones (epoch {self.best_epoch}). "
+            f"Try a smaller learning_rate (now {self.options.learning_rate:g}), "
+            "max_gradient_norm, or scaled input data"
+        )
         if self.best_state is None:
-            raise TrainingDiverged(message.replace("restored to the best finite ones (epoch 0)",
-                                                   "could not be restored (no finite epoch yet)"))
+            raise TrainingDiverged(
+                message.replace(
+                    "restored to the best finite ones (epoch 0)", "could not be restored (no finite epoch yet)"
+                )
+            )
         self.restore_best()
         if self.options.on_nan == "raise":
             raise TrainingDiverged(message)
@@ -564,8 +606,9 @@ def _run(trainer: _Trainer) -> Iterator[tuple[dict[str, float], dict[str, float]
             # A finite loss can hide a last step that made the parameters non-finite.
             loss_finite = math.isfinite(train_mon.get("loss", math.nan))
             if not loss_finite or not trainer.params_finite():
-                trainer.handle_divergence(train_mon, None if not loss_finite else
-                                          "the parameters became NaN or infinite")
+                trainer.handle_divergence(
+                    train_mon, None if not loss_finite else "the parameters became NaN or infinite"
+                )
                 trainer.stale += 1
                 if trainer.stale > opts.patience:
                     break
@@ -586,13 +629,14 @@ def _run(trainer: _Trainer) -> Iterator[tuple[dict[str, float], dict[str, float]
                 # Validation off: the latest finite parameters are the ones to keep (and to
                 # roll back to if a later epoch diverges).
                 trainer.best_state, trainer.best_epoch = trainer.snapshot(), trainer.epoch
-            net.history.append({"epoch": len(net.history) + 1, "train": dict(train_mon),
-                                "valid": dict(trainer.valid_monitors)})
-            log.info("epoch %d: %s", trainer.epoch,
-                     " ".join(f"{k}={v:.6g}" for k, v in train_mon.items()))
+            net.history.append(
+                {"epoch": len(net.history) + 1, "train": dict(train_mon), "valid": dict(trainer.valid_monitors)}
+            )
+            log.info("epoch %d: %s", trainer.epoch, " ".join(f"{k}={v:.6g}" for k, v in train_mon.items()))
             stopping = validating and trainer.stale > opts.patience
             if trainer.checkpointer is not None and trainer.checkpointer.due(
-                    trainer.epoch, stopping or trainer.epoch >= opts.max_epochs):
+                trainer.epoch, stopping or trainer.epoch >= opts.max_epochs
+            ):
                 trainer.checkpointer.save(trainer)  # before yielding: a consumer may stop here
             yield dict(train_mon), dict(trainer.valid_monitors)
             if stopping:
@@ -615,7 +659,7 @@ def _layerwise(net, x, valid, kwargs, full: _Trainer):
     reg_kwargs = {k: v for k, v in kwargs.items() if k in reg.REGULARIZER_KEYS}
     try:
         for depth in range(1, code_index):
-            sub = net.graph.subgraph(names[: depth + 1] + names[len(names) - depth:])
+            sub = net.graph.subgraph(names[: depth + 1] + names[len(names) - depth :])
             if sub is None:
                 log.info("layerwise: skipping depth %d (decoder does not mirror the encoder)", depth)
                 continue
@@ -631,4 +675,3 @@ def _layerwise(net, x, valid, kwargs, full: _Trainer):
         yield from _run(full)
     finally:
         net.training_stage = None
-

@@ -36,8 +36,14 @@ __all__ = ["COMPILE_CHOICES", "PRECISIONS", "FusedAdamUpdate", "StepRunner", "ch
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-_PRECISION_ALIASES = {"float32": "fp32", "32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16",
-                      "16": "fp16"}
+_PRECISION_ALIASES = {
+    "float32": "fp32",
+    "32": "fp32",
+    "bfloat16": "bf16",
+    "float16": "fp16",
+    "half": "fp16",
+    "16": "fp16",
+}
 COMPILE_CHOICES = (False, True, "auto")
 
 
@@ -85,8 +91,10 @@ class FusedAdamUpdate:
         if type(optimizer) is not torch.optim.Adam or len(optimizer.param_groups) != 1:
             return None
         group = optimizer.param_groups[0]
-        plain = all(not group.get(k) for k in ("amsgrad", "maximize", "differentiable", "capturable",
-                                               "decoupled_weight_decay", "foreach"))
+        plain = all(
+            not group.get(k)
+            for k in ("amsgrad", "maximize", "differentiable", "capturable", "decoupled_weight_decay", "foreach")
+        )
         scalars = not any(isinstance(v, torch.Tensor) for v in (group["lr"], *group["betas"]))
         if not (group.get("fused") and plain and scalars and hasattr(torch, "_fused_adam_")):
             return None
@@ -96,8 +104,11 @@ class FusedAdamUpdate:
         state = self._live = self.optimizer.state
         try:
             per_param = [state[p] for p in self.params]
-            return ([s["exp_avg"] for s in per_param], [s["exp_avg_sq"] for s in per_param],
-                    [s["step"] for s in per_param])
+            return (
+                [s["exp_avg"] for s in per_param],
+                [s["exp_avg_sq"] for s in per_param],
+                [s["step"] for s in per_param],
+            )
         except KeyError:  # not initialised yet
             return None
 
@@ -120,9 +131,21 @@ class FusedAdamUpdate:
         group = self.group
         beta1, beta2 = group["betas"]
         torch._foreach_add_(steps, 1)
-        torch._fused_adam_(params, [p.grad for p in params], exp_avgs, exp_avg_sqs, [], steps,
-                           amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2,
-                           weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+        torch._fused_adam_(
+            params,
+            [p.grad for p in params],
+            exp_avgs,
+            exp_avg_sqs,
+            [],
+            steps,
+            amsgrad=False,
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=False,
+        )
 
 
 class StepRunner:
@@ -148,8 +171,17 @@ class StepRunner:
         restores it, and the data-parallel trainer steps with this same object.
     """
 
-    def __init__(self, net, regs, optimizer: torch.optim.Optimizer, *, max_gradient_norm: float | None = None,
-                 precision: str = "fp32", compile: bool | str = False, batch_size: int = 64):
+    def __init__(
+        self,
+        net,
+        regs,
+        optimizer: torch.optim.Optimizer,
+        *,
+        max_gradient_norm: float | None = None,
+        precision: str = "fp32",
+        compile: bool | str = False,
+        batch_size: int = 64,
+    ):
         self.net = net
         self.regs = regs
         self.optimizer = optimizer
@@ -176,8 +208,10 @@ class StepRunner:
     def __repr__(self) -> str:
         path = "hand-derived" if (self.fast or self._fast_candidate) is not None else "autograd"
         precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp_dtype, "fp32")
-        return (f"StepRunner({path} step, {type(self.optimizer).__name__}, precision={precision!r}, "
-                f"compile={self._compiled is not None or self._compile_pending})")
+        return (
+            f"StepRunner({path} step, {type(self.optimizer).__name__}, precision={precision!r}, "
+            f"compile={self._compiled is not None or self._compile_pending})"
+        )
 
     # ------------------------------------------------------------------ the objective
     def _objective(self, xb: torch.Tensor, wb: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,7 +259,8 @@ class StepRunner:
     def gradients(self, xb: torch.Tensor, wb: torch.Tensor | None) -> torch.Tensor | None:
         """Every parameter's ``.grad`` written by the hand-derived step, and the loss terms, shape
         (len(keys),); None (nothing done) where the model needs autograd.  No optimizer step: this
-        is the objective of an L-BFGS closure."""
+        is the objective of an L-BFGS closure.
+        """
         if self.keys is None:
             self._choose(xb, wb)
         return None if self.fast is None else self.fast(xb, wb)
@@ -248,8 +283,11 @@ class StepRunner:
                 total, values = self._compiled(xb, wb)
                 self._backward(total)
             except Exception as error:  # noqa: BLE001 - compilation happens lazily, at the first call
-                log.warning("torch.compile failed (%s: %s); training eagerly", type(error).__name__,
-                            str(error).splitlines()[0] if str(error) else "")
+                log.warning(
+                    "torch.compile failed (%s: %s); training eagerly",
+                    type(error).__name__,
+                    str(error).splitlines()[0] if str(error) else "",
+                )
                 self._compiled = None
                 self.optimizer.zero_grad(set_to_none=True)
                 total = values = None

@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigurationError, unknown_name_error
-from .dense import Layer, Tied, _init_bias, default_std, random_matrix, register
 from ..specs import LayerSpec
+from .dense import Layer, Tied, _init_bias, default_std, random_matrix, register
 
 __all__ = ["Conv2", "Deconv2", "Pool", "TiedConv", "Upsample", "conv_same", "deconv_same"]
 
@@ -127,7 +127,7 @@ def deconv_same(
         # A crop only (the usual case): the bias goes into the kernel's own pass, and the crop
         # is a view, with no padded copy and no separate pass to add the bias.
         full = F.conv_transpose2d(x, _channels_last(w), b, stride=stride)
-        return full[:, :, top:top + out_h, left:left + out_w]
+        return full[:, :, top : top + out_h, left : left + out_w]
     full = F.conv_transpose2d(x, _channels_last(w), None, stride=stride)
     full = F.pad(full, (-left, out_w + left - full_w, -top, out_h + top - full_h))
     if b is not None:  # after the zero extension: the extended border gets the bias too
@@ -172,7 +172,9 @@ def _image_shape(spec: LayerSpec, input_shape: tuple[int, ...]) -> tuple[int, in
 
 def _channels(spec: LayerSpec) -> int:
     if spec.channels is None:
-        raise ConfigurationError(f"{spec.form} layer {spec.name!r} needs channels=, e.g. dict(form={spec.form!r}, channels=16)")
+        raise ConfigurationError(
+            f"{spec.form} layer {spec.name!r} needs channels=, e.g. dict(form={spec.form!r}, channels=16)"
+        )
     return int(spec.channels)
 
 
@@ -180,8 +182,15 @@ def _fill_weight(layer: Layer, w: nn.Parameter, fan_in: float, fan_out: float, g
     spec = layer.spec
     std = spec.init_value("std", "w", default_std(spec.activation, max(fan_in, 1.0), max(fan_out, 1.0)))
     with torch.no_grad():
-        w.copy_(random_matrix(tuple(w.shape), generator, mean=spec.init_value("mean", "w", 0.0), std=std,
-                              sparsity=spec.init_value("sparsity", "w", 0.0)))
+        w.copy_(
+            random_matrix(
+                tuple(w.shape),
+                generator,
+                mean=spec.init_value("mean", "w", 0.0),
+                std=std,
+                sparsity=spec.init_value("sparsity", "w", 0.0),
+            )
+        )
 
 
 class _Kernel(Layer):
@@ -216,7 +225,7 @@ class Conv2(_Kernel):
 
     def reset_parameters(self, generator):
         c_out, c_in, k, _ = self.w.shape
-        s2 = self.spec.stride ** 2
+        s2 = self.spec.stride**2
         _fill_weight(self, self.w, c_in * k * k, c_out * k * k / s2, generator)
         with torch.no_grad():
             self.b.copy_(_init_bias(self, c_out, generator))
@@ -282,7 +291,7 @@ class Deconv2(_Kernel):
 
     def reset_parameters(self, generator):
         c_in, c_out, k, _ = self.w.shape
-        s2 = self.spec.stride ** 2
+        s2 = self.spec.stride**2
         _fill_weight(self, self.w, c_in * k * k / s2, c_out * k * k, generator)
         with torch.no_grad():
             self.b.copy_(_init_bias(self, c_out, generator))

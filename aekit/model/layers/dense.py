@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import activations
 from ...errors import ConfigurationError, DataError
+from .. import activations
 from ..specs import LayerSpec
 
 __all__ = ["LAYER_CLASSES", "Dense", "Flatten", "Layer", "Reshape", "Tied", "build_layer", "register"]
@@ -60,7 +60,7 @@ def random_matrix(
     sparsity: float = 0.0,
     diagonal: float | None = None,
 ) -> torch.Tensor:
-    """theanets' ``random_matrix``: Gaussian entries, a fraction zeroed, or a scaled identity."""
+    """Theanets' ``random_matrix``: Gaussian entries, a fraction zeroed, or a scaled identity."""
     if diagonal is not None and diagonal != 0.0:
         rows, cols = shape[0], _numel(shape[1:])
         return (diagonal * torch.eye(rows, cols)).reshape(shape)
@@ -112,9 +112,11 @@ class Layer(nn.Module):
         if self.norm is not None:
             if self.norm.training and pre.numel() == pre.shape[1]:
                 # torch's own message ("Expected more than 1 value per channel") names no layer or remedy.
-                raise DataError(f"layer {self.name!r} has batch_norm, which needs at least 2 values per unit "
-                                f"in a training batch, but got a batch of 1 example; use a batch_size that "
-                                f"leaves no batch of 1 example, or more data")
+                raise DataError(
+                    f"layer {self.name!r} has batch_norm, which needs at least 2 values per unit "
+                    f"in a training batch, but got a batch of 1 example; use a batch_size that "
+                    f"leaves no batch of 1 example, or more data"
+                )
             pre = self.norm(pre)
         return pre, self.activation(pre)
 
