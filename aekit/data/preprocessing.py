@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigurationError, DataError, unknown_name_error
+from ..registry import Registry
 
 __all__ = [
     "MinMaxScaler",
@@ -442,17 +443,16 @@ class Pipeline(Step):
         return f"Pipeline({self.steps!r})"
 
 
-STEPS: dict[str, type[Step]] = {c.name: c for c in (MinMaxScaler, StandardScaler, Whitener, Pipeline)}
+STEPS: Registry[type[Step]] = Registry("preprocessing step", case_sensitive=True)
+for _step in (MinMaxScaler, StandardScaler, Whitener, Pipeline):
+    STEPS.register(_step.name, _step)
 
 
 def from_config(config: dict[str, Any], state_tensors: dict[str, torch.Tensor]) -> Step:
     """Rebuild a fitted step from ``get_config()`` and ``state_tensors()`` (as stored in a model file)."""
     if not isinstance(config, dict) or "name" not in config:
         raise ConfigurationError(f"a preprocessing config must be a dict with a 'name', got {config!r}")
-    name = config["name"]
-    if name not in STEPS:
-        raise unknown_name_error("preprocessing step", str(name), STEPS)
-    return STEPS[name]._from_config(config, state_tensors)
+    return STEPS.get(str(config["name"]))._from_config(config, state_tensors)
 
 
 def check_step(step: Any, input_shape: Sequence[int]) -> Any:

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigurationError, unknown_name_error
+from ..errors import ConfigurationError
+from ..registry import Registry
 
-__all__ = ["ELEMENTWISE", "Activation", "get", "names", "output_range"]
+__all__ = ["ACTIVATIONS", "ELEMENTWISE", "Activation", "get", "names", "output_range"]
 
 _EPS = 1e-8
 LEAKY_RELU_SLOPE = 0.1  # the slope of 'leaky-relu' below zero, as in theanets
@@ -49,31 +50,35 @@ def _softmax(x: torch.Tensor) -> torch.Tensor:
     return torch.softmax(x, dim=1)
 
 
-_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "linear": lambda x: x,
-    "sigmoid": torch.sigmoid,
-    "logistic": torch.sigmoid,
-    "tanh": torch.tanh,
-    "relu": F.relu,
-    "rect:max": F.relu,
-    "rect:min": lambda x: torch.clamp(x, max=1.0),
-    "rect:minmax": lambda x: torch.clamp(x, 0.0, 1.0),
-    "softplus": F.softplus,
-    "softmax": _softmax,
-    "leaky-relu": lambda x: F.leaky_relu(x, LEAKY_RELU_SLOPE),
-    "elu": F.elu,
-    "gelu": F.gelu,
-    "norm:mean": _norm_mean,
-    "norm:max": _norm_max,
-    "norm:std": _norm_std,
-    "norm:z": _norm_z,
-}
+# One registry of every activation; ``prelu`` is listed with no function because it has a
+# learnable parameter and is applied by :class:`Activation` itself.
+ACTIVATIONS: Registry[Callable[[torch.Tensor], torch.Tensor] | None] = Registry("activation")
+for _name, _function, _aliases in (
+    ("linear", lambda x: x, ("identity",)),
+    ("sigmoid", torch.sigmoid, ()),
+    ("logistic", torch.sigmoid, ()),
+    ("tanh", torch.tanh, ()),
+    ("relu", F.relu, ()),
+    ("rect:max", F.relu, ()),
+    ("rect:min", lambda x: torch.clamp(x, max=1.0), ()),
+    ("rect:minmax", lambda x: torch.clamp(x, 0.0, 1.0), ()),
+    ("softplus", F.softplus, ()),
+    ("softmax", _softmax, ()),
+    ("leaky-relu", lambda x: F.leaky_relu(x, LEAKY_RELU_SLOPE), ("lrelu", "leaky_relu")),
+    ("prelu", None, ()),
+    ("elu", F.elu, ()),
+    ("gelu", F.gelu, ()),
+    ("norm:mean", _norm_mean, ()),
+    ("norm:max", _norm_max, ()),
+    ("norm:std", _norm_std, ()),
+    ("norm:z", _norm_z, ()),
+):
+    ACTIVATIONS.register(_name, _function, aliases=_aliases)
+_FUNCTIONS = ACTIVATIONS  # the name older code used
 
 # The names that act on each value alone, so that a dense layer with them has a diagonal
 # Jacobian with respect to its pre-activation (softmax and the normalisations mix units).
-ELEMENTWISE = frozenset({*(n for n in _FUNCTIONS if n != "softmax" and not n.startswith("norm:")), "prelu"})
-
-_ALIASES = {"identity": "linear", "lrelu": "leaky-relu", "leaky_relu": "leaky-relu"}
+ELEMENTWISE = frozenset(n for n in ACTIVATIONS if n != "softmax" and not n.startswith("norm:"))
 
 # The range each activation's output lies in; used to tell data that an output
 # layer can never reproduce (diagnosis) and to pick losses from logits.
@@ -92,18 +97,14 @@ _RANGES: dict[str, tuple[float, float]] = {
 
 
 def names() -> list[str]:
-    """All activation names, sorted (``prelu`` included)."""
-    return sorted([*_FUNCTIONS, *_ALIASES, "prelu"])
+    """All activation names, sorted (aliases included)."""
+    return ACTIVATIONS.names()
 
 
 def _canonical(name: str) -> str:
     if not isinstance(name, str) or not name:
         raise ConfigurationError(f"activation must be a non-empty string, got {name!r}")
-    parts = [p.strip().lower() for p in name.split("+")]
-    for part in parts:
-        if part not in _FUNCTIONS and part not in _ALIASES and part != "prelu":
-            raise unknown_name_error("activation", part, names())
-    return "+".join(_ALIASES.get(p, p) for p in parts)
+    return "+".join(ACTIVATIONS.canonical(part.strip()) for part in name.split("+"))
 
 
 class Activation(nn.Module):
@@ -134,7 +135,7 @@ class Activation(nn.Module):
                 leak = self.leak.view(-1, *([1] * (x.dim() - 2)))  # per channel: (C, 1, 1) for images
                 x = torch.where(x > 0, x, x * leak)
             else:
-                x = _FUNCTIONS[part](x)
+                x = ACTIVATIONS[part](x)  # type: ignore[misc]  # only prelu has no function
         return x
 
     @property

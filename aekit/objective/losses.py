@@ -14,7 +14,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigurationError, unknown_name_error
+from ..errors import ConfigurationError
+from ..registry import Registry
 
 __all__ = ["LOSSES", "Loss", "bce", "bce_with_logits", "gll", "kl", "mae", "mse", "names"]
 
@@ -85,26 +86,17 @@ def gll(
     return (w * per_example).sum() / w.sum().clamp_min(_EPS)
 
 
-LOSSES: dict[str, Callable[..., torch.Tensor]] = {
-    "mse": mse,
-    "mae": mae,
-    "bce": bce,
-    "kl": kl,
-    "gll": gll,
-}
-_ALIASES = {
-    "xe": "bce",
-    "binary_crossentropy": "bce",
-    "cross_entropy": "bce",
-    "mean_squared_error": "mse",
-    "mean_absolute_error": "mae",
-    "kl_divergence": "kl",
-}
+LOSSES: Registry[Callable[..., torch.Tensor]] = Registry("loss")
+LOSSES.register("mse", mse, aliases=("mean_squared_error",))
+LOSSES.register("mae", mae, aliases=("mean_absolute_error",))
+LOSSES.register("bce", bce, aliases=("xe", "binary_crossentropy", "cross_entropy"))
+LOSSES.register("kl", kl, aliases=("kl_divergence",))
+LOSSES.register("gll", gll)
 
 
 def names() -> list[str]:
-    """Registered loss names."""
-    return sorted([*LOSSES, *_ALIASES])
+    """Registered loss names, aliases included."""
+    return LOSSES.names()
 
 
 class Loss:
@@ -126,10 +118,7 @@ class Loss:
     def __init__(self, name: str, weight: float = 1.0, output: str = "out", covar: str | None = None):
         if not isinstance(name, str):
             raise ConfigurationError(f"loss must be a name such as 'mse', got {name!r}")
-        key = name.lower()
-        key = _ALIASES.get(key, key)
-        if key not in LOSSES:
-            raise unknown_name_error("loss", name, names())
+        key = LOSSES.canonical(name)
         try:
             weight = float(weight)
         except (TypeError, ValueError):
