@@ -33,7 +33,7 @@ from .autoencoder import Autoencoder
 from .data import datasets, preprocessing
 from .data.loaders import load_data
 from .data.sources import StreamingSource
-from .io.model_file import load
+from .autoencoder import load
 from .train import distributed
 
 __all__ = sorted(

@@ -7,178 +7,31 @@ would clash with ``Module.train(mode)``); it owns a :class:`Graph`, which is.
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .data.checks import check_array, check_weights, to_numpy
-from .data.sources import StreamingSource, is_streamable
-from .errors import AekitError, ConfigurationError, DataError, closest_name, unknown_name_error
-from .model.activations import ELEMENTWISE
+from .data.checks import check_array
+from .data.sources import is_streamable
+from .errors import AekitError, ConfigurationError, ModelFileError, unknown_name_error
+from .io import model_file
 from .model.activations import get as get_activation
-from .model.layers.dense import Dense, Layer, build_layer, layer_seed
-from .model.specs import LayerSpec, parse_layers
-from .objective import penalties as reg
+from .model.graph import Graph, resolve_device
+from .model.inference import BatchedInference
+from .model.layers.dense import Layer
+from .model.specs import LayerSpec, parse_layers, specs_from_config, specs_to_config
+from .objective import jacobian
 from .objective.losses import Loss
+from .objective.objective import Objective
+from .objective.penalties import REGULARIZER_KEYS, Regularizers
 
-__all__ = ["Autoencoder", "Graph", "resolve_device"]
+__all__ = ["Autoencoder", "Graph", "load", "load_checkpoint_model", "resolve_device"]
 
 log = logging.getLogger(__name__)
-
-INFERENCE_BATCH = 4096
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``'auto'`` picks CUDA when available, else the CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        chosen = torch.device(device)
-    except (RuntimeError, TypeError):
-        chosen = None
-    if chosen is None or chosen.type not in ("cpu", "cuda"):
-        raise ConfigurationError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
-    if chosen.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (chosen.index or 0) >= count:
-            raise ConfigurationError(
-                f"device {device!r} asked for, but this machine has {count} CUDA device(s) "
-                f"(torch {torch.__version__}); use device='auto' or 'cpu'"
-            )
-    return chosen
-
-
-class Graph(nn.Module):
-    """The layers of an autoencoder, wired by name, as one ``nn.Module``.
-
-    Parameters
-    ----------
-    specs : list of LayerSpec
-        The first is the input; each other layer reads the output of ``spec.inputs``
-        (default: the layer before it).
-    seed : int
-        Initialisation seed; each layer draws from its own stream.
-    """
-
-    def __init__(self, specs: Sequence[LayerSpec], seed: int = 13):
-        super().__init__()
-        self.specs = list(specs)
-        self.layers = nn.ModuleDict()
-        self.sources: dict[str, str] = {}
-        previous = None
-        for spec in self.specs:
-            if "." in spec.name or ":" in spec.name or not spec.name:
-                raise ConfigurationError(f"layer names may not be empty or contain '.' or ':', got {spec.name!r}")
-            if spec.form == "input":
-                if previous is not None:
-                    raise ConfigurationError(f"only the first layer may be an input, got {spec.name!r}")
-                layer = build_layer(spec, tuple(spec.shape), {})
-            elif previous is None:
-                raise ConfigurationError(f"the first layer must be the input, got {spec.name!r} ({spec.form})")
-            else:
-                source = (spec.inputs or previous).split(":")[0]
-                if source not in self.layers:
-                    raise ConfigurationError(
-                        f"layer {spec.name!r} reads from {source!r}, which is not an earlier layer"
-                    )
-                self.sources[spec.name] = source
-                try:
-                    layer = build_layer(spec, self.layers[source].output_shape, dict(self.layers.items()))
-                except AekitError:
-                    raise
-                except (TypeError, ValueError, AttributeError, KeyError, IndexError) as error:
-                    # A spec option of a type the layer cannot use (e.g. padding='x').
-                    raise ConfigurationError(f"layer {spec.name!r} ({spec.form}) cannot be built: {error}") from None
-            self.layers[spec.name] = layer
-            previous = spec.name
-        names = list(self.layers)
-        self.input_name = names[0]
-        self.output_name = "out" if "out" in self.layers else names[-1]
-        self.hidden_names = [n for n in names[1:] if n != self.output_name]
-        self.reset_parameters(seed)
-
-    def reset_parameters(self, seed: int) -> None:
-        """Initialise every layer from its own generator derived from ``seed``."""
-        if any(p.is_meta for p in self.parameters()):
-            # A graph built on the meta device only describes shapes (the model loader
-            # checks a file against one); it has no values, and drawing them would import
-            # torch's slow meta kernels for randn.
-            return
-        for index, layer in enumerate(self.layers.values()):
-            generator = torch.Generator().manual_seed(layer_seed(seed, index))
-            layer.reset_parameters(generator)
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return self.layers[self.input_name].output_shape
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        stop: str | None = None,
-        hidden_noise: dict[str, float] | None = None,
-        hidden_dropout: dict[str, float] | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Run the graph on a batch; return every ``'name:pre'`` and ``'name:out'``.
-
-        Parameters
-        ----------
-        x : tensor, shape (n, *input_shape)
-        stop : str, optional
-            Stop after this layer (encoding need not run the decoder).
-        hidden_noise, hidden_dropout : dict, optional
-            Per-layer noise std / dropout probability, applied to hidden outputs
-            (training only).
-        """
-        outputs = {f"{self.input_name}:out": x}
-        for name, source in self.sources.items():
-            pre, out = self.layers[name](outputs[f"{source}:out"])
-            if hidden_noise and name in hidden_noise:
-                out = reg.gaussian_noise(out, hidden_noise[name])
-            if hidden_dropout and name in hidden_dropout:
-                out = reg.dropout(out, hidden_dropout[name])
-            outputs[f"{name}:pre"] = pre
-            outputs[f"{name}:out"] = out
-            if name == stop:
-                break
-        return outputs
-
-    def subgraph(self, names: Sequence[str]) -> Graph | None:
-        """A chain through ``names`` sharing these layers (for layerwise pretraining).
-
-        Returns None when consecutive layers do not line up in size.
-        """
-        sub = Graph.__new__(Graph)
-        nn.Module.__init__(sub)
-        sub.specs = [s for s in self.specs if s.name in names]
-        sub.layers = nn.ModuleDict({n: self.layers[n] for n in names})
-        sub.sources = {}
-        for previous, name in zip(names, names[1:]):
-            if math.prod(self.layers[name].input_shape) != math.prod(self.layers[previous].output_shape):
-                return None
-            sub.sources[name] = previous
-        sub.input_name, sub.output_name = names[0], names[-1]
-        sub.hidden_names = list(names[1:-1])
-        return sub
-
-    def run_from(self, start: str, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Feed ``z`` as the output of layer ``start`` and run the layers after it."""
-        names = list(self.sources)
-        outputs = {f"{start}:out": z}
-        for name in names[names.index(start) + 1 :] if start in names else names:
-            source = self.sources[name]
-            if f"{source}:out" not in outputs:
-                raise ConfigurationError(
-                    f"cannot decode from layer {start!r}: layer {name!r} reads {source!r}, which lies before it"
-                )
-            pre, out = self.layers[name](outputs[f"{source}:out"])
-            outputs[f"{name}:pre"] = pre
-            outputs[f"{name}:out"] = out
-        return outputs
 
 
 LOSS_OPTIONS = ("output", "covar")  # the keywords Autoencoder passes on to its first Loss
@@ -206,7 +59,7 @@ def _seed_from(rng: Any) -> int:
     raise ConfigurationError(f"rng must be an int seed, a NumPy random generator or None, got {rng!r}")
 
 
-class Autoencoder:
+class Autoencoder(BatchedInference):
     """An autoencoder built from theanets-style layer specs.
 
     Parameters
@@ -374,189 +227,31 @@ class Autoencoder:
         self._losses.append(Loss(name, weight, **options))
 
     def _check_outputs_exist(self) -> None:
+        Objective(self.graph, self._losses, Regularizers()).check()
+
+    def _check_loss_layers(self) -> None:
         for term in self._losses:
             for layer in (term.output, term.covar):
                 if layer is not None and layer not in self.graph.layers:
                     raise ConfigurationError(f"loss {term.name!r} reads layer {layer!r}, which does not exist")
-        if len(self.graph.layers) < 2:
-            raise ConfigurationError("this Autoencoder has only an input layer; add layers with add_layer()")
-        self._check_output_shapes()
 
-    def check_regularizer_targets(self, regs: reg.Regularizers) -> None:
-        """Refuse a per-layer regularizer pattern that chooses nothing in this model.
+    def objective(self, regs: Regularizers | None = None) -> Objective:
+        """The :class:`~aekit.objective.Objective` this model trains with, for parsed keywords ``regs``."""
+        return Objective(self.graph, self._losses, Regularizers() if regs is None else regs)
 
-        theanets ignored such keywords silently (``hidden_l1={'hidden1': 0.1}`` trained
-        without any penalty); here each pattern must match a hidden layer (a weight
-        matrix for ``weight_l1``/``weight_l2``), and a sparsity pattern a hidden layer
-        whose outputs lie in [0, 1], the only ones KL sparsity is defined for.
-
-        Raises
-        ------
-        ConfigurationError
-            Naming the keyword, the pattern and the names it could have chosen.
-        """
-        graph = self.graph
-        hidden = graph.hidden_names
-        weights = [n.split(".", 1)[1] for n, p in graph.named_parameters() if p.dim() > 1]
-        ranges = {n: _activation_range(graph.layers[n]) for n in hidden}
-        bounded = [n for n, (low, high) in ranges.items() if low >= 0 and high <= 1]
-        keys = {
-            "weight_l1": weights,
-            "weight_l2": weights,
-            "hidden_l1": hidden,
-            "hidden_l2": hidden,
-            "contractive": hidden,
-            "hidden_noise": hidden,
-            "hidden_dropout": hidden,
-            "sparsity_weight": bounded,
-        }
-        for key, names in keys.items():
-            kind = "weight matrix" if key.startswith("weight") else "hidden layer"
-            for pattern in getattr(regs, "sparsity" if key == "sparsity_weight" else key):
-                if reg.match({pattern: 1.0}, names):
-                    continue
-                if key == "sparsity_weight":
-                    chosen = [f"{n} ({graph.layers[n].spec.activation})" for n in reg.match({pattern: 1.0}, hidden)]
-                    if chosen:
-                        raise ConfigurationError(
-                            f"sparsity_weight applies to hidden layers with outputs in [0, 1] (e.g. sigmoid), "
-                            f"but pattern {pattern!r} chooses only {', '.join(chosen)}"
-                        )
-                    kind = "hidden layer with outputs in [0, 1]"
-                if not names:
-                    raise ConfigurationError(
-                        f"{key} pattern {pattern!r} matches nothing: this Autoencoder has no {kind}"
-                    )
-                hint = closest_name(pattern, names)
-                raise ConfigurationError(
-                    f"{key} pattern {pattern!r} matches no {kind} of this Autoencoder; "
-                    + (f"did you mean {hint!r}?" if hint else f"expected one of {', '.join(map(repr, names))}")
-                )
-
-    def _check_output_shapes(self) -> None:
-        # A reconstruction must line up with the input: the same shape, or the
-        # same number of values when one side is flat (a dense output after an
-        # image input).  Mis-lined conv specs surface here, not as a broadcast error.
-        want = tuple(self.graph.input_shape)
-        for term in self._losses:
-            got = tuple(self.graph.layers[term.output].output_shape)
-            if got == want or (math.prod(got) == math.prod(want) and (len(got) == 1 or len(want) == 1)):
-                continue
-            hint = ""
-            if self.graph.layers[term.output].spec.form == "deconv2":
-                hint = "; give the deconv2 layer shape=" + repr(want) + " or mirror the conv with dict(form='tied')"
-            raise ConfigurationError(
-                f"output layer {term.output!r} produces shape {got}, but an autoencoder must reconstruct "
-                f"its input of shape {want} (layer {self.graph.input_name!r}){hint}"
-            )
+    def check_regularizer_targets(self, regs: Regularizers) -> None:
+        """Refuse a per-layer penalty pattern that chooses nothing (see :meth:`Objective.check_targets`)."""
+        self.objective(regs).check_targets()
 
     def loss_terms(
-        self,
-        x: torch.Tensor,
-        w: torch.Tensor | None,
-        regs: reg.Regularizers,
-        training: bool,
+        self, x: torch.Tensor, w: torch.Tensor | None, regs: Regularizers, training: bool
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total objective and its named terms for a checked batch (internal; used by training).
-
-        Noise and dropout apply only when ``training`` is True.
-        """
-        graph = self.graph
-        target = x
-        if training and regs.input_noise:
-            x = reg.gaussian_noise(x, regs.input_noise)
-        if training and regs.input_dropout:
-            x = reg.dropout(x, regs.input_dropout)
-        hidden = graph.hidden_names
-        outputs = graph(
-            x,
-            hidden_noise=reg.match(regs.hidden_noise, hidden) if training else None,
-            hidden_dropout=reg.match(regs.hidden_dropout, hidden) if training else None,
-        )
-        terms: dict[str, torch.Tensor] = {}
-        err = None
-        for term in self._losses:
-            logits_ok = graph.layers[term.output].activation.is_sigmoid
-            value = term(outputs, target, w, logits_ok=logits_ok)
-            terms[term.name] = value
-            weighted = term.weight * value
-            err = weighted if err is None else err + weighted
-        terms["err"] = err
-        total = err
-        for key, power in (("weight_l1", 1), ("weight_l2", 2)):
-            patterns = getattr(regs, key)
-            if patterns:
-                # 'layers.hid1.w' -> 'hid1.w'; biases (1-D) are never penalised.
-                weights = {n.split(".", 1)[1]: p for n, p in graph.named_parameters() if p.dim() > 1}
-                chosen = reg.match(patterns, weights)
-                value = sum(lam * reg.weight_penalty([weights[name]], power) for name, lam in chosen.items() if lam)
-                terms[key] = torch.as_tensor(value)
-                total = total + terms[key]
-        for key, power in (("hidden_l1", 1), ("hidden_l2", 2)):
-            layers = reg.match(getattr(regs, key), hidden)
-            if layers:
-                terms[key] = sum(lam * reg.hidden_penalty(outputs[f"{n}:out"], power) for n, lam in layers.items())
-                total = total + terms[key]
-        if regs.sparsity:
-            layers = reg.match(regs.sparsity, hidden)
-            value = 0.0
-            for name, beta in layers.items():
-                low, high = _activation_range(graph.layers[name])
-                if low >= 0 and high <= 1:
-                    value = value + beta * reg.kl_sparsity(outputs[f"{name}:out"], regs.sparsity_target)
-            terms["sparsity"] = torch.as_tensor(value)
-            total = total + terms["sparsity"]
-        if regs.contractive:
-            layers = reg.match(regs.contractive, hidden)
-            value = sum(lam * self._jacobian_norm(target, name) for name, lam in layers.items())
-            terms["contractive"] = torch.as_tensor(value)
-            total = total + terms["contractive"]
-        terms["loss"] = total
-        return total, terms
+        """Total objective and its named terms for a checked batch (see :class:`~aekit.objective.Objective`)."""
+        return self.objective(regs)(x, w, training)
 
     def _jacobian_norm(self, x: torch.Tensor, layer: str) -> torch.Tensor:
-        """Mean over examples of ``||d layer:out / d x||_F^2``, exact, differentiable.
-
-        In closed form when ``layer`` ends a chain of dense layers from the input,
-        each with an elementwise activation (the usual contractive autoencoder, one
-        layer deep or more); through one automatic Jacobian per example otherwise.
-        """
-        chain = self._dense_chain_to(layer)
-        if chain is None:
-            return self._per_example_jacobian_norm(x, layer)
-        slopes, a = [], x
-        for dense in chain:
-            pre = dense.transform(a)
-            a, slope = torch.func.jvp(dense.activation, (pre,), (torch.ones_like(pre),))  # f(pre), f'(pre)
-            slopes.append(slope)
-        return reg.chain_jacobian_norm(slopes, [dense.w for dense in chain])
-
-    def _dense_chain_to(self, layer: str) -> list[Dense] | None:
-        """The dense layers from the input to ``layer``, input side first, if each is a plain
-        dense layer (no batch norm) with an elementwise activation; else None.
-        """
-        graph, chain, name = self.graph, [], layer
-        while name != graph.input_name:
-            dense = graph.layers[name]
-            if (
-                type(dense) is not Dense
-                or dense.norm is not None
-                or not all(part in ELEMENTWISE for part in dense.activation.parts)
-            ):
-                return None
-            chain.append(dense)
-            name = graph.sources[name]
-        return chain[::-1]
-
-    def _per_example_jacobian_norm(self, x: torch.Tensor, layer: str) -> torch.Tensor:
-        """:meth:`_jacobian_norm` for any code layer: a (code, input) Jacobian per example."""
-        graph = self.graph
-
-        def code(example: torch.Tensor) -> torch.Tensor:
-            return graph(example.unsqueeze(0), stop=layer)[f"{layer}:out"].flatten()
-
-        jac = torch.func.vmap(torch.func.jacrev(code))(x)
-        return jac.square().flatten(1).sum(dim=1).mean()
+        """Mean over examples of ``||d layer:out / d x||_F^2`` (:func:`aekit.objective.jacobian.jacobian_norm`)."""
+        return jacobian.jacobian_norm(self.graph, x, layer)
 
     def loss(self, x: Any, w: Any = None, **regularizers: Any) -> torch.Tensor:
         """The training objective on ``x`` as a differentiable scalar tensor.
@@ -564,11 +259,11 @@ class Autoencoder:
         Weighted losses plus the given regularizers (same keywords as :meth:`train`),
         with noise applied as in training: use it in a hand-written loop.
         """
-        unknown = set(regularizers) - set(reg.REGULARIZER_KEYS)
+        unknown = set(regularizers) - set(REGULARIZER_KEYS)
         if unknown:
-            raise unknown_name_error("keyword argument of loss()", sorted(unknown)[0], reg.REGULARIZER_KEYS)
+            raise unknown_name_error("keyword argument of loss()", sorted(unknown)[0], REGULARIZER_KEYS)
         self._check_outputs_exist()
-        regs = reg.Regularizers.from_kwargs(code_layer=self.code_layer, **regularizers)
+        regs = Regularizers.from_kwargs(code_layer=self.code_layer, **regularizers)
         self.check_regularizer_targets(regs)
         xt = self._check(x)
         wt = self._check_weights(w) if w is not None else None
@@ -584,108 +279,6 @@ class Autoencoder:
         from .data.preprocessing import check_step
 
         self.preprocessing = None if step is None else check_step(step, self.graph.input_shape)
-
-    # ------------------------------------------------------------------ inference
-    # Inputs come in two kinds.  NumPy arrays, tensors and lists are checked as a
-    # whole (``_check``) and run in batches of INFERENCE_BATCH.  Streamable ones
-    # (``np.memmap``, h5py-like datasets: see ``aekit.streaming.is_streamable``)
-    # are read, checked and preprocessed one block of rows at a time, as training
-    # reads them, so that only the outputs -- never the whole input -- sit in memory.
-    def _check(
-        self, x: Any, name: str = "x", transform: bool = True, rows: Sequence[int] | None = None
-    ) -> torch.Tensor:
-        """``x`` checked (:func:`check_array`; ``rows`` numbers its rows in messages), preprocessed if ``transform``."""
-        tensor = check_array(
-            x, self.graph.input_shape, name=name, layer=self.graph.input_name, device=self.device, rows=rows
-        )
-        return self._preprocess(tensor, name) if transform else tensor
-
-    def _check_weights(self, w: Any, name: str = "w", rows: Sequence[int] | None = None) -> torch.Tensor:
-        """Per-value weights ``w``, shaped like the input, finite and >= 0, as a tensor."""
-        return check_weights(self._check(w, name=name, transform=False, rows=rows), name, rows)
-
-    def _preprocess(self, tensor: torch.Tensor, name: str = "x") -> torch.Tensor:
-        """Apply the attached preprocessing step to a checked tensor of data (not weights, not codes)."""
-        if self.preprocessing is not None and name in ("x", "valid"):
-            tensor = self.preprocessing.transform_tensor(tensor)
-        return tensor
-
-    def _batches(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
-        for start in range(0, x.shape[0], INFERENCE_BATCH):
-            yield x[start : start + INFERENCE_BATCH]
-
-    def _stream(
-        self,
-        x: Any,
-        name: str = "x",
-        shape: tuple[int, ...] | None = None,
-        layer: str | None = None,
-    ) -> StreamingSource:
-        """A :class:`StreamingSource` over streamable ``x`` whose blocks are checked but not preprocessed.
-
-        Parameters
-        ----------
-        x : array-like, shape (n, features) or (n, *shape)
-            Streamable data (``is_streamable(x)``).
-        name : str
-            The argument's name, for error messages.
-        shape, layer : optional
-            The per-example shape expected and the layer named in errors
-            (default: the input layer).
-
-        Raises
-        ------
-        DataError
-            If ``x`` has the wrong rank, dtype or size, or no rows (the messages
-            of the in-memory path); bad values surface when their block is read.
-        """
-        shape = tuple(self.graph.input_shape if shape is None else shape)
-        layer = self.graph.input_name if layer is None else layer
-
-        def check(block: Any, block_name: str, rows: Sequence[int]) -> torch.Tensor:
-            return check_array(block, shape, name=block_name, layer=layer, device=self.device, rows=rows)
-
-        source = StreamingSource(x, check=check, name=name)
-        # dtype, rank and feature count are checked on an empty slice before any
-        # row is read, so a wrong file fails at once with today's one-line message.
-        # (A private copy: torch warns about the read-only views a memmap gives.)
-        check_array(np.array(x[:0]), shape, name=name, layer=layer, allow_empty=len(source) > 0)
-        if source.block_rows > INFERENCE_BATCH:
-            # Whole batches per block put the batch boundaries where the in-memory
-            # path puts them, so streamed outputs match it bit for bit.
-            source.block_rows -= source.block_rows % INFERENCE_BATCH
-        return source
-
-    @staticmethod
-    def _blocks(source: StreamingSource) -> Iterator[tuple[int, int, torch.Tensor]]:
-        """``(start, stop, checked block)`` for the rows of ``source``, in order."""
-        for a in range(source.start, source.stop, source.block_rows):
-            b = min(a + source.block_rows, source.stop)
-            block, _ = source.read(a, b)
-            yield a, b, block
-
-    def _inputs(self, x: Any) -> Iterator[torch.Tensor]:
-        """Checked, preprocessed batches of ``x`` (streamed block by block when ``x`` is streamable)."""
-        if not is_streamable(x):
-            yield from self._batches(self._check(x))
-            return
-        for _, _, block in self._blocks(self._stream(x)):
-            yield from self._batches(self._preprocess(block))
-
-    def _run(self, batches: Iterable[torch.Tensor], fn: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
-        was_training = self.graph.training
-        self.graph.eval()
-        try:
-            parts = []
-            for batch in batches:
-                # Only the model runs in inference mode: blocks are read and
-                # preprocessed outside it, so tensors the preprocessing step
-                # caches stay usable by training later.
-                with torch.inference_mode():
-                    parts.append(to_numpy(fn(batch)))
-            return np.concatenate(parts, axis=0)
-        finally:
-            self.graph.train(was_training)
 
     def encode(self, x: Any, layer: str | int | None = None, sample: bool = False) -> np.ndarray:
         """Codes of ``x`` at ``layer`` (default: the middle layer).
@@ -744,13 +337,6 @@ class Autoencoder:
         zt = check_array(z, shape, name="z", layer=name, device=self.device)
         return self._inverse(self._run(self._batches(zt), run))
 
-    def _inverse(self, y: np.ndarray) -> np.ndarray:
-        if self.preprocessing is not None:
-            if y.ndim > 2:  # images: preprocessing works on flat rows
-                return self.preprocessing.inverse_transform(y.reshape(y.shape[0], -1)).reshape(y.shape)
-            return self.preprocessing.inverse_transform(y)
-        return y
-
     def predict(self, x: Any) -> np.ndarray:
         """Reconstruction of ``x``, shaped like the output layer: (n, features), or (n, C, H, W) for an image output.
 
@@ -762,100 +348,6 @@ class Autoencoder:
             # its float64 working copy as small as the block.
             return np.concatenate([self._reconstruct(block) for _, _, block in self._blocks(self._stream(x))], axis=0)
         return self._inverse(self._run(self._batches(self._check(x)), self._output))
-
-    def _output(self, batch: torch.Tensor) -> torch.Tensor:
-        """The output layer's activations for a (preprocessed) batch."""
-        return self.graph(batch)[f"{self.graph.output_name}:out"]
-
-    def _reconstruct(self, block: torch.Tensor) -> np.ndarray:
-        """:meth:`predict` of one checked, not yet preprocessed block of rows."""
-        return self._inverse(self._run(self._batches(self._preprocess(block)), self._output))
-
-    def feed_forward(self, x: Any) -> dict[str, np.ndarray]:
-        """Every layer's ``'name:pre'`` and ``'name:out'`` for ``x`` (plus ``'in:out'``).
-
-        A memory-mapped or other streamable ``x`` is read one block of rows at a
-        time; note that ``'in:out'`` is the whole (preprocessed) input.
-        """
-        was_training = self.graph.training
-        self.graph.eval()
-        parts: dict[str, list[np.ndarray]] = {}
-        try:
-            for batch in self._inputs(x):
-                with torch.inference_mode():
-                    for key, value in self.graph(batch).items():
-                        parts.setdefault(key, []).append(to_numpy(value))
-        finally:
-            self.graph.train(was_training)
-        return {key: np.concatenate(values, axis=0) for key, values in parts.items()}
-
-    def score(self, x: Any, w: Any = None) -> float:
-        """R^2 of the reconstruction: ``1 - SS_res / SS_tot`` with per-feature means.
-
-        Equals scikit-learn's ``r2_score(x, predict(x), multioutput='variance_weighted')``
-        when unweighted.  With ``w`` (shaped like ``x``) both sums are weighted.
-        A memory-mapped or other streamable ``x`` (and ``w``) is read one block
-        of rows at a time, in one pass.
-        """
-        if is_streamable(x):
-            return self._score_streamed(x, w)
-        target = check_array(x, self.graph.input_shape, name="x", layer=self.graph.input_name)
-        target = target.flatten(1).double().numpy()
-        pred = self.predict(x).reshape(target.shape[0], -1).astype(np.float64)
-        if pred.shape != target.shape:
-            raise DataError(f"score needs an output shaped like the input, got {pred.shape} vs {target.shape}")
-        weight = (
-            np.ones_like(target)
-            if w is None
-            else to_numpy(self._check_weights(w)).astype(np.float64).reshape(target.shape)
-        )
-        mean = (weight * target).sum(axis=0) / np.maximum(weight.sum(axis=0), 1e-12)
-        ss_res = (weight * (target - pred) ** 2).sum()
-        ss_tot = (weight * (target - mean) ** 2).sum()
-        return _r_squared(float(ss_res), float(ss_tot))
-
-    def _score_streamed(self, x: Any, w: Any) -> float:
-        """:meth:`score` for streamable ``x``: per-block sums merged without a second pass.
-
-        The per-feature weighted means and squared deviations of the blocks are
-        combined with Chan et al.'s pairwise update, which is as accurate as the
-        two-pass in-memory formula (a running ``sum(w x^2) - mean^2`` would
-        cancel catastrophically for data far from zero).
-        """
-        self._check_outputs_exist()
-        source = self._stream(x)
-        n = len(source)
-        n_features = math.prod(self.graph.input_shape)
-        w_shape = tuple(getattr(w, "shape", np.shape(w))) if w is not None else None
-        if w_shape is not None and (len(w_shape) < 1 or w_shape[0] != n or math.prod(w_shape) != n * n_features):
-            raise DataError(f"w must be shaped like x ({n} rows of {n_features} values), got shape {w_shape}")
-        total = mean = m2 = np.zeros(n_features)
-        ss_res = 0.0
-        for a, b, raw in self._blocks(source):
-            target = to_numpy(raw).reshape(b - a, -1).astype(np.float64)
-            pred = self._reconstruct(raw).reshape(b - a, -1).astype(np.float64)
-            if pred.shape != target.shape:
-                raise DataError(
-                    f"score needs an output shaped like the input, got {(n, pred.shape[1])} vs {(n, target.shape[1])}"
-                )
-            weight = (
-                np.ones_like(target)
-                if w is None
-                else to_numpy(self._check_weights(np.asarray(w[a:b]), "w", range(a, b)))
-                .astype(np.float64)
-                .reshape(target.shape)
-            )
-            ss_res += float((weight * (target - pred) ** 2).sum())
-            block_total = weight.sum(axis=0)
-            block_mean = (weight * target).sum(axis=0) / np.maximum(block_total, 1e-12)
-            block_m2 = (weight * (target - block_mean) ** 2).sum(axis=0)
-            merged = total + block_total
-            share = block_total / np.maximum(merged, 1e-12)
-            delta = block_mean - mean
-            m2 = m2 + block_m2 + delta**2 * total * share
-            mean = mean + delta * share
-            total = merged
-        return _r_squared(ss_res, float(m2.sum()))
 
     # ------------------------------------------------------------------ training
     def itertrain(self, x: Any, valid: Any = None, **kwargs: Any):
@@ -888,23 +380,22 @@ class Autoencoder:
         return train_mon, valid_mon
 
     # ------------------------------------------------------------------ files
-    def save(self, path: str) -> None:
-        """Write the model to one file (safetensors weights + JSON config), atomically."""
-        from .io.model_file import save_model
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model to one file (safetensors weights + JSON config), atomically.
 
-        save_model(self, path)
+        An existing aekit model file at ``path`` is replaced; any other existing,
+        non-empty file is not (:class:`~aekit.errors.ModelFileError`), so a mistyped
+        name cannot destroy data or notes.
+        """
+        model_file.write_model_file(path, self.state_tensors(), self.file_metadata(), replace_only_models=True)
 
     @classmethod
-    def load(cls, path: str) -> Autoencoder:
-        """Read a model written by :meth:`save`; never executes code from the file."""
-        from .io.model_file import load_model
-
-        return load_model(path)
+    def load(cls, path: str | os.PathLike) -> Autoencoder:
+        """Read a model written by :meth:`save` (or the model of a checkpoint); never executes code from the file."""
+        return load(path)
 
     def config(self) -> dict[str, Any]:
-        """The JSON-ready description the model file stores (no weights)."""
-        from .model.specs import specs_to_config
-
+        """The JSON-ready description the model file stores (no weights); :meth:`from_config` reads it."""
         return {
             "layers": specs_to_config(self.specs),
             "losses": [term.to_dict() for term in self._losses],
@@ -913,6 +404,121 @@ class Autoencoder:
             "hidden_activation": self.hidden_activation,
             "output_activation": self.output_activation,
         }
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Every parameter and buffer by short name (``'hid1.w'``), plus the preprocessing state (``'preprocessing.*'``)."""
+        tensors = {k.split(".", 1)[1]: v for k, v in self.graph.state_dict().items()}
+        if self.preprocessing is not None:
+            tensors.update({f"preprocessing.{k}": v for k, v in self.preprocessing.state_tensors().items()})
+        return tensors
+
+    def file_metadata(self) -> dict[str, Any]:
+        """The JSON-ready metadata stored beside :meth:`state_tensors`: config, history, preprocessing."""
+        meta: dict[str, Any] = {"config": self.config(), "history": self.history}
+        if self.preprocessing is not None:
+            meta["preprocessing"] = self.preprocessing.get_config()
+        return meta
+
+    @classmethod
+    def from_config(
+        cls,
+        config: dict[str, Any],
+        tensors: dict[str, torch.Tensor] | None = None,
+        *,
+        preprocessing: dict[str, Any] | None = None,
+        history: list[dict[str, Any]] | None = None,
+        source: str = "config",
+    ) -> Autoencoder:
+        """Build a model from :meth:`config`, and load ``tensors`` (:meth:`state_tensors`) into it.
+
+        Everything is checked before anything is built: the config field by field, and the
+        tensors' names, shapes and dtypes against the config (on the meta device, so a
+        tampered size cannot exhaust memory).
+
+        Parameters
+        ----------
+        config : dict
+            As :meth:`config` returns it.
+        tensors : dict of str to tensor, optional
+            Parameters, buffers and ``'preprocessing.*'`` state; None keeps the initial values.
+        preprocessing : dict, optional
+            The preprocessing step's config (``file_metadata()['preprocessing']``).
+        history : list of dict, optional
+        source : str
+            Where the config comes from, for error messages (a file name).
+
+        Raises
+        ------
+        ModelFileError
+            Naming ``source`` and what is wrong with the config or the tensors.
+        """
+        if not isinstance(config, dict) or "layers" not in config:
+            raise ModelFileError(f"model file {source!r} has no model config in its metadata")
+        try:
+            _check_config(config)
+            specs = specs_from_config(config["layers"])
+            if tensors is not None:
+                weights = {k: v for k, v in tensors.items() if not k.startswith("preprocessing.")}
+                with torch.device("meta"):
+                    Graph(specs, 0).check_state(weights, source)
+            losses = config.get("losses") or [{"name": "mse"}]
+            first = dict(losses[0])
+            name0, weight0 = first.pop("name"), first.pop("weight", 1.0)
+            net = cls(
+                specs,
+                loss=name0,
+                weighted=config.get("weighted", False),
+                rng=config.get("rng", 13),
+                hidden_activation=config.get("hidden_activation", "relu"),
+                output_activation=config.get("output_activation", "linear"),
+                **first,
+            )
+            # Autoencoder() takes the first loss's options but not its weight: set_loss does.
+            net.set_loss(name0, weight0, **first)
+            for extra in losses[1:]:
+                extra = dict(extra)
+                net.add_loss(extra.pop("name"), **extra)
+            net._check_loss_layers()  # else the first predict() would fail, far from the file at fault
+        except ModelFileError:
+            raise
+        except (AekitError, TypeError, KeyError, ValueError, AttributeError, IndexError) as error:
+            raise ModelFileError(f"model file {source!r} has an invalid model config: {error}") from None
+        tensors = tensors or {}
+        net.graph.load_state_dict(
+            {f"layers.{k}": v for k, v in tensors.items() if not k.startswith("preprocessing.")}, strict=bool(tensors)
+        )
+        state = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("preprocessing.")}
+        used: set[str] = set()
+        if preprocessing is not None:
+            from .data.preprocessing import check_step, from_config
+
+            try:
+                step = from_config(preprocessing, state)
+                # Its statistics must fit this model's input, as set_preprocessing demands.
+                net.preprocessing = check_step(step, net.graph.input_shape)
+                used = set(step.state_tensors())
+            except (AekitError, TypeError, KeyError, ValueError, AttributeError, IndexError) as error:
+                raise ModelFileError(f"model file {source!r} has an invalid preprocessing step: {error}") from None
+        if set(state) - used:
+            raise ModelFileError(
+                f"model file {source!r} has preprocessing tensors its config does not use: "
+                f"{sorted(f'preprocessing.{k}' for k in set(state) - used)}"
+            )
+        net.history = history or []
+        if not isinstance(net.history, list) or not all(isinstance(record, dict) for record in net.history):
+            raise ModelFileError(f"model file {source!r} has an invalid history: expected a list of per-epoch records")
+        return net
+
+    @classmethod
+    def from_file_contents(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any], source: str) -> Autoencoder:
+        """:meth:`from_config` on what :func:`aekit.io.model_file.read_model_file` returns."""
+        return cls.from_config(
+            meta.get("config"),  # type: ignore[arg-type]  # checked by from_config
+            tensors,
+            preprocessing=meta.get("preprocessing"),
+            history=meta.get("history"),
+            source=source,
+        )
 
     def __repr__(self) -> str:
         parts = []
@@ -925,12 +531,55 @@ class Autoencoder:
         return f"Autoencoder([{', '.join(parts)}], loss={losses}, params={self.num_params})"
 
 
-def _r_squared(ss_res: float, ss_tot: float) -> float:
-    """``1 - SS_res / SS_tot``; for constant data 1 if the reconstruction is exact, else 0."""
-    return 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)
+# The keys Autoencoder.config() writes; any other is refused rather than ignored, since a
+# model built without it would differ from the one that was saved.
+_CONFIG_KEYS = ("layers", "losses", "weighted", "rng", "hidden_activation", "output_activation")
 
 
-def _activation_range(layer: Layer) -> tuple[float, float]:
-    from .model.activations import output_range
+def _check_config(config: dict[str, Any]) -> None:
+    """Raise ConfigurationError for a config whose top-level values have the wrong type."""
+    for key in config:
+        if key not in _CONFIG_KEYS:
+            raise unknown_name_error("model config key", str(key), _CONFIG_KEYS)
+    losses = config.get("losses") or []
+    if not isinstance(losses, list) or not all(
+        isinstance(term, dict) and isinstance(term.get("name"), str) for term in losses
+    ):
+        raise ConfigurationError(f"losses must be a list of dicts with a 'name', got {losses!r:.80}")
+    if not isinstance(config.get("weighted", False), bool):
+        raise ConfigurationError(f"weighted must be true or false, got {config['weighted']!r}")
+    rng = config.get("rng", 13)
+    if not isinstance(rng, int) or isinstance(rng, bool):
+        raise ConfigurationError(f"rng must be an int seed, got {rng!r}")
+    # hidden_activation and output_activation are checked by Autoencoder() itself.
 
-    return output_range(layer.spec.activation)
+
+def load(path: str | os.PathLike) -> Autoencoder:
+    """Load an :class:`Autoencoder` saved with :meth:`Autoencoder.save` (or the model of a training checkpoint).
+
+    Never executes code from the file: safetensors tensors and a JSON config only.
+    """
+    tensors, meta = model_file.read_model_file(path)
+    if meta.get("kind") == "checkpoint":
+        # A checkpoint holds the model beside the trainer state, under 'model.'.
+        tensors = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    return Autoencoder.from_file_contents(tensors, meta, str(path))
+
+
+def load_checkpoint_model(path: str | os.PathLike) -> Autoencoder:
+    """The :class:`Autoencoder` stored in a training checkpoint, with its current (not best) parameters.
+
+    Raises
+    ------
+    CheckpointError
+        If ``path`` is not a readable checkpoint.
+    """
+    from .errors import CheckpointError
+    from .train.checkpoint import read_checkpoint
+
+    tensors, meta = read_checkpoint(path)
+    model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        return Autoencoder.from_file_contents(model, meta, str(path))
+    except ModelFileError as error:
+        raise CheckpointError(str(error).replace("model file", "checkpoint", 1)) from None

@@ -1,7 +1,11 @@
-"""Moved to :mod:`aekit.train.checkpoint`; this path stays importable as the same module."""
+"""The old home of training checkpoints, kept importable: see :mod:`aekit.train.checkpoint`.
 
-import sys
+``load_checkpoint_model`` builds a model, so it lives with the model class in
+:mod:`aekit.autoencoder`; everything else is :mod:`aekit.train.checkpoint`'s.
+"""
 
-from .train import checkpoint as _moved
+from .autoencoder import load_checkpoint_model
+from .train.checkpoint import *  # noqa: F403
+from .train.checkpoint import Checkpointer, checkpoint_info, grad_scaler, read_checkpoint
 
-sys.modules[__name__] = _moved
+__all__ = ["Checkpointer", "checkpoint_info", "grad_scaler", "load_checkpoint_model", "read_checkpoint"]

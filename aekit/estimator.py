@@ -152,18 +152,15 @@ def _fit_network(est: BaseEstimator, X: np.ndarray) -> Autoencoder:
 # ---------------------------------------------------------------------- pickling
 def _net_state(net: Autoencoder) -> dict[str, Any]:
     """A pickle-safe description of ``net``: NumPy arrays and JSON-ready values only."""
-    from .io.model_file import model_metadata, model_tensors
-
-    tensors = {k: v.detach().cpu().numpy().copy() for k, v in model_tensors(net).items()}
-    return {"tensors": tensors, "meta": json.loads(json.dumps(model_metadata(net)))}
+    tensors = {k: v.detach().cpu().numpy().copy() for k, v in net.state_tensors().items()}
+    return {"tensors": tensors, "meta": json.loads(json.dumps(net.file_metadata()))}
 
 
 def _net_from_state(state: dict[str, Any], device: Any) -> Autoencoder:
     from .autoencoder import resolve_device
-    from .io.model_file import model_from_file_contents
 
     tensors = {k: torch.from_numpy(np.asarray(v).copy()) for k, v in state["tensors"].items()}
-    net = model_from_file_contents(tensors, state["meta"], "<pickled estimator>")
+    net = Autoencoder.from_file_contents(tensors, state["meta"], "<pickled estimator>")
     try:
         target = resolve_device(device)
         net.graph.to(target)

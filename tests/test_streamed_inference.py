@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import aekit
-import aekit.network as network
+import aekit.model.inference as inference
 import aekit.streaming as streaming
 from aekit.errors import DataError
 from aekit.preprocessing import Whitener
@@ -79,7 +79,7 @@ def test_streamed_results_equal_in_memory(small_blocks, mapped, preprocess):
 
 
 def test_blocks_aligned_to_batches_give_identical_outputs(small_blocks, mapped, monkeypatch):
-    monkeypatch.setattr(network, "INFERENCE_BATCH", 32)  # blocks of 100 rows shrink to 96 = 3 batches
+    monkeypatch.setattr(inference, "INFERENCE_BATCH", 32)  # blocks of 100 rows shrink to 96 = 3 batches
     x, xm = mapped
     net = dense_net(False, x)
     store = RecordingArray(xm)

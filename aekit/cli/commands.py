@@ -326,19 +326,21 @@ def history_lines(history: list[Any], rows: int = 10) -> list[str]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from ..io.model_file import model_from_file_contents, read_model_file
+    from ..autoencoder import Autoencoder
+    from ..io.model_file import read_model_file
 
     tensors, meta = read_model_file(args.model)
     state = None
     if meta.get("kind") == "checkpoint":
         # The model of a checkpoint is stored beside the trainer's state (as aekit.load reads it).
-        from ..train.checkpoint import checkpoint_info, load_checkpoint_model
+        from ..autoencoder import load_checkpoint_model
+        from ..train.checkpoint import checkpoint_info
 
         state = checkpoint_info(args.model)
         net = load_checkpoint_model(args.model)
         kind = "aekit training checkpoint"
     else:
-        net = model_from_file_contents(tensors, meta, args.model)
+        net = Autoencoder.from_file_contents(tensors, meta, args.model)
         kind = "aekit model"
     print(f"{args.model}: {kind}, format {meta['format_version']}, written by aekit {meta['aekit_version']}")
     print(repr(net))

@@ -19,7 +19,7 @@ import numpy as np
 from ..data.loaders import load_data
 from ..errors import ConfigurationError, DataError
 from ..io.model_file import atomic_write, is_model_file
-from ..io.model_file import load_model as _load_model
+from ..autoencoder import load as _load_model
 
 __all__ = [
     "check_folder_output",

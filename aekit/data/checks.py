@@ -7,6 +7,8 @@ message for each way an array can be wrong.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -170,3 +172,46 @@ def all_finite(tensor: torch.Tensor) -> bool:
 def to_numpy(t: torch.Tensor) -> np.ndarray:
     """Detach, move to the CPU and convert to NumPy."""
     return t.detach().cpu().numpy()
+
+
+@dataclass(frozen=True)
+class InputChecker:
+    """Checks (and preprocesses) the data of one model, written once for every caller.
+
+    Training, inference, scoring and diagnosis all turn user data into tensors with this
+    object, so every path gives the same one-line errors.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The per-example input shape the model expects.
+    layer : str
+        The input layer's name (for messages).
+    device : torch.device
+        Where checked tensors go.
+    preprocessing : object, optional
+        A fitted :mod:`aekit.preprocessing` step applied to data (never to weights or codes).
+    """
+
+    shape: tuple[int, ...]
+    layer: str
+    device: torch.device
+    preprocessing: Any = None
+
+    def data(self, x: Any, name: str = "x", transform: bool = True, rows: Sequence[int] | None = None) -> torch.Tensor:
+        """``x`` checked (:func:`check_array`), preprocessed if ``transform``: shape (n, *shape).
+
+        ``rows`` numbers the rows in messages (a block of a streamed array).
+        """
+        tensor = check_array(x, self.shape, name=name, layer=self.layer, device=self.device, rows=rows)
+        return self.preprocess(tensor, name) if transform else tensor
+
+    def weights(self, w: Any, name: str = "w", rows: Sequence[int] | None = None) -> torch.Tensor:
+        """Per-value weights ``w``, shaped like the input, finite and >= 0, as a tensor (n, *shape)."""
+        return check_weights(self.data(w, name=name, transform=False, rows=rows), name, rows)
+
+    def preprocess(self, tensor: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """Apply the preprocessing step to a checked tensor of data (``name`` 'x' or 'valid' only)."""
+        if self.preprocessing is not None and name in ("x", "valid"):
+            tensor = self.preprocessing.transform_tensor(tensor)
+        return tensor

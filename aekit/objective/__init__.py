@@ -1,0 +1,7 @@
+"""What is minimised: reconstruction losses, penalties, corruption, and the :class:`Objective` that adds them up."""
+
+from .losses import LOSSES, Loss
+from .objective import PENALTIES, Objective, PenaltyInput
+from .penalties import REGULARIZER_KEYS, Regularizers
+
+__all__ = ["LOSSES", "PENALTIES", "REGULARIZER_KEYS", "Loss", "Objective", "PenaltyInput", "Regularizers"]

@@ -33,6 +33,7 @@ import torch
 
 from ..data.validation import number
 from ..errors import ConfigurationError
+from .corruption import dropout, gaussian_noise  # their old home; re-exported
 
 __all__ = [
     "REGULARIZER_KEYS",
@@ -163,16 +164,6 @@ def chain_jacobian_norm(slopes: list[torch.Tensor], weights: list[torch.Tensor])
     if first.shape[1] < first.shape[0]:
         return ((b @ (first.t() @ first)) * b).sum(dim=(1, 2)).mean()
     return (b @ first.t()).square().sum(dim=(1, 2)).mean()
-
-
-def gaussian_noise(x: torch.Tensor, std: float) -> torch.Tensor:
-    """``x`` plus zero-mean Gaussian noise of standard deviation ``std``."""
-    return x + std * torch.randn_like(x) if std > 0 else x
-
-
-def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Zero each element with probability ``p``; rescale survivors by ``1/(1-p)``."""
-    return torch.nn.functional.dropout(x, p, training=True) if p > 0 else x
 
 
 def match(pattern_weights: Mapping[str, float], names: Iterable[str]) -> dict[str, float]:

@@ -45,9 +45,9 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, ModelFileError
-from ..io.model_file import model_from_file_contents, model_metadata, model_tensors, read_model_file, write_model_file
+from ..io.model_file import read_model_file, write_model_file
 
-__all__ = ["CHECKPOINT_VERSION", "Checkpointer", "checkpoint_info", "load_checkpoint_model", "read_checkpoint"]
+__all__ = ["CHECKPOINT_VERSION", "Checkpointer", "checkpoint_info", "read_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -290,16 +290,6 @@ def checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
     }
 
 
-def load_checkpoint_model(path: str | os.PathLike):
-    """The :class:`~aekit.Autoencoder` stored in a checkpoint, with its current (not best) parameters."""
-    tensors, meta = read_checkpoint(path)
-    model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        return model_from_file_contents(model, meta, str(path))
-    except ModelFileError as error:
-        raise CheckpointError(str(error).replace("model file", "checkpoint", 1)) from None
-
-
 # ---------------------------------------------------------------------- comparing
 def _differences(old: Any, new: Any, where: str = "") -> list[str]:
     """Human-readable paths where two JSON values differ."""
@@ -387,7 +377,7 @@ class Checkpointer:
     def save(self, trainer) -> None:
         """Write ``trainer``'s complete state to the checkpoint path, atomically."""
         net = trainer.net
-        tensors = {f"model.{k}": v.detach().cpu().clone() for k, v in model_tensors(net).items()}
+        tensors = {f"model.{k}": v.detach().cpu().clone() for k, v in net.state_tensors().items()}
         if trainer.best_state is not None:
             tensors.update({f"best.{k}": v.detach().cpu().clone() for k, v in trainer.best_state.items()})
         tensors["rng.generator"] = trainer.generator.get_state()
@@ -396,7 +386,7 @@ class Checkpointer:
             tensors["rng.cuda"] = torch.cuda.get_rng_state(net.device)
         optimizer = optimizer_to_file(trainer.optimizer, tensors)
         best_loss = trainer.best_loss
-        meta = model_metadata(net)
+        meta = net.file_metadata()
         meta.update(
             {
                 "kind": "checkpoint",
@@ -466,7 +456,8 @@ class Checkpointer:
 
         model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
         try:
-            restored = model_from_file_contents(model, meta, name)
+            # The model's own class rebuilds it (this module never imports the facade).
+            restored = type(net).from_file_contents(model, meta, name)
         except ModelFileError as error:
             raise CheckpointError(str(error).replace("model file", "checkpoint", 1)) from None
         state = meta["trainer"]

@@ -1,0 +1,187 @@
+"""The graph of an autoencoder: its layers, wired by name, as one ``nn.Module``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import AekitError, ConfigurationError, ModelFileError
+from .layers.dense import build_layer, layer_seed
+from .specs import LayerSpec
+
+__all__ = ["Graph", "resolve_device"]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``'auto'`` picks CUDA when available, else the CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        chosen = None
+    if chosen is None or chosen.type not in ("cpu", "cuda"):
+        raise ConfigurationError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (chosen.index or 0) >= count:
+            raise ConfigurationError(
+                f"device {device!r} asked for, but this machine has {count} CUDA device(s) "
+                f"(torch {torch.__version__}); use device='auto' or 'cpu'"
+            )
+    return chosen
+
+
+class Graph(nn.Module):
+    """The layers of an autoencoder, wired by name, as one ``nn.Module``.
+
+    Parameters
+    ----------
+    specs : list of LayerSpec
+        The first is the input; each other layer reads the output of ``spec.inputs``
+        (default: the layer before it).
+    seed : int
+        Initialisation seed; each layer draws from its own stream.
+    """
+
+    def __init__(self, specs: Sequence[LayerSpec], seed: int = 13):
+        super().__init__()
+        self.specs = list(specs)
+        self.layers = nn.ModuleDict()
+        self.sources: dict[str, str] = {}
+        previous = None
+        for spec in self.specs:
+            if "." in spec.name or ":" in spec.name or not spec.name:
+                raise ConfigurationError(f"layer names may not be empty or contain '.' or ':', got {spec.name!r}")
+            if spec.form == "input":
+                if previous is not None:
+                    raise ConfigurationError(f"only the first layer may be an input, got {spec.name!r}")
+                layer = build_layer(spec, tuple(spec.shape), {})
+            elif previous is None:
+                raise ConfigurationError(f"the first layer must be the input, got {spec.name!r} ({spec.form})")
+            else:
+                source = (spec.inputs or previous).split(":")[0]
+                if source not in self.layers:
+                    raise ConfigurationError(
+                        f"layer {spec.name!r} reads from {source!r}, which is not an earlier layer"
+                    )
+                self.sources[spec.name] = source
+                try:
+                    layer = build_layer(spec, self.layers[source].output_shape, dict(self.layers.items()))
+                except AekitError:
+                    raise
+                except (TypeError, ValueError, AttributeError, KeyError, IndexError) as error:
+                    # A spec option of a type the layer cannot use (e.g. padding='x').
+                    raise ConfigurationError(f"layer {spec.name!r} ({spec.form}) cannot be built: {error}") from None
+            self.layers[spec.name] = layer
+            previous = spec.name
+        names = list(self.layers)
+        self.input_name = names[0]
+        self.output_name = "out" if "out" in self.layers else names[-1]
+        self.hidden_names = [n for n in names[1:] if n != self.output_name]
+        self.reset_parameters(seed)
+
+    def reset_parameters(self, seed: int) -> None:
+        """Initialise every layer from its own generator derived from ``seed``."""
+        if any(p.is_meta for p in self.parameters()):
+            # A graph built on the meta device only describes shapes (the model loader
+            # checks a file against one); it has no values, and drawing them would import
+            # torch's slow meta kernels for randn.
+            return
+        for index, layer in enumerate(self.layers.values()):
+            generator = torch.Generator().manual_seed(layer_seed(seed, index))
+            layer.reset_parameters(generator)
+
+    def check_state(self, tensors: Mapping[str, torch.Tensor], source: str) -> None:
+        """Raise ModelFileError unless ``tensors`` has exactly this graph's state: names, shapes, dtypes.
+
+        Parameters
+        ----------
+        tensors : dict of str to tensor
+            By short name (``'hid1.w'``), as a model file stores them.
+        source : str
+            The file they come from, for the message.
+        """
+        expected = {k.split(".", 1)[1]: v for k, v in self.state_dict().items()}
+        missing = sorted(set(expected) - set(tensors))
+        extra = sorted(set(tensors) - set(expected))
+        if missing or extra:
+            raise ModelFileError(
+                f"model file {source!r} does not match its config: missing {missing or 'nothing'}, "
+                f"unexpected {extra or 'nothing'}"
+            )
+        for key in expected:  # graph order: the file's own order may vary between runs
+            value = tensors[key]
+            if tuple(value.shape) != tuple(expected[key].shape) or value.dtype != expected[key].dtype:
+                raise ModelFileError(
+                    f"model file {source!r}: tensor {key!r} has shape {tuple(value.shape)} ({value.dtype}), "
+                    f"but the config needs {tuple(expected[key].shape)} ({expected[key].dtype})"
+                )
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.layers[self.input_name].output_shape
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        stop: str | None = None,
+        corrupt: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Run the graph on a batch; return every ``'name:pre'`` and ``'name:out'``.
+
+        Parameters
+        ----------
+        x : tensor, shape (n, *input_shape)
+        stop : str, optional
+            Stop after this layer (encoding need not run the decoder).
+        corrupt : dict of str to callable, optional
+            A function applied to the output of each named layer before the next
+            layer reads it (the training objective's hidden noise and dropout).
+        """
+        outputs = {f"{self.input_name}:out": x}
+        for name, source in self.sources.items():
+            pre, out = self.layers[name](outputs[f"{source}:out"])
+            if corrupt is not None and name in corrupt:
+                out = corrupt[name](out)
+            outputs[f"{name}:pre"] = pre
+            outputs[f"{name}:out"] = out
+            if name == stop:
+                break
+        return outputs
+
+    def subgraph(self, names: Sequence[str]) -> Graph | None:
+        """A chain through ``names`` sharing these layers (for layerwise pretraining).
+
+        Returns None when consecutive layers do not line up in size.
+        """
+        sub = Graph.__new__(Graph)
+        nn.Module.__init__(sub)
+        sub.specs = [s for s in self.specs if s.name in names]
+        sub.layers = nn.ModuleDict({n: self.layers[n] for n in names})
+        sub.sources = {}
+        for previous, name in zip(names, names[1:]):
+            if math.prod(self.layers[name].input_shape) != math.prod(self.layers[previous].output_shape):
+                return None
+            sub.sources[name] = previous
+        sub.input_name, sub.output_name = names[0], names[-1]
+        sub.hidden_names = list(names[1:-1])
+        return sub
+
+    def run_from(self, start: str, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Feed ``z`` as the output of layer ``start`` and run the layers after it."""
+        names = list(self.sources)
+        outputs = {f"{start}:out": z}
+        for name in names[names.index(start) + 1 :] if start in names else names:
+            source = self.sources[name]
+            if f"{source}:out" not in outputs:
+                raise ConfigurationError(
+                    f"cannot decode from layer {start!r}: layer {name!r} reads {source!r}, which lies before it"
+                )
+            pre, out = self.layers[name](outputs[f"{source}:out"])
+            outputs[f"{name}:pre"] = pre
+            outputs[f"{name}:out"] = out
+        return outputs
