@@ -168,7 +168,10 @@ def imports() -> tuple[Import, ...]:
 
 
 def is_alias_module(tree: ast.Module) -> bool:
-    """True for a file whose body does ``sys.modules[__name__] = ...``."""
+    """True for a file whose body does ``sys.modules[__name__] = ...``, or an old path that
+    re-exports names from their new homes (its docstring says it is "kept importable")."""
+    if "kept importable" in " ".join((ast.get_docstring(tree) or "").split()):
+        return True
     for node in tree.body:
         if isinstance(node, ast.Assign):
             for target in node.targets:

@@ -77,14 +77,15 @@ def test_conv_model_file_with_batch_norm():
 
 
 def test_checkpoint_info_reads_the_old_checkpoint():
-    assert aekit.checkpoint is aekit.train.checkpoint  # the old module path is the same module
-    info = aekit.train.checkpoint.checkpoint_info(LEGACY / "run.ckpt")
+    # The old module path still offers what it did.
+    assert aekit.checkpoint.checkpoint_info is aekit.train.checkpoint.checkpoint_info
+    info = aekit.checkpoint.checkpoint_info(LEGACY / "run.ckpt")
     expected = record()["checkpoint_info"]
     assert {k: info[k] for k in expected} == expected
     assert info["epoch"] == CKPT_EPOCHS
 
 
-@pytest.mark.parametrize("load", [aekit.train.checkpoint.load_checkpoint_model, aekit.load],
+@pytest.mark.parametrize("load", [aekit.checkpoint.load_checkpoint_model, aekit.load],
                          ids=["load_checkpoint_model", "aekit.load"])
 def test_checkpoint_model_predicts_as_the_old_one(load):
     net = load(LEGACY / "run.ckpt")
