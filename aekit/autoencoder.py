@@ -22,7 +22,7 @@ from .io import model_file
 from .model.activations import get as get_activation
 from .model.graph import Graph, resolve_device
 from .model.inference import BatchedInference
-from .model.layers.dense import Layer
+from .model.layers import Layer
 from .model.specs import LayerSpec, parse_layers, specs_from_config, specs_to_config
 from .objective import jacobian
 from .objective.losses import Loss

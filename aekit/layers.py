@@ -1,7 +1,32 @@
-"""Moved to :mod:`aekit.model.layers.dense`; this path stays importable as the same module."""
+"""The old home of the layer classes, kept importable: see :mod:`aekit.model.layers`."""
 
-import sys
+from .model.layers.base import (  # noqa: F401
+    LAYER_CLASSES,
+    LAYERS,
+    Input,
+    Layer,
+    LayerOutput,
+    build_layer,
+    default_std,
+    layer_seed,
+    random_matrix,
+    register,
+)
+from .model.layers.dense import Dense, Flatten, Reshape, Tied  # noqa: F401
 
-from .model.layers import dense as _moved
-
-sys.modules[__name__] = _moved
+__all__ = [
+    "LAYERS",
+    "LAYER_CLASSES",
+    "Dense",
+    "Flatten",
+    "Input",
+    "Layer",
+    "LayerOutput",
+    "Reshape",
+    "Tied",
+    "build_layer",
+    "default_std",
+    "layer_seed",
+    "random_matrix",
+    "register",
+]

@@ -50,8 +50,16 @@ LAYERS: dict[str, int] = {
     "aekit.estimator": 7,
     "aekit.cli": 7,
 }
-LAYER_NAMES = {0: "errors/registry", 1: "data/io", 2: "model", 3: "objective", 4: "train", 5: "autoencoder",
-               6: "inspect", 7: "estimator/cli"}
+LAYER_NAMES = {
+    0: "errors/registry",
+    1: "data/io",
+    2: "model",
+    3: "objective",
+    4: "train",
+    5: "autoencoder",
+    6: "inspect",
+    7: "estimator/cli",
+}
 # Outside the order: the package's public surface, the entry point and the version string.
 EXEMPT = {"aekit", "aekit.__main__", "aekit._version"}
 
@@ -177,9 +185,13 @@ def is_alias_module(tree: ast.Module) -> bool:
     for node in tree.body:
         if isinstance(node, ast.Assign):
             for target in node.targets:
-                if (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Attribute)
-                        and target.value.attr == "modules" and isinstance(target.slice, ast.Name)
-                        and target.slice.id == "__name__"):
+                if (
+                    isinstance(target, ast.Subscript)
+                    and isinstance(target.value, ast.Attribute)
+                    and target.value.attr == "modules"
+                    and isinstance(target.slice, ast.Name)
+                    and target.slice.id == "__name__"
+                ):
                     return True
     return False
 
@@ -236,8 +248,13 @@ def test_the_scanner_sees_relative_absolute_and_function_level_imports_but_not_t
     known = modules()
     found = scan("aekit.train.loop", ast.parse(source), PACKAGE / "train" / "loop.py", known)
     assert [(i.target, i.line) for i in found] == [
-        ("aekit.train.step", 2), ("aekit.train", 2), ("aekit.model.specs", 3), ("aekit.data.sources", 4),
-        ("aekit.autoencoder", 6), ("aekit.errors", 10)]
+        ("aekit.train.step", 2),
+        ("aekit.train", 2),
+        ("aekit.model.specs", 3),
+        ("aekit.data.sources", 4),
+        ("aekit.autoencoder", 6),
+        ("aekit.errors", 10),
+    ]
     assert "aekit.network" in aliases() and real_targets("aekit.network") == {"aekit.autoencoder"}
     assert len(modules()) > 40 and len(imports()) > 100
 
@@ -311,18 +328,26 @@ def test_no_import_cycles():
         for cycle in cycles.values():
             hops = ", ".join(f"{graph[a][b][0].where}" for a, b in zip(cycle, cycle[1:]))
             paths.append(" -> ".join(cycle) + f"  [{hops}]")
-        edges = sorted((i for a in component for b in graph[a] if b in members for i in graph[a][b]),
-                       key=lambda i: (str(i.path), i.line))
-        report.append(f"{len(component)} modules import each other: {', '.join(component)}\n    cycles:\n      "
-                      + "\n      ".join(paths) + "\n    every import inside them:\n      "
-                      + "\n      ".join(map(str, edges)))
+        edges = sorted(
+            (i for a in component for b in graph[a] if b in members for i in graph[a][b]),
+            key=lambda i: (str(i.path), i.line),
+        )
+        report.append(
+            f"{len(component)} modules import each other: {', '.join(component)}\n    cycles:\n      "
+            + "\n      ".join(paths)
+            + "\n    every import inside them:\n      "
+            + "\n      ".join(map(str, edges))
+        )
     assert not report, failure("import cycles among aekit modules", report)
 
 
 def test_old_path_alias_modules_are_imported_by_nothing_inside_aekit():
     assert aliases(), "no alias modules found: has the sys.modules[__name__] = ... idiom changed?"
-    offenders = [f"{i} (an old-path alias of {', '.join(sorted(aliases()[i.target]))}; import that instead)"
-                 for i in imports() if i.target in aliases()]
+    offenders = [
+        f"{i} (an old-path alias of {', '.join(sorted(aliases()[i.target]))}; import that instead)"
+        for i in imports()
+        if i.target in aliases()
+    ]
     assert not offenders, failure("aekit modules importing old-path alias modules", offenders)
 
 
@@ -338,9 +363,11 @@ def test_no_module_over_600_lines():
 
 def forbidden_imports(rule: str) -> list[str]:
     importer, target, _ = FORBIDDEN[rule]
-    return [f"{i}" + (f" (an alias of {', '.join(sorted(real_targets(i.target)))})" if i.target in aliases() else "")
-            for i in imports()
-            if inside(i.importer, importer) and any(inside(t, target) for t in real_targets(i.target))]
+    return [
+        f"{i}" + (f" (an alias of {', '.join(sorted(real_targets(i.target)))})" if i.target in aliases() else "")
+        for i in imports()
+        if inside(i.importer, importer) and any(inside(t, target) for t in real_targets(i.target))
+    ]
 
 
 def test_train_never_imports_the_facade():
@@ -360,9 +387,11 @@ def test_model_never_imports_objective():
 
 def test_layer_order():
     order = " <- ".join(LAYER_NAMES[n] for n in sorted(LAYER_NAMES))
-    unplaced = [f"{path.relative_to(ROOT)}: module {name} is in no layer of the table in this test"
-                for name, path in modules().items()
-                if name not in EXEMPT and name not in aliases() and layer_of(name) is None]
+    unplaced = [
+        f"{path.relative_to(ROOT)}: module {name} is in no layer of the table in this test"
+        for name, path in modules().items()
+        if name not in EXEMPT and name not in aliases() and layer_of(name) is None
+    ]
     offenders = []
     for i in imports():
         if i.importer in EXEMPT or i.importer in aliases() or layer_of(i.importer) is None:
@@ -372,6 +401,7 @@ def test_layer_order():
             high = layer_of(target)
             if target not in EXEMPT and high is not None and high > low:
                 via = f" (through the alias {i.target})" if i.target != target else ""
-                offenders.append(f"{i.where}: {i.importer} [{LAYER_NAMES[low]}] imports {target} "
-                                 f"[{LAYER_NAMES[high]}]{via}")
+                offenders.append(
+                    f"{i.where}: {i.importer} [{LAYER_NAMES[low]}] imports {target} [{LAYER_NAMES[high]}]{via}"
+                )
     assert not unplaced + offenders, failure(f"imports against the layer order {order}", unplaced + offenders)

@@ -85,8 +85,9 @@ def test_checkpoint_info_reads_the_old_checkpoint():
     assert info["epoch"] == CKPT_EPOCHS
 
 
-@pytest.mark.parametrize("load", [aekit.checkpoint.load_checkpoint_model, aekit.load],
-                         ids=["load_checkpoint_model", "aekit.load"])
+@pytest.mark.parametrize(
+    "load", [aekit.checkpoint.load_checkpoint_model, aekit.load], ids=["load_checkpoint_model", "aekit.load"]
+)
 def test_checkpoint_model_predicts_as_the_old_one(load):
     net = load(LEGACY / "run.ckpt")
     data = legacy("ckpt_data.npy")
@@ -105,7 +106,7 @@ def test_resuming_the_old_checkpoint_continues_the_old_run_bit_for_bit(tmp_path)
     monitors = net.train(data, max_epochs=saved["resume_max_epochs"], checkpoint=path, resume=True, **CKPT_OPTIONS)
 
     old = np.load(LEGACY / "ckpt_resumed.npz")
-    old_state = {k[len("state."):]: old[k] for k in old.files if k.startswith("state.")}
+    old_state = {k[len("state.") :]: old[k] for k in old.files if k.startswith("state.")}
     state = {k: v.detach().cpu().numpy() for k, v in net.graph.state_dict().items()}
     assert sorted(state) == sorted(old_state)
     for key in old_state:

@@ -4,15 +4,40 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import AekitError, ConfigurationError, ModelFileError
-from .layers.dense import build_layer, layer_seed
+from .layers import Layer, LayerOutput, build_layer, layer_seed
 from .specs import LayerSpec
 
-__all__ = ["Graph", "resolve_device"]
+__all__ = ["Graph", "GraphOutputs", "resolve_device"]
+
+
+class GraphOutputs(dict):
+    """Every layer's outputs by ``'name:pre'`` / ``'name:out'`` / ``'name:extra'``, plus the layers' loss terms.
+
+    Attributes
+    ----------
+    terms : dict of str to tensor
+        Loss terms layers own, by ``'name.key'`` (scalars, already weighted).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.terms: dict[str, torch.Tensor] = {}
+
+    def add(self, name: str, record: LayerOutput) -> torch.Tensor:
+        """Store layer ``name``'s record; returns its output."""
+        self[f"{name}:pre"] = record.pre
+        self[f"{name}:out"] = record.out
+        for key, value in record.extras.items():
+            self[f"{name}:{key}"] = value
+        for key, value in record.terms.items():
+            self.terms[f"{name}.{key}"] = value
+        return record.out
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -130,8 +155,10 @@ class Graph(nn.Module):
         x: torch.Tensor,
         stop: str | None = None,
         corrupt: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Run the graph on a batch; return every ``'name:pre'`` and ``'name:out'``.
+    ) -> GraphOutputs:
+        """Run the graph on a batch; return every ``'name:pre'``, ``'name:out'`` and extra output.
+
+        The loss terms that layers report are in the result's ``terms``.
 
         Parameters
         ----------
@@ -142,13 +169,11 @@ class Graph(nn.Module):
             A function applied to the output of each named layer before the next
             layer reads it (the training objective's hidden noise and dropout).
         """
-        outputs = {f"{self.input_name}:out": x}
+        outputs = GraphOutputs({f"{self.input_name}:out": x})
         for name, source in self.sources.items():
-            pre, out = self.layers[name](outputs[f"{source}:out"])
+            out = outputs.add(name, self.layers[name](outputs[f"{source}:out"]))
             if corrupt is not None and name in corrupt:
-                out = corrupt[name](out)
-            outputs[f"{name}:pre"] = pre
-            outputs[f"{name}:out"] = out
+                outputs[f"{name}:out"] = corrupt[name](out)
             if name == stop:
                 break
         return outputs
@@ -171,17 +196,25 @@ class Graph(nn.Module):
         sub.hidden_names = list(names[1:-1])
         return sub
 
-    def run_from(self, start: str, z: torch.Tensor) -> dict[str, torch.Tensor]:
+    def run_from(self, start: str, z: torch.Tensor) -> GraphOutputs:
         """Feed ``z`` as the output of layer ``start`` and run the layers after it."""
         names = list(self.sources)
-        outputs = {f"{start}:out": z}
+        outputs = GraphOutputs({f"{start}:out": z})
         for name in names[names.index(start) + 1 :] if start in names else names:
             source = self.sources[name]
             if f"{source}:out" not in outputs:
                 raise ConfigurationError(
                     f"cannot decode from layer {start!r}: layer {name!r} reads {source!r}, which lies before it"
                 )
-            pre, out = self.layers[name](outputs[f"{source}:out"])
-            outputs[f"{name}:pre"] = pre
-            outputs[f"{name}:out"] = out
+            outputs.add(name, self.layers[name](outputs[f"{source}:out"]))
         return outputs
+
+    # ------------------------------------------------------------------ around optimizer steps
+    @property
+    def hooked_layers(self) -> list[Layer]:
+        """The layers whose :meth:`~Layer.before_step` / :meth:`~Layer.after_step` do something."""
+        return [layer for layer in self.layers.values() if layer.has_step_hooks]
+
+    def summed_buffers(self) -> list[torch.Tensor]:
+        """The buffers layers declare as per-process counts (summed, not copied, across processes)."""
+        return [getattr(layer, key) for layer in self.layers.values() for key in layer.summed_buffers]

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import ConfigurationError, unknown_name_error
 from . import activations
+from .constraints import CONSTRAINTS
 
 __all__ = ["FORMS", "INIT_KEYS", "LayerSpec", "parse_layers", "specs_from_config", "specs_to_config"]
 
@@ -55,6 +56,8 @@ class LayerSpec:
         For tied layers, the layer whose weights are shared (found automatically).
     channels, kernel, stride, padding, mode, scale, batch_norm
         Convolution, pooling and upsampling options.
+    constraint : str or None
+        A weight constraint of a dense layer (``'unit_norm'``: see :mod:`aekit.model.constraints`).
     init : tuple of (str, float)
         Initialisation options (``std``, ``mean_b``, ``sparsity``, ...), sorted.
     """
@@ -73,6 +76,7 @@ class LayerSpec:
     mode: str = "max"
     scale: int = 2
     batch_norm: bool = False
+    constraint: str | None = None
     init: tuple[tuple[str, float], ...] = ()
 
     def init_value(self, key: str, param: str, default: float | None = None) -> float | None:
@@ -195,6 +199,11 @@ def _checked_fields(fields: dict[str, Any], where: str, booleans: str = "True or
         _check_activation(out["activation"], where)
     if not isinstance(out.get("batch_norm", False), bool):
         raise ConfigurationError(f"{where} batch_norm must be {booleans}, got {out['batch_norm']!r}")
+    if out.get("constraint") is not None:
+        try:
+            out["constraint"] = CONSTRAINTS.canonical(out["constraint"])
+        except ConfigurationError as error:
+            raise ConfigurationError(f"{where}: {error}") from None
     return out
 
 

@@ -268,6 +268,9 @@ class Objective:
         assert err is not None  # an Autoencoder always has a loss
         terms["err"] = err
         total = err
+        for key, value in outputs.terms.items():  # the terms layers own (a KL, a commitment loss...)
+            terms[key] = value
+            total = total + value
         batch = PenaltyInput(graph, outputs, target, regs)
         for key, penalty in PENALTIES.items():
             value = penalty(batch)

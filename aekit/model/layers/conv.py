@@ -34,7 +34,8 @@ from torch import nn
 
 from ...errors import ConfigurationError, unknown_name_error
 from ..specs import LayerSpec
-from .dense import Layer, Tied, _init_bias, default_std, random_matrix, register
+from .base import Layer, _init_bias, default_std, random_matrix, register
+from .dense import Tied
 
 __all__ = ["Conv2", "Deconv2", "Pool", "TiedConv", "Upsample", "conv_same", "deconv_same"]
 

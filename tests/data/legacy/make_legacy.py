@@ -59,13 +59,17 @@ CKPT_OPTIONS = dict(algo="adam", learning_rate=3e-3, batch_size=16, input_noise=
 def _check_old_version() -> None:
     """Refuse to write fixtures with anything but the old code."""
     package = Path(aekit.__file__).resolve().parent
-    head = subprocess.run(["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(package), "status", "--porcelain", "--", "."], capture_output=True,
-                           text=True, check=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "-C", str(package), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(package), "status", "--porcelain", "--", "."], capture_output=True, text=True, check=True
+    ).stdout.strip()
     if not head.startswith(OLD_COMMIT) or dirty:
-        sys.exit(f"import aekit gives {package} at {head[:10]}{' (modified)' if dirty else ''}; "
-                 f"run this script with the old version {OLD_COMMIT} (see the docstring)")
+        sys.exit(
+            f"import aekit gives {package} at {head[:10]}{' (modified)' if dirty else ''}; "
+            f"run this script with the old version {OLD_COMMIT} (see the docstring)"
+        )
     if torch.__version__.split("+")[0] != "2.13.0":
         sys.exit(f"expected torch 2.13.0 (the pinned build), got {torch.__version__}")
 
@@ -97,8 +101,11 @@ def write_dense(x_all: np.ndarray) -> None:
 
 def write_conv(x_all: np.ndarray) -> None:
     x_train, x = x_all[:256].reshape(-1, 1, 8, 8), x_all[1732:1756].reshape(-1, 1, 8, 8)
-    layers = [(1, 8, 8), dict(form="conv2", channels=4, stride=2, batch_norm=True, name="code"),
-              dict(form="tied", activation="sigmoid")]
+    layers = [
+        (1, 8, 8),
+        dict(form="conv2", channels=4, stride=2, batch_norm=True, name="code"),
+        dict(form="tied", activation="sigmoid"),
+    ]
     net = aekit.Autoencoder(layers, rng=5)
     net.train(x_train, max_epochs=2, batch_size=32, validate_every=0)
     net.save(str(HERE / "conv.aekit"))
@@ -113,8 +120,9 @@ def write_checkpoint() -> None:
     _save("ckpt_data.npy", data)
     path = HERE / "run.ckpt"
     path.unlink(missing_ok=True)
-    aekit.Autoencoder(CKPT_LAYERS, rng=CKPT_SEED).train(data, max_epochs=CKPT_EPOCHS, checkpoint=str(path),
-                                                         **CKPT_OPTIONS)
+    aekit.Autoencoder(CKPT_LAYERS, rng=CKPT_SEED).train(
+        data, max_epochs=CKPT_EPOCHS, checkpoint=str(path), **CKPT_OPTIONS
+    )
     at_checkpoint = aekit.checkpoint.load_checkpoint_model(str(path))
     _save("ckpt_predict.npy", at_checkpoint.predict(data))
     _save("ckpt_encode.npy", at_checkpoint.encode(data))
@@ -125,25 +133,34 @@ def write_checkpoint() -> None:
         copy = Path(tmp) / "run.ckpt"
         shutil.copyfile(path, copy)
         resumed = aekit.Autoencoder(CKPT_LAYERS, rng=CKPT_SEED)
-        monitors = resumed.train(data, max_epochs=CKPT_EPOCHS + 2, checkpoint=str(copy), resume=True,
-                                 **CKPT_OPTIONS)
+        monitors = resumed.train(data, max_epochs=CKPT_EPOCHS + 2, checkpoint=str(copy), resume=True, **CKPT_OPTIONS)
         straight = aekit.Autoencoder(CKPT_LAYERS, rng=CKPT_SEED)
-        straight.train(data, max_epochs=CKPT_EPOCHS + 2, checkpoint=str(Path(tmp) / "straight.ckpt"),
-                       **CKPT_OPTIONS)
+        straight.train(data, max_epochs=CKPT_EPOCHS + 2, checkpoint=str(Path(tmp) / "straight.ckpt"), **CKPT_OPTIONS)
     state, reference = _state(resumed), _state(straight)
     assert list(state) == list(reference), (list(state), list(reference))
     for key in state:
         assert np.array_equal(state[key], reference[key]), f"old version: resumed != uninterrupted at {key}"
     assert resumed.history == straight.history
 
-    np.savez(HERE / "ckpt_resumed.npz", predict=resumed.predict(data), encode=resumed.encode(data),
-             **{f"state.{k}": v for k, v in state.items()})
+    np.savez(
+        HERE / "ckpt_resumed.npz",
+        predict=resumed.predict(data),
+        encode=resumed.encode(data),
+        **{f"state.{k}": v for k, v in state.items()},
+    )
     record = {
-        "written_by": {"aekit_commit": OLD_COMMIT, "aekit_version": getattr(aekit, "__version__", None),
-                       "torch": torch.__version__},
-        "layers": CKPT_LAYERS, "rng": CKPT_SEED, "checkpoint_epochs": CKPT_EPOCHS,
-        "resume_max_epochs": CKPT_EPOCHS + 2, "options": CKPT_OPTIONS,
-        "monitors": list(monitors), "history": resumed.history,
+        "written_by": {
+            "aekit_commit": OLD_COMMIT,
+            "aekit_version": getattr(aekit, "__version__", None),
+            "torch": torch.__version__,
+        },
+        "layers": CKPT_LAYERS,
+        "rng": CKPT_SEED,
+        "checkpoint_epochs": CKPT_EPOCHS,
+        "resume_max_epochs": CKPT_EPOCHS + 2,
+        "options": CKPT_OPTIONS,
+        "monitors": list(monitors),
+        "history": resumed.history,
         "checkpoint_info": {k: info[k] for k in ("epoch", "best_epoch", "best_loss", "history")},
     }
     (HERE / "ckpt_resumed.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
