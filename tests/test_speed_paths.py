@@ -155,7 +155,7 @@ def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):
 def test_compile_auto_stays_eager_on_cpu():
     net = _net()
     regs = aekit.regularizers.Regularizers()
-    runner = StepRunner(net, regs, torch.optim.Adam(net.params), compile="auto")
+    runner = StepRunner(net.objective(regs), torch.optim.Adam(net.params), compile="auto")
     assert runner._compile_pending is (net.device.type == "cuda")
 
 

@@ -1,6 +1,7 @@
-"""Training from data that do not fit in memory: memory-mapped arrays, streamed in blocks.
+"""Where training batches come from: tensors in memory, or arrays streamed from disk in blocks.
 
-:class:`StreamingSource` has the interface of :class:`aekit.training.TensorSource`
+:class:`TensorSource` holds checked tensors on the training device.
+:class:`StreamingSource` has the same interface as :class:`TensorSource`
 (``len(source)`` and ``source.batches(batch_size, generator)``), but it holds
 only a reference to an array-like -- an ``np.memmap`` from
 ``aekit.load_data(path, mmap=True)`` or ``np.load(path, mmap_mode='r')``, an
@@ -16,7 +17,7 @@ Two rows more than a block apart never share a batch in the same epoch, which
 is the usual price of streaming; for data stored sorted by class, shuffle the
 file once on disk.
 
-Each block is checked and preprocessed (``net._check``: shape, finiteness, the
+Each block is checked and preprocessed (:class:`~aekit.data.checks.InputChecker`: shape, finiteness, the
 attached preprocessing step) when it is read, so a NaN in row 10**9 is reported
 when training reaches it, with its row number.
 """
@@ -33,7 +34,7 @@ import torch
 from ..errors import ConfigurationError, DataError
 from .checks import check_weights
 
-__all__ = ["DEFAULT_BLOCK_BYTES", "StreamingSource", "is_streamable"]
+__all__ = ["DEFAULT_BLOCK_BYTES", "StreamingSource", "TensorSource", "is_streamable"]
 
 DEFAULT_BLOCK_BYTES = 32 * 1024 * 1024
 
@@ -64,7 +65,7 @@ class StreamingSource:
         Per-element weights, read with the same blocks.
     check : callable, optional
         ``check(block, name, rows) -> tensor`` applied to each block of ``x``
-        (normally ``net._check``, which validates, preprocesses and moves the
+        (normally ``InputChecker.data``, which validates, preprocesses and moves the
         block to the model's device); ``rows`` are the block's row numbers in
         ``x``, for error messages.  Default: a float32 CPU tensor.
     check_weights : callable, optional
@@ -197,3 +198,65 @@ def _default_check(block: Any, name: str, rows: Sequence[int]) -> torch.Tensor:
 
 def _default_weights_check(block: Any, name: str, rows: Sequence[int]) -> torch.Tensor:
     return check_weights(_default_check(block, name, rows), name, rows)
+
+
+class TensorSource:
+    """Training data held as tensors on the training device.
+
+    Parameters
+    ----------
+    x : tensor, shape (n, *input_shape)
+    w : tensor or None, shape like ``x``
+    """
+
+    def __init__(self, x: torch.Tensor, w: torch.Tensor | None = None):
+        self.x = x
+        self.w = w
+
+    def __repr__(self) -> str:
+        weights = "" if self.w is None else ", weighted"
+        return f"TensorSource({len(self)} examples of shape {tuple(self.x.shape[1:])}{weights}, {self.x.device})"
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None, *, reuse: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Batches of one fresh permutation (in order, as slices, when generator is None).
+
+        Parameters
+        ----------
+        batch_size : int
+        generator : torch.Generator or None
+            Draws the permutation; None: no shuffle.
+        reuse : bool
+            Gather each shuffled batch into the same buffer, overwriting the previous
+            batch (use each batch before asking for the next).  Without it the whole
+            permuted data set is copied once per epoch, which for data held in memory
+            means a second copy of it; with it, training needs one batch more.
+        """
+        x, w = self.x, self.w
+        n = len(self)
+        perm = None if generator is None else torch.randperm(n, generator=generator).to(x.device)
+        if perm is not None and reuse:
+            yield from self._gathered(perm, batch_size)
+            return
+        if perm is not None:
+            x = x.index_select(0, perm)
+            w = w.index_select(0, perm) if w is not None else None
+        for start in range(0, n, batch_size):
+            yield x[start : start + batch_size], (w[start : start + batch_size] if w is not None else None)
+
+    def _gathered(self, perm: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """The batches of ``perm``, each gathered into the same (one-batch) buffer."""
+        x, w = self.x, self.w
+        rows = min(batch_size, len(self))
+        x_buffer = x.new_empty((rows, *x.shape[1:]))
+        w_buffer = None if w is None else w.new_empty((rows, *w.shape[1:]))
+        for start in range(0, len(self), batch_size):
+            index = perm[start : start + batch_size]
+            k = index.shape[0]
+            xb = torch.index_select(x, 0, index, out=x_buffer[:k])
+            wb = None if w is None else torch.index_select(w, 0, index, out=w_buffer[:k])
+            yield xb, wb

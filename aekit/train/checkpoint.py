@@ -182,7 +182,7 @@ def grad_scaler(trainer) -> torch.amp.GradScaler | None:
     """The enabled ``GradScaler`` of an fp16 ``trainer``, or None.
 
     Single-process and data-parallel trainers both keep it on their step runner
-    (:attr:`aekit.steps.StepRunner.scaler`).
+    (:attr:`aekit.train.step.StepRunner.scaler`).
     """
     scaler = getattr(getattr(trainer, "stepper", None), "scaler", None)
     return scaler if scaler is not None and scaler.is_enabled() else None

@@ -55,18 +55,20 @@ import atexit
 import gc
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..data.sources import StreamingSource
+from ..data.shards import ShardedSource
 from ..errors import CheckpointError, ConfigurationError, DataError
-from .loop import TensorSource, _Trainer
+from ..objective import Objective
+from .options import parse_mode
+from .strategy import LossFunction, ObjectiveModule, Strategy
 
 __all__ = [
+    "DataParallel",
     "DistributedTrainer",
     "ShardedSource",
     "init",
@@ -126,21 +128,6 @@ def world_size() -> int:
 def is_main_process() -> bool:
     """True on rank 0 (and outside any launch): the process that writes files."""
     return rank() == 0
-
-
-def parse_mode(value: Any) -> bool | str:
-    """Normalise the ``distributed`` option: True, False or ``'auto'`` (strings from the CLI too)."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text == "auto":
-            return "auto"
-        if text in ("true", "yes", "on", "1"):
-            return True
-        if text in ("false", "no", "off", "0"):
-            return False
-    raise ConfigurationError(f"distributed must be True, False or 'auto', got {value!r}")
 
 
 def init(device: torch.device | str = "cpu", backend: str | None = None) -> bool:
@@ -213,258 +200,138 @@ def _place(net) -> None:
     torch.cuda.set_device(target)
 
 
-# ---------------------------------------------------------------------- data shards
-def _part(size: int, rank_: int, world: int) -> tuple[int, int]:
-    """Rank's contiguous part ``[lo, hi)`` of ``size`` items split as evenly as possible."""
-    return rank_ * size // world, (rank_ + 1) * size // world
+# ---------------------------------------------------------------------- the strategy
+def _comm_device(device: torch.device) -> torch.device:
+    return device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
 
 
-class ShardedSource:
-    """One process's share of a training or validation source.
+class DataParallel(Strategy):
+    """Data-parallel training over the initialised process group (see the module docstring).
 
-    ``len()`` is the length of the whole source (so checkpoints do not depend
-    on the number of processes).
-
-    Parameters
-    ----------
-    base : TensorSource or StreamingSource
-        The whole data, identical on every process (a memory-mapped file is only
-        read where this process's rows lie).
-    rank, world : int
-        This process's rank and the number of processes.
+    The step and the loop are the single-process ones; this strategy shards the data,
+    runs the objective through :class:`~torch.nn.parallel.DistributedDataParallel`
+    (or averages the hand-derived step's gradients in one all-reduce), combines the
+    monitors, and after each epoch makes the layers' state agree: buffers layers declare
+    *summed* (per-process counts) are all-reduced, the others (batch-norm statistics)
+    taken from rank 0.
     """
 
-    def __init__(self, base: TensorSource | StreamingSource, rank: int, world: int):
-        if not 0 <= rank < world:
-            raise ValueError(f"rank must be in [0, {world}), got {rank}")
-        self.base, self.rank, self.world = base, int(rank), int(world)
-        n = len(base)
-        # Contiguous parts for evaluation; too few rows to split: every rank evaluates all.
-        self.sharded_eval = n >= world
-        self.local = self._slice(*_part(n, rank, world)) if self.sharded_eval else base
+    def __init__(self) -> None:
+        self.rank, self.world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        self.device = torch.device("cpu")
+        self._ddp: nn.Module | None = None
+        self._summed_base: list[torch.Tensor] | None = None
 
-    def __len__(self) -> int:
-        return len(self.base)
+    def attach(self, net: Any) -> None:
+        _place(net)
+        self.device = net.device
+        if self.rank != 0:
+            logging.getLogger("aekit").setLevel(logging.WARNING)
 
-    def __repr__(self) -> str:
-        return f"ShardedSource({self.base!r}, rank={self.rank}, world={self.world})"
+    def prepare(self, source: Any, valid: Any) -> tuple[Any, Any]:
+        if len(source) < self.world:
+            raise DataError(
+                f"x has {len(source)} training examples, fewer than the {self.world} "
+                "processes of this data-parallel run"
+            )
+        return (
+            ShardedSource(source, self.rank, self.world),
+            None if valid is None else ShardedSource(valid, self.rank, self.world),
+        )
 
-    def _slice(self, lo: int, hi: int) -> TensorSource | StreamingSource:
-        base = self.base
-        if isinstance(base, StreamingSource):
-            return base._view(base.start + lo, base.start + hi)
-        return TensorSource(base.x[lo:hi], None if base.w is None else base.w[lo:hi])
+    def local_part(self, source: Any) -> tuple[Any, bool]:
+        if not isinstance(source, ShardedSource):
+            return source, False
+        return (source.local, True) if source.sharded_eval else (source.base, False)
 
-    def _layout(self, size: int, global_batch: int) -> list[tuple[int, int, int]]:
-        """``(lo, hi, g)``: this rank's rows ``[lo, hi)`` of each global batch of ``g`` rows."""
-        parts = []
-        for start in range(0, size, global_batch):
-            g = min(global_batch, size - start)
-            if g < self.world:
-                continue  # every rank needs at least one row for the step to mean the same everywhere
-            lo, hi = _part(g, self.rank, self.world)
-            parts.append((start + lo, start + hi, g))
-        return parts
+    # -------------------------------------------------------------- the step
+    def wrap(self, objective: Objective) -> LossFunction:
+        graph = objective.graph
 
-    def scaled_batches(
-        self, batch_size: int, generator: torch.Generator | None
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, float]]:
-        """This rank's ``(x, w, scale)`` of every global batch of ``batch_size * world`` rows.
+        def loss(x: torch.Tensor, w: torch.Tensor | None, scale: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            # Built on first use, after any layerwise pretraining and after a resume loaded the same
+            # state everywhere (DDP broadcasts rank 0's parameters when it is built).
+            if self._ddp is None:
+                kwargs: dict[str, Any] = {}
+                device = next(graph.parameters()).device
+                if device.type == "cuda":
+                    kwargs = {"device_ids": [device.index], "output_device": device.index}
+                self._ddp = nn.parallel.DistributedDataParallel(ObjectiveModule(objective), **kwargs)
+            return self._ddp(x, w, scale)
 
-        ``scale = rows here * world / rows in the global batch``: multiplying the
-        local mean loss by it makes DDP's gradient average the gradient of the
-        global batch's mean loss.
+        return loss
+
+    def average_gradients(self, params: Sequence[torch.Tensor], scale: float) -> None:
+        """What DDP does to the gradients of ``loss * scale``, for gradients the hand-derived step wrote:
+        scale them, then average them over the processes, in one all-reduce of one flat buffer.
         """
-        if isinstance(self.base, StreamingSource):
-            yield from self._stream(batch_size * self.world, generator)
-        else:
-            yield from self._tensor(batch_size * self.world, generator)
+        grads = [p.grad for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads]).mul_(scale / self.world)
+        device = flat.device
+        flat = flat.to(_comm_device(self.device))
+        torch.distributed.all_reduce(flat)
+        flat = flat.to(device)
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
 
-    def batches(self, batch_size: int, generator: torch.Generator | None):
-        """``(x, w)`` pairs, as :meth:`TensorSource.batches` (see :meth:`scaled_batches`)."""
-        for xb, wb, _ in self.scaled_batches(batch_size, generator):
-            yield xb, wb
+    # -------------------------------------------------------------- monitors and state
+    def reduce(self, sums: torch.Tensor, count: float) -> tuple[list[float], float]:
+        """All-reduce ``[*sums, count]``; returns the global sums and count (one host sync)."""
+        packed = torch.cat(
+            [
+                sums.detach().reshape(-1).to(torch.float64),
+                torch.tensor([float(count)], dtype=torch.float64, device=sums.device),
+            ]
+        )
+        packed = packed.to(_comm_device(self.device))
+        torch.distributed.all_reduce(packed)
+        values = packed.tolist()
+        return values[:-1], values[-1]
 
-    def _tensor(self, global_batch: int, generator: torch.Generator | None):
-        base = self.base
-        n = len(base)
-        parts = self._layout(n, global_batch)
-        if generator is None:
-            for lo, hi, g in parts:
-                yield base.x[lo:hi], (None if base.w is None else base.w[lo:hi]), (hi - lo) * self.world / g
-            return
-        # The same single draw as TensorSource.batches, so the global batches are a
-        # single-process run's; then gather only this rank's rows, once per epoch.
-        perm = torch.randperm(n, generator=generator)
-        index = torch.cat([perm[lo:hi] for lo, hi, _ in parts]).to(base.x.device)
-        x = base.x.index_select(0, index)
-        w = None if base.w is None else base.w.index_select(0, index)
-        at = 0
-        for lo, hi, g in parts:
-            k = hi - lo
-            yield x[at : at + k], (None if w is None else w[at : at + k]), k * self.world / g
-            at += k
+    def reduce_means(self, means: dict[str, Any], count: float) -> dict[str, float]:
+        keys = list(means)
+        sums = torch.tensor([float(means[k]) * count for k in keys], dtype=torch.float64)
+        totals, n = self.reduce(sums, count)
+        return {k: v / n for k, v in zip(keys, totals)}
 
-    def _stream(self, global_batch: int, generator: torch.Generator | None):
-        src = self.base
-        # Same draws, in the same order, as StreamingSource.batches: block phase and
-        # order, then one permutation per block.
-        for a, b in src._blocks(generator):
-            perm = torch.randperm(b - a, generator=generator) if generator is not None else None
-            parts = self._layout(b - a, global_batch)
-            if not parts:
+    def sync_state(self, graph: nn.Module) -> None:
+        """Summed buffers: the common start plus every process's change; other buffers: rank 0's."""
+        summed = graph.summed_buffers()
+        summed_ids = {id(b) for b in summed}
+        if self._summed_base is None or len(self._summed_base) != len(summed):
+            self._summed_base = [b.detach().clone() for b in summed]  # first sync: the common start
+        for buffer, base in zip(summed, self._summed_base):
+            delta = (buffer - base).to(_comm_device(self.device))
+            torch.distributed.all_reduce(delta)
+            buffer.copy_(base + delta.to(buffer.device))
+            base.copy_(buffer)
+        for buffer in graph.buffers():
+            if id(buffer) in summed_ids:
                 continue
-            if perm is None:
-                for lo, hi, g in parts:
-                    xt, wt = src.read(a + lo, a + hi)
-                    yield xt, wt, (hi - lo) * self.world / g
-                continue
-            rows = a + torch.cat([perm[lo:hi] for lo, hi, _ in parts]).numpy()
-            xt, wt = _read_rows(src, rows)
-            at = 0
-            for lo, hi, g in parts:
-                k = hi - lo
-                yield xt[at : at + k], (None if wt is None else wt[at : at + k]), k * self.world / g
-                at += k
-            del xt, wt
+            # Batch-norm statistics drift apart within an epoch (DDP only broadcasts them
+            # before each forward); rank 0's are the ones kept.
+            if buffer.device.type == "cpu" or torch.distributed.get_backend() == "nccl":
+                torch.distributed.broadcast(buffer, 0)
+            else:
+                copy = buffer.cpu()
+                torch.distributed.broadcast(copy, 0)
+                buffer.copy_(copy)
 
+    def writes_files(self) -> bool:
+        return self.rank == 0
 
-def _read_rows(src: StreamingSource, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Rows ``rows`` (absolute, any order) of a streamed source, checked, in that order."""
-    order = np.argsort(rows, kind="stable")
-    ascending = rows[order]  # h5py and friends want increasing indices; a memmap reads fewer pages
-    back = torch.from_numpy(np.argsort(order, kind="stable"))
-    where = f"{src.name} rows {int(ascending[0])}..{int(ascending[-1])}"
-    try:
-        xt = src.check(np.array(src.data[ascending]), src.name, ascending)
-    except DataError as error:
-        raise DataError(f"{where}: {error}") from None
-    xt = xt.index_select(0, back.to(xt.device))
-    wt = None
-    if src.w is not None:
-        try:
-            wt = src.check_weights(np.array(src.w[ascending]), f"{src.name} weights", ascending)
-        except DataError as error:
-            raise DataError(f"{src.name} weights {where.split(' ', 1)[1]}: {error}") from None
-        wt = wt.index_select(0, back.to(wt.device))
-    return xt, wt
-
-
-# ---------------------------------------------------------------------- the trainer
-class _Objective(nn.Module):
-    """The training loss as a module, so that DDP's forward is what computes it.
-
-    Holds ``net.graph`` as its only child (the parameters DDP synchronises,
-    tied weights included once) and calls ``net.loss_terms``, which runs the graph.
-    """
-
-    def __init__(self, net, regs):
-        super().__init__()
-        self.graph = net.graph
-        self.net = net  # not a module: a plain attribute
-        self.regs = regs
-
-    def forward(self, x: torch.Tensor, w: torch.Tensor | None, scale: float):
-        total, terms = self.net.loss_terms(x, w, self.regs, training=True)
-        return total * scale, terms
-
-
-class _RankZeroCheckpointer:
-    """Wraps a Checkpointer: rank 0 writes; every rank resumes, and all must agree."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def __repr__(self) -> str:
-        return f"_RankZeroCheckpointer({self.inner!r})"
-
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)
-
-    def due(self, epoch: int, final: bool) -> bool:
-        return self.inner.due(epoch, final)
-
-    def save(self, trainer) -> None:
-        if torch.distributed.get_rank() == 0:
-            self.inner.save(trainer)
-
-    def resume(self, trainer) -> bool:
-        resumed = self.inner.resume(trainer)
-        state = torch.tensor([int(resumed), trainer.epoch], dtype=torch.int64, device=_comm_device(trainer.net))
+    def agree_on_resume(self, resumed: bool, epoch: int, path: str) -> None:
+        state = torch.tensor([int(resumed), epoch], dtype=torch.int64, device=_comm_device(self.device))
         low, high = state.clone(), state.clone()
         torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MIN)
         torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)
         if not torch.equal(low, high):
             raise CheckpointError(
-                f"the processes disagree about checkpoint {str(self.inner.path)!r} (some found it, "
+                f"the processes disagree about checkpoint {path!r} (some found it, "
                 "or found another epoch): put it on a file system that every host shares"
             )
-        return resumed
-
-
-def _comm_device(net) -> torch.device:
-    return net.device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
-
-
-class DistributedTrainer(_Trainer):
-    """A :class:`aekit.training._Trainer` whose steps run through DistributedDataParallel.
-
-    The process group must be initialised (see :func:`init`).
-    """
-
-    def __init__(self, net, x: Any, valid: Any, options, regs):
-        _place(net)
-        self.rank, self.world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-        if self.rank != 0:
-            logging.getLogger("aekit").setLevel(logging.WARNING)
-        super().__init__(net, x, valid, options, regs)
-        if len(self.source) < self.world:
-            raise DataError(
-                f"x has {len(self.source)} training examples, fewer than the {self.world} "
-                "processes of this data-parallel run"
-            )
-        self.source = ShardedSource(self.source, self.rank, self.world)
-        if self.valid is not None:
-            self.valid = ShardedSource(self.valid, self.rank, self.world)
-        self._ddp: nn.Module | None = None
-        # The step runner's scaler (None unless fp16): the one aekit.checkpoint saves and restores,
-        # so a resumed data-parallel fp16 run keeps its loss scale.
-        self._scaler: torch.amp.GradScaler | None = self.stepper.scaler
-        log.info(
-            "data-parallel training on %d processes (%s): batch_size %d per process, %d per step",
-            self.world,
-            torch.distributed.get_backend(),
-            options.batch_size,
-            self.effective_batch_size,
-        )
-
-    def __repr__(self) -> str:
-        return f"{super().__repr__()[:-1]}, rank={self.rank}, world={self.world})"
-
-    @property
-    def effective_batch_size(self) -> int:
-        """Examples per optimizer step over all processes."""
-        return self.options.batch_size * self.world
-
-    # The base class sets ``self.checkpointer``; this routes it through the rank-0 wrapper.
-    @property
-    def checkpointer(self):
-        return self._checkpointer
-
-    @checkpointer.setter
-    def checkpointer(self, value) -> None:
-        self._checkpointer = None if value is None else _RankZeroCheckpointer(value)
-
-    # -------------------------------------------------------------- communication
-    def _wrapped(self) -> nn.Module:
-        # Built on first use, after any layerwise pretraining (whose sub-trainers
-        # have their own), and after a resume loaded the same state everywhere.
-        if self._ddp is None:
-            kwargs: dict[str, Any] = {}
-            if self.net.device.type == "cuda":
-                kwargs = {"device_ids": [self.net.device.index], "output_device": self.net.device.index}
-            self._ddp = nn.parallel.DistributedDataParallel(_Objective(self.net, self.regs), **kwargs)
-        return self._ddp
 
     def close(self) -> None:
         """Drop the DDP wrapper now, while the process group is alive.
@@ -478,138 +345,9 @@ class DistributedTrainer(_Trainer):
         self._ddp = None
         gc.collect()
 
-    def _reduce(self, sums: torch.Tensor, count: float) -> tuple[list[float], float]:
-        """All-reduce ``[*sums, count]``; returns the global sums and count (one host sync)."""
-        packed = torch.cat(
-            [
-                sums.detach().reshape(-1).to(torch.float64),
-                torch.tensor([float(count)], dtype=torch.float64, device=sums.device),
-            ]
-        )
-        packed = packed.to(_comm_device(self.net))
-        torch.distributed.all_reduce(packed)
-        values = packed.tolist()
-        return values[:-1], values[-1]
 
-    def _reduce_means(self, means: dict[str, Any], count: float) -> dict[str, float]:
-        keys = list(means)
-        sums = torch.tensor([float(means[k]) * count for k in keys], dtype=torch.float64)
-        totals, n = self._reduce(sums, count)
-        return {k: v / n for k, v in zip(keys, totals)}
+def DistributedTrainer(net: Any, x: Any, valid: Any, options: Any, regs: Any) -> Any:
+    """A :class:`~aekit.train.loop.Trainer` with the :class:`DataParallel` strategy (the older name)."""
+    from .loop import Trainer
 
-    def _average_gradients(self, scale: float) -> None:
-        """What DDP does to the gradients of ``loss * scale``, for gradients the hand-derived step wrote:
-        scale them, then average them over the processes, in one all-reduce of one flat buffer.
-        """
-        grads = [p.grad for p in self.net.params]
-        flat = torch.cat([g.reshape(-1) for g in grads]).mul_(scale / self.world)
-        device = flat.device
-        flat = flat.to(_comm_device(self.net))
-        torch.distributed.all_reduce(flat)
-        flat = flat.to(device)
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
-
-    def _sync_buffers(self) -> None:
-        # Batch-norm statistics drift apart within an epoch (DDP only broadcasts them
-        # before each forward); rank 0's are the ones kept.
-        for buffer in self.net.graph.buffers():
-            if buffer.device.type == "cpu" or torch.distributed.get_backend() == "nccl":
-                torch.distributed.broadcast(buffer, 0)
-            else:
-                copy = buffer.cpu()
-                torch.distributed.broadcast(copy, 0)
-                buffer.copy_(copy)
-
-    # -------------------------------------------------------------- steps
-    def _train_epoch(self) -> dict[str, float]:
-        """One pass through DDP; monitors are means over every process's examples."""
-        self.net.graph.train()
-        if self.options.algo == "lbfgs":
-            return self._lbfgs_epoch()
-        ddp, opts = self._wrapped(), self.options
-        keys: list[str] | None = None
-        total: torch.Tensor | None = None
-        count = 0
-        generator = self.generator if opts.shuffle else None
-        # Mixed precision as in single-process runs (compile is not used here).
-        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(getattr(opts, "precision", "fp32"))
-        device_type = self.net.device.type
-        if amp is torch.float16 and self._scaler is None:
-            self._scaler = torch.amp.GradScaler(device_type)
-        scaler = self._scaler
-        for xb, wb, scale in self.source.scaled_batches(opts.batch_size, generator):
-            values = self.stepper.gradients(xb, wb)  # the hand-derived step, where the model allows it
-            if values is not None:
-                self._average_gradients(scale)
-                self.stepper.update()
-                keys = self.stepper.keys
-            else:
-                self.optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(device_type, dtype=amp, enabled=amp is not None):
-                    loss, terms = ddp(xb, wb, scale)
-                (loss.float() if scaler is None else scaler.scale(loss.float())).backward()
-                if scaler is not None and opts.max_gradient_norm is not None:
-                    scaler.unscale_(self.optimizer)
-                if opts.max_gradient_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(self.net.params, opts.max_gradient_norm, foreach=True)
-                if scaler is not None:
-                    scaler.step(self.optimizer)
-                    scaler.update()
-                else:
-                    self.optimizer.step()
-                if keys is None:
-                    keys = list(terms)
-                values = torch.stack([terms[k].detach().float().reshape(()) for k in keys])
-            n = xb.shape[0]
-            total = values * n if total is None else total.add_(values, alpha=n)
-            count += n
-        if keys is None:
-            raise DataError(
-                f"no training step this epoch: every block of {len(self.source)} rows is smaller "
-                f"than the {self.world} processes; use more data or larger streaming blocks"
-            )
-        self._sync_buffers()
-        sums, n = self._reduce(total, count)
-        return {k: v / n for k, v in zip(keys, sums)}
-
-    def _lbfgs_epoch(self) -> dict[str, float]:
-        local = self.source.local
-        if isinstance(local, StreamingSource):
-            local.x  # raises the ConfigurationError that explains why L-BFGS cannot stream
-        ddp = self._wrapped()
-        n = len(local)
-        scale = n * self.world / len(self.source) if self.source.sharded_eval else 1.0
-        stash: dict[str, float] = {}
-
-        def closure() -> torch.Tensor:
-            values = self.stepper.gradients(local.x, local.w)  # the hand-derived step, where it applies
-            if values is not None:
-                self._average_gradients(scale)
-                terms = dict(zip(self.stepper.keys, values))
-            else:
-                self.optimizer.zero_grad(set_to_none=True)
-                loss, terms = ddp(local.x, local.w, scale)
-                loss.backward()
-            stash.clear()
-            if self.source.sharded_eval:
-                stash.update(self._reduce_means({k: v.detach() for k, v in terms.items()}, n))
-            else:
-                stash.update({k: float(v) for k, v in terms.items()})
-            # The global loss: every rank's line search must see the same number.
-            return torch.tensor(stash["loss"], dtype=torch.float32, device=local.x.device)
-
-        self.optimizer.step(closure)
-        self._sync_buffers()
-        return dict(stash)
-
-    @torch.no_grad()
-    def evaluate(self, source) -> dict[str, float]:
-        """Monitors over the whole ``source``: each rank evaluates its part, then all-reduce."""
-        if not isinstance(source, ShardedSource):
-            return super().evaluate(source)
-        if not source.sharded_eval:
-            return super().evaluate(source.base)
-        return self._reduce_means(super().evaluate(source.local), len(source.local))
+    return Trainer(net, x, valid, options, regs, DataParallel())

@@ -16,7 +16,7 @@ gradient zeroing.  On this project's two CPU cores it took the 784-256-784
 sigmoid autoencoder from 15.8k to 19.9k samples/s in the speed benchmark
 (``BENCHMARKS.md``, separate runs); the matrix products are the same as autograd's.
 
-The step is used automatically by :class:`aekit.steps.StepRunner` whenever
+The step is used automatically by :class:`aekit.train.step.StepRunner` whenever
 :func:`DenseChainStep.build` accepts the model and its regularizers (float32,
 not compiled; images into a dense first layer included, flattened as that
 layer flattens them; weighted losses included); anything else -- convolutions,
@@ -30,6 +30,7 @@ for every supported activation, loss and penalty.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -208,14 +209,20 @@ class DenseChainStep:
 
     # ------------------------------------------------------------------ eligibility
     @classmethod
-    def build(cls, net, regs: reg.Regularizers) -> DenseChainStep | None:
-        """The fast step for ``net`` trained with ``regs``, or None where autograd is needed."""
-        graph = net.graph
+    def build(cls, objective: Any, regs: reg.Regularizers | None = None) -> DenseChainStep | None:
+        """The fast step for ``objective`` (its graph, losses and keywords), or None where autograd is needed.
+
+        ``build(net, regs)`` (a model and parsed keywords) is accepted too: it means
+        ``build(net.objective(regs))``.
+        """
+        if regs is not None:
+            objective = objective.objective(regs)
+        graph, regs = objective.graph, objective.regs
         names = list(graph.layers)
         # An image-shaped input is fine: the first (dense) layer flattens it, and so does the step.
         if names[-1] != graph.output_name:
             return None
-        losses = net._losses
+        losses = objective.losses
         loss_names = [term.name for term in losses]
         if (
             len(set(loss_names)) != len(loss_names)
@@ -240,13 +247,13 @@ class DenseChainStep:
             links.append(_Link(layer, hidden_l1.get(name), hidden_l2.get(name)))
         links[-1].is_last = True
         if regs.contractive:
-            # The closed form of Autoencoder._jacobian_norm, at the clean input: only on the first
+            # The closed form of aekit.objective.jacobian.jacobian_norm, at the clean input: only on the first
             # layer (on the input) and without input corruption; anything else is autograd's job.
             chosen = reg.match(regs.contractive, graph.hidden_names)
             if regs.input_noise or regs.input_dropout or set(chosen) - {links[0].name} or links[0].tied:
                 return None
             links[0].contractive = chosen.get(links[0].name, 0.0)
-        # Noise, dropout and sparsity exactly where Autoencoder.loss_terms applies them: hidden
+        # Noise, dropout and sparsity exactly where the Objective applies them: hidden
         # layers only, sparsity only on those whose output lies in [0, 1].
         noise = reg.match(regs.hidden_noise, graph.hidden_names)
         drop = reg.match(regs.hidden_dropout, graph.hidden_names)
@@ -260,11 +267,11 @@ class DenseChainStep:
             link.accumulate_w = id(link.w) in seen
             seen.add(id(link.w))
         params = [p for link in links for p in link.params]
-        if {id(p) for p in params} != {id(p) for p in net.params} or not all(p.requires_grad for p in params):
+        if {id(p) for p in params} != {id(p) for p in graph.parameters()} or not all(p.requires_grad for p in params):
             return None
         if "bce" in loss_names and links[-1].act_name not in ("sigmoid", "logistic"):
             return None  # clamped probabilities: leave them to autograd
-        # The weight penalties and term names exactly as Autoencoder.loss_terms makes them.
+        # The weight penalties and term names exactly as the Objective makes them.
         weights = {n.split(".", 1)[1]: p for n, p in graph.named_parameters() if p.dim() > 1}
         penalties, keys = [], [*loss_names, "err"]
         for key, power in (("weight_l1", 1), ("weight_l2", 2)):

@@ -1,8 +1,19 @@
-"""One optimisation step, fast: eager, mixed precision, or compiled with ``torch.compile``.
+"""One optimisation step, the same on every path: eager, mixed precision, compiled, hand-derived.
 
-:class:`StepRunner` is built once per training run (``_Trainer``) and called once
-per batch.  It returns the loss terms stacked into one detached float32 vector,
-so the caller can accumulate epoch means on the device without a host sync.
+:class:`StepRunner` is built once per training run and called once per batch.
+Every step goes through the same stages::
+
+    forward + objective -> backward -> gradient hooks -> clipping -> optimizer -> post-step hooks
+
+Gradient hooks run after the gradients exist and before anything reads them
+(a layer's :meth:`~aekit.model.layers.Layer.before_step`, e.g. the unit-norm
+projection, then the hooks users add); post-step hooks run after the update
+(a layer's :meth:`~aekit.model.layers.Layer.after_step`: renormalising, state
+updates; then users' hooks).  The hand-derived step and the fused Adam update
+go through the same stages, and so does each L-BFGS evaluation
+(:meth:`StepRunner.gradients`, then :meth:`StepRunner.after_update`).  The step
+returns the loss terms stacked into one detached float32 vector, so the caller
+can accumulate epoch means on the device without a host sync.
 
 * ``precision='bf16'|'fp16'`` runs the forward pass and the loss under
   ``torch.autocast`` (parameters and optimizer state stay float32); fp16 adds a
@@ -28,8 +39,13 @@ from typing import Any
 
 import torch
 
+from collections.abc import Callable
+
 from ..errors import ConfigurationError
+from ..objective import Objective
 from .fused import DenseChainStep
+from .optimizers import FusedAdamUpdate
+from .strategy import SingleProcess, Strategy
 
 __all__ = ["COMPILE_CHOICES", "PRECISIONS", "FusedAdamUpdate", "StepRunner", "check_compile", "check_precision"]
 
@@ -63,98 +79,13 @@ def check_compile(value: Any) -> bool | str:
     raise ConfigurationError(f"compile must be True, False or 'auto', got {value!r}")
 
 
-class FusedAdamUpdate:
-    """``optimizer.step()`` of a fused ``torch.optim.Adam``, minus its per-call Python bookkeeping.
-
-    ``Optimizer.step`` regroups the parameters, their gradients and their state
-    on every call (about 0.2 ms on a CPU, 3-4% of a 784-256-784 step); the
-    update itself is one ``torch._fused_adam_`` kernel.  This calls that kernel on
-    the optimizer's own state tensors, gathered once, so ``optimizer.state_dict()``
-    and checkpoints see every update.  The first call, and any call after the
-    state was replaced (a resume loads new tensors), goes through
-    ``optimizer.step()``.  :meth:`build` returns None for anything but a fused,
-    single-group Adam with plain options.
-    """
-
-    def __init__(self, optimizer: torch.optim.Adam):
-        self.optimizer = optimizer
-        self.group = optimizer.param_groups[0]
-        self.params: list[torch.Tensor] = list(self.group["params"])
-        self._state: tuple[list[torch.Tensor], ...] | None = None
-        self._live: dict | None = None  # the optimizer.state object self._state was gathered from
-
-    def __repr__(self) -> str:
-        return f"FusedAdamUpdate({len(self.params)} parameters, lr={self.group['lr']:g})"
-
-    @classmethod
-    def build(cls, optimizer: torch.optim.Optimizer) -> FusedAdamUpdate | None:
-        if type(optimizer) is not torch.optim.Adam or len(optimizer.param_groups) != 1:
-            return None
-        group = optimizer.param_groups[0]
-        plain = all(
-            not group.get(k)
-            for k in ("amsgrad", "maximize", "differentiable", "capturable", "decoupled_weight_decay", "foreach")
-        )
-        scalars = not any(isinstance(v, torch.Tensor) for v in (group["lr"], *group["betas"]))
-        if not (group.get("fused") and plain and scalars and hasattr(torch, "_fused_adam_")):
-            return None
-        return cls(optimizer)
-
-    def _gather(self) -> tuple[list[torch.Tensor], ...] | None:
-        state = self._live = self.optimizer.state
-        try:
-            per_param = [state[p] for p in self.params]
-            return (
-                [s["exp_avg"] for s in per_param],
-                [s["exp_avg_sq"] for s in per_param],
-                [s["step"] for s in per_param],
-            )
-        except KeyError:  # not initialised yet
-            return None
-
-    def _current(self) -> bool:
-        # The optimizer's state is either cleared (after a divergence) or replaced as a whole
-        # (load_state_dict makes a new dict): checking the dict and one entry catches both.
-        if self._state is None:
-            return False
-        live = self.optimizer.state
-        first = live.get(self.params[0]) if live is self._live else None
-        return first is not None and first.get("exp_avg") is self._state[0][0]
-
-    def __call__(self) -> None:
-        params = self.params
-        if not self._current() or any(p.grad is None for p in params):
-            self.optimizer.step()
-            self._state = self._gather()
-            return
-        exp_avgs, exp_avg_sqs, steps = self._state
-        group = self.group
-        beta1, beta2 = group["betas"]
-        torch._foreach_add_(steps, 1)
-        torch._fused_adam_(
-            params,
-            [p.grad for p in params],
-            exp_avgs,
-            exp_avg_sqs,
-            [],
-            steps,
-            amsgrad=False,
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            maximize=False,
-        )
-
-
 class StepRunner:
-    """Zero the gradients, run forward + loss + backward, clip, and step the optimizer.
+    """Zero the gradients, run forward + objective + backward, hooks, clip, and step the optimizer.
 
     Parameters
     ----------
-    net : Autoencoder
-    regs : Regularizers
+    objective : Objective
+        What is minimised (its graph holds the parameters).
     optimizer : torch.optim.Optimizer
     max_gradient_norm : float, optional
     precision : str
@@ -162,48 +93,58 @@ class StepRunner:
     compile : bool or 'auto'
     batch_size : int
         Batches of exactly this size go through the compiled function.
+    strategy : Strategy, optional
+        How the run is spread over processes (default: this one only).
 
     Attributes
     ----------
+    gradient_hooks, post_step_hooks : list of callable
+        Called with no arguments after the gradients are complete (before clipping)
+        and after the optimizer step; they start with the layers' own hooks.
     scaler : torch.amp.GradScaler or None
         The loss scaler of an fp16 run (None otherwise).  Its state (scale, growth
-        tracker) is part of a training checkpoint: :mod:`aekit.checkpoint` saves and
-        restores it, and the data-parallel trainer steps with this same object.
+        tracker) is part of a training checkpoint: :mod:`aekit.train.checkpoint`
+        saves and restores it.
     """
 
     def __init__(
         self,
-        net,
-        regs,
+        objective: Objective,
         optimizer: torch.optim.Optimizer,
         *,
         max_gradient_norm: float | None = None,
         precision: str = "fp32",
         compile: bool | str = False,
         batch_size: int = 64,
+        strategy: Strategy | None = None,
     ):
-        self.net = net
-        self.regs = regs
+        self.objective = objective
+        self.strategy = strategy if strategy is not None else SingleProcess()
         self.optimizer = optimizer
-        self.params = net.params
+        graph = objective.graph
+        self.params = list(graph.parameters())
         self.max_gradient_norm = max_gradient_norm
-        self.device_type = net.device.type
+        self.device_type = next(iter(self.params), torch.empty(0)).device.type
         self.amp_dtype = PRECISIONS[check_precision(precision)]
         self.scaler: torch.amp.GradScaler | None = None
         if self.amp_dtype is torch.float16:
             self.scaler = torch.amp.GradScaler(self.device_type)
         self.batch_size = batch_size
         self.keys: list[str] | None = None
+        self.gradient_hooks: list[Callable[[], None]] = [layer.before_step for layer in graph.hooked_layers]
+        self.post_step_hooks: list[Callable[[], None]] = [layer.after_step for layer in graph.hooked_layers]
+        self.loss = self.strategy.wrap(objective)  # (x, w, scale) -> (scaled total, terms)
         want = check_compile(compile)
         if want == "auto":
             want = self.device_type == "cuda"
+        want = bool(want) and self.strategy.world == 1  # a data-parallel step runs eagerly
         self._compiled = None
-        self._compile_pending = bool(want)
+        self._compile_pending = want
         self.compile_seconds: float | None = None
         # The autograd-free step, where the model allows it (decided once the term names are known).
         self.fast: DenseChainStep | None = None
         self._update_params = FusedAdamUpdate.build(optimizer) if self.amp_dtype is None else None
-        self._fast_candidate = None if (want or self.amp_dtype is not None) else DenseChainStep.build(net, regs)
+        self._fast_candidate = None if (want or self.amp_dtype is not None) else DenseChainStep.build(objective)
 
     def __repr__(self) -> str:
         path = "hand-derived" if (self.fast or self._fast_candidate) is not None else "autograd"
@@ -214,13 +155,15 @@ class StepRunner:
         )
 
     # ------------------------------------------------------------------ the objective
-    def _objective(self, xb: torch.Tensor, wb: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Total loss and the detached float32 vector of its terms (in ``self.keys`` order)."""
+    def _objective(
+        self, xb: torch.Tensor, wb: torch.Tensor | None, scale: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Total loss (times ``scale``) and the detached float32 vector of its terms (in ``self.keys`` order)."""
         if self.amp_dtype is not None:
             with torch.autocast(self.device_type, dtype=self.amp_dtype):
-                total, terms = self.net.loss_terms(xb, wb, self.regs, training=True)
+                total, terms = self.loss(xb, wb, scale)
         else:
-            total, terms = self.net.loss_terms(xb, wb, self.regs, training=True)
+            total, terms = self.loss(xb, wb, scale)
         values = torch.stack([terms[k].detach().float().reshape(()) for k in self.keys])
         return total.float(), values
 
@@ -232,9 +175,9 @@ class StepRunner:
         # Buffers (batch-norm running statistics) are put back for the same reason; the whole
         # batch is used because batch norm cannot normalise a single example.
         cuda = [xb.device.index or 0] if xb.device.type == "cuda" else []
-        buffers = [(b, b.clone()) for b in self.net.graph.buffers()]
+        buffers = [(b, b.clone()) for b in self.objective.graph.buffers()]
         with torch.no_grad(), torch.random.fork_rng(devices=cuda):
-            _, terms = self.net.loss_terms(xb, wb, self.regs, training=True)
+            _, terms = self.objective(xb, wb, training=True)
             for buffer, saved in buffers:
                 buffer.copy_(saved)
         self.keys = list(terms)
@@ -253,24 +196,38 @@ class StepRunner:
         self._first_keys(xb, wb)
         if self._fast_candidate is not None and self._fast_candidate.keys == self.keys:
             self.fast = self._fast_candidate
-            log.debug("training with the hand-derived dense step (aekit.fused)")
+            log.debug("training with the hand-derived dense step (aekit.train.fused)")
         self._fast_candidate = None
 
-    def gradients(self, xb: torch.Tensor, wb: torch.Tensor | None) -> torch.Tensor | None:
-        """Every parameter's ``.grad`` written by the hand-derived step, and the loss terms, shape
-        (len(keys),); None (nothing done) where the model needs autograd.  No optimizer step: this
-        is the objective of an L-BFGS closure.
-        """
-        if self.keys is None:
-            self._choose(xb, wb)
-        return None if self.fast is None else self.fast(xb, wb)
+    def gradients(self, xb: torch.Tensor, wb: torch.Tensor | None, scale: float = 1.0) -> torch.Tensor:
+        """Every parameter's ``.grad`` for the objective on a batch, hooks applied; no optimizer step.
 
-    def __call__(self, xb: torch.Tensor, wb: torch.Tensor | None) -> torch.Tensor:
-        """One optimizer step on a batch; returns the detached loss terms, shape (len(keys),)."""
+        The objective of an L-BFGS closure.  Returns the detached, unscaled loss terms,
+        shape (len(keys),); the gradients are those of ``loss * scale``, averaged over
+        the processes of a data-parallel run.
+        """
         if self.keys is None:
             self._choose(xb, wb)
         if self.fast is not None:
             values = self.fast(xb, wb)  # writes every .grad: no zero_grad needed
+            self.strategy.average_gradients(self.params, scale)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            total, values = self._objective(xb, wb, scale)
+            total.backward()
+        self.run_gradient_hooks()
+        return values
+
+    def __call__(self, xb: torch.Tensor, wb: torch.Tensor | None, scale: float = 1.0) -> torch.Tensor:
+        """One optimizer step on a batch; returns the detached loss terms, shape (len(keys),).
+
+        ``scale`` is this process's share of a data-parallel global batch (1 otherwise).
+        """
+        if self.keys is None:
+            self._choose(xb, wb)
+        if self.fast is not None:
+            values = self.fast(xb, wb)  # writes every .grad: no zero_grad needed
+            self.strategy.average_gradients(self.params, scale)
             self.update()
             return values
         if self._compile_pending:
@@ -295,7 +252,7 @@ class StepRunner:
                 self.compile_seconds = time.perf_counter() - started
                 log.info("compiled the training step in %.1f s", self.compile_seconds)
         if total is None:
-            total, values = self._objective(xb, wb)
+            total, values = self._objective(xb, wb, scale)
             self._backward(total)
         self.update()
         return values
@@ -306,18 +263,34 @@ class StepRunner:
         else:
             total.backward()
 
+    def run_gradient_hooks(self) -> None:
+        """Call every gradient hook (the gradients are complete and unscaled)."""
+        for hook in self.gradient_hooks:
+            hook()
+
+    def after_update(self) -> None:
+        """Call every post-step hook (the parameters have just been updated)."""
+        for hook in self.post_step_hooks:
+            hook()
+
     def update(self) -> None:
-        """Clip the gradients (``max_gradient_norm``) and step the optimizer (through the loss scaler in fp16)."""
+        """Gradient hooks, clipping (``max_gradient_norm``), the optimizer step (through the fp16 loss
+        scaler), then the post-step hooks."""
         if self.scaler is not None:
+            if self.max_gradient_norm is not None or self.gradient_hooks:
+                self.scaler.unscale_(self.optimizer)  # hooks and clipping see true gradients
+            self.run_gradient_hooks()
             if self.max_gradient_norm is not None:
-                self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.params, self.max_gradient_norm, foreach=True)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self.after_update()
             return
+        self.run_gradient_hooks()
         if self.max_gradient_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.max_gradient_norm, foreach=True)
         if self._update_params is not None:
             self._update_params()
         else:
             self.optimizer.step()
+        self.after_update()
