@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import aekit
-from aekit.cli import commands as cli
+from aekit import cli
+from aekit.cli import commands
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -253,7 +254,8 @@ def test_unexpected_errors_name_the_debug_flag(monkeypatch, capsys, tmp_path):
     def boom(args):
         raise RuntimeError("something\nbroke")
 
-    monkeypatch.setattr(cli, "cmd_info", boom)
+    # the parser looks each command up on aekit.cli.commands
+    monkeypatch.setattr(commands, "cmd_info", boom)
     assert cli.main(["info", str(tmp_path / "m.aekit")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "RuntimeError: something broke" in err and "--debug" in err
@@ -291,7 +293,7 @@ def test_parse_layers_arg_rejects(text):
 
 
 def test_tied_flag_ties_the_decoder():
-    assert cli._tie_decoder([784, 256, 64, 256, (784, "sigmoid")]) == [
+    assert commands._tie_decoder([784, 256, 64, 256, (784, "sigmoid")]) == [
         784,
         256,
         64,
