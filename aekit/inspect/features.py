@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +32,9 @@ import torch
 from ..data.validation import integer, number
 from ..errors import ConfigurationError
 from .pictures import _as_images, _data, _default_zoom, _mosaic_bytes, _picture_format, _write, tile_mosaic
+
+if TYPE_CHECKING:
+    from ..autoencoder import Autoencoder
 
 __all__ = ["feature_images", "save_top_inputs", "top_inputs"]
 
@@ -42,17 +46,18 @@ def _layer(net, layer: str | int | None):
     return name, net.graph.layers[name]
 
 
-def _unit_selector(shape: tuple[int, ...]):
+def _unit_selector(shape: tuple[int, ...]) -> tuple[int, Callable[[torch.Tensor], torch.Tensor]]:
     """(number of units, function pre -> (n_units,) activations of unit i on example i)."""
     if len(shape) == 1:
         return shape[0], lambda pre: pre.diagonal()
     channels = shape[0]
     centre = tuple(s // 2 for s in shape[1:])
-    return channels, lambda pre: pre[(torch.arange(channels), torch.arange(channels), *centre)]
+    index = (torch.arange(channels), torch.arange(channels), *centre)
+    return channels, lambda pre: pre[index]
 
 
 def feature_images(
-    net,
+    net: Autoencoder,
     layer: str | int | None = "hid1",
     kind: str = "encoder",
     *,
@@ -99,14 +104,19 @@ def feature_images(
             raise ConfigurationError(f"decoder features need a layer before the output, got {name!r}")
         return _decoder_features(net, name, scale)
     weight = getattr(module, "w", None)
-    analytic = reads_input and isinstance(weight, torch.nn.Parameter) and module.spec.form in ("dense", "conv2")
-    if method == "analytic" and not analytic:
+    # The weights that are the features themselves: a dense or conv2 layer reading the input.
+    filters = (
+        weight
+        if reads_input and isinstance(weight, torch.nn.Parameter) and module.spec.form in ("dense", "conv2")
+        else None
+    )
+    if method == "analytic" and filters is None:
         raise ConfigurationError(
             f"method='analytic' needs a dense or conv2 layer that reads the input; layer {name!r} "
             f"is a {module.spec.form} layer reading {graph.sources.get(name)!r}; use method='ascent'"
         )
-    if analytic and method != "ascent":
-        w = weight.detach().cpu().double()
+    if filters is not None and method != "ascent":
+        w = filters.detach().cpu().double()
         if module.spec.form == "dense":
             cols = w.t()  # (units, n_in): one filter per unit
             norms = cols.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -164,7 +174,8 @@ def _decoder_features(net, name: str, scale: float) -> np.ndarray:
         codes[units + 1, units] = float(scale)
     else:
         centre = tuple(s // 2 for s in shape[1:])
-        codes[(units + 1, units, *centre)] = float(scale)
+        index = (units + 1, units, *centre)
+        codes[index] = float(scale)
     was_training = graph.training
     graph.eval()
     try:
@@ -177,7 +188,7 @@ def _decoder_features(net, name: str, scale: float) -> np.ndarray:
     return _as_images(drawn.reshape(n_units, -1), target)
 
 
-def top_inputs(net, x: Any, layer: str | int | None = None, k: int = 8) -> np.ndarray:
+def top_inputs(net: Autoencoder, x: Any, layer: str | int | None = None, k: int = 8) -> np.ndarray:
     """Indices of the ``k`` rows of ``x`` that activate each unit most, best first.
 
     Returns
@@ -193,7 +204,7 @@ def top_inputs(net, x: Any, layer: str | int | None = None, k: int = 8) -> np.nd
 
 
 def save_top_inputs(
-    net,
+    net: Autoencoder,
     x: Any,
     path: str | os.PathLike,
     layer: str | int | None = None,

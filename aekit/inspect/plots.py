@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,10 +27,15 @@ from .pictures import (
     tile_mosaic,
 )
 
+if TYPE_CHECKING:
+    from ..autoencoder import Autoencoder
+
 __all__ = ["plot_activations", "plot_codes", "plot_history", "plot_reconstructions"]
 
 
-def plot_reconstructions(net, x: Any, path: str | os.PathLike, n: int = 10, zoom: int | None = None) -> str:
+def plot_reconstructions(
+    net: Autoencoder, x: Any, path: str | os.PathLike, n: int = 10, zoom: int | None = None
+) -> str:
     """Inputs (top row) above their reconstructions (bottom row), one picture.
 
     Both rows share one grey scale (the inputs' min and max), so a washed-out or
@@ -63,7 +68,7 @@ def plot_reconstructions(net, x: Any, path: str | os.PathLike, n: int = 10, zoom
     return _write(path, _mosaic_bytes(tile_mosaic(both, len(top), 1, None), zoom, fmt))
 
 
-def plot_history(net, path: str | os.PathLike, keys: Sequence[str] = ("loss", "err")) -> str:
+def plot_history(net: Autoencoder, path: str | os.PathLike, keys: Sequence[str] = ("loss", "err")) -> str:
     """Training and validation curves from ``net.history`` (log scale when positive).
 
     Parameters
@@ -82,7 +87,7 @@ def plot_history(net, path: str | os.PathLike, keys: Sequence[str] = ("loss", "e
     history = list(getattr(net, "history", []) or [])
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.subplots()
-    drawn = []
+    drawn: list[float] = []
     for part, style in (("train", "-"), ("valid", "--")):
         for key in keys:
             points = [(h["epoch"], h[part][key]) for h in history if key in (h.get(part) or {})]
@@ -115,7 +120,7 @@ def _pca2(z: np.ndarray) -> tuple[np.ndarray, str]:
 
 
 def plot_codes(
-    net,
+    net: Autoencoder,
     x: Any,
     path: str | os.PathLike,
     labels: Any = None,
@@ -176,7 +181,7 @@ def plot_codes(
 
 
 def plot_activations(
-    net,
+    net: Autoencoder,
     x: Any,
     path: str | os.PathLike,
     layer: str | int | None = None,
