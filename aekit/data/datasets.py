@@ -146,7 +146,7 @@ def natural_patches(n: int = 10000, size: int = 8, rng: Any = 0, whiten: bool = 
     -------
     ndarray, float32, shape (n, size * size)
     """
-    from .preprocessing import extract_patches, whiten_images
+    from .patches import extract_patches, whiten_images
 
     try:
         import skimage.data as skdata
