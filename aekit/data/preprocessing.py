@@ -118,10 +118,12 @@ class Step:
 
     @property
     def fitted(self) -> bool:
+        """True once :meth:`fit` has learned every fitted attribute."""
         return all(getattr(self, k, None) is not None for k in self._state)
 
     @property
     def n_features_in_(self) -> int:
+        """The number of features :meth:`fit` saw (scikit-learn's name for ``n_features_``)."""
         return int(self.n_features_)
 
     def fit(self, x: Any, y: Any = None) -> Step:
@@ -138,6 +140,19 @@ class Step:
         return self
 
     def fit_transform(self, x: Any, y: Any = None) -> np.ndarray:
+        """:meth:`fit` on ``x``, then :meth:`transform` ``x``.
+
+        Parameters
+        ----------
+        x : array-like, shape (n, features) or (n, *shape)
+        y : ignored
+            Accepted for scikit-learn's pipelines.
+
+        Returns
+        -------
+        ndarray, float32 (float64 for float64 input)
+            Shape (n, out_features), or the shape of ``x`` when the number of features is unchanged.
+        """
         return self.fit(x).transform(x)
 
     def transform(self, x: Any) -> np.ndarray:
@@ -153,6 +168,7 @@ class Step:
         return self._tensor(t, inverse=False)
 
     def inverse_transform_tensor(self, t: torch.Tensor) -> torch.Tensor:
+        """``inverse_transform`` for a tensor of shape (n, out_features), on its device and in its dtype."""
         return self._tensor(t, inverse=True)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -405,9 +421,23 @@ class Pipeline(Step):
 
     @property
     def fitted(self) -> bool:
+        """True when the pipeline has steps and every one of them is fitted."""
         return bool(self.steps) and all(s.fitted for s in self.steps)
 
     def fit(self, x: Any, y: Any = None) -> Pipeline:
+        """Fit each step in turn, on the output of the steps before it.
+
+        Parameters
+        ----------
+        x : array-like, shape (n, features) or (n, *shape)
+        y : ignored
+            Accepted for scikit-learn's pipelines.
+
+        Returns
+        -------
+        Pipeline
+            This pipeline, fitted.
+        """
         array = _as_2d(x).astype(np.float64)
         self.n_features_ = array.shape[1]
         for s in self.steps:
@@ -424,9 +454,11 @@ class Pipeline(Step):
         return t
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Every step's fitted tensors, named ``'INDEX.NAME'`` (``'0.mean_'``), for the model file."""
         return {f"{i}.{k}": v for i, s in enumerate(self.steps) for k, v in s.state_tensors().items()}
 
     def get_config(self) -> dict[str, Any]:
+        """JSON-ready ``name``, the configs of the ``steps`` in order, and ``n_features``."""
         return {
             "name": self.name,
             "steps": [s.get_config() for s in self.steps],
