@@ -92,6 +92,9 @@ class Step:
     name: ClassVar[str] = ""
     _params: ClassVar[tuple[str, ...]] = ()
     _state: ClassVar[tuple[str, ...]] = ()
+    # Set by fit: the number of input features, and the fitted statistics as tensors by (dtype, device).
+    n_features_: int
+    _cache: dict[tuple[torch.dtype, str], dict[str, torch.Tensor]]
 
     # ----------------------------------------------------------- to implement
     def _fit(self, x: np.ndarray) -> None:  # x: float64 (n, d)
@@ -195,7 +198,8 @@ class Step:
             raise DataError(f"{cls.name} step is missing its fitted tensors {missing}")
         for k in cls._state:
             setattr(step, k, state[k].detach().cpu().numpy().astype(np.float64))
-        step.n_features_ = int(config.get("n_features", np.asarray(getattr(step, cls._state[0])).shape[-1]))
+        fitted_features = int(np.asarray(getattr(step, cls._state[0])).shape[-1])
+        step.n_features_ = int(config.get("n_features", fitted_features))
         step._cache = {}
         return step
 
@@ -204,9 +208,12 @@ class Step:
         return f"{type(self).__name__}({args})"
 
     # ----------------------------------------------------------- machinery
+    def _not_fitted(self) -> ConfigurationError:
+        return ConfigurationError(f"this {type(self).__name__} is not fitted yet; call fit(x) first")
+
     def _require_fitted(self) -> None:
         if not self.fitted:
-            raise ConfigurationError(f"this {type(self).__name__} is not fitted yet; call fit(x) first")
+            raise self._not_fitted()
 
     def _params_for(self, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
         cache = self.__dict__.setdefault("_cache", {})
@@ -268,7 +275,8 @@ class MinMaxScaler(Step):
         self.per_feature = bool(per_feature)
         if len(self.feature_range) != 2 or not self.feature_range[0] < self.feature_range[1]:
             raise ConfigurationError(f"feature_range must be (low, high) with low < high, got {feature_range!r}")
-        self.min_ = self.scale_ = None
+        self.min_: np.ndarray | None = None
+        self.scale_: np.ndarray | None = None
 
     def _fit(self, x: np.ndarray) -> None:
         axis = 0 if self.per_feature else None
@@ -300,7 +308,8 @@ class StandardScaler(Step):
 
     def __init__(self, per_feature: bool = True):
         self.per_feature = bool(per_feature)
-        self.mean_ = self.std_ = None
+        self.mean_: np.ndarray | None = None
+        self.std_: np.ndarray | None = None
 
     def _fit(self, x: np.ndarray) -> None:
         axis = 0 if self.per_feature else None
@@ -359,7 +368,10 @@ class Whitener(Step):
         if n_components is not None and (not isinstance(n_components, int) or n_components < 1):
             raise ConfigurationError(f"n_components must be a positive integer or None, got {n_components!r}")
         self.kind, self.epsilon, self.n_components = kind, float(epsilon), n_components
-        self.mean_ = self.matrix_ = self.inverse_ = self.eigenvalues_ = None
+        self.mean_: np.ndarray | None = None
+        self.matrix_: np.ndarray | None = None
+        self.inverse_: np.ndarray | None = None
+        self.eigenvalues_: np.ndarray | None = None
 
     def _fit(self, x: np.ndarray) -> None:
         n, d = x.shape
@@ -393,6 +405,8 @@ class Whitener(Step):
         self.eigenvalues_ = values
 
     def _n_out(self) -> int:
+        if self.matrix_ is None:
+            raise self._not_fitted()
         return int(self.matrix_.shape[0])
 
     def _apply(self, x, p, inverse):
