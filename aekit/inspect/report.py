@@ -14,7 +14,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from .diagnose import Finding, diagnose
 from .features import feature_images, save_top_inputs
 from .pictures import save_tiles
 from .plots import plot_activations, plot_codes, plot_history, plot_reconstructions
+
+if TYPE_CHECKING:
+    from ..autoencoder import Autoencoder
 
 __all__ = ["write_report"]
 
@@ -58,7 +61,7 @@ def _finding_html(finding: Finding) -> str:
 
 
 def write_report(
-    net,
+    net: Autoencoder,
     x: Any,
     output_dir: str | os.PathLike,
     labels: Any = None,
