@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from . import errors
+from . import errors, visualize
 from ._version import __version__
 from .errors import (
     AekitError,
@@ -18,7 +18,6 @@ from .errors import (
     TrainingDiverged,
 )
 from .inspect import diagnose as _diagnose_module
-from .inspect import features as visualize
 from .inspect import report
 from .inspect.diagnose import Finding, diagnose
 from .model import activations, specs

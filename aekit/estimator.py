@@ -80,7 +80,7 @@ def _check_params(est: BaseEstimator) -> None:
             not isinstance(hidden, Sequence)
             or isinstance(hidden, str)
             or not hidden
-            or not all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and h > 0 for h in hidden)
+            or not all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and int(h) > 0 for h in hidden)
         ):
             raise ConfigurationError(
                 f"hidden must be a non-empty sequence of positive layer sizes, e.g. (64,), got {est.hidden!r}"
@@ -138,7 +138,7 @@ def _fit_network(est: BaseEstimator, X: np.ndarray) -> Autoencoder:
     options = {key: getattr(est, key) for key in _TRAIN_PARAMS}
     options = {k: v for k, v in options.items() if v is not None}
     split = options.get("valid_split")
-    if isinstance(split, numbers.Real) and split > 0 and X.shape[0] < 2:
+    if isinstance(split, numbers.Real) and float(split) > 0 and X.shape[0] < 2:
         # scikit-learn's convention (check_fit2d_1sample): say that one sample is the problem.
         raise DataError(
             f"valid_split={split} needs at least 2 examples (one to train on, one to validate), "
@@ -342,7 +342,8 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     @property
     def _n_features_out(self) -> int:
         name = self.net_._layer_name(self.layer, self.net_.code_layer)
-        return int(np.prod(self.net_.graph.layers[name].output_shape))
+        layer = next(layer for layer in self.net_.layers if layer.name == name)
+        return int(np.prod(layer.output_shape))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -470,7 +471,7 @@ class AutoencoderOutlierDetector(OutlierMixin, _NetworkEstimator):
         if not isinstance(self.standardize, (bool, np.bool_)):
             raise ConfigurationError(f"standardize must be True or False, got {self.standardize!r}")
         X = _validate_data(self, X, reset=True, dtype=[np.float32, np.float64], ensure_min_samples=1)
-        self.scaler_ = None
+        self.scaler_: StandardScaler | None = None
         if self.standardize:
             from sklearn.preprocessing import StandardScaler
 
@@ -480,7 +481,7 @@ class AutoencoderOutlierDetector(OutlierMixin, _NetworkEstimator):
         self.n_iter_ = len(self.history_)
         self.decision_scores_ = self._errors(X)
         self.threshold_ = float(np.percentile(self.decision_scores_, 100.0 * (1.0 - c)))
-        self.offset_ = -self.threshold_
+        self.offset_: float = -self.threshold_
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
         return self
 

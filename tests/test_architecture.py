@@ -346,12 +346,12 @@ def test_old_path_alias_modules_are_imported_by_nothing_inside_aekit():
     offenders = [
         f"{i} (an old-path alias of {', '.join(sorted(aliases()[i.target]))}; import that instead)"
         for i in imports()
-        if i.target in aliases()
+        # The package's __init__ is the public surface: it may bind a public old path (aekit.visualize).
+        if i.target in aliases() and i.importer != "aekit"
     ]
     assert not offenders, failure("aekit modules importing old-path alias modules", offenders)
 
 
-@pytest.mark.xfail(reason="the re-layering (issue 18) is still splitting these modules", strict=False)
 def test_no_module_over_600_lines():
     offenders = []
     for name, path in modules().items():

@@ -196,14 +196,18 @@ def test_save_tiles_writes_a_png_of_the_expected_size(tmp_path, trained):
 @pytest.fixture
 def figures(monkeypatch):
     """The matplotlib figures the plotting functions write, captured as they are written."""
+    from aekit.inspect import pictures, plots
+
     drawn = []
-    write = V._figure_bytes
+    write = pictures._figure_bytes
 
     def capture(fig, fmt):
         drawn.append(fig)
         return write(fig, fmt)
 
-    monkeypatch.setattr(V, "_figure_bytes", capture)
+    # Patched where the writers look it up: plots for the plots, pictures for titled tiles.
+    for module in (pictures, plots):
+        monkeypatch.setattr(module, "_figure_bytes", capture)
     return drawn
 
 

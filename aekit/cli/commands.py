@@ -1,23 +1,10 @@
-"""The ``aekit`` command line, thin over the Python API.
+"""The commands of the ``aekit`` command line: one ``cmd_NAME(args)`` per sub-command.
 
-::
-
-    aekit train DATA --layers 784,64,784 --output model.aekit [--tied] [--epochs N] [--hidden-l1 F] ...
-    aekit encode MODEL DATA --output codes.npy [--layer hid1]
-    aekit decode MODEL CODES --output recon.npy [--layer hid1]
-    aekit score MODEL DATA [--output errors.csv]
-    aekit diagnose MODEL DATA
-    aekit report MODEL DATA --output DIR
-    aekit info MODEL-OR-CHECKPOINT
-    aekit demo [--output DIR]
-
-DATA is any file :func:`aekit.load_data` reads; ``FILE.npz:NAME`` picks one array of an ``.npz``.
-
-Errors are one line on stderr (``aekit: error: ...``) naming the flag, config key or file at
-fault, and a non-zero exit code: 2 for a bad command line (argparse's errors, and option or config
-values that aekit refuses: :class:`~aekit.errors.ConfigurationError`), 1 for anything else (data,
-model files, a diverged run, ...); ``--debug`` shows the traceback.  Outputs are written
-atomically and never onto an input, so a failed run never damages an existing file.
+Each takes the parsed :class:`argparse.Namespace` (see :mod:`aekit.cli.parser`), does its
+work through the Python API and returns the exit code.  Before it reads data a command
+records in ``args`` what the library's names stand for on the command line
+(``args.cli_arrays``, ``args.cli_labels``, ``args.cli_values``), so that
+:func:`aekit.cli.errors.explain` can word an error in the user's terms.
 """
 
 from __future__ import annotations
@@ -26,20 +13,15 @@ import argparse
 import dataclasses
 import logging
 import math
-import os
-import re
-import sys
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._version import __version__
-from ..errors import AekitError, ConfigurationError, DataError, TrainingDiverged
-from .config import config_kinds, layers_from_config, load_config, parse_layers_arg, read_config
+from ..errors import AekitError, ConfigurationError
+from .config import layers_from_config, parse_layers_arg, read_config
+from .errors import UsageError
 from .files import (
     check_folder_output,
     check_model_output,
@@ -50,23 +32,27 @@ from .files import (
     read_data,
     write_array,
 )
+from .progress import progress
 
-__all__ = ["build_parser", "load_config", "main", "parse_layers_arg"]
+if TYPE_CHECKING:
+    from ..autoencoder import Autoencoder
+
+__all__ = [
+    "cmd_decode",
+    "cmd_demo",
+    "cmd_diagnose",
+    "cmd_encode",
+    "cmd_info",
+    "cmd_report",
+    "cmd_score",
+    "cmd_train",
+    "history_lines",
+    "reconstruction_errors",
+]
 
 log = logging.getLogger(__name__)
 
 
-class UsageError(Exception):
-    """A bad command line (exit code 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    # argparse prints the whole usage on errors; aekit prints one line instead.
-    def error(self, message: str):  # type: ignore[override]
-        raise UsageError(f"{message} (see '{self.prog} --help')")
-
-
-# ---------------------------------------------------------------------- layers
 def _tie_decoder(layers: list[Any]) -> list[Any]:
     """``--tied``: every layer after the middle one shares its mirror's weights."""
     middle = len(layers) // 2
@@ -81,82 +67,32 @@ def _tie_decoder(layers: list[Any]) -> list[Any]:
     return tied
 
 
-# ---------------------------------------------------------------------- progress
-def _epoch_line(
-    epoch: int, total: int, train: dict[str, float], valid: dict[str, float], stage: str | None = None
-) -> str:
-    line = f"{stage + ': ' if stage else ''}epoch {epoch}/{total}: loss={train.get('loss', math.nan):.6g}"
-    if "loss" in valid:
-        line += f" valid={valid['loss']:.6g}"
-    return line
-
-
-def progress(
-    epochs: Iterator,
-    total: int,
-    quiet: bool = False,
-    epoch_of: Callable[[], int] | None = None,
-    stage_of: Callable[[], str | None] | None = None,
-) -> Iterator:
-    """Show training progress on stderr: a tqdm bar on a terminal, else one line per epoch.
-
-    ``epoch_of()`` gives the current epoch number (a resumed run does not start at 1).
-    ``stage_of()`` names the pretraining stage an epoch belongs to (``'pretraining hid1'``),
-    or None for the epochs of the model itself; a stage counts its own epochs.
-    """
-    if quiet:
-        yield from epochs
-        return
-    count = 0
-    stage: str | None = None
-    stage_count = 0
-
-    def step() -> tuple[int, str | None]:
-        nonlocal count, stage, stage_count
-        now = stage_of() if stage_of is not None else None
-        if now is not None:
-            stage_count = stage_count + 1 if now == stage else 1
-            stage = now
-            return stage_count, now
-        stage = None
-        count += 1
-        return (epoch_of() if epoch_of is not None else count), None
-
-    if sys.stderr.isatty():
-        from tqdm.auto import tqdm
-
-        with tqdm(total=total, unit="epoch", file=sys.stderr, dynamic_ncols=True) as bar:
-            for train, valid in epochs:
-                epoch, label = step()
-                post = {"loss": f"{train.get('loss', math.nan):.4g}"}
-                if "loss" in valid:
-                    post["valid"] = f"{valid['loss']:.4g}"
-                bar.set_description(f"{label} {epoch}/{total}" if label else "", refresh=False)
-                bar.set_postfix(post)
-                if label is None:
-                    bar.update(max(epoch - bar.n, 0))
-                yield train, valid
-        return
-    for train, valid in epochs:
-        epoch, label = step()
-        print(_epoch_line(epoch, total, train, valid, label), file=sys.stderr, flush=True)
-        yield train, valid
-
-
-# ---------------------------------------------------------------------- commands
 # Keys of `train` that shape the model rather than the training.
 _MODEL_KEYS = ("layers", "tied", "activation", "output_activation", "loss", "seed", "device")
 
 
 def _train_keys() -> list[str]:
     from ..objective.penalties import REGULARIZER_KEYS
-    from ..train.loop import TrainOptions
+    from ..train.options import PYTHON_ONLY_OPTIONS, TrainOptions
 
-    fields = [f.name for f in dataclasses.fields(TrainOptions) if f.name != "monitors"]
+    fields = [f.name for f in dataclasses.fields(TrainOptions) if f.name not in PYTHON_ONLY_OPTIONS]
     return fields + [k for k in REGULARIZER_KEYS if k not in fields]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``aekit train``: build the model of ``--layers`` (or the config file), train it on DATA, save it.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line: ``data``, ``output``, ``config``, ``valid`` and one attribute per
+        model or training flag (None when the flag is not given; the config file fills those).
+
+    Returns
+    -------
+    int
+        The exit code: 0 (failures raise).
+    """
     from ..autoencoder import Autoencoder
     from ..train.loop import parse_train_arguments
 
@@ -226,10 +162,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return None if net.training_stage is None else f"pretraining {net.training_stage}"
 
     epochs = net.itertrain(x, valid, **settings)  # joins the process group under torchrun
-    for train_mon, valid_mon in progress(
-        epochs, total, args.quiet or not main_process, lambda: len(net.history), stage
-    ):
-        pass
+    for monitors in progress(epochs, total, args.quiet or not main_process, lambda: len(net.history), stage):
+        train_mon, valid_mon = monitors
     seconds = time.perf_counter() - start
     if not main_process:
         return 0
@@ -251,6 +185,19 @@ def _check_outputs_of(args: argparse.Namespace) -> None:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
+    """``aekit encode``: write the codes of DATA at ``--layer`` (default: the code layer).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        ``model``, ``data``, ``output`` (.npy or .csv), ``layer`` (name or index) and ``sample``.
+        The codes have shape (n, units) or (n, C, H, W).
+
+    Returns
+    -------
+    int
+        The exit code: 0 (failures raise).
+    """
     _check_outputs_of(args)
     net = load_model(args.model)
     args.cli_arrays = {"x": repr(args.data)}
@@ -261,6 +208,18 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    """``aekit decode``: write the reconstructions decoded from the codes in DATA.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        ``model``, ``data`` (codes of shape (n, units) at ``layer``), ``output`` and ``layer``.
+
+    Returns
+    -------
+    int
+        The exit code: 0 (failures raise).
+    """
     _check_outputs_of(args)
     net = load_model(args.model)
     args.cli_arrays = {"z": repr(args.data)}
@@ -276,14 +235,37 @@ def _layer(value: str | None) -> str | int | None:
     return value
 
 
-def reconstruction_errors(net, x: np.ndarray) -> np.ndarray:
-    """Per-example mean squared reconstruction error, shape (n,)."""
+def reconstruction_errors(net: Autoencoder, x: np.ndarray) -> np.ndarray:
+    """Per-example mean squared reconstruction error.
+
+    Parameters
+    ----------
+    net : Autoencoder
+    x : ndarray, shape (n, features) or (n, *input_shape)
+
+    Returns
+    -------
+    ndarray, float64, shape (n,)
+        The mean over features of ``(predict(x) - x) ** 2``, row by row.
+    """
     target = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
     recon = net.predict(x).reshape(len(x), -1).astype(np.float64)
     return np.mean((recon - target) ** 2, axis=1)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    """``aekit score``: print R^2 and the reconstruction errors of DATA; optionally write them.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        ``model``, ``data`` and ``output`` (optional: the per-example errors, shape (n,)).
+
+    Returns
+    -------
+    int
+        The exit code: 0 (failures raise).
+    """
     if args.output:
         _check_outputs_of(args)
     net = load_model(args.model)
@@ -308,7 +290,21 @@ def _loss_text(monitors: Any) -> str:
 
 
 def history_lines(history: list[Any], rows: int = 10) -> list[str]:
-    """At most ``rows`` epochs of a training history, evenly spaced, first and last included."""
+    """At most ``rows`` epochs of a training history, evenly spaced, first and last included.
+
+    Parameters
+    ----------
+    history : list of dict
+        ``net.history``: one ``{'epoch', 'train', 'valid'}`` entry per epoch (malformed entries
+        show as ``?``).
+    rows : int
+        The most epochs shown; a gap between two shown epochs is a ``...`` line.
+
+    Returns
+    -------
+    list of str
+        Indented lines ``epoch N: loss=... valid=...``.
+    """
     n = len(history)
     picked = sorted({int(i) for i in np.linspace(0, n - 1, min(n, rows)).round()}) if n else []
     lines: list[str] = []
@@ -326,6 +322,18 @@ def history_lines(history: list[Any], rows: int = 10) -> list[str]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    """``aekit info``: describe a model file or training checkpoint (layers, parameters, history).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        ``model``: the path of the model file or checkpoint.
+
+    Returns
+    -------
+    int
+        The exit code: 0 (failures raise).
+    """
     from ..autoencoder import Autoencoder
     from ..io.model_file import read_model_file
 
@@ -386,6 +394,18 @@ def _optional(module: str, attr: str):
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
+    """``aekit diagnose``: print the findings of :func:`aekit.diagnose` on DATA, one per line.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        ``model`` and ``data``.
+
+    Returns
+    -------
+    int
+        The exit code: 0 (failures raise).
+    """
     diagnose = _optional("inspect.diagnose", "diagnose")
     if diagnose is None:
         raise AekitError("this aekit has no diagnose module")
@@ -402,6 +422,18 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """``aekit report``: write the HTML report of :func:`aekit.report.write_report` into a folder.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        ``model``, ``data`` and ``output`` (the folder; made if missing).
+
+    Returns
+    -------
+    int
+        The exit code: 0 (failures raise).
+    """
     write_report = _optional("inspect.report", "write_report")
     if write_report is None:
         raise AekitError("this aekit has no report module")
@@ -416,6 +448,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``aekit demo``: train the small sparse autoencoder of :mod:`aekit.cli.demo` and print a summary.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        ``output`` (the folder for ``model.aekit`` and the report), ``epochs`` and ``quiet``.
+
+    Returns
+    -------
+    int
+        The exit code: 0 (failures raise).
+    """
     from .demo import run_demo
 
     if args.epochs < 1:
@@ -438,357 +482,3 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if s["report"]:
         print(f"  report: {s['report']}")
     return 0
-
-
-# ---------------------------------------------------------------------- parser
-def _common(suppress: bool) -> argparse.ArgumentParser:
-    """-v/--quiet/--debug, accepted before or after the command."""
-
-    def default(value: Any) -> Any:
-        # Sub-command copies must not overwrite what was given before the command.
-        return argparse.SUPPRESS if suppress else value
-
-    common = _Parser(add_help=False)
-    common.add_argument("-v", "--verbose", action="count", default=default(0), help="log more (-vv: debug)")
-    common.add_argument("-q", "--quiet", action="store_true", default=default(False), help="no progress output")
-    common.add_argument(
-        "--debug", action="store_true", default=default(False), help="show the traceback of an unexpected error"
-    )
-    common.add_argument(
-        "--threads", type=int, default=default(None), help="CPU threads for torch (default: torch's choice; demo: 1)"
-    )
-    return common
-
-
-_DATA_HELP = ".npy, .npz (FILE.npz:NAME picks an array), .csv, idx, or a folder of images"
-
-
-def _flag_labels(parser: argparse.ArgumentParser, **extra: str) -> dict[str, str]:
-    """Python keyword -> the flag that sets it (``max_epochs`` -> ``--epochs``), for error messages."""
-    labels = {}
-    for action in parser._actions:
-        if action.option_strings and action.dest not in ("help", "version"):
-            long = [s for s in action.option_strings if s.startswith("--")] or action.option_strings
-            labels[action.dest] = long[0]
-    labels.update(extra)
-    return labels
-
-
-def _add_train_arguments(p: argparse.ArgumentParser) -> None:
-    from ..train.loop import TrainOptions
-
-    p.add_argument("data", help=f"training data: {_DATA_HELP}")
-    p.add_argument(
-        "--output", "-o", required=True, help="model file to write, e.g. model.aekit (never a data file or an input)"
-    )
-    p.add_argument("--config", help="TOML file of train settings ([train] table); flags override it")
-    p.add_argument("--valid", metavar="FILE", help="validation data file (or use --valid-split, not both)")
-    g = p.add_argument_group("model")
-    g.add_argument(
-        "--layers", help="sizes, input first: 784,64,784 (items SIZE[:ACTIVATION|:tied]; first may be CxHxW)"
-    )
-    g.add_argument("--tied", action="store_true", default=None, help="decoder shares the encoder's weights")
-    g.add_argument("--activation", help="hidden activation (default relu)")
-    g.add_argument("--output-activation", help="output activation (default linear)")
-    g.add_argument("--loss", help="mse (default), mae, bce, kl, gll")
-    g.add_argument("--seed", type=int, help="seed of the weights and shuffles (default 13)")
-    g.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
-    g = p.add_argument_group("training")
-    g.add_argument(
-        "--algo",
-        help="adam (default), sgd, nag, rmsprop, adagrad, adadelta, rprop, lbfgs, "
-        "layerwise (adam after greedy layerwise pretraining)",
-    )
-    g.add_argument("--epochs", "--max-epochs", dest="max_epochs", type=int, help="most epochs (default 100)")
-    g.add_argument("--batch-size", type=int, help="examples per batch (default 64)")
-    g.add_argument("--learning-rate", "--lr", type=float, help="step size (default per algo; adam 1e-3)")
-    g.add_argument("--momentum", type=float, help="for sgd, nag, rmsprop (default 0.9)")
-    g.add_argument("--patience", type=int, help="validations without progress before stopping (default 5)")
-    g.add_argument("--min-improvement", type=float, help="relative progress that counts (default 0)")
-    g.add_argument("--validate-every", type=int, help="epochs between validations; 0: off (default 1)")
-    g.add_argument(
-        "--valid-split", type=float, help="fraction of DATA held out for validation (default 0; not with --valid)"
-    )
-    g.add_argument("--max-gradient-norm", type=float, help="clip the global gradient norm")
-    g.add_argument("--layerwise", action="store_true", default=None, help="greedy layerwise pretraining first")
-    g.add_argument(
-        "--no-shuffle",
-        dest="shuffle",
-        action="store_false",
-        default=None,
-        help="keep the batch order fixed (default: re-shuffle every epoch)",
-    )
-    g.add_argument("--on-nan", choices=("raise", "warn"), help="on a NaN loss: stop (default) or go on")
-    g = p.add_argument_group("speed")
-    g.add_argument(
-        "--precision",
-        metavar="{fp32,bf16,fp16}",
-        help="fp32 (default); bf16 or fp16 run the forward pass and loss under torch.autocast "
-        "(fp16 with a gradient scaler): faster on GPUs with half-precision units",
-    )
-    g.add_argument(
-        "--compile",
-        action="store_true",
-        default=None,
-        help="compile the training step with torch.compile (default off; falls back to eager "
-        'with a warning; config files also take compile = "auto": on CUDA only)',
-    )
-    g.add_argument(
-        "--distributed",
-        metavar="{auto,true,false}",
-        help="data-parallel training: auto (default: when torchrun starts several processes), "
-        "true (required) or false (every process trains alone)",
-    )
-    g = p.add_argument_group("checkpoints")
-    g.add_argument(
-        "--checkpoint",
-        help="write the whole training state to this file as training goes (an aekit file; `aekit info` shows it)",
-    )
-    g.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (default 1)")
-    g.add_argument(
-        "--resume",
-        action="store_true",
-        default=None,
-        help="continue from --checkpoint if it exists (else start afresh)",
-    )
-    g = p.add_argument_group("regularizers and noise")
-    for key, text in (
-        ("hidden_l1", "L1 penalty on hidden activations"),
-        ("hidden_l2", "L2 penalty on hidden activations"),
-        ("weight_l1", "L1 penalty on weights"),
-        ("weight_l2", "L2 penalty on weights (weight decay)"),
-        ("sparsity_target", "target mean activation rho (KL sparsity)"),
-        ("sparsity_weight", "weight beta of the KL sparsity penalty"),
-        ("contractive", "contractive penalty on the code layer's Jacobian"),
-        ("input_noise", "std of Gaussian noise on the inputs (denoising)"),
-        ("input_dropout", "dropout probability on the inputs (denoising)"),
-        ("hidden_noise", "std of Gaussian noise on hidden outputs"),
-        ("hidden_dropout", "dropout probability on hidden outputs"),
-    ):
-        g.add_argument("--" + key.replace("_", "-"), type=float, help=text)
-    # Any training option added to TrainOptions later still gets a flag.
-    declared = {a.dest for a in p._actions}
-    for field in dataclasses.fields(TrainOptions):
-        if field.name in declared or field.name == "monitors":
-            continue
-        flag = "--" + field.name.replace("_", "-")
-        if isinstance(field.default, bool):
-            p.add_argument(flag, action="store_true", default=None, help=f"see TrainOptions.{field.name}")
-        else:
-            kind = type(field.default) if isinstance(field.default, (int, float)) else str
-            p.add_argument(flag, type=kind, help=f"see TrainOptions.{field.name}")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="aekit", description="Build, train, inspect and debug autoencoders.", parents=[_common(False)]
-    )
-    parser.add_argument("--version", action="version", version=f"aekit {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-    common = [_common(True)]
-
-    p = sub.add_parser("train", parents=common, help="train an autoencoder and save it")
-    _add_train_arguments(p)
-    p.set_defaults(func=cmd_train, cli_labels=_flag_labels(p), cli_kinds=config_kinds(p))
-
-    for name, what, func in (("encode", "data to encode", cmd_encode), ("decode", "codes to decode", cmd_decode)):
-        p = sub.add_parser(name, parents=common, help=f"{name} with a saved model")
-        p.add_argument("model", help="model file (or training checkpoint)")
-        p.add_argument("data", help=f"{what}: {_DATA_HELP}")
-        p.add_argument("--output", "-o", required=True, help="output .npy or .csv (not an input)")
-        p.add_argument("--layer", help="layer name or index (default: the code layer)")
-        if name == "encode":
-            p.add_argument(
-                "--sample",
-                action="store_true",
-                help="Bernoulli samples of the codes (for a layer whose values lie in [0, 1])",
-            )
-        p.set_defaults(func=func, cli_labels=_flag_labels(p, **{"layer index": "--layer"}))
-
-    p = sub.add_parser("score", parents=common, help="R^2 and reconstruction errors of data")
-    p.add_argument("model", help="model file (or training checkpoint)")
-    p.add_argument("data", help=f"data to reconstruct: {_DATA_HELP}")
-    p.add_argument("--output", "-o", help="write per-example squared errors (.npy or .csv; not an input)")
-    p.set_defaults(func=cmd_score, cli_labels=_flag_labels(p))
-
-    if _optional("inspect.diagnose", "diagnose") is not None:
-        p = sub.add_parser("diagnose", parents=common, help="find out why a model does not learn")
-        p.add_argument("model", help="model file (or training checkpoint)")
-        p.add_argument("data", help=f"data to check the model on: {_DATA_HELP}")
-        p.set_defaults(func=cmd_diagnose, cli_labels=_flag_labels(p))
-
-    if _optional("inspect.report", "write_report") is not None:
-        p = sub.add_parser("report", parents=common, help="write an HTML report with pictures")
-        p.add_argument("model", help="model file (or training checkpoint)")
-        p.add_argument("data", help=f"data to show the model on: {_DATA_HELP}")
-        p.add_argument(
-            "--output", "-o", required=True, help="folder to write index.html and its pictures into (made if missing)"
-        )
-        p.set_defaults(func=cmd_report, cli_labels=_flag_labels(p))
-
-    p = sub.add_parser("info", parents=common, help="describe a model file or training checkpoint")
-    p.add_argument("model", help="model file or training checkpoint")
-    p.set_defaults(func=cmd_info, cli_labels=_flag_labels(p))
-
-    p = sub.add_parser("demo", parents=common, help="train a small sparse autoencoder on the 8x8 digits")
-    p.add_argument(
-        "--output",
-        "-o",
-        default="demo-output",
-        help="folder for model.aekit and the report (default demo-output; made if missing)",
-    )
-    p.add_argument("--epochs", type=int, default=40, help="most epochs, >= 1 (default 40)")
-    p.set_defaults(func=cmd_demo, cli_labels=_flag_labels(p))
-    return parser
-
-
-# ---------------------------------------------------------------------- entry point
-def _setup_logging(verbose: int) -> Callable[[], None]:
-    """Send aekit's logs and warnings to stderr, one line each; return a function that undoes it."""
-    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("aekit: %(levelname)s: %(message)s"))
-    root = logging.getLogger("aekit")
-    saved = (root.handlers[:], root.level, root.propagate, warnings.showwarning)
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        # One line per warning, not Python's two-line source dump.
-        print(f"aekit: warning: {_one_line(message)}", file=sys.stderr)
-
-    warnings.showwarning = show
-
-    def restore() -> None:
-        root.handlers[:], level_, root.propagate, warnings.showwarning = saved[0], saved[1], saved[2], saved[3]
-        root.setLevel(level_)
-
-    return restore
-
-
-def _one_line(text: Any) -> str:
-    return " ".join(str(text).split())
-
-
-# A keyword at the start of a message, as in "max_epochs must be ..." or "resume=True needs ...".
-_LEAD_WORDS = r"(?=\s+(?:must|needs|applies|should|is|has)\b)"
-
-
-def explain(error: BaseException, args: argparse.Namespace | None) -> str:
-    """``error``'s message in the words of the command line.
-
-    The library names Python keywords (``max_epochs``, ``resume=True``) and arrays (``x``); the
-    command line had flags (``--epochs``), config keys and files.  Rewritten: a keyword at the start
-    of the message or written ``name=VALUE``, a keyword with an underscore anywhere, and the array
-    named at the start of a data error.  An ``unknown NAME 'value'`` error gets the flag that gave
-    that value in front.
-    """
-    message = _one_line(error)
-    # Model-file errors quote the file's own config, which the command line did not write.
-    if args is None or not isinstance(error, (ConfigurationError, DataError, TrainingDiverged)):
-        return message
-    arrays: dict[str, str] = getattr(args, "cli_arrays", {})
-    if isinstance(error, DataError):
-        for name, label in arrays.items():
-            if message.startswith(name + " "):
-                message = label + message[len(name) :]
-                break
-    labels: dict[str, str] = getattr(args, "cli_labels", {})
-
-    def flag(name: str, value: str | None) -> str:
-        label = labels[name]
-        if value is None or value == "True":
-            return label
-        return f"{label} {value}" if label.startswith("-") else f"{label} = {value}"
-
-    for name in sorted(labels, key=len, reverse=True):
-        word = re.escape(name)
-        # Not inside a quoted name, a path or a longer word.
-        before, after = r"(?<![\w'\"./-])", r"(?![\w'\"/-])"
-        message = re.sub(rf"^{word}(?:=(\S+?))?{_LEAD_WORDS}", lambda m: flag(name, m.group(1)), message)
-        message = re.sub(rf"{before}{word}=([^\s,;)]+)", lambda m: flag(name, m.group(1)), message)
-        if "_" in name or " " in name:
-            message = re.sub(rf"{before}{word}{after}", lambda m: flag(name, None), message)
-    if isinstance(error, ConfigurationError) and not any(label in message for label in labels.values()):
-        unknown = re.match(r"unknown [\w ]+? '([^']*)'", message)
-        values: dict[str, Any] = getattr(args, "cli_values", None) or vars(args)
-        if unknown:
-            wanted = unknown.group(1)
-            sources = [
-                labels[name]
-                for name, value in values.items()
-                if name in labels
-                and (
-                    (isinstance(value, str) and wanted in re.split(r"[,:]", value))
-                    or (not isinstance(value, str) and repr(wanted) in repr(value))
-                )
-            ]
-            if sources:
-                message = f"{' or '.join(sorted(set(sources)))}: {message}"
-    return message
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 ok, 1 error, 2 usage, 130 interrupted).
-
-    Exit code 2 means the command line is wrong: argparse's errors and option or config values
-    aekit refuses (:class:`~aekit.errors.ConfigurationError`).  1 is every other error: data,
-    model files, a diverged run, the file system.
-    """
-    parser = build_parser()
-    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
-    args: argparse.Namespace | None = None
-    undo: list[Callable[[], None]] = []  # main() leaves the process as it found it (tests call it)
-    try:
-        args = parser.parse_args(argv)
-        debug = args.debug
-        undo.append(_setup_logging(args.verbose))
-        threads = args.threads
-        if threads is None and args.command == "demo":
-            threads = 1  # the demo's tiny model gains nothing from more; on a busy machine they spin
-        if threads is not None:
-            if threads < 1:
-                raise UsageError(f"--threads must be >= 1, got {threads}")
-            import torch
-
-            before = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            undo.append(lambda: torch.set_num_threads(before))
-        return int(args.func(args) or 0)
-    except UsageError as error:
-        print(f"aekit: error: {_one_line(error)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("aekit: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # The reader went away (`aekit info m.aekit | head`): no message; silence the final flush too.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 141
-    except (AekitError, OSError) as error:
-        if debug:
-            raise
-        if isinstance(error, OSError) and error.filename is not None:
-            message = f"{error.strerror or error}: {error.filename!r}"
-        else:
-            message = explain(error, args)
-        print(f"aekit: error: {_one_line(message)}", file=sys.stderr)
-        return 2 if isinstance(error, ConfigurationError) else 1
-    except Exception as error:  # noqa: BLE001 - the CLI never shows a raw traceback
-        if debug:
-            raise
-        print(
-            f"aekit: error: unexpected {type(error).__name__}: {_one_line(error)} (run with --debug for the traceback)",
-            file=sys.stderr,
-        )
-        return 1
-    finally:
-        for step in reversed(undo):
-            step()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

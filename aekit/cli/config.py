@@ -9,6 +9,7 @@ of the same name would check it (TOML has types, argparse converts strings), so
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -52,6 +53,26 @@ def parse_layers_arg(text: str) -> list[Any]:
 
 
 def layers_from_config(value: Any, label: str = "config key 'layers'") -> list[Any]:
+    """A config file's ``layers`` value as the layer specs of :class:`aekit.Autoencoder`.
+
+    Parameters
+    ----------
+    value : str or list
+        ``'784,64:sigmoid,784'`` (as ``--layers``), or a TOML list whose items are sizes,
+        ``'SIZE:ACTIVATION'`` strings, ``[SIZE, ACTIVATION, ...]`` lists or tables.
+    label : str
+        Where the value came from, for error messages.
+
+    Returns
+    -------
+    list
+        One spec per layer, input first: an int, a tuple ``(size, *options)`` or a dict.
+
+    Raises
+    ------
+    ConfigurationError
+        Fewer than two layers, or an item that is not a layer.
+    """
     if isinstance(value, str):
         try:
             return parse_layers_arg(value)
@@ -78,10 +99,10 @@ def layers_from_config(value: Any, label: str = "config key 'layers'") -> list[A
 
 
 def _read_toml(path: str) -> dict[str, Any]:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python < 3.11
-        import tomli as tomllib  # type: ignore[no-redef]
+    else:  # Python 3.10: the same parser, as a package
+        import tomli as tomllib
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
@@ -175,7 +196,7 @@ def config_kinds(parser: argparse.ArgumentParser) -> dict[str, tuple[str, Any]]:
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
             kind = "bool"
         else:
-            kind = {int: "int", float: "float"}.get(action.type, "str")  # type: ignore[arg-type]
+            kind = "int" if action.type is int else "float" if action.type is float else "str"
         kinds[action.dest] = (kind, action.choices)
     # Values the Python API takes that no flag spells.
     kinds["compile"] = ("bool-or-auto", None)

@@ -12,14 +12,18 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..data.loaders import load_data
 from ..errors import ConfigurationError, DataError
-from ..io.model_file import atomic_write, is_model_file
+from ..io.atomic import atomic_write
+from ..io.model_file import is_model_file
 from ..autoencoder import load as _load_model
+
+if TYPE_CHECKING:
+    from ..autoencoder import Autoencoder
 
 __all__ = [
     "check_folder_output",
@@ -200,6 +204,6 @@ def write_array(path: str, array: np.ndarray) -> None:
         atomic_write(path, text.getvalue().encode())
 
 
-def load_model(path: str):
+def load_model(path: str) -> Autoencoder:
     """The model (or checkpoint) file at ``path``."""
     return _load_model(path)

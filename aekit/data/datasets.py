@@ -123,9 +123,9 @@ def blobs() -> np.ndarray:
     from scipy.ndimage import gaussian_filter
 
     positions = np.arange(10, 784, 27)
-    images = np.zeros((len(positions), 784))
-    images[np.arange(len(positions)), positions] = 1.0
-    images = images.reshape(-1, 28, 28)
+    flat = np.zeros((len(positions), 784))
+    flat[np.arange(len(positions)), positions] = 1.0
+    images = flat.reshape(-1, 28, 28)
     blurred = np.stack([gaussian_filter(img, sigma=2) for img in images])
     return blurred.reshape(len(positions), 784).astype(np.float32)
 
@@ -146,7 +146,7 @@ def natural_patches(n: int = 10000, size: int = 8, rng: Any = 0, whiten: bool = 
     -------
     ndarray, float32, shape (n, size * size)
     """
-    from .preprocessing import extract_patches, whiten_images
+    from .patches import extract_patches, whiten_images
 
     try:
         import skimage.data as skdata

@@ -43,7 +43,7 @@ __all__ = ["IMAGE_SUFFIXES", "load_data", "read_idx"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 
 # idx type codes (Yann LeCun's format description) -> big-endian NumPy dtypes.
-_IDX_TYPES = {
+_IDX_TYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),

@@ -1,4 +1,4 @@
-"""Preprocessing: scaling, PCA/ZCA whitening and image patches, saved with the model.
+"""Preprocessing: scaling and PCA/ZCA whitening, saved with the model.
 
 Every step follows scikit-learn's conventions -- ``__init__`` only stores
 arguments, ``fit(x)`` learns attributes that end in ``_``, then
@@ -19,6 +19,9 @@ outputs back with ``inverse_transform``.
 
 The fitted statistics are computed in float64; ``transform`` returns float32
 (float64 when given float64).
+
+The image-patch functions (:func:`extract_patches`, :func:`normalize_patches`,
+:func:`whiten_images`) live in :mod:`aekit.data.patches` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import torch
 
 from ..errors import ConfigurationError, DataError, unknown_name_error
 from ..registry import Registry
+from .patches import extract_patches, normalize_patches, whiten_images
 
 __all__ = [
     "MinMaxScaler",
@@ -88,6 +92,9 @@ class Step:
     name: ClassVar[str] = ""
     _params: ClassVar[tuple[str, ...]] = ()
     _state: ClassVar[tuple[str, ...]] = ()
+    # Set by fit: the number of input features, and the fitted statistics as tensors by (dtype, device).
+    n_features_: int
+    _cache: dict[tuple[torch.dtype, str], dict[str, torch.Tensor]]
 
     # ----------------------------------------------------------- to implement
     def _fit(self, x: np.ndarray) -> None:  # x: float64 (n, d)
@@ -114,10 +121,12 @@ class Step:
 
     @property
     def fitted(self) -> bool:
+        """True once :meth:`fit` has learned every fitted attribute."""
         return all(getattr(self, k, None) is not None for k in self._state)
 
     @property
     def n_features_in_(self) -> int:
+        """The number of features :meth:`fit` saw (scikit-learn's name for ``n_features_``)."""
         return int(self.n_features_)
 
     def fit(self, x: Any, y: Any = None) -> Step:
@@ -134,6 +143,19 @@ class Step:
         return self
 
     def fit_transform(self, x: Any, y: Any = None) -> np.ndarray:
+        """:meth:`fit` on ``x``, then :meth:`transform` ``x``.
+
+        Parameters
+        ----------
+        x : array-like, shape (n, features) or (n, *shape)
+        y : ignored
+            Accepted for scikit-learn's pipelines.
+
+        Returns
+        -------
+        ndarray, float32 (float64 for float64 input)
+            Shape (n, out_features), or the shape of ``x`` when the number of features is unchanged.
+        """
         return self.fit(x).transform(x)
 
     def transform(self, x: Any) -> np.ndarray:
@@ -149,6 +171,7 @@ class Step:
         return self._tensor(t, inverse=False)
 
     def inverse_transform_tensor(self, t: torch.Tensor) -> torch.Tensor:
+        """``inverse_transform`` for a tensor of shape (n, out_features), on its device and in its dtype."""
         return self._tensor(t, inverse=True)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -175,7 +198,8 @@ class Step:
             raise DataError(f"{cls.name} step is missing its fitted tensors {missing}")
         for k in cls._state:
             setattr(step, k, state[k].detach().cpu().numpy().astype(np.float64))
-        step.n_features_ = int(config.get("n_features", np.asarray(getattr(step, cls._state[0])).shape[-1]))
+        fitted_features = int(np.asarray(getattr(step, cls._state[0])).shape[-1])
+        step.n_features_ = int(config.get("n_features", fitted_features))
         step._cache = {}
         return step
 
@@ -184,9 +208,12 @@ class Step:
         return f"{type(self).__name__}({args})"
 
     # ----------------------------------------------------------- machinery
+    def _not_fitted(self) -> ConfigurationError:
+        return ConfigurationError(f"this {type(self).__name__} is not fitted yet; call fit(x) first")
+
     def _require_fitted(self) -> None:
         if not self.fitted:
-            raise ConfigurationError(f"this {type(self).__name__} is not fitted yet; call fit(x) first")
+            raise self._not_fitted()
 
     def _params_for(self, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
         cache = self.__dict__.setdefault("_cache", {})
@@ -248,7 +275,8 @@ class MinMaxScaler(Step):
         self.per_feature = bool(per_feature)
         if len(self.feature_range) != 2 or not self.feature_range[0] < self.feature_range[1]:
             raise ConfigurationError(f"feature_range must be (low, high) with low < high, got {feature_range!r}")
-        self.min_ = self.scale_ = None
+        self.min_: np.ndarray | None = None
+        self.scale_: np.ndarray | None = None
 
     def _fit(self, x: np.ndarray) -> None:
         axis = 0 if self.per_feature else None
@@ -280,7 +308,8 @@ class StandardScaler(Step):
 
     def __init__(self, per_feature: bool = True):
         self.per_feature = bool(per_feature)
-        self.mean_ = self.std_ = None
+        self.mean_: np.ndarray | None = None
+        self.std_: np.ndarray | None = None
 
     def _fit(self, x: np.ndarray) -> None:
         axis = 0 if self.per_feature else None
@@ -339,7 +368,10 @@ class Whitener(Step):
         if n_components is not None and (not isinstance(n_components, int) or n_components < 1):
             raise ConfigurationError(f"n_components must be a positive integer or None, got {n_components!r}")
         self.kind, self.epsilon, self.n_components = kind, float(epsilon), n_components
-        self.mean_ = self.matrix_ = self.inverse_ = self.eigenvalues_ = None
+        self.mean_: np.ndarray | None = None
+        self.matrix_: np.ndarray | None = None
+        self.inverse_: np.ndarray | None = None
+        self.eigenvalues_: np.ndarray | None = None
 
     def _fit(self, x: np.ndarray) -> None:
         n, d = x.shape
@@ -373,6 +405,8 @@ class Whitener(Step):
         self.eigenvalues_ = values
 
     def _n_out(self) -> int:
+        if self.matrix_ is None:
+            raise self._not_fitted()
         return int(self.matrix_.shape[0])
 
     def _apply(self, x, p, inverse):
@@ -401,9 +435,23 @@ class Pipeline(Step):
 
     @property
     def fitted(self) -> bool:
+        """True when the pipeline has steps and every one of them is fitted."""
         return bool(self.steps) and all(s.fitted for s in self.steps)
 
     def fit(self, x: Any, y: Any = None) -> Pipeline:
+        """Fit each step in turn, on the output of the steps before it.
+
+        Parameters
+        ----------
+        x : array-like, shape (n, features) or (n, *shape)
+        y : ignored
+            Accepted for scikit-learn's pipelines.
+
+        Returns
+        -------
+        Pipeline
+            This pipeline, fitted.
+        """
         array = _as_2d(x).astype(np.float64)
         self.n_features_ = array.shape[1]
         for s in self.steps:
@@ -420,9 +468,11 @@ class Pipeline(Step):
         return t
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Every step's fitted tensors, named ``'INDEX.NAME'`` (``'0.mean_'``), for the model file."""
         return {f"{i}.{k}": v for i, s in enumerate(self.steps) for k, v in s.state_tensors().items()}
 
     def get_config(self) -> dict[str, Any]:
+        """JSON-ready ``name``, the configs of the ``steps`` in order, and ``n_features``."""
         return {
             "name": self.name,
             "steps": [s.get_config() for s in self.steps],
@@ -471,128 +521,3 @@ def check_step(step: Any, input_shape: Sequence[int]) -> Any:
                 f"input has {n}; an attached step must keep the number of features"
             )
     return step
-
-
-# ------------------------------------------------------------------ images
-def _generator(rng: Any) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
-    return np.random.default_rng(rng)
-
-
-def extract_patches(images: Any, size: int = 8, n: int = 10000, rng: Any = 0, normalize: bool = True) -> np.ndarray:
-    """Sample ``n`` square patches at random places of random images (UFLDL's ``sampleIMAGES``).
-
-    Parameters
-    ----------
-    images : array-like, shape (m, H, W), (H, W) or (m, C, H, W); or a list of images of different sizes
-    size : int
-        Patch side in pixels.
-    n : int
-        Number of patches.
-    rng : int or numpy Generator
-    normalize : bool
-        UFLDL's normalisation: remove each patch's mean, truncate to +/-3
-        standard deviations (of all patches), rescale to [0.1, 0.9] -- a range
-        that suits sigmoid outputs.
-
-    Returns
-    -------
-    ndarray, float32, shape (n, size * size) or (n, C * size * size)
-        Rows reshape to (size, size) or (C, size, size) images.
-    """
-    if not isinstance(size, int) or size < 1 or not isinstance(n, int) or n < 1:
-        raise ConfigurationError(f"size and n must be positive integers, got size={size!r}, n={n!r}")
-    gen = _generator(rng)
-    if isinstance(images, (list, tuple)) and images and all(np.ndim(i) >= 2 for i in images):
-        # Images of different sizes: draw each patch's image, then sample inside each.
-        parts = [_image_stack(img) for img in images]
-        counts = np.bincount(gen.integers(len(parts), size=n), minlength=len(parts))
-        patches = np.concatenate([_sample(part, size, int(c), gen) for part, c in zip(parts, counts) if c])
-        patches = patches[gen.permutation(n)]
-    else:
-        patches = _sample(_image_stack(images), size, n, gen)
-    if normalize:
-        patches = normalize_patches(patches)
-    return patches.astype(np.float32)
-
-
-def normalize_patches(patches: Any) -> np.ndarray:
-    """UFLDL's patch normalisation: per-patch mean removed, +/-3 std truncated, rescaled to [0.1, 0.9].
-
-    Parameters
-    ----------
-    patches : array-like, shape (n, pixels)
-
-    Returns
-    -------
-    ndarray, float64, shape (n, pixels)
-    """
-    patches = np.array(patches, dtype=np.float64).reshape(len(patches), -1)
-    patches -= patches.mean(axis=1, keepdims=True)
-    limit = 3.0 * patches.std()
-    if limit > 0:
-        patches = np.clip(patches, -limit, limit) / limit
-    return (patches + 1.0) * 0.4 + 0.1
-
-
-def _image_stack(images: Any) -> np.ndarray:
-    array = np.asarray(images)
-    if array.dtype == object or not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
-        raise DataError(f"images must be numeric, got dtype {array.dtype}")
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim not in (3, 4):
-        raise DataError(f"images must have shape (m, H, W), (H, W) or (m, C, H, W), got {array.shape}")
-    return array
-
-
-def _sample(array: np.ndarray, size: int, n: int, gen: np.random.Generator) -> np.ndarray:
-    height, width = array.shape[-2:]
-    if size > height or size > width:
-        raise DataError(f"patches of {size}x{size} do not fit in images of {height}x{width}")
-    which = gen.integers(array.shape[0], size=n)
-    rows = gen.integers(height - size + 1, size=n)
-    cols = gen.integers(width - size + 1, size=n)
-    windows = np.lib.stride_tricks.sliding_window_view(array, (size, size), axis=(-2, -1))
-    if array.ndim == 3:
-        patches = windows[which, rows, cols]  # (n, size, size)
-    else:
-        patches = windows[which, :, rows, cols]  # (n, C, size, size)
-    return patches.reshape(n, -1).astype(np.float64)
-
-
-def whiten_images(images: Any, f0: float = 0.4) -> np.ndarray:
-    """Whiten natural images in the frequency domain (Olshausen & Field's recipe behind UFLDL's IMAGES.mat).
-
-    Each image is filtered with ``|f| exp(-(|f| / (f0 * N))^4)`` -- flattening
-    the 1/f amplitude spectrum of natural scenes, with a low-pass roll-off --
-    then scaled to variance 0.1.
-
-    Parameters
-    ----------
-    images : array-like, shape (m, H, W) or (H, W)
-    f0 : float
-        Cut-off as a fraction of the image size.
-
-    Returns
-    -------
-    ndarray, float32, shape (m, H, W)
-    """
-    array = np.asarray(images, dtype=np.float64)
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim != 3:
-        raise DataError(f"images must have shape (m, H, W) or (H, W), got {array.shape}")
-    out = np.empty_like(array)
-    h, w = array.shape[1:]
-    fy = np.fft.fftfreq(h)[:, None] * h
-    fx = np.fft.fftfreq(w)[None, :] * w
-    radius = np.sqrt(fx**2 + fy**2)
-    cutoff = f0 * min(h, w)
-    filt = radius * np.exp(-((radius / cutoff) ** 4))
-    for i, img in enumerate(array):
-        white = np.real(np.fft.ifft2(np.fft.fft2(img - img.mean()) * filt))
-        std = white.std()
-        out[i] = white * (math.sqrt(0.1) / std) if std > 0 else white
-    return out.astype(np.float32)

@@ -113,12 +113,13 @@ class StreamingSource:
 
     def __repr__(self) -> str:
         return (
-            f"StreamingSource({type(self.data).__name__} shape={tuple(self.data.shape)}, rows {self.start}:{self.stop}, "
-            f"block_rows={self.block_rows})"
+            f"StreamingSource({type(self.data).__name__} shape={tuple(self.data.shape)}, "
+            f"rows {self.start}:{self.stop}, block_rows={self.block_rows})"
         )
 
     @property
     def x(self) -> Any:
+        """Not available: a streamed source never holds all of x (raises :class:`~aekit.ConfigurationError`)."""
         # Code written for TensorSource (full-batch L-BFGS) reaches for .x: say why it cannot.
         raise ConfigurationError(
             "algo='lbfgs' uses the whole data set as one batch, which a memory-mapped (streamed) x cannot be; "

@@ -1,6 +1,6 @@
-"""Checks of arguments: one-line :class:`~aekit.errors.ConfigurationError` (options) or
-:class:`~aekit.errors.DataError` (arrays) messages that name the argument, what it must be and
-what came.
+"""Checks of arguments, each failing with one line that names the argument, what it must be and what came.
+
+Options fail with :class:`~aekit.errors.ConfigurationError`, arrays with :class:`~aekit.errors.DataError`.
 """
 
 from __future__ import annotations
@@ -43,8 +43,10 @@ def as_array(key: str, value: Any) -> np.ndarray:
 
 
 def as_labels(key: str, value: Any) -> np.ndarray:
-    """:func:`as_array` of labels; objects (mixed types, None) become text, so that they can be
-    compared and sorted.
+    """:func:`as_array` of labels; objects (mixed types, None) become text, so that they can be sorted.
+
+    Numbers, booleans and strings stay as they are; an object array (mixed types, None) is
+    converted to strings, so that the labels can be compared and sorted.
     """
     labels = as_array(key, value)
     return labels if labels.dtype.kind in "biufUS" else labels.astype(str)

@@ -1,0 +1,7 @@
+"""Look inside a model: what its units learned, plots, a diagnosis of why it does not learn, a report.
+
+:mod:`~aekit.inspect.features` (feature pictures, top inputs), :mod:`~aekit.inspect.plots`
+(reconstructions, curves, codes, activations), :mod:`~aekit.inspect.pictures` (image shapes,
+tile mosaics, picture files), :mod:`~aekit.inspect.diagnose` and :mod:`~aekit.inspect.report`.
+The functions are public as :mod:`aekit.visualize`, :func:`aekit.diagnose` and :mod:`aekit.report`.
+"""

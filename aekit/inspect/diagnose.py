@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -51,6 +51,9 @@ from ..data.sources import is_streamable
 from ..data.validation import as_array, as_labels, integer, number
 from ..errors import ConfigurationError, DataError
 from ..model.activations import output_range
+
+if TYPE_CHECKING:
+    from ..autoencoder import Autoencoder
 
 __all__ = ["Finding", "diagnose"]
 
@@ -153,7 +156,7 @@ def _autocorrelation(series: np.ndarray) -> float:
 
 
 def diagnose(
-    net,
+    net: Autoencoder,
     x: Any,
     y: Any = None,
     *,
@@ -308,8 +311,9 @@ def diagnose(
         findings += _check_collapse(outputs[f"{code}:out"], code, collapse_ratio)
     if same_shape:
         findings += _check_mean(net, target, recon, mean_variance_ratio, mean_offset, mean_cosine)
+    specs = {spec.name: spec for spec in net.specs}
     for name in graph.hidden_names:
-        spec = graph.layers[name].spec
+        spec = specs[name]
         if spec.form in PASS_THROUGH_FORMS and output_range(spec.activation) == (-math.inf, math.inf):
             continue
         values = _units(outputs[f"{name}:out"])

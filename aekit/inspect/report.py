@@ -14,15 +14,20 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..data.validation import as_array, integer
 from ..errors import AekitError, DataError
-from ..io.model_file import atomic_write
-from . import features as visualize
+from ..io.atomic import atomic_write
 from .diagnose import Finding, diagnose
+from .features import feature_images, save_top_inputs
+from .pictures import save_tiles
+from .plots import plot_activations, plot_codes, plot_history, plot_reconstructions
+
+if TYPE_CHECKING:
+    from ..autoencoder import Autoencoder
 
 __all__ = ["write_report"]
 
@@ -56,7 +61,7 @@ def _finding_html(finding: Finding) -> str:
 
 
 def write_report(
-    net,
+    net: Autoencoder,
     x: Any,
     output_dir: str | os.PathLike,
     labels: Any = None,
@@ -141,7 +146,7 @@ def write_report(
             attempt(
                 "features_encoder.png",
                 f"Encoder features of {first!r}: the norm-1 input that activates each unit most (contrast per tile).",
-                lambda p: visualize.save_tiles(visualize.feature_images(net, first, "encoder"), p),
+                lambda p: save_tiles(feature_images(net, first, "encoder"), p),
             )
         )
         code = net.code_layer
@@ -149,7 +154,7 @@ def write_report(
             attempt(
                 "features_decoder.png",
                 f"Decoder features of {code!r}: what each unit draws at the output (decode(e_i) - decode(0)).",
-                lambda p: visualize.save_tiles(visualize.feature_images(net, code, "decoder"), p),
+                lambda p: save_tiles(feature_images(net, code, "decoder"), p),
             )
         )
     sections.append("<h2>Reconstructions</h2>")
@@ -157,7 +162,7 @@ def write_report(
         attempt(
             "reconstructions.png",
             "Inputs (top row) and their reconstructions (bottom row).",
-            lambda p: visualize.plot_reconstructions(net, sample, p, n=12),
+            lambda p: plot_reconstructions(net, sample, p, n=12),
         )
     )
     sections.append("<h2>Training curves</h2>")
@@ -166,7 +171,7 @@ def write_report(
             attempt(
                 "history.png",
                 "Loss per epoch (training solid, validation dashed).",
-                lambda p: visualize.plot_history(net, p),
+                lambda p: plot_history(net, p),
             )
         )
     else:
@@ -177,14 +182,14 @@ def write_report(
             "codes.png",
             "Codes of the data in 2-D (principal components when the code is wider)"
             + (", coloured by label." if y is not None else "."),
-            lambda p: visualize.plot_codes(net, sample, p, labels=None if y is None else y[rows]),
+            lambda p: plot_codes(net, sample, p, labels=None if y is None else y[rows]),
         )
     )
     sections.append(
         attempt(
             "activations.png",
             f"Histograms of the activations of {net.code_layer!r}, unit by unit.",
-            lambda p: visualize.plot_activations(net, sample, p),
+            lambda p: plot_activations(net, sample, p),
         )
     )
     if first is not None:
@@ -192,7 +197,7 @@ def write_report(
             attempt(
                 "top_inputs.png",
                 f"For each unit of {first!r} (rows): the inputs that activate it most.",
-                lambda p: visualize.save_top_inputs(net, sample, p, layer=first),
+                lambda p: save_top_inputs(net, sample, p, layer=first),
             )
         )
 

@@ -105,7 +105,9 @@ class History(Callback):
 
     def on_epoch_end(self, trainer: Any, train_monitors: dict[str, float], valid_monitors: dict[str, float]) -> None:
         net = trainer.net
-        net.history.append({"epoch": len(net.history) + 1, "train": dict(train_monitors), "valid": dict(valid_monitors)})
+        net.history.append(
+            {"epoch": len(net.history) + 1, "train": dict(train_monitors), "valid": dict(valid_monitors)}
+        )
         log.info("epoch %d: %s", trainer.epoch, " ".join(f"{k}={v:.6g}" for k, v in train_monitors.items()))
 
 

@@ -329,8 +329,8 @@ def _json_options(options) -> dict[str, Any]:
     out = {}
     for field in dataclasses.fields(options):
         value = getattr(options, field.name)
-        if field.name == "monitors":
-            continue  # may hold functions; not part of what must match
+        if field.name in ("monitors", "callbacks"):
+            continue  # Python objects (functions, callbacks); not part of what must match
         if isinstance(value, os.PathLike):
             value = os.fspath(value)
         out[field.name] = value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)

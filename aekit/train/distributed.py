@@ -290,6 +290,10 @@ class DataParallel(Strategy):
         values = packed.tolist()
         return values[:-1], values[-1]
 
+    def epoch_means(self, sums: torch.Tensor, count: int) -> list[float]:
+        totals, n = self.reduce(sums, count)
+        return [v / n for v in totals]
+
     def reduce_means(self, means: dict[str, Any], count: float) -> dict[str, float]:
         keys = list(means)
         sums = torch.tensor([float(means[k]) * count for k in keys], dtype=torch.float64)

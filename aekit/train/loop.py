@@ -150,8 +150,9 @@ class Trainer:
         self.source, self.valid = self.strategy.prepare(source, valid_source)
         self.generator = torch.Generator().manual_seed(net.seed + 1 + len(net.history))
         self.objective = net.objective(regs)
-        self.optimizer = make_optimizer(options.algo, list(net.graph.parameters()), options.learning_rate,
-                                        options.momentum)
+        self.optimizer = make_optimizer(
+            options.algo, list(net.graph.parameters()), options.learning_rate, options.momentum
+        )
         self.stepper = StepRunner(
             self.objective,
             self.optimizer,
@@ -220,8 +221,11 @@ class Trainer:
             yield from source.scaled_batches(size, generator)
             return
         # In memory, each batch is used up before the next one: gather into one buffer.
-        batches = source.batches(size, generator, reuse=True) if isinstance(source, TensorSource) else (
-            source.batches(size, generator))
+        batches = (
+            source.batches(size, generator, reuse=True)
+            if isinstance(source, TensorSource)
+            else (source.batches(size, generator))
+        )
         for xb, wb in batches:
             yield xb, wb, 1.0
 
@@ -252,8 +256,8 @@ class Trainer:
                 "batch norm needs training batches of at least 2 examples, but the training data has 1 example"
             )
         self.strategy.sync_state(self.net.graph)
-        sums, n = self.strategy.reduce(total, count)  # the one host sync of the epoch
-        return dict(zip(self.stepper.keys or [], (v / n for v in sums)))
+        means = self.strategy.epoch_means(total, count)  # the one host sync of the epoch
+        return dict(zip(self.stepper.keys or [], means))
 
     def _lbfgs_epoch(self) -> dict[str, float]:
         """One L-BFGS iteration over the whole (local) data, through the same step runner."""
@@ -372,9 +376,7 @@ def _split_off_validation(
     """``valid_split``: a random fraction of in-memory rows (a contiguous tail when streaming) for validation."""
     n_valid = int(round(len(source) * fraction))
     if n_valid < 1 or n_valid >= len(source):
-        raise DataError(
-            f"valid_split={fraction} leaves no examples for training or validation out of {len(source)}"
-        )
+        raise DataError(f"valid_split={fraction} leaves no examples for training or validation out of {len(source)}")
     if isinstance(source, StreamingSource):
         train, valid = source.split_tail(n_valid)  # a contiguous tail block: no random reads
         return train, valid
@@ -403,7 +405,9 @@ def parse_train_arguments(net, kwargs: dict[str, Any]) -> tuple[TrainOptions, di
     return options, reg_kwargs, regs
 
 
-def itertrain(net: Any, x: Any, valid: Any = None, **kwargs: Any) -> Iterator[tuple[dict[str, float], dict[str, float]]]:
+def itertrain(
+    net: Any, x: Any, valid: Any = None, **kwargs: Any
+) -> Iterator[tuple[dict[str, float], dict[str, float]]]:
     """Validate the options now, then return the epoch generator (see :class:`TrainOptions`)."""
     options, reg_kwargs, regs = parse_train_arguments(net, kwargs)
     trainer = Trainer(net, x, valid, options, regs, _strategy(net, options))

@@ -17,7 +17,10 @@ from .callbacks import Callback
 from .optimizers import ALGORITHMS, DEFAULT_LEARNING_RATE, MOMENTUM_ALGORITHMS
 from .step import check_compile, check_precision
 
-__all__ = ["TrainOptions", "parse_mode"]
+__all__ = ["PYTHON_ONLY_OPTIONS", "TrainOptions", "parse_mode"]
+
+# Options that hold Python objects (functions, callbacks): no command-line flag, not compared on resume.
+PYTHON_ONLY_OPTIONS = ("monitors", "callbacks")
 
 
 @dataclasses.dataclass
@@ -169,9 +172,7 @@ class TrainOptions:
         self.precision = check_precision(self.precision)
         self.compile = check_compile(self.compile)
         self.distributed = parse_mode(self.distributed)
-        if not isinstance(self.callbacks, (list, tuple)) or not all(
-            isinstance(c, Callback) for c in self.callbacks
-        ):
+        if not isinstance(self.callbacks, (list, tuple)) or not all(isinstance(c, Callback) for c in self.callbacks):
             raise ConfigurationError(
                 f"callbacks must be a list of aekit.train.callbacks.Callback objects, got {self.callbacks!r:.80}"
             )

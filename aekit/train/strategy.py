@@ -8,7 +8,7 @@ written once; what changes with data parallelism is asked of a strategy:
   e.g. a ``DistributedDataParallel`` that averages gradients in backward;
 * :meth:`Strategy.average_gradients` -- the same average for gradients the
   hand-derived step wrote without autograd;
-* :meth:`Strategy.reduce` -- sums of monitors over every process;
+* :meth:`Strategy.epoch_means` and :meth:`Strategy.reduce_means` -- monitors over every process;
 * :meth:`Strategy.sync_state` -- layer state after an epoch: buffers declared
   *summed* (per-process counts) are all-reduced, other buffers (batch-norm
   statistics) taken from one process;
@@ -85,9 +85,10 @@ class Strategy:
     def average_gradients(self, params: Sequence[torch.Tensor], scale: float) -> None:
         """Average the ``.grad`` of ``params`` of ``loss * scale`` over processes (single process: nothing)."""
 
-    def reduce(self, sums: torch.Tensor, count: float) -> tuple[list[float], float]:
-        """The sums and count over every process (one host sync)."""
-        return sums.tolist(), count
+    def epoch_means(self, sums: torch.Tensor, count: int) -> list[float]:
+        """Means of the per-example sums ``sums`` (shape (k,)) of ``count`` examples here, over every
+        process (one host sync)."""
+        return (sums / count).tolist()
 
     def reduce_means(self, means: dict[str, Any], count: float) -> dict[str, float]:
         """Means of ``count`` examples here, combined over every process."""

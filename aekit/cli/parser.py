@@ -1,0 +1,241 @@
+"""The ``aekit`` command line's argument parser: sub-commands, their flags and help.
+
+Every flag is named after the Python keyword it sets (``--batch-size`` -> ``batch_size``),
+so that ``aekit train`` takes every :class:`~aekit.train.loop.TrainOptions` field; the
+parser records which flag sets which keyword (``cli_labels``) for the error messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, NoReturn
+
+from .._version import __version__
+from . import commands
+from .config import config_kinds
+from .errors import UsageError
+
+__all__ = ["build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints the whole usage on errors; aekit prints one line instead.
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _common(suppress: bool) -> _Parser:
+    """-v/--quiet/--debug, accepted before or after the command."""
+
+    def default(value: Any) -> Any:
+        # Sub-command copies must not overwrite what was given before the command.
+        return argparse.SUPPRESS if suppress else value
+
+    common = _Parser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=default(0), help="log more (-vv: debug)")
+    common.add_argument("-q", "--quiet", action="store_true", default=default(False), help="no progress output")
+    common.add_argument(
+        "--debug", action="store_true", default=default(False), help="show the traceback of an unexpected error"
+    )
+    common.add_argument(
+        "--threads", type=int, default=default(None), help="CPU threads for torch (default: torch's choice; demo: 1)"
+    )
+    return common
+
+
+_DATA_HELP = ".npy, .npz (FILE.npz:NAME picks an array), .csv, idx, or a folder of images"
+
+
+def _flag_labels(parser: argparse.ArgumentParser, **extra: str) -> dict[str, str]:
+    """Python keyword -> the flag that sets it (``max_epochs`` -> ``--epochs``), for error messages."""
+    labels = {}
+    for action in parser._actions:
+        if action.option_strings and action.dest not in ("help", "version"):
+            long = [s for s in action.option_strings if s.startswith("--")] or action.option_strings
+            labels[action.dest] = long[0]
+    labels.update(extra)
+    return labels
+
+
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    from ..train.options import PYTHON_ONLY_OPTIONS, TrainOptions
+
+    p.add_argument("data", help=f"training data: {_DATA_HELP}")
+    p.add_argument(
+        "--output", "-o", required=True, help="model file to write, e.g. model.aekit (never a data file or an input)"
+    )
+    p.add_argument("--config", help="TOML file of train settings ([train] table); flags override it")
+    p.add_argument("--valid", metavar="FILE", help="validation data file (or use --valid-split, not both)")
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--layers", help="sizes, input first: 784,64,784 (items SIZE[:ACTIVATION|:tied]; first may be CxHxW)"
+    )
+    g.add_argument("--tied", action="store_true", default=None, help="decoder shares the encoder's weights")
+    g.add_argument("--activation", help="hidden activation (default relu)")
+    g.add_argument("--output-activation", help="output activation (default linear)")
+    g.add_argument("--loss", help="mse (default), mae, bce, kl, gll")
+    g.add_argument("--seed", type=int, help="seed of the weights and shuffles (default 13)")
+    g.add_argument("--device", help="cpu (default), cuda, cuda:N or auto")
+    g = p.add_argument_group("training")
+    g.add_argument(
+        "--algo",
+        help="adam (default), sgd, nag, rmsprop, adagrad, adadelta, rprop, lbfgs, "
+        "layerwise (adam after greedy layerwise pretraining)",
+    )
+    g.add_argument("--epochs", "--max-epochs", dest="max_epochs", type=int, help="most epochs (default 100)")
+    g.add_argument("--batch-size", type=int, help="examples per batch (default 64)")
+    g.add_argument("--learning-rate", "--lr", type=float, help="step size (default per algo; adam 1e-3)")
+    g.add_argument("--momentum", type=float, help="for sgd, nag, rmsprop (default 0.9)")
+    g.add_argument("--patience", type=int, help="validations without progress before stopping (default 5)")
+    g.add_argument("--min-improvement", type=float, help="relative progress that counts (default 0)")
+    g.add_argument("--validate-every", type=int, help="epochs between validations; 0: off (default 1)")
+    g.add_argument(
+        "--valid-split", type=float, help="fraction of DATA held out for validation (default 0; not with --valid)"
+    )
+    g.add_argument("--max-gradient-norm", type=float, help="clip the global gradient norm")
+    g.add_argument("--layerwise", action="store_true", default=None, help="greedy layerwise pretraining first")
+    g.add_argument(
+        "--no-shuffle",
+        dest="shuffle",
+        action="store_false",
+        default=None,
+        help="keep the batch order fixed (default: re-shuffle every epoch)",
+    )
+    g.add_argument("--on-nan", choices=("raise", "warn"), help="on a NaN loss: stop (default) or go on")
+    g = p.add_argument_group("speed")
+    g.add_argument(
+        "--precision",
+        metavar="{fp32,bf16,fp16}",
+        help="fp32 (default); bf16 or fp16 run the forward pass and loss under torch.autocast "
+        "(fp16 with a gradient scaler): faster on GPUs with half-precision units",
+    )
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="compile the training step with torch.compile (default off; falls back to eager "
+        'with a warning; config files also take compile = "auto": on CUDA only)',
+    )
+    g.add_argument(
+        "--distributed",
+        metavar="{auto,true,false}",
+        help="data-parallel training: auto (default: when torchrun starts several processes), "
+        "true (required) or false (every process trains alone)",
+    )
+    g = p.add_argument_group("checkpoints")
+    g.add_argument(
+        "--checkpoint",
+        help="write the whole training state to this file as training goes (an aekit file; `aekit info` shows it)",
+    )
+    g.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (default 1)")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        default=None,
+        help="continue from --checkpoint if it exists (else start afresh)",
+    )
+    g = p.add_argument_group("regularizers and noise")
+    for key, text in (
+        ("hidden_l1", "L1 penalty on hidden activations"),
+        ("hidden_l2", "L2 penalty on hidden activations"),
+        ("weight_l1", "L1 penalty on weights"),
+        ("weight_l2", "L2 penalty on weights (weight decay)"),
+        ("sparsity_target", "target mean activation rho (KL sparsity)"),
+        ("sparsity_weight", "weight beta of the KL sparsity penalty"),
+        ("contractive", "contractive penalty on the code layer's Jacobian"),
+        ("input_noise", "std of Gaussian noise on the inputs (denoising)"),
+        ("input_dropout", "dropout probability on the inputs (denoising)"),
+        ("hidden_noise", "std of Gaussian noise on hidden outputs"),
+        ("hidden_dropout", "dropout probability on hidden outputs"),
+    ):
+        g.add_argument("--" + key.replace("_", "-"), type=float, help=text)
+    # Any training option added to TrainOptions later still gets a flag.
+    declared = {a.dest for a in p._actions}
+    for field in dataclasses.fields(TrainOptions):
+        if field.name in declared or field.name in PYTHON_ONLY_OPTIONS:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        if isinstance(field.default, bool):
+            p.add_argument(flag, action="store_true", default=None, help=f"see TrainOptions.{field.name}")
+        else:
+            kind = type(field.default) if isinstance(field.default, (int, float)) else str
+            p.add_argument(flag, type=kind, help=f"see TrainOptions.{field.name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``aekit`` argument parser, with one sub-command per :mod:`aekit.cli.commands` function.
+
+    Each sub-command's ``func`` default is its ``cmd_NAME`` function, looked up on
+    :mod:`aekit.cli.commands` when the parser is built; ``cli_labels`` maps each Python
+    keyword to the flag that sets it, for error messages.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        Its errors raise :class:`~aekit.cli.errors.UsageError` instead of exiting.
+    """
+    parser = _Parser(
+        prog="aekit", description="Build, train, inspect and debug autoencoders.", parents=[_common(False)]
+    )
+    parser.add_argument("--version", action="version", version=f"aekit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    common = [_common(True)]
+
+    p = sub.add_parser("train", parents=common, help="train an autoencoder and save it")
+    _add_train_arguments(p)
+    p.set_defaults(func=commands.cmd_train, cli_labels=_flag_labels(p), cli_kinds=config_kinds(p))
+
+    for name, what, func in (
+        ("encode", "data to encode", commands.cmd_encode),
+        ("decode", "codes to decode", commands.cmd_decode),
+    ):
+        p = sub.add_parser(name, parents=common, help=f"{name} with a saved model")
+        p.add_argument("model", help="model file (or training checkpoint)")
+        p.add_argument("data", help=f"{what}: {_DATA_HELP}")
+        p.add_argument("--output", "-o", required=True, help="output .npy or .csv (not an input)")
+        p.add_argument("--layer", help="layer name or index (default: the code layer)")
+        if name == "encode":
+            p.add_argument(
+                "--sample",
+                action="store_true",
+                help="Bernoulli samples of the codes (for a layer whose values lie in [0, 1])",
+            )
+        p.set_defaults(func=func, cli_labels=_flag_labels(p, **{"layer index": "--layer"}))
+
+    p = sub.add_parser("score", parents=common, help="R^2 and reconstruction errors of data")
+    p.add_argument("model", help="model file (or training checkpoint)")
+    p.add_argument("data", help=f"data to reconstruct: {_DATA_HELP}")
+    p.add_argument("--output", "-o", help="write per-example squared errors (.npy or .csv; not an input)")
+    p.set_defaults(func=commands.cmd_score, cli_labels=_flag_labels(p))
+
+    if commands._optional("inspect.diagnose", "diagnose") is not None:
+        p = sub.add_parser("diagnose", parents=common, help="find out why a model does not learn")
+        p.add_argument("model", help="model file (or training checkpoint)")
+        p.add_argument("data", help=f"data to check the model on: {_DATA_HELP}")
+        p.set_defaults(func=commands.cmd_diagnose, cli_labels=_flag_labels(p))
+
+    if commands._optional("inspect.report", "write_report") is not None:
+        p = sub.add_parser("report", parents=common, help="write an HTML report with pictures")
+        p.add_argument("model", help="model file (or training checkpoint)")
+        p.add_argument("data", help=f"data to show the model on: {_DATA_HELP}")
+        p.add_argument(
+            "--output", "-o", required=True, help="folder to write index.html and its pictures into (made if missing)"
+        )
+        p.set_defaults(func=commands.cmd_report, cli_labels=_flag_labels(p))
+
+    p = sub.add_parser("info", parents=common, help="describe a model file or training checkpoint")
+    p.add_argument("model", help="model file or training checkpoint")
+    p.set_defaults(func=commands.cmd_info, cli_labels=_flag_labels(p))
+
+    p = sub.add_parser("demo", parents=common, help="train a small sparse autoencoder on the 8x8 digits")
+    p.add_argument(
+        "--output",
+        "-o",
+        default="demo-output",
+        help="folder for model.aekit and the report (default demo-output; made if missing)",
+    )
+    p.add_argument("--epochs", type=int, default=40, help="most epochs, >= 1 (default 40)")
+    p.set_defaults(func=commands.cmd_demo, cli_labels=_flag_labels(p))
+    return parser
