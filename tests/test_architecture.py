@@ -15,8 +15,6 @@ them.  For the dependency rules an import of an alias counts as an import of the
 from __future__ import annotations
 
 import ast
-
-import pytest
 from collections import deque
 from dataclasses import dataclass
 from functools import cache
@@ -260,7 +258,6 @@ def test_the_scanner_sees_relative_absolute_and_function_level_imports_but_not_t
 
 
 # ---------------------------------------------------------------------- the rules
-@pytest.mark.xfail(reason="the re-layering (issue 18) is still splitting these modules", strict=False)
 def test_no_import_cycles():
     graph: dict[str, dict[str, list[Import]]] = {name: {} for name in modules()}
     for i in imports():

@@ -88,6 +88,11 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--learning-rate", "--lr", type=float, help="step size (default per algo; adam 1e-3)")
     g.add_argument("--momentum", type=float, help="for sgd, nag, rmsprop (default 0.9)")
     g.add_argument("--patience", type=int, help="validations without progress before stopping (default 5)")
+    g.add_argument(
+        "--metrics",
+        help="whole-data figures to report with validation, comma-separated: fvu, r2, mse, l0, dead_fraction "
+        "(l0:LAYER names a layer)",
+    )
     g.add_argument("--min-improvement", type=float, help="relative progress that counts (default 0)")
     g.add_argument("--validate-every", type=int, help="epochs between validations; 0: off (default 1)")
     g.add_argument(

@@ -69,7 +69,6 @@ from .strategy import LossFunction, ObjectiveModule, Strategy
 
 __all__ = [
     "DataParallel",
-    "DistributedTrainer",
     "ShardedSource",
     "init",
     "is_active",
@@ -294,6 +293,11 @@ class DataParallel(Strategy):
         totals, n = self.reduce(sums, count)
         return [v / n for v in totals]
 
+    def sum_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.detach().clone().to(_comm_device(self.device))
+        torch.distributed.all_reduce(total)
+        return total.to(tensor.device)
+
     def reduce_means(self, means: dict[str, Any], count: float) -> dict[str, float]:
         keys = list(means)
         sums = torch.tensor([float(means[k]) * count for k in keys], dtype=torch.float64)
@@ -348,10 +352,3 @@ class DataParallel(Strategy):
         """
         self._ddp = None
         gc.collect()
-
-
-def DistributedTrainer(net: Any, x: Any, valid: Any, options: Any, regs: Any) -> Any:
-    """A :class:`~aekit.train.loop.Trainer` with the :class:`DataParallel` strategy (the older name)."""
-    from .loop import Trainer
-
-    return Trainer(net, x, valid, options, regs, DataParallel())

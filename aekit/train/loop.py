@@ -40,6 +40,7 @@ from ..data.checks import all_finite
 from ..data.sources import StreamingSource, TensorSource, is_streamable
 from ..errors import ConfigurationError, DataError, TrainingDiverged
 from ..objective import penalties as reg
+from ..objective.metrics import MetricBatch, build_metrics, compute_all, update_all
 from .callbacks import Callback, Checkpoint, EarlyStopping, History
 from .optimizers import ALGORITHMS, make_optimizer
 from .options import TrainOptions
@@ -177,6 +178,7 @@ class Trainer:
         self.checkpointer = None  # an aekit.train.checkpoint.Checkpointer when train(checkpoint=...)
         self.resumed = False
         self.callbacks: list[Callback] = [EarlyStopping(), History()]
+        self.metrics = build_metrics(options.metrics, list(net.graph.layers), net.code_layer)
 
     @property
     def rank(self) -> int:
@@ -285,8 +287,17 @@ class Trainer:
     def evaluate(self, source: Any) -> dict[str, float]:
         """Monitors on ``source`` without noise or dropout, in eval mode, over every process's part."""
         local, shared = self.strategy.local_part(source)
+        for metric in self.metrics.values():
+            metric.reset()
         means = self._evaluate(local)
-        return self.strategy.reduce_means(means, len(local)) if shared else means
+        if shared:
+            means = self.strategy.reduce_means(means, len(local))
+            for metric in self.metrics.values():
+                state = metric.state()
+                if state is not None:
+                    metric.load_state(self.strategy.sum_tensor(state))
+        means.update(compute_all(self.metrics))  # over the whole data set, not per batch
+        return means
 
     def _evaluate(self, source: Any) -> dict[str, float]:
         graph = self.net.graph
@@ -297,9 +308,10 @@ class Trainer:
             for xb, wb in source.batches(VALID_BATCH, None):
                 with torch.enable_grad() if self.regs.contractive else torch.no_grad():
                     _, terms = self.objective(xb, wb, training=False)
-                if self.options.monitors:
+                if self.options.monitors or self.metrics:
                     outputs = graph(xb)
                     terms.update(_monitor_terms(self.options.monitors, outputs, xb))
+                    update_all(self.metrics, MetricBatch(outputs, xb, wb, graph.output_name))
                 n = xb.shape[0]
                 for k, v in terms.items():
                     v = v.detach().float() * n
@@ -321,7 +333,7 @@ class Trainer:
             return
         if self.valid is not None:
             self.valid_monitors = self.evaluate(self.valid)
-        elif options.monitors:
+        elif options.monitors or options.metrics:
             self.valid_monitors = self.evaluate(self.source)
 
     # -------------------------------------------------------------- bookkeeping

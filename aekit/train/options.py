@@ -13,6 +13,7 @@ import numpy as np
 from ..data.validation import integer, number
 from ..errors import ConfigurationError, unknown_name_error
 from ..objective import penalties as reg
+from ..objective.metrics import METRICS
 from .callbacks import Callback
 from .optimizers import ALGORITHMS, DEFAULT_LEARNING_RATE, MOMENTUM_ALGORITHMS
 from .step import check_compile, check_precision
@@ -74,6 +75,11 @@ class TrainOptions:
         Data-parallel training over a ``torch.distributed`` process group (see
         :mod:`aekit.train.distributed`); ``'auto'`` (default) when launched by torchrun
         with several processes.  ``batch_size`` is then per process.
+    metrics : list of str
+        Whole-data-set figures reported with the validation monitors (on the training
+        data without validation data): ``'fvu'``, ``'r2'``, ``'mse'``, ``'l0'``,
+        ``'dead_fraction'`` (``'l0:hid2'`` names a layer); see :mod:`aekit.objective.metrics`.
+        A comma-separated string (the command line's ``--metrics fvu,l0``) works too.
     callbacks : list of Callback
         Called at the start and end of training and after each epoch (see
         :mod:`aekit.train.callbacks`); they may also add step hooks.
@@ -100,6 +106,7 @@ class TrainOptions:
     compile: bool | str = False
     distributed: bool | str = "auto"
     callbacks: list[Callback] = dataclasses.field(default_factory=list)
+    metrics: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
     def parse(cls, kwargs: dict[str, Any]) -> tuple[TrainOptions, dict[str, Any]]:
@@ -177,6 +184,15 @@ class TrainOptions:
                 f"callbacks must be a list of aekit.train.callbacks.Callback objects, got {self.callbacks!r:.80}"
             )
         self.callbacks = list(self.callbacks)
+        if isinstance(self.metrics, str):
+            self.metrics = [m.strip() for m in self.metrics.split(",") if m.strip()]
+        if not isinstance(self.metrics, (list, tuple)) or not all(isinstance(m, str) for m in self.metrics):
+            raise ConfigurationError(
+                f"metrics must be a list of metric names such as ['fvu', 'l0'], got {self.metrics!r}"
+            )
+        for name in self.metrics:
+            METRICS.get(name.partition(":")[0])  # the standard did-you-mean error for an unknown name
+        self.metrics = list(self.metrics)
 
 
 def parse_mode(value: Any) -> bool | str:

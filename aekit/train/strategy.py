@@ -90,6 +90,10 @@ class Strategy:
         process (one host sync)."""
         return (sums / count).tolist()
 
+    def sum_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` summed over every process (a metric's state); single process: itself."""
+        return tensor
+
     def reduce_means(self, means: dict[str, Any], count: float) -> dict[str, float]:
         """Means of ``count`` examples here, combined over every process."""
         return {k: float(v) for k, v in means.items()}

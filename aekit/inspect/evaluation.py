@@ -1,0 +1,84 @@
+"""``aekit.evaluate(net, x)``: a model's metrics over all of ``x``, with exact definitions.
+
+The definitions are those of :mod:`aekit.objective.metrics`.  Reconstructions are
+compared with ``x`` in the data's own space (after the inverse of the model's
+preprocessing step, as :meth:`~aekit.Autoencoder.predict` returns them), so
+``evaluate(net, x)['r2'] == net.score(x)`` up to rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..data.checks import check_array
+from ..model.inference import INFERENCE_BATCH
+from ..objective.metrics import MetricBatch, build_metrics, compute_all, update_all
+
+if TYPE_CHECKING:
+    from ..autoencoder import Autoencoder
+
+__all__ = ["DEFAULT_METRICS", "default_metrics", "evaluate"]
+
+DEFAULT_METRICS = ("mse", "fvu", "r2")
+
+
+def default_metrics(net: Autoencoder) -> list[str]:
+    """The metrics :func:`evaluate` reports when none are named: the reconstruction's, plus the
+    code layer's ``l0`` and ``dead_fraction`` when the code is a hidden layer."""
+    names = list(DEFAULT_METRICS)
+    if net.code_layer in net.graph.hidden_names:
+        names += ["l0", "dead_fraction"]
+    return names
+
+
+@torch.inference_mode()
+def evaluate(net: Autoencoder, x: Any, w: Any = None, metrics: Sequence[str] | None = None) -> dict[str, float]:
+    """The model's metrics over all of ``x`` (see :mod:`aekit.objective.metrics` for each definition).
+
+    Parameters
+    ----------
+    net : Autoencoder
+    x : array-like, shape (n, features) or (n, *input_shape)
+        Data as the model takes it (before its preprocessing step).
+    w : array-like, optional, shape like ``x``
+        Per-value weights for ``mse``, ``fvu`` and ``r2``.
+    metrics : sequence of str, optional
+        Metric names (``'fvu'``, ``'l0:hid2'``, ...); default :func:`default_metrics`.
+
+    Returns
+    -------
+    dict of str to float
+        One figure per metric, computed over every row of ``x`` (not averaged over batches).
+
+    Examples
+    --------
+    >>> import numpy as np, aekit
+    >>> net = aekit.Autoencoder([8, (4, 'relu'), (8, 'tied')], rng=0)
+    >>> sorted(aekit.evaluate(net, np.ones((10, 8), 'float32')))
+    ['dead_fraction', 'fvu', 'l0', 'mse', 'r2']
+    """
+    net._check_outputs_exist()
+    names = default_metrics(net) if metrics is None else metrics
+    chosen = build_metrics(names, list(net.graph.layers), net.code_layer)
+    graph, checker = net.graph, net.input_checker
+    raw = checker.data(x, transform=False)
+    weight = None if w is None else checker.weights(w)
+    output = graph.output_name
+    was_training = graph.training
+    graph.eval()
+    try:
+        for start in range(0, raw.shape[0], INFERENCE_BATCH):
+            target = raw[start : start + INFERENCE_BATCH]
+            outputs = dict(graph(checker.preprocess(target)))
+            recon = outputs[f"{output}:out"]
+            if net.preprocessing is not None:  # back to the data's space, as predict() returns it
+                flat = net.preprocessing.inverse_transform(recon.flatten(1).cpu().numpy())
+                outputs[f"{output}:out"] = torch.as_tensor(flat, device=recon.device).reshape(recon.shape)
+            batch_weight = None if weight is None else weight[start : start + INFERENCE_BATCH]
+            update_all(chosen, MetricBatch(outputs, target, batch_weight, output))
+    finally:
+        graph.train(was_training)
+    return compute_all(chosen)

@@ -1,0 +1,273 @@
+"""Stateful metrics: figures over a whole epoch or data set, never averages of per-batch figures.
+
+A :class:`Metric` is reset, updated with batch after batch, then computed.  Its
+state is a few float64 sums (:meth:`Metric.state`), so that a data-parallel run
+adds the states of its processes (an all-reduce) and gets the figure of the
+whole data set; a per-batch mean of, say, the fraction of dead units would be
+meaningless (a unit dead in every batch may fire in the data set).
+
+The definitions, exact (``x`` the target, ``x_hat`` the reconstruction, sums over
+every value of every example of the data; ``xbar_j`` the data mean of feature j):
+
+``mse``
+    ``sum (x - x_hat)^2 / (n * d)``: the mean squared error per value.
+``fvu``
+    Fraction of variance unexplained, ``sum (x - x_hat)^2 / sum_j sum_i (x_ij - xbar_j)^2``:
+    the squared error over the total variance around the per-feature means (the
+    "normalised MSE" of sparse-autoencoder papers when the total is taken around
+    the per-feature means; 0 is perfect, 1 is no better than the data mean).
+``r2``
+    ``1 - fvu``, the R^2 of :meth:`aekit.Autoencoder.score` (scikit-learn's
+    ``r2_score(..., multioutput='variance_weighted')``).
+``l0`` (of a layer, default the code layer)
+    The mean over examples of the number of non-zero values of the layer's output.
+``dead_fraction`` (of a layer, default the code layer)
+    The fraction of the layer's units that are zero on every example of the data.
+
+With per-value weights ``w`` (a weighted model), ``mse``, ``fvu`` and ``r2`` weigh
+each value by ``w``, as :meth:`~aekit.Autoencoder.score` does.
+
+Metric names are registered in :data:`METRICS`; ``'l0:hid2'`` names the layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ConfigurationError, unknown_name_error
+from ..registry import Registry
+
+__all__ = [
+    "METRICS",
+    "FVU",
+    "L0",
+    "MSE",
+    "R2",
+    "DeadFraction",
+    "Metric",
+    "MetricBatch",
+    "build_metrics",
+    "compute_all",
+    "update_all",
+]
+
+
+@dataclass
+class MetricBatch:
+    """What a metric sees of one batch.
+
+    Attributes
+    ----------
+    outputs : dict of str to tensor
+        The graph's outputs (``'name:out'``, ...), computed in eval mode.
+    target : tensor, shape (n, *input_shape)
+    weight : tensor or None, shape like ``target``
+    output : str
+        The name of the reconstruction layer.
+    """
+
+    outputs: dict[str, torch.Tensor]
+    target: torch.Tensor
+    weight: torch.Tensor | None
+    output: str
+
+
+class Metric:
+    """Base class: ``reset``, ``update`` per batch, ``compute`` at the end; ``state`` for all-reduce.
+
+    Parameters
+    ----------
+    layer : str, optional
+        The layer a per-layer metric reads (None: the model's code layer).
+    """
+
+    name = "metric"
+    needs_layer = False
+
+    def __init__(self, layer: str | None = None):
+        self.layer = layer
+        self._sums: torch.Tensor | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.layer!r})" if self.needs_layer else f"{type(self).__name__}()"
+
+    def reset(self) -> None:
+        """Forget every batch seen."""
+        self._sums = None
+
+    def _add(self, values: torch.Tensor) -> None:
+        values = values.detach().to(torch.float64)
+        self._sums = values if self._sums is None else self._sums + values
+
+    def update(self, batch: MetricBatch) -> None:
+        """Add a batch's sums to the state."""
+        raise NotImplementedError
+
+    def state(self) -> torch.Tensor | None:
+        """The float64 sums of every batch seen (None before any): processes' states add up."""
+        return self._sums
+
+    def load_state(self, sums: torch.Tensor) -> None:
+        """Replace the state by ``sums`` (the all-reduced sums of every process)."""
+        self._sums = sums
+
+    def compute(self) -> float:
+        """The figure over every batch seen (NaN before any)."""
+        raise NotImplementedError
+
+
+def _flat(batch: MetricBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    target = batch.target.flatten(1).to(torch.float64)
+    recon = batch.outputs[f"{batch.output}:out"].flatten(1).to(torch.float64)
+    weight = torch.ones_like(target) if batch.weight is None else batch.weight.flatten(1).to(torch.float64)
+    return target, recon, weight
+
+
+class MSE(Metric):
+    """``sum w (x - x_hat)^2 / sum w`` over every value of the data."""
+
+    name = "mse"
+
+    def update(self, batch: MetricBatch) -> None:
+        target, recon, weight = _flat(batch)
+        self._add(torch.stack([(weight * (target - recon).square()).sum(), weight.sum()]))
+
+    def compute(self) -> float:
+        if self._sums is None or self._sums[1] == 0:
+            return float("nan")
+        return float(self._sums[0] / self._sums[1])
+
+
+class FVU(Metric):
+    """Squared error over the total variance around the per-feature (weighted) means."""
+
+    name = "fvu"
+
+    def update(self, batch: MetricBatch) -> None:
+        target, recon, weight = _flat(batch)
+        # Per-feature sums of w, w x and w x^2 give the variance around the data's means; float64
+        # keeps the cancellation in sum(w x^2) - (sum w x)^2 / sum w harmless for data in any usual range.
+        self._add(
+            torch.cat(
+                [
+                    (weight * (target - recon).square()).sum().reshape(1),
+                    weight.sum(0),
+                    (weight * target).sum(0),
+                    (weight * target.square()).sum(0),
+                ]
+            )
+        )
+
+    def _parts(self) -> tuple[float, float]:
+        assert self._sums is not None
+        d = (self._sums.numel() - 1) // 3
+        sse, w, wx, wxx = self._sums[0], self._sums[1 : 1 + d], self._sums[1 + d : 1 + 2 * d], self._sums[1 + 2 * d :]
+        sst = (wxx - wx.square() / w.clamp_min(1e-300)).clamp_min(0).sum()
+        return float(sse), float(sst)
+
+    def compute(self) -> float:
+        if self._sums is None:
+            return float("nan")
+        sse, sst = self._parts()
+        if sst > 0:
+            return sse / sst
+        return 0.0 if sse == 0 else float("inf")
+
+
+class R2(FVU):
+    """``1 - fvu`` (for constant data: 1 if the reconstruction is exact, else 0, as ``score``)."""
+
+    name = "r2"
+
+    def compute(self) -> float:
+        if self._sums is None:
+            return float("nan")
+        sse, sst = self._parts()
+        if sst > 0:
+            return 1.0 - sse / sst
+        return 1.0 if sse == 0 else 0.0
+
+
+class L0(Metric):
+    """Mean number of non-zero values per example of a layer's output."""
+
+    name = "l0"
+    needs_layer = True
+
+    def update(self, batch: MetricBatch) -> None:
+        codes = batch.outputs[f"{self.layer}:out"].flatten(1)
+        self._add(
+            torch.stack([(codes != 0).sum().to(torch.float64), torch.tensor(codes.shape[0], dtype=torch.float64)])
+        )
+
+    def compute(self) -> float:
+        if self._sums is None or self._sums[1] == 0:
+            return float("nan")
+        return float(self._sums[0] / self._sums[1])
+
+
+class DeadFraction(Metric):
+    """Fraction of a layer's units (values of its flattened output) that are zero on every example."""
+
+    name = "dead_fraction"
+    needs_layer = True
+
+    def update(self, batch: MetricBatch) -> None:
+        codes = batch.outputs[f"{self.layer}:out"].flatten(1)
+        self._add((codes != 0).sum(0).to(torch.float64))  # per-unit firing counts
+
+    def compute(self) -> float:
+        if self._sums is None:
+            return float("nan")
+        return float((self._sums == 0).to(torch.float64).mean())
+
+
+METRICS: Registry[type[Metric]] = Registry("metric")
+for _metric in (MSE, FVU, R2, L0, DeadFraction):
+    METRICS.register(_metric.name, _metric)
+
+
+def build_metrics(names: Sequence[str], layers: Sequence[str], code_layer: str) -> dict[str, Metric]:
+    """Metric objects for ``names`` (``'fvu'``, ``'l0'``, ``'l0:hid2'``, ...), keyed by the name given.
+
+    Parameters
+    ----------
+    names : sequence of str
+    layers : sequence of str
+        The model's layer names (a per-layer metric must name one of them).
+    code_layer : str
+        The layer a per-layer metric reads when its name gives none.
+
+    Raises
+    ------
+    ConfigurationError
+        For an unknown metric or layer, or a layer given to a metric that takes none.
+    """
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        raise ConfigurationError(f"metrics must be a list of metric names such as ['fvu', 'l0'], got {names!r}")
+    out: dict[str, Metric] = {}
+    for name in names:
+        if not isinstance(name, str):
+            raise ConfigurationError(f"metrics must be a list of metric names, got {name!r} in {names!r}")
+        base, _, layer = name.partition(":")
+        cls = METRICS.get(base)
+        if layer and not cls.needs_layer:
+            raise ConfigurationError(f"metric {base!r} takes no layer, got {name!r}")
+        if layer and layer not in layers:
+            raise unknown_name_error(f"layer of metric {name!r}", layer, layers)
+        out[name] = cls(layer or code_layer) if cls.needs_layer else cls()
+    return out
+
+
+def compute_all(metrics: dict[str, Metric]) -> dict[str, float]:
+    """``{name: metric.compute()}``."""
+    return {name: metric.compute() for name, metric in metrics.items()}
+
+
+def update_all(metrics: dict[str, Metric], batch: MetricBatch) -> None:
+    """Update every metric with ``batch``."""
+    for metric in metrics.values():
+        metric.update(batch)
