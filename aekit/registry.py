@@ -60,19 +60,22 @@ class Registry(Mapping[str, T], Generic[T]):
     def register(self, name: str) -> Callable[[T], T]: ...
 
     @overload
-    def register(self, name: str, entry: T, *, aliases: Iterable[str] = ()) -> T: ...
+    def register(self, name: str, entry: T, *, aliases: Iterable[str] = (), replace: bool = False) -> T: ...
 
-    def register(self, name: str, entry: Any = _MISSING, *, aliases: Iterable[str] = ()) -> Any:
+    def register(self, name: str, entry: Any = _MISSING, *, aliases: Iterable[str] = (), replace: bool = False) -> Any:
         """Add ``entry`` under ``name`` (and ``aliases``); used as a decorator when ``entry`` is omitted.
 
         Raises
         ------
         ConfigurationError
-            If the name or an alias is already taken by another entry.
+            If the name or an alias is already taken (by another entry, or by this one
+            unless ``replace`` is True).
         """
         if entry is _MISSING:
-            return lambda value: self.register(name, value, aliases=aliases)
+            return lambda value: self.register(name, value, aliases=aliases, replace=replace)
         key = self._key(name)
+        if key in self._entries and not replace:
+            raise ConfigurationError(f"{self.kind} name {key!r} is already registered")
         for taken in (key, *map(self._key, aliases)):
             if taken in self._aliases or (taken in self._entries and taken != key):
                 raise ConfigurationError(f"{self.kind} name {taken!r} is already registered")

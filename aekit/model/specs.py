@@ -16,18 +16,58 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigurationError, unknown_name_error
+from ..registry import Registry
 from . import activations
 from .constraints import CONSTRAINTS
 
-__all__ = ["FORMS", "INIT_KEYS", "LayerSpec", "parse_layers", "specs_from_config", "specs_to_config"]
+__all__ = [
+    "FORMS",
+    "INIT_KEYS",
+    "FormOptions",
+    "LayerSpec",
+    "parse_layers",
+    "register_form",
+    "specs_from_config",
+    "specs_to_config",
+]
 
-FORMS = ("input", "dense", "tied", "conv2", "deconv2", "pool", "upsample", "flatten", "reshape")
+
+@dataclasses.dataclass(frozen=True)
+class FormOptions:
+    """The options a layer form takes beyond :class:`LayerSpec`'s common fields.
+
+    Attributes
+    ----------
+    defaults : dict of str to value
+        Each option's name and default (JSON-ready: numbers, strings, bools, lists).
+    check : callable, optional
+        ``check(options, where) -> options``: validates and normalises the options a
+        spec gives (from a layer list or a model file), raising ConfigurationError
+        naming ``where``.
+    """
+
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    check: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
+
+
+# Every layer form by name, with its own options.  A new form is registered by its layer class
+# (:func:`aekit.model.layers.register`), so that specs accept it with no edit here.
+FORMS: Registry[FormOptions] = Registry("layer form")
+for _form in ("input", "dense", "tied", "conv2", "deconv2", "pool", "upsample", "flatten", "reshape"):
+    FORMS.register(_form, FormOptions())
+
+
+def register_form(form: str, options: FormOptions | None = None) -> None:
+    """Make ``form`` (with its own ``options``) a valid form in layer specs; replaces an earlier entry."""
+    FORMS.register(form, options or FormOptions(), replace=True)
+
+
 # Initialisation keys, theanets' names: a bare key sets the weight's value, the
 # ``_w``/``_b`` variants target the weights or the biases explicitly.
 INIT_KEYS = tuple(f"{key}{suffix}" for key in ("mean", "std", "sparsity", "diagonal") for suffix in ("", "_w", "_b"))
@@ -60,6 +100,9 @@ class LayerSpec:
         A weight constraint of a dense layer (``'unit_norm'``: see :mod:`aekit.model.constraints`).
     init : tuple of (str, float)
         Initialisation options (``std``, ``mean_b``, ``sparsity``, ...), sorted.
+    options : tuple of (str, value)
+        The options of this layer's form (see :class:`FormOptions`), sorted; read
+        them with :meth:`option`.
     """
 
     name: str
@@ -78,6 +121,17 @@ class LayerSpec:
     batch_norm: bool = False
     constraint: str | None = None
     init: tuple[tuple[str, float], ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def option(self, key: str) -> Any:
+        """The form-specific option ``key``: the value given, else the form's default."""
+        given = dict(self.options)
+        if key in given:
+            return given[key]
+        defaults = FORMS.get(self.form).defaults
+        if key not in defaults:
+            raise unknown_name_error(f"option of a {self.form!r} layer", key, defaults)
+        return defaults[key]
 
     def init_value(self, key: str, param: str, default: float | None = None) -> float | None:
         """Look up an init option for ``param`` ('w' or 'b'): ``std_w`` beats ``std``.
@@ -98,8 +152,8 @@ class LayerSpec:
             value = getattr(self, field.name)
             if field.name in out or value == field.default:
                 continue
-            if field.name == "init":
-                value = dict(value)
+            if field.name in ("init", "options"):
+                value = _json_ready(dict(value))
             elif isinstance(value, tuple):
                 value = list(value)
             out[field.name] = value
@@ -128,6 +182,11 @@ class LayerSpec:
         where = f"{where} ({name!r})"
         if data.get("form", "dense") not in FORMS:
             raise unknown_name_error(f"layer form in {where}", str(data["form"]), FORMS)
+        if "options" in data:
+            given = data["options"]
+            if not isinstance(given, dict):
+                raise ConfigurationError(f"{where} options must be a dict, got {given!r}")
+            data["options"] = _form_options(data.get("form", "dense"), dict(given), where)
         # Sizes are checked here, before any tensor is allocated: a negative size gave a
         # raw torch error, and a string one a model whose config no longer compared equal.
         data = _checked_fields(data, where, booleans="true or false")  # JSON's spelling
@@ -146,7 +205,27 @@ class LayerSpec:
         return cls(**data)
 
 
-_DICT_KEYS = {f.name for f in dataclasses.fields(LayerSpec)} - {"init"} | set(INIT_KEYS)
+_DICT_KEYS = {f.name for f in dataclasses.fields(LayerSpec)} - {"init", "options"} | set(INIT_KEYS)
+
+
+def _json_ready(value: Any) -> Any:
+    """Tuples as lists, recursively (a config must compare equal to its JSON round trip)."""
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def _form_options(form: str, given: dict[str, Any], where: str) -> tuple[tuple[str, Any], ...]:
+    """The options of a ``form`` layer, checked by the form, as a sorted tuple."""
+    info = FORMS.get(form)
+    for key in given:
+        if key not in info.defaults:
+            raise unknown_name_error(f"option of a {form!r} layer in {where}", key, info.defaults)
+    if info.check is not None:
+        given = info.check(dict(given), where)
+    return tuple(sorted(given.items()))
 
 
 def _positive_int(value: Any, what: str) -> int:
@@ -257,9 +336,11 @@ def _raw_dict(item: Any, index: int, where: str) -> dict[str, Any]:
             raise unknown_name_error(f"layer form in {where}", item, FORMS)
         return {"form": item.lower()}
     if isinstance(item, dict):
+        form = str(item.get("form", "dense")).lower()
+        known = _DICT_KEYS | set(FORMS[form].defaults if form in FORMS else ())
         for key in item:
-            if key not in _DICT_KEYS:
-                raise unknown_name_error(f"layer option in {where}", key, _DICT_KEYS)
+            if key not in known:
+                raise unknown_name_error(f"layer option in {where}", key, known)
         return dict(item)
     if isinstance(item, (tuple, list)):
         if index == 0 and item and all(_is_int(v) for v in item):
@@ -355,6 +436,8 @@ def parse_layers(
         if form in _FORMLESS_SIZE:
             default_act = "linear"
         raw.setdefault("activation", default_act)
+        own = {key: raw.pop(key) for key in list(raw) if key in FORMS[form].defaults}
+        options = _form_options(form, own, where)
         raw = _checked_fields(raw, where)  # validates early, with the standard messages
         activation = raw.pop("activation")
         size = raw.pop("size", None)
@@ -363,7 +446,13 @@ def parse_layers(
         if form == "pool" and raw.get("kernel") is None:
             raw["kernel"] = 2  # Keras' pool_size: dict(form='pool') halves H and W
         spec = LayerSpec(
-            name=raw.pop("name", default_name), form=form, size=size, activation=activation, init=init, **raw
+            name=raw.pop("name", default_name),
+            form=form,
+            size=size,
+            activation=activation,
+            init=init,
+            options=options,
+            **raw,
         )
         if form == "tied" and spec.partner is None:
             partner = _find_partner(specs)

@@ -30,7 +30,7 @@ from torch import nn
 from ...errors import ConfigurationError, DataError
 from ...registry import Registry
 from .. import activations
-from ..specs import LayerSpec
+from ..specs import FORMS, FormOptions, LayerSpec, register_form
 
 __all__ = [
     "LAYERS",
@@ -48,10 +48,21 @@ LAYERS: Registry[type[Layer]] = Registry("layer form")
 LAYER_CLASSES = LAYERS  # the name older code used
 
 
-def register(form: str) -> Callable[[type[Layer]], type[Layer]]:
-    """Class decorator: make ``form`` in layer specs build this class."""
+def register(form: str, options: FormOptions | None = None) -> Callable[[type[Layer]], type[Layer]]:
+    """Class decorator: make ``form`` in layer specs build this class.
+
+    Parameters
+    ----------
+    form : str
+        The name layer specs use (``dict(form='vq', ...)``).
+    options : FormOptions, optional
+        The form's own spec options, their defaults and their check; layer specs and
+        model files then accept them with no other edit.
+    """
 
     def wrap(cls: type[Layer]) -> type[Layer]:
+        if options is not None or form not in FORMS:
+            register_form(form, options)
         LAYERS.register(form, cls)
         cls.form = form
         return cls
