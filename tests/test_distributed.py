@@ -25,10 +25,34 @@ from aekit import ConfigurationError, DataError, distributed
 from aekit.data import check_array
 from aekit.distributed import ShardedSource
 from aekit.streaming import StreamingSource
+from aekit.model.layers import register
+from aekit.model.layers.dense import Dense
 from aekit.training import TensorSource
 
 WORLD = 2
 LAYERS = [24, (6, "sigmoid"), (24, "tied")]
+
+
+@register("counted")
+class CountedDense(Dense):
+    """A dense layer that counts, per unit, the training examples it fired on: a per-process count
+    that data-parallel training must sum over the processes (not copy from rank 0)."""
+
+    summed_buffers = ("fired",)
+
+    def __init__(self, spec, input_shape):
+        super().__init__(spec, input_shape)
+        self.register_buffer("fired", torch.zeros(self.n_out, dtype=torch.float64))
+
+    def forward(self, x):
+        record = super().forward(x)
+        if self.training:
+            with torch.no_grad():
+                self.fired += (record.out > 0.5).sum(dim=0).double()
+        return record
+
+
+METRICS = ["fvu", "r2", "mse", "l0", "dead_fraction"]
 
 
 def data(n: int, seed: int = 0) -> np.ndarray:
@@ -65,6 +89,25 @@ SCENARIOS = {
     ),
     # full-batch L-BFGS: the line search must see the global loss on every rank
     "lbfgs": dict(n=40, algo="lbfgs", max_epochs=3, validate_every=0),
+    # a unit-norm decoder (hand-derived step): the projection and renormalisation on every rank
+    "unit-norm": dict(
+        n=32,
+        algo="adam",
+        learning_rate=1e-2,
+        max_epochs=2,
+        validate_every=0,
+        layers=[24, (6, "relu"), dict(size=24, activation="linear", constraint="unit_norm")],
+    ),
+    # a layer with a summed buffer (DDP's autograd path) and whole-data metrics of the validation data
+    "summed-state": dict(
+        n=40,
+        algo="adam",
+        learning_rate=1e-2,
+        max_epochs=2,
+        valid=True,
+        metrics=METRICS,
+        layers=[24, dict(form="counted", size=6, activation="sigmoid"), (24, "linear")],
+    ),
 }
 PER_RANK_BATCH = 8
 
@@ -107,6 +150,8 @@ def _worker(rank: int, folder: str) -> None:
             np.savez(f"{folder}/{name}-{rank}.npz", **params)
             losses = np.array([[h["train"]["loss"], h["valid"].get("loss", np.nan)] for h in net.history])
             np.save(f"{folder}/{name}-{rank}-history.npy", losses)
+            figures = np.array([[h["valid"].get(m, np.nan) for m in METRICS] for h in net.history])
+            np.save(f"{folder}/{name}-{rank}-metrics.npy", figures)
             if record:
                 np.save(f"{folder}/{name}-{rank}-rows.npy", np.array(record[0].rows))
         # Denoising: each rank draws its own masks; torch's global generator is left alone.
@@ -182,6 +227,24 @@ def test_ddp_equals_one_process_on_the_global_batch(ddp_runs, name):
     for r in range(WORLD):
         np.testing.assert_allclose(np.load(ddp_runs / f"{name}-{r}-history.npy"), history, rtol=1e-5)
     assert len(history) == SCENARIOS[name]["max_epochs"] or SCENARIOS[name].get("valid")
+
+
+def test_metrics_are_whole_data_figures_on_every_rank(ddp_runs):
+    reference = run_scenario("summed-state", PER_RANK_BATCH * WORLD, False)
+    want = np.array([[h["valid"][m] for m in METRICS] for h in reference.history])
+    assert np.isfinite(want).all()
+    for r in range(WORLD):
+        np.testing.assert_allclose(np.load(ddp_runs / f"summed-state-{r}-metrics.npy"), want, rtol=1e-5, atol=1e-7)
+
+
+def test_summed_buffers_count_every_process_examples(ddp_runs):
+    # The firing counts equal one process's on the global batch (compared in the scenario test too);
+    # here: they are not one rank's share, which broadcasting rank 0's buffers would give.
+    reference = run_scenario("summed-state", PER_RANK_BATCH * WORLD, False)
+    fired = reference.graph.layers["hid1"].fired.numpy()
+    assert fired.sum() > 0
+    for r in range(WORLD):
+        np.testing.assert_array_equal(load_params(ddp_runs / f"summed-state-{r}.npz")["layers.hid1.fired"], fired)
 
 
 def test_each_rank_reads_only_its_own_rows(ddp_runs):

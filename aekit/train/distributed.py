@@ -255,7 +255,15 @@ class DataParallel(Strategy):
                 device = next(graph.parameters()).device
                 if device.type == "cuda":
                     kwargs = {"device_ids": [device.index], "output_device": device.index}
-                self._ddp = nn.parallel.DistributedDataParallel(ObjectiveModule(objective), **kwargs)
+                module = ObjectiveModule(objective)
+                # DDP copies rank 0's buffers to every process before each forward; buffers that
+                # count per-process events must keep each process's own counts (summed later).
+                summed = [
+                    f"graph.layers.{name}.{key}" for name, layer in graph.layers.items() for key in layer.summed_buffers
+                ]
+                if summed:
+                    nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, summed)
+                self._ddp = nn.parallel.DistributedDataParallel(module, **kwargs)
             return self._ddp(x, w, scale)
 
         return loss
@@ -304,13 +312,15 @@ class DataParallel(Strategy):
         totals, n = self.reduce(sums, count)
         return {k: v / n for k, v in zip(keys, totals)}
 
+    def begin_epoch(self, graph: nn.Module) -> None:
+        """Remember the summed buffers' common values: their changes this epoch are added up at its end."""
+        self._summed_base = [b.detach().clone() for b in graph.summed_buffers()]
+
     def sync_state(self, graph: nn.Module) -> None:
         """Summed buffers: the common start plus every process's change; other buffers: rank 0's."""
         summed = graph.summed_buffers()
         summed_ids = {id(b) for b in summed}
-        if self._summed_base is None or len(self._summed_base) != len(summed):
-            self._summed_base = [b.detach().clone() for b in summed]  # first sync: the common start
-        for buffer, base in zip(summed, self._summed_base):
+        for buffer, base in zip(summed, self._summed_base or []):
             delta = (buffer - base).to(_comm_device(self.device))
             torch.distributed.all_reduce(delta)
             buffer.copy_(base + delta.to(buffer.device))

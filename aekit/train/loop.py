@@ -233,6 +233,7 @@ class Trainer:
 
     def _train_epoch(self) -> dict[str, float]:
         self.net.graph.train()
+        self.strategy.begin_epoch(self.net.graph)
         if self.options.algo == "lbfgs":
             return self._lbfgs_epoch()
         total: torch.Tensor | None = None

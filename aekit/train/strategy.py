@@ -98,6 +98,9 @@ class Strategy:
         """Means of ``count`` examples here, combined over every process."""
         return {k: float(v) for k, v in means.items()}
 
+    def begin_epoch(self, graph: nn.Module) -> None:
+        """Called before an epoch's first step, when every process holds the same state."""
+
     def sync_state(self, graph: nn.Module) -> None:
         """Make the layers' state the same on every process after an epoch (single process: nothing)."""
 

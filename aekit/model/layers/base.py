@@ -234,6 +234,11 @@ def build_layer(spec: LayerSpec, input_shape: tuple[int, ...], built: dict[str, 
     built : dict
         Layers built so far by name (tied layers look up their partner here).
     """
+    if spec.constraint is not None and (spec.form not in LAYERS or not LAYERS[spec.form].takes_constraints):
+        # A tied layer's weight belongs to its partner: constrain the partner instead.
+        raise ConfigurationError(
+            f"layer {spec.name!r}: constraint={spec.constraint!r} applies to dense layers, not to {spec.form!r} layers"
+        )
     if spec.form == "tied":
         if spec.partner not in built:
             raise ConfigurationError(f"tied layer {spec.name!r} names partner {spec.partner!r}, which does not exist")
@@ -242,10 +247,6 @@ def build_layer(spec: LayerSpec, input_shape: tuple[int, ...], built: dict[str, 
         return partner.tied_class(spec, input_shape, partner)
     if spec.form not in LAYERS:
         raise ConfigurationError(f"layer {spec.name!r}: form {spec.form!r} is not available")
-    if spec.constraint is not None and not LAYERS[spec.form].takes_constraints:
-        raise ConfigurationError(
-            f"layer {spec.name!r}: constraint={spec.constraint!r} applies to dense layers, not to {spec.form!r} layers"
-        )
     return LAYERS[spec.form](spec, input_shape)
 
 

@@ -62,7 +62,8 @@ class Dense(Layer):
                 )
             )
             self.b.copy_(_init_bias(self, self.n_out, generator))
-        self.after_step()  # a constrained weight starts on its constraint set
+        if self.constraint is not None:
+            self.constraint.apply(self.w)  # a constrained weight starts on its constraint set
 
     def transform(self, x):
         if x.dim() > 2:
