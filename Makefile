@@ -4,8 +4,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
+LINT_STAMP := $(VENV)/.lint-installed
+LINTED := aekit tests benchmarks examples
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test lint bench clean
 
 venv: $(STAMP)
 
@@ -22,9 +24,20 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --doctest-modules aekit
+
+# The lint tools at their pinned versions, on top of the package and its test deps.
+$(LINT_STAMP): $(STAMP)
+	$(PIP) install --quiet -c constraints.txt -e ".[all,test,lint]"
+	touch $(LINT_STAMP)
+
+lint: $(LINT_STAMP)
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
+	$(PY) -m mypy aekit
 
 bench: venv
 	$(PY) benchmarks/run.py --output BENCHMARKS.md
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache
