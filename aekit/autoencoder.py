@@ -375,8 +375,8 @@ class Autoencoder(BatchedInference):
         """
         train_mon: dict[str, float] = {}
         valid_mon: dict[str, float] = {}
-        for train_mon, valid_mon in self.itertrain(x, valid, **kwargs):
-            pass
+        for monitors in self.itertrain(x, valid, **kwargs):
+            train_mon, valid_mon = monitors
         return train_mon, valid_mon
 
     # ------------------------------------------------------------------ files
@@ -406,7 +406,10 @@ class Autoencoder(BatchedInference):
         }
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Every parameter and buffer by short name (``'hid1.w'``), plus the preprocessing state (``'preprocessing.*'``)."""
+        """Every parameter and buffer by short name (``'hid1.w'``), plus the preprocessing state.
+
+        The preprocessing state's names start with ``'preprocessing.'``.
+        """
         tensors = {k.split(".", 1)[1]: v for k, v in self.graph.state_dict().items()}
         if self.preprocessing is not None:
             tensors.update({f"preprocessing.{k}": v for k, v in self.preprocessing.state_tensors().items()})

@@ -75,7 +75,7 @@ class ShardedSource:
     def scaled_batches(
         self, batch_size: int, generator: torch.Generator | None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, float]]:
-        """This rank's ``(x, w, scale)`` of every global batch of ``batch_size * world`` rows.
+        """The ``(x, w, scale)`` of this rank for every global batch of ``batch_size * world`` rows.
 
         ``scale = rows here * world / rows in the global batch``: multiplying the
         local mean loss by it makes DDP's gradient average the gradient of the

@@ -179,8 +179,9 @@ def _is_int(value: Any) -> bool:
 
 
 def _checked_fields(fields: dict[str, Any], where: str, booleans: str = "True or False") -> dict[str, Any]:
-    """A copy of a layer's ``fields`` with every value given checked and normalised: the checks
-    that the layer shorthand and a model file's config share.
+    """A copy of a layer's ``fields`` with every value given checked and normalised.
+
+    These are the checks that the layer shorthand and a model file's config share.
 
     Sizes become ints, a shape a tuple of ints; names must be non-empty strings, the
     activation known, ``batch_norm`` a bool (a string such as 'no' would be truthy and

@@ -1,10 +1,10 @@
-"""Data-parallel training on ``torch.distributed``.
+r"""Data-parallel training on ``torch.distributed``.
 
 Launch any training -- the CLI or a script that calls ``net.train`` -- with
 ``torchrun`` and every process becomes one replica::
 
     torchrun --standalone --nproc_per_node=4 -m aekit train x.npy --layers 784,64,784 -o model.aekit
-    torchrun --nnodes=2 --nproc_per_node=4 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 \\
+    torchrun --nnodes=2 --nproc_per_node=4 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 \
         -m aekit train x.npy --layers 784,64,784 -o model.aekit
 
 ``train(distributed='auto')`` (the default) notices the launch from torchrun's
@@ -109,7 +109,7 @@ def is_active() -> bool:
 
 
 def rank() -> int:
-    """This process's rank: from the process group, else torchrun's ``RANK``, else 0."""
+    """The rank of this process: from the process group, else torchrun's ``RANK``, else 0."""
     if _initialized():
         return torch.distributed.get_rank()
     env = launch_env()
@@ -261,8 +261,9 @@ class DataParallel(Strategy):
         return loss
 
     def average_gradients(self, params: Sequence[torch.Tensor], scale: float) -> None:
-        """What DDP does to the gradients of ``loss * scale``, for gradients the hand-derived step wrote:
-        scale them, then average them over the processes, in one all-reduce of one flat buffer.
+        """What DDP does to the gradients of ``loss * scale``, for gradients the hand-derived step wrote.
+
+        Scale them, then average them over the processes, in one all-reduce of one flat buffer.
         """
         grads = [p.grad for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads]).mul_(scale / self.world)

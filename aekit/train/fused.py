@@ -95,11 +95,10 @@ LOSSES = ("mse", "mae", "bce")
 
 
 def _prelu(leak: torch.Tensor) -> tuple[Callable, Callable]:
-    """``(activate, derivative)`` of theanets' prelu with the per-unit ``leak`` (units,), as
-    :data:`PRE_ACTIVATIONS` has them; the derivative also writes ``leak.grad``.
+    """``(activate, derivative)`` of theanets' prelu with the per-unit ``leak`` (units,), as in :data:`PRE_ACTIVATIONS`.
 
-    As ``F.prelu``: ``pre`` where ``pre > 0``, else ``leak * pre``; at ``pre == 0`` the input's
-    gradient is ``leak * g`` and the leak's is 0.
+    The derivative also writes ``leak.grad``.  As ``F.prelu``: ``pre`` where ``pre > 0``, else ``leak * pre``;
+    at ``pre == 0`` the input's gradient is ``leak * g`` and the leak's is 0.
     """
 
     def activate(pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -311,13 +310,11 @@ class DenseChainStep:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
-        """One forward and backward pass on ``x`` of shape (n, n_in) (or (n, C, H, W) into a dense first
-        layer); returns the terms, shape (len(keys),).
+        """One forward and backward pass on ``x``, (n, n_in) or (n, C, H, W); returns the terms, shape (len(keys),).
 
-        Every parameter's ``.grad`` is overwritten (not accumulated).  Noise and
-        dropout draw from torch's global generator in the order autograd's path
-        draws them (input noise, input dropout, then each hidden layer's noise and
-        dropout), so both paths see the same corruption.
+        Images go into a dense first layer.  Every parameter's ``.grad`` is overwritten (not accumulated).
+        Noise and dropout draw from torch's global generator in the order autograd's path draws them (input
+        noise, input dropout, then each hidden layer's noise and dropout), so both paths see the same corruption.
         """
         x = x.reshape(x.shape[0], -1)  # images (n, C, H, W) into a dense first layer: rows, as it flattens them
         space = self._workspace(x)
@@ -402,8 +399,9 @@ class DenseChainStep:
         logits: torch.Tensor | None,
         into: torch.Tensor,
     ) -> torch.Tensor:
-        """The mean loss ``name`` of ``out`` (n, units) against ``x``; its gradient times ``weight`` goes
-        into ``into`` (for bce: with respect to the logits).
+        """The mean loss ``name`` of ``out`` (n, units) against ``x``.
+
+        Its gradient times ``weight`` goes into ``into`` (for bce: with respect to the logits).
         """
         count = into.numel()
         if name == "mse":
@@ -434,8 +432,9 @@ class DenseChainStep:
         logits: torch.Tensor | None,
         into: torch.Tensor,
     ) -> torch.Tensor:
-        """The weighted loss ``sum(w * err) / sum(w)``, as :mod:`aekit.losses` reduces it, and its
-        gradient times ``weight``, written into ``into`` (for bce: with respect to the logits).
+        """The weighted loss ``sum(w * err) / sum(w)``, as :mod:`aekit.losses` reduces it.
+
+        Its gradient times ``weight`` is written into ``into`` (for bce: with respect to the logits).
         """
         torch.sub(out, x, out=into)  # out - x; for bce sigmoid(logits) - x, the logits' gradient
         if name == "mse":
@@ -452,8 +451,9 @@ class DenseChainStep:
     def _backward(
         self, space: _Workspace, inputs: list[torch.Tensor], posts: list[torch.Tensor]
     ) -> dict[str, list[torch.Tensor]]:
-        """Write every ``.grad`` from the output's gradient in ``space``, last layer first; each
-        gradient is written once (a tied weight: twice, added).  Returns the hidden penalties' values.
+        """Write every ``.grad`` from the output's gradient in ``space``, last layer first.
+
+        Each gradient is written once (a tied weight: twice, added).  Returns the hidden penalties' values.
         """
         links, outs, grads = self.links, space.outs, space.grads
         hidden_terms: dict[str, list[torch.Tensor]] = {
@@ -505,12 +505,11 @@ class DenseChainStep:
     def _contractive(
         link: _Link, pre: torch.Tensor, hidden_terms: dict[str, list[torch.Tensor]]
     ) -> tuple[torch.Tensor, ...]:
-        """The contractive penalty of the first layer in closed form (:func:`aekit.regularizers.
-        dense_jacobian_norm`); records its value and returns its gradients with respect to the
-        pre-activation (n, units), to W (n_in, units) and, for prelu, to the leak (units,).
+        """The contractive penalty of the first layer in closed form, and its gradients.
 
-        A small autograd graph: f'' comes from the activation's own derivative, for every
-        supported activation alike.
+        As :func:`aekit.regularizers.dense_jacobian_norm`; records its value and returns its gradients with
+        respect to the pre-activation (n, units), to W (n_in, units) and, for prelu, to the leak (units,).
+        A small autograd graph: f'' comes from the activation's own derivative, for every supported activation.
         """
         with torch.enable_grad():
             pre = pre.detach().requires_grad_(True)
@@ -555,9 +554,10 @@ class DenseChainStep:
 
 
 class _Workspace:
-    """The buffers of one batch size: per layer an output, a gradient, and where needed the
-    pre-activation (gelu), a corrupted output and a dropout mask (training noise); the output's
-    logits (bce); the corrupted input.
+    """The buffers of one batch size.
+
+    Per layer an output, a gradient, and where needed the pre-activation (gelu), a corrupted output and a
+    dropout mask (training noise); the output's logits (bce); the corrupted input.
     """
 
     def __init__(self, x: torch.Tensor, step: DenseChainStep):

@@ -182,7 +182,7 @@ class Trainer:
 
     @property
     def rank(self) -> int:
-        """This process's place in a data-parallel run (0 otherwise)."""
+        """The place of this process in a data-parallel run (0 otherwise)."""
         return self.strategy.rank
 
     def __repr__(self) -> str:
@@ -265,7 +265,7 @@ class Trainer:
         """One L-BFGS iteration over the whole (local) data, through the same step runner."""
         local, shared = self.strategy.local_part(self.source)
         if isinstance(local, StreamingSource):
-            local.x  # raises the ConfigurationError that explains why L-BFGS cannot stream
+            _ = local.x  # raises the ConfigurationError that explains why L-BFGS cannot stream
         n = len(local)
         scale = n * self.strategy.world / len(self.source) if shared else 1.0
         stash: dict[str, float] = {}
@@ -326,8 +326,10 @@ class Trainer:
         return self.valid_monitors["loss"] if self.valid is not None else train_monitors["loss"]
 
     def validate(self) -> None:
-        """Update ``valid_monitors`` when this epoch validates (on the validation data, or with
-        monitors asked for, on the training data)."""
+        """Update ``valid_monitors`` when this epoch validates.
+
+        On the validation data, or with monitors asked for, on the training data.
+        """
         options = self.options
         if options.validate_every == 0 or self.epoch % options.validate_every:
             return

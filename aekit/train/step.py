@@ -35,11 +35,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
-
-from collections.abc import Callable
 
 from ..errors import ConfigurationError
 from ..objective import Objective
@@ -274,8 +273,11 @@ class StepRunner:
             hook()
 
     def update(self) -> None:
-        """Gradient hooks, clipping (``max_gradient_norm``), the optimizer step (through the fp16 loss
-        scaler), then the post-step hooks."""
+        """Gradient hooks, clipping, the optimizer step, then the post-step hooks.
+
+        Clipping is ``max_gradient_norm``'s; the optimizer steps through the fp16 loss scaler when
+        there is one.
+        """
         if self.scaler is not None:
             if self.max_gradient_norm is not None or self.gradient_hooks:
                 self.scaler.unscale_(self.optimizer)  # hooks and clipping see true gradients

@@ -70,7 +70,7 @@ class Strategy:
         """Get ready to train ``net`` (a data-parallel run puts it on this process's device)."""
 
     def prepare(self, source: Any, valid: Any) -> tuple[Any, Any]:
-        """This process's training and validation sources (default: all of them)."""
+        """The training and validation sources of this process (default: all of them)."""
         return source, valid
 
     def local_part(self, source: Any) -> tuple[Any, bool]:
@@ -86,8 +86,10 @@ class Strategy:
         """Average the ``.grad`` of ``params`` of ``loss * scale`` over processes (single process: nothing)."""
 
     def epoch_means(self, sums: torch.Tensor, count: int) -> list[float]:
-        """Means of the per-example sums ``sums`` (shape (k,)) of ``count`` examples here, over every
-        process (one host sync)."""
+        """Means of the per-example sums ``sums`` (shape (k,)) of ``count`` examples here.
+
+        Taken over every process (one host sync).
+        """
         return (sums / count).tolist()
 
     def sum_tensor(self, tensor: torch.Tensor) -> torch.Tensor:

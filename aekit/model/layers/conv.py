@@ -43,8 +43,9 @@ Pads = tuple[int, int, int, int]  # F.pad order: (left, right, top, bottom)
 
 
 def _channels_last(t: torch.Tensor) -> torch.Tensor:
-    """``t`` (an image batch or a kernel) in channels-last memory order (NHWC), the order oneDNN's
-    convolutions work in.
+    """``t`` (an image batch or a kernel) in channels-last memory order (NHWC).
+
+    NHWC is the order oneDNN's convolutions work in.
 
     In NCHW every convolution and its backward pass reorder their operands; in
     NHWC the outputs stay NHWC from layer to layer and the reorders go away.
