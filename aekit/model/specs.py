@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -79,6 +79,10 @@ class LayerSpec:
     constraint: str | None = None
     init: tuple[tuple[str, float], ...] = ()
 
+    @overload
+    def init_value(self, key: str, param: str, default: float) -> float: ...
+    @overload
+    def init_value(self, key: str, param: str, default: None = None) -> float | None: ...
     def init_value(self, key: str, param: str, default: float | None = None) -> float | None:
         """Look up an init option for ``param`` ('w' or 'b'): ``std_w`` beats ``std``.
 
