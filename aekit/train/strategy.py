@@ -21,12 +21,15 @@ is the data-parallel one.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from ..objective import Objective
+
+if TYPE_CHECKING:
+    from ..model.graph import Graph
 
 __all__ = ["ObjectiveModule", "SingleProcess", "Strategy"]
 
@@ -100,7 +103,7 @@ class Strategy:
         """Means of ``count`` examples here, combined over every process."""
         return {k: float(v) for k, v in means.items()}
 
-    def sync_state(self, graph: nn.Module) -> None:
+    def sync_state(self, graph: Graph) -> None:
         """Make the layers' state the same on every process after an epoch (single process: nothing)."""
 
     def writes_files(self) -> bool:
