@@ -190,7 +190,8 @@ class Autoencoder(BatchedInference):
         value = getattr(module, str(param), None)
         if not isinstance(value, nn.Parameter):
             owned = sorted(n for n, _ in module.named_parameters(recurse=False))
-            hint = f"; it shares {module.partner.name!r}.w" if hasattr(module, "partner") and param == "w" else ""
+            partner = getattr(module, "partner", None)  # a tied layer's
+            hint = f"; it shares {partner.name!r}.w" if partner is not None and param == "w" else ""
             raise ConfigurationError(f"layer {name!r} has no parameter {param!r}; it has {owned or 'none'}{hint}")
         return value
 
