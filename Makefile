@@ -22,11 +22,12 @@ $(STAMP): pyproject.toml constraints.txt
 demo: venv
 	$(PY) -m aekit demo --output demo-output
 
+# The docstring examples first, then the suite.  The examples run in importlib mode: the old module
+# paths (aekit/network.py, ...) are aliases of modules that live elsewhere, which the default mode
+# refuses to collect.
 test: venv
-	$(PY) -m pytest -q -p no:cacheprovider tests
-	# The docstring examples.  importlib mode: the old module paths (aekit/network.py, ...) are aliases
-	# of modules that live elsewhere, which the default import mode refuses to collect.
 	$(PY) -m pytest -q -p no:cacheprovider --doctest-modules --import-mode=importlib aekit
+	$(PY) -m pytest -q -p no:cacheprovider tests
 
 # The lint tools at their pinned versions, on top of the package and its test deps.
 $(LINT_STAMP): $(STAMP)
