@@ -190,7 +190,8 @@ class Autoencoder(BatchedInference):
         value = getattr(module, str(param), None)
         if not isinstance(value, nn.Parameter):
             owned = sorted(n for n, _ in module.named_parameters(recurse=False))
-            hint = f"; it shares {module.partner.name!r}.w" if hasattr(module, "partner") and param == "w" else ""
+            partner = getattr(module, "partner", None)  # a tied layer's
+            hint = f"; it shares {partner.name!r}.w" if partner is not None and param == "w" else ""
             raise ConfigurationError(f"layer {name!r} has no parameter {param!r}; it has {owned or 'none'}{hint}")
         return value
 
@@ -375,8 +376,8 @@ class Autoencoder(BatchedInference):
         """
         train_mon: dict[str, float] = {}
         valid_mon: dict[str, float] = {}
-        for train_mon, valid_mon in self.itertrain(x, valid, **kwargs):
-            pass
+        for monitors in self.itertrain(x, valid, **kwargs):
+            train_mon, valid_mon = monitors
         return train_mon, valid_mon
 
     # ------------------------------------------------------------------ files
@@ -406,7 +407,10 @@ class Autoencoder(BatchedInference):
         }
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Every parameter and buffer by short name (``'hid1.w'``), plus the preprocessing state (``'preprocessing.*'``)."""
+        """Every parameter and buffer by short name (``'hid1.w'``), plus the preprocessing state.
+
+        The preprocessing state's names start with ``'preprocessing.'``.
+        """
         tensors = {k.split(".", 1)[1]: v for k, v in self.graph.state_dict().items()}
         if self.preprocessing is not None:
             tensors.update({f"preprocessing.{k}": v for k, v in self.preprocessing.state_tensors().items()})

@@ -100,7 +100,7 @@ class Registry(Mapping[str, T], Generic[T]):
             raise unknown_name_error(self.kind, name, self.names())
         return key
 
-    def get(self, name: str, default: Any = None) -> T:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> T:
         """The entry registered under ``name`` (an alias or any case works).
 
         Unlike ``dict.get``, an unknown name raises (the standard did-you-mean error);

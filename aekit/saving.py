@@ -1,5 +1,8 @@
-"""The old home of model files, kept importable: the format lives in :mod:`aekit.io` and
-building a model from a file in :mod:`aekit.autoencoder` (``Autoencoder.from_config``)."""
+"""The old home of model files, kept importable.
+
+The format lives in :mod:`aekit.io` and building a model from a file in
+:mod:`aekit.autoencoder` (``Autoencoder.from_config``).
+"""
 
 from __future__ import annotations
 

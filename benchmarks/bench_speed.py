@@ -310,8 +310,10 @@ def to_markdown(result: dict) -> str:
         ga, gp = f["gflops"]["aekit"], f["gflops"]["plain"]
         lines.append(
             f"| {name} | {f['samples']:,} | {f['median']['aekit']:,.0f} | {f['median']['plain']:,.0f} | "
-            f"{f['speedup']:.2f}x ({f['speedup_interval'][0]:.2f}x to {f['speedup_interval'][1]:.2f}x) | {statistics.median(f['round_speedups']):.2f}x "
-            f"({f['round_speedup_interval'][0]:.2f}x to {f['round_speedup_interval'][1]:.2f}x) | {ga:.1f} ({100 * ga / peak:.0f}%) | {gp:.1f} ({100 * gp / peak:.0f}%) | "
+            f"{f['speedup']:.2f}x ({f['speedup_interval'][0]:.2f}x to {f['speedup_interval'][1]:.2f}x) | "
+            f"{statistics.median(f['round_speedups']):.2f}x "
+            f"({f['round_speedup_interval'][0]:.2f}x to {f['round_speedup_interval'][1]:.2f}x) | "
+            f"{ga:.1f} ({100 * ga / peak:.0f}%) | {gp:.1f} ({100 * gp / peak:.0f}%) | "
             f"{f['test_mse']['aekit']:.5f} / {f['test_mse']['plain']:.5f} ({100 * (f['mse_ratio'] - 1):+.1f}%) |"
         )
     lines.append("")

@@ -79,11 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         wanted = {n if n.startswith("bench_") else f"bench_{n}" for n in args.only.split(",")}
         paths = [p for p in paths if p.stem in wanted]
+    command = " ".join([Path(sys.executable).name, "benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])])
     header = [
         "# aekit benchmarks",
         "",
-        f"Command: `{' '.join([Path(sys.executable).name, 'benchmarks/run.py', *(argv if argv is not None else sys.argv[1:])])}` "
-        "(`make bench`).",
+        f"Command: `{command}` (`make bench`).",
         "",
         f"Machine: {machine()}.",
         "",

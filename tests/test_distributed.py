@@ -24,9 +24,9 @@ import aekit
 from aekit import ConfigurationError, DataError, distributed
 from aekit.data import check_array
 from aekit.distributed import ShardedSource
-from aekit.streaming import StreamingSource
 from aekit.model.layers import register
 from aekit.model.layers.dense import Dense
+from aekit.streaming import StreamingSource
 from aekit.training import TensorSource
 
 WORLD = 2

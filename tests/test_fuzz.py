@@ -111,7 +111,7 @@ def arrays(draw):
         )
     )
     dtype = draw(dtypes)
-    if dtype == object:
+    if dtype == np.dtype(object):
         return np.array([[1, "a"], [None, 2.0]], dtype=object)[: shape[0] if shape else 0]
     return draw(hnp.arrays(dtype, shape))
 
@@ -125,7 +125,7 @@ def small_net():
 @given(x=st.one_of(arrays(), scalars, st.lists(scalars, max_size=4)))
 def test_fuzzed_arrays(small_net, x):
     for call in (small_net.predict, small_net.encode, small_net.score, small_net.feed_forward):
-        out = documented(lambda: call(x))
+        out = documented(lambda call=call: call(x))
         if isinstance(out, np.ndarray):
             assert np.isfinite(out).all()  # NaN/Inf inputs were refused, not propagated
     documented(lambda: small_net.decode(x))
@@ -158,7 +158,7 @@ def test_fuzzed_preprocessing(kind, x, y):
     if documented(lambda: step.fit(x)) is None:
         return
     for call in (step.transform, step.inverse_transform):
-        out = documented(lambda: call(y))
+        out = documented(lambda call=call: call(y))
         if isinstance(out, np.ndarray):
             assert out.shape[0] == np.shape(y)[0]
 

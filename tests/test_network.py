@@ -328,7 +328,7 @@ def _numpy_decoder(net, z, start):
     ]  # tied to hid1
     names = ["in"] + [name for name, _ in steps]
     h = np.asarray(z, np.float64)
-    for name, step in steps[names.index(start) :]:
+    for _name, step in steps[names.index(start) :]:
         h = step(h)
     return h
 

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..autoencoder import load as _load_model
 from ..data.loaders import load_data
 from ..errors import ConfigurationError, DataError
 from ..io.atomic import atomic_write
 from ..io.model_file import is_model_file
-from ..autoencoder import load as _load_model
 
 if TYPE_CHECKING:
     from ..autoencoder import Autoencoder

@@ -7,10 +7,9 @@ message for each way an array can be wrong.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np

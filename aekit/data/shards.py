@@ -75,14 +75,14 @@ class ShardedSource:
     def scaled_batches(
         self, batch_size: int, generator: torch.Generator | None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, float]]:
-        """This rank's ``(x, w, scale)`` of every global batch of ``batch_size * world`` rows.
+        """The ``(x, w, scale)`` of this rank for every global batch of ``batch_size * world`` rows.
 
         ``scale = rows here * world / rows in the global batch``: multiplying the
         local mean loss by it makes DDP's gradient average the gradient of the
         global batch's mean loss.
         """
         if isinstance(self.base, StreamingSource):
-            yield from self._stream(batch_size * self.world, generator)
+            yield from self._stream(self.base, batch_size * self.world, generator)
         else:
             yield from self._tensor(batch_size * self.world, generator)
 
@@ -111,8 +111,7 @@ class ShardedSource:
             yield x[at : at + k], (None if w is None else w[at : at + k]), k * self.world / g
             at += k
 
-    def _stream(self, global_batch: int, generator: torch.Generator | None):
-        src = self.base
+    def _stream(self, src: StreamingSource, global_batch: int, generator: torch.Generator | None):
         # Same draws, in the same order, as StreamingSource.batches: block phase and
         # order, then one permutation per block.
         for a, b in src._blocks(generator):
@@ -141,15 +140,16 @@ def _read_rows(src: StreamingSource, rows: np.ndarray) -> tuple[torch.Tensor, to
     ascending = rows[order]  # h5py and friends want increasing indices; a memmap reads fewer pages
     back = torch.from_numpy(np.argsort(order, kind="stable"))
     where = f"{src.name} rows {int(ascending[0])}..{int(ascending[-1])}"
+    numbers = ascending.tolist()  # the row numbers for messages, a sequence of ints as the checks take
     try:
-        xt = src.check(np.array(src.data[ascending]), src.name, ascending)
+        xt = src.check(np.array(src.data[ascending]), src.name, numbers)
     except DataError as error:
         raise DataError(f"{where}: {error}") from None
     xt = xt.index_select(0, back.to(xt.device))
     wt = None
     if src.w is not None:
         try:
-            wt = src.check_weights(np.array(src.w[ascending]), f"{src.name} weights", ascending)
+            wt = src.check_weights(np.array(src.w[ascending]), f"{src.name} weights", numbers)
         except DataError as error:
             raise DataError(f"{src.name} weights {where.split(' ', 1)[1]}: {error}") from None
         wt = wt.index_select(0, back.to(wt.device))

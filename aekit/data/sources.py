@@ -259,5 +259,5 @@ class TensorSource:
             index = perm[start : start + batch_size]
             k = index.shape[0]
             xb = torch.index_select(x, 0, index, out=x_buffer[:k])
-            wb = None if w is None else torch.index_select(w, 0, index, out=w_buffer[:k])
+            wb = None if w is None or w_buffer is None else torch.index_select(w, 0, index, out=w_buffer[:k])
             yield xb, wb

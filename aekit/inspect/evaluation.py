@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..data.checks import check_array
 from ..model.inference import INFERENCE_BATCH
 from ..objective.metrics import MetricBatch, build_metrics, compute_all, update_all
 
@@ -26,8 +25,11 @@ DEFAULT_METRICS = ("mse", "fvu", "r2")
 
 
 def default_metrics(net: Autoencoder) -> list[str]:
-    """The metrics :func:`evaluate` reports when none are named: the reconstruction's, plus the
-    code layer's ``l0`` and ``dead_fraction`` when the code is a hidden layer."""
+    """The metrics :func:`evaluate` reports when none are named.
+
+    They are the reconstruction's, plus the code layer's ``l0`` and ``dead_fraction`` when the
+    code is a hidden layer.
+    """
     names = list(DEFAULT_METRICS)
     if net.code_layer in net.graph.hidden_names:
         names += ["l0", "dead_fraction"]

@@ -1,0 +1,1 @@
+"""Files: atomic writes and the model file format (safetensors + JSON; no model classes)."""

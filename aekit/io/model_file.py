@@ -157,8 +157,9 @@ def _guess_kind(raw: bytes) -> str:
 
 
 def is_model_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a file with a safetensors header that names the aekit format (a model or a
-    checkpoint); False for anything else, unreadable files included.
+    """Whether ``path`` is a file with a safetensors header that names the aekit format.
+
+    True for a model or a checkpoint; False for anything else, unreadable files included.
     """
     try:
         with open(path, "rb") as handle:

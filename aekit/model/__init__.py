@@ -1,0 +1,1 @@
+"""The model: layer specs, activations, sparsity, constraints, the layer graph and inference."""

@@ -128,6 +128,17 @@ class Activation(nn.Module):
             self.leak = nn.Parameter(torch.full((size,), 0.1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply each part of the activation to ``x``, left to right.
+
+        Parameters
+        ----------
+        x : tensor, shape (n, units) or (n, C, H, W)
+            The pre-activation; prelu's leak is per unit (per channel for images).
+
+        Returns
+        -------
+        tensor, shape like ``x``
+        """
         for part in self.parts:
             if part == "prelu":
                 # F.prelu's own formula, written out: its vmap rule mixes the batch and channel
@@ -144,6 +155,7 @@ class Activation(nn.Module):
         return self.parts in (["sigmoid"], ["logistic"])
 
     def extra_repr(self) -> str:
+        """The activation's name, for ``repr``."""
         return repr(self.name)
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, ItemsView, Mapping, Sequence, ValuesView
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -14,6 +14,17 @@ from .layers import Layer, LayerOutput, build_layer, layer_seed
 from .specs import LayerSpec
 
 __all__ = ["Graph", "GraphOutputs", "resolve_device"]
+
+if TYPE_CHECKING:
+
+    class _LayerDict(nn.ModuleDict):
+        # What the type checker sees of Graph.layers: an nn.ModuleDict that holds only Layers.
+        def __getitem__(self, key: str) -> Layer: ...
+        def values(self) -> ValuesView[Layer]: ...
+        def items(self) -> ItemsView[str, Layer]: ...
+
+else:
+    _LayerDict = nn.ModuleDict  # at run time the plain ModuleDict (same repr, same state_dict)
 
 
 class GraphOutputs(dict):
@@ -75,7 +86,7 @@ class Graph(nn.Module):
     def __init__(self, specs: Sequence[LayerSpec], seed: int = 13):
         super().__init__()
         self.specs = list(specs)
-        self.layers = nn.ModuleDict()
+        self.layers = _LayerDict()
         self.sources: dict[str, str] = {}
         previous = None
         for spec in self.specs:
@@ -84,7 +95,9 @@ class Graph(nn.Module):
             if spec.form == "input":
                 if previous is not None:
                     raise ConfigurationError(f"only the first layer may be an input, got {spec.name!r}")
-                layer = build_layer(spec, tuple(spec.shape), {})
+                # An input spec has a shape (parse_layers sets it); a damaged config without one raises TypeError
+                # here, which from_config reports as a ModelFileError.
+                layer = build_layer(spec, tuple(spec.shape), {})  # type: ignore[arg-type]
             elif previous is None:
                 raise ConfigurationError(f"the first layer must be the input, got {spec.name!r} ({spec.form})")
             else:
@@ -148,6 +161,7 @@ class Graph(nn.Module):
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """Per-example shape of the input layer, e.g. ``(784,)`` or ``(1, 28, 28)``."""
         return self.layers[self.input_name].output_shape
 
     def forward(
@@ -186,7 +200,7 @@ class Graph(nn.Module):
         sub = Graph.__new__(Graph)
         nn.Module.__init__(sub)
         sub.specs = [s for s in self.specs if s.name in names]
-        sub.layers = nn.ModuleDict({n: self.layers[n] for n in names})
+        sub.layers = _LayerDict({n: self.layers[n] for n in names})
         sub.sources = {}
         for previous, name in zip(names, names[1:]):
             if math.prod(self.layers[name].input_shape) != math.prod(self.layers[previous].output_shape):

@@ -32,7 +32,7 @@ class BatchedInference:
 
     A base class of :class:`aekit.Autoencoder`: it needs the attributes ``graph``
     (:class:`~aekit.model.graph.Graph`), ``device`` and ``preprocessing`` (a fitted
-    step or None), and a method ``_check_outputs_exist()``.
+    step or None), and the methods ``_check_outputs_exist()`` and ``predict(x)``.
     """
 
     graph: Graph
@@ -40,6 +40,10 @@ class BatchedInference:
     preprocessing: Any
 
     def _check_outputs_exist(self) -> None:  # pragma: no cover - defined by the model
+        raise NotImplementedError
+
+    def predict(self, x: Any) -> np.ndarray:  # pragma: no cover - defined by the model
+        """The reconstruction of ``x`` (see :meth:`aekit.Autoencoder.predict`)."""
         raise NotImplementedError
 
     @property
@@ -187,8 +191,8 @@ class BatchedInference:
         """
         if is_streamable(x):
             return self._score_streamed(x, w)
-        target = check_array(x, self.graph.input_shape, name="x", layer=self.graph.input_name)
-        target = target.flatten(1).double().numpy()
+        checked = check_array(x, self.graph.input_shape, name="x", layer=self.graph.input_name)
+        target = checked.flatten(1).double().numpy()
         pred = self.predict(x).reshape(target.shape[0], -1).astype(np.float64)
         if pred.shape != target.shape:
             raise DataError(f"score needs an output shaped like the input, got {pred.shape} vs {target.shape}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -133,6 +133,10 @@ class LayerSpec:
             raise unknown_name_error(f"option of a {self.form!r} layer", key, defaults)
         return defaults[key]
 
+    @overload
+    def init_value(self, key: str, param: str, default: float) -> float: ...
+    @overload
+    def init_value(self, key: str, param: str, default: None = None) -> float | None: ...
     def init_value(self, key: str, param: str, default: float | None = None) -> float | None:
         """Look up an init option for ``param`` ('w' or 'b'): ``std_w`` beats ``std``.
 
@@ -258,8 +262,9 @@ def _is_int(value: Any) -> bool:
 
 
 def _checked_fields(fields: dict[str, Any], where: str, booleans: str = "True or False") -> dict[str, Any]:
-    """A copy of a layer's ``fields`` with every value given checked and normalised: the checks
-    that the layer shorthand and a model file's config share.
+    """A copy of a layer's ``fields`` with every value given checked and normalised.
+
+    These are the checks that the layer shorthand and a model file's config share.
 
     Sizes become ints, a shape a tuple of ints; names must be non-empty strings, the
     activation known, ``batch_norm`` a bool (a string such as 'no' would be truthy and

@@ -37,7 +37,8 @@ def jacobian_norm(graph: Graph, x: torch.Tensor, layer: str) -> torch.Tensor:
     slopes, a = [], x
     for dense in chain:
         pre = dense.transform(a)
-        a, slope = torch.func.jvp(dense.activation, (pre,), (torch.ones_like(pre),))  # f(pre), f'(pre)
+        # f(pre), f'(pre); torch types jvp's result as 2 or 3 values (3 with has_aux)
+        a, slope = torch.func.jvp(dense.activation, (pre,), (torch.ones_like(pre),))[:2]
         slopes.append(slope)
     return chain_jacobian_norm(slopes, [dense.w for dense in chain])
 

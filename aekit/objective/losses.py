@@ -155,6 +155,7 @@ class Loss:
         return LOSSES[self.name](out, target, sample_weight)
 
     def to_dict(self) -> dict:
+        """A JSON-ready dict of this term: its name, weight, output layer and covar layer."""
         return {"name": self.name, "weight": self.weight, "output": self.output, "covar": self.covar}
 
     def __repr__(self) -> str:

@@ -132,10 +132,24 @@ class MSE(Metric):
     name = "mse"
 
     def update(self, batch: MetricBatch) -> None:
+        """Add the batch's weighted squared error and total weight to the state.
+
+        Parameters
+        ----------
+        batch : MetricBatch
+            The batch's target and weights, shape (n, *input_shape), and the graph's outputs.
+        """
         target, recon, weight = _flat(batch)
         self._add(torch.stack([(weight * (target - recon).square()).sum(), weight.sum()]))
 
     def compute(self) -> float:
+        """The mean squared error per value over every batch seen.
+
+        Returns
+        -------
+        float
+            NaN before any batch.
+        """
         if self._sums is None or self._sums[1] == 0:
             return float("nan")
         return float(self._sums[0] / self._sums[1])
@@ -147,6 +161,13 @@ class FVU(Metric):
     name = "fvu"
 
     def update(self, batch: MetricBatch) -> None:
+        """Add the batch's weighted squared error and per-feature sums of w, w x and w x^2 to the state.
+
+        Parameters
+        ----------
+        batch : MetricBatch
+            The batch's target and weights, shape (n, *input_shape), and the graph's outputs.
+        """
         target, recon, weight = _flat(batch)
         # Per-feature sums of w, w x and w x^2 give the variance around the data's means; float64
         # keeps the cancellation in sum(w x^2) - (sum w x)^2 / sum w harmless for data in any usual range.
@@ -169,6 +190,13 @@ class FVU(Metric):
         return float(sse), float(sst)
 
     def compute(self) -> float:
+        """The fraction of variance unexplained over every batch seen (constant data: 0 if exact, else inf).
+
+        Returns
+        -------
+        float
+            NaN before any batch.
+        """
         if self._sums is None:
             return float("nan")
         sse, sst = self._parts()
@@ -183,6 +211,13 @@ class R2(FVU):
     name = "r2"
 
     def compute(self) -> float:
+        """``1 - fvu`` over every batch seen (constant data: 1 if exact, else 0).
+
+        Returns
+        -------
+        float
+            NaN before any batch.
+        """
         if self._sums is None:
             return float("nan")
         sse, sst = self._parts()
@@ -198,12 +233,26 @@ class L0(Metric):
     needs_layer = True
 
     def update(self, batch: MetricBatch) -> None:
+        """Add the batch's count of non-zero values and of examples to the state.
+
+        Parameters
+        ----------
+        batch : MetricBatch
+            The graph's outputs for the batch; the layer's ``'name:out'`` has shape (n, *layer_shape).
+        """
         codes = batch.outputs[f"{self.layer}:out"].flatten(1)
         self._add(
             torch.stack([(codes != 0).sum().to(torch.float64), torch.tensor(codes.shape[0], dtype=torch.float64)])
         )
 
     def compute(self) -> float:
+        """The mean number of non-zero values per example over every batch seen.
+
+        Returns
+        -------
+        float
+            NaN before any batch.
+        """
         if self._sums is None or self._sums[1] == 0:
             return float("nan")
         return float(self._sums[0] / self._sums[1])
@@ -216,10 +265,24 @@ class DeadFraction(Metric):
     needs_layer = True
 
     def update(self, batch: MetricBatch) -> None:
+        """Add the batch's per-unit counts of non-zero values to the state.
+
+        Parameters
+        ----------
+        batch : MetricBatch
+            The graph's outputs for the batch; the layer's ``'name:out'`` has shape (n, *layer_shape).
+        """
         codes = batch.outputs[f"{self.layer}:out"].flatten(1)
         self._add((codes != 0).sum(0).to(torch.float64))  # per-unit firing counts
 
     def compute(self) -> float:
+        """The fraction of units that were zero on every example seen.
+
+        Returns
+        -------
+        float
+            NaN before any batch.
+        """
         if self._sums is None:
             return float("nan")
         return float((self._sums == 0).to(torch.float64).mean())

@@ -273,9 +273,9 @@ class Objective:
             total = total + value
         batch = PenaltyInput(graph, outputs, target, regs)
         for key, penalty in PENALTIES.items():
-            value = penalty(batch)
-            if value is not None:
-                terms[key] = value
-                total = total + value
+            penalty_value = penalty(batch)
+            if penalty_value is not None:
+                terms[key] = penalty_value
+                total = total + penalty_value
         terms["loss"] = total
         return total, terms

@@ -73,6 +73,14 @@ class EarlyStopping(Callback):
     """
 
     def on_epoch_end(self, trainer: Any, train_monitors: dict[str, float], valid_monitors: dict[str, float]) -> None:
+        """Count a validation without progress, keep a new best, and set ``trainer.stopping`` when patience runs out.
+
+        Parameters
+        ----------
+        trainer : Trainer
+        train_monitors, valid_monitors : dict of str to float
+            The epoch's monitors on the training data, and the latest validation's (empty before the first).
+        """
         options = trainer.options
         if options.validate_every == 0:
             # Validation off: the latest finite parameters are the ones to keep (and to
@@ -104,6 +112,14 @@ class History(Callback):
     """Append each epoch's monitors to ``net.history``, counting epochs over the model's whole life."""
 
     def on_epoch_end(self, trainer: Any, train_monitors: dict[str, float], valid_monitors: dict[str, float]) -> None:
+        """Append the epoch's monitors to ``net.history`` and log the training ones.
+
+        Parameters
+        ----------
+        trainer : Trainer
+        train_monitors, valid_monitors : dict of str to float
+            The epoch's monitors on the training data, and the latest validation's (empty before the first).
+        """
         net = trainer.net
         net.history.append(
             {"epoch": len(net.history) + 1, "train": dict(train_monitors), "valid": dict(valid_monitors)}
@@ -128,6 +144,14 @@ class Checkpoint(Callback):
         return f"Checkpoint({self.checkpointer!r})"
 
     def on_epoch_end(self, trainer: Any, train_monitors: dict[str, float], valid_monitors: dict[str, float]) -> None:
+        """Write a checkpoint when one is due (every ``checkpoint_every`` epochs, and after the last).
+
+        Parameters
+        ----------
+        trainer : Trainer
+        train_monitors, valid_monitors : dict of str to float
+            The epoch's monitors on the training data, and the latest validation's (empty before the first).
+        """
         final = trainer.stopping or trainer.epoch >= trainer.options.max_epochs
         if self.checkpointer.due(trainer.epoch, final) and trainer.strategy.writes_files():
             self.checkpointer.save(trainer)  # before the epoch is yielded: a consumer may stop there

@@ -491,7 +491,7 @@ class Checkpointer:
             )
         net.graph.load_state_dict(restored.graph.state_dict())
         optimizer_from_file(trainer.optimizer, meta["optimizer"], tensors, name)
-        if scaler_state is not None:
+        if scaler is not None and scaler_state is not None:
             scaler.load_state_dict(scaler_state)
         try:
             trainer.generator.set_state(generator_state)

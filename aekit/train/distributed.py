@@ -1,10 +1,10 @@
-"""Data-parallel training on ``torch.distributed``.
+r"""Data-parallel training on ``torch.distributed``.
 
 Launch any training -- the CLI or a script that calls ``net.train`` -- with
 ``torchrun`` and every process becomes one replica::
 
     torchrun --standalone --nproc_per_node=4 -m aekit train x.npy --layers 784,64,784 -o model.aekit
-    torchrun --nnodes=2 --nproc_per_node=4 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 \\
+    torchrun --nnodes=2 --nproc_per_node=4 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 \
         -m aekit train x.npy --layers 784,64,784 -o model.aekit
 
 ``train(distributed='auto')`` (the default) notices the launch from torchrun's
@@ -56,7 +56,7 @@ import gc
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -66,6 +66,9 @@ from ..errors import CheckpointError, ConfigurationError, DataError
 from ..objective import Objective
 from .options import parse_mode
 from .strategy import LossFunction, ObjectiveModule, Strategy
+
+if TYPE_CHECKING:
+    from ..model.graph import Graph
 
 __all__ = [
     "DataParallel",
@@ -109,7 +112,7 @@ def is_active() -> bool:
 
 
 def rank() -> int:
-    """This process's rank: from the process group, else torchrun's ``RANK``, else 0."""
+    """The rank of this process: from the process group, else torchrun's ``RANK``, else 0."""
     if _initialized():
         return torch.distributed.get_rank()
     env = launch_env()
@@ -222,12 +225,36 @@ class DataParallel(Strategy):
         self._summed_base: list[torch.Tensor] | None = None
 
     def attach(self, net: Any) -> None:
+        """Move a CUDA ``net`` to this process's GPU (torchrun's ``cuda:LOCAL_RANK``); quiet the log off rank 0.
+
+        Parameters
+        ----------
+        net : Autoencoder
+        """
         _place(net)
         self.device = net.device
         if self.rank != 0:
             logging.getLogger("aekit").setLevel(logging.WARNING)
 
     def prepare(self, source: Any, valid: Any) -> tuple[Any, Any]:
+        """The shares of the training and validation sources that this process trains and validates on.
+
+        Parameters
+        ----------
+        source : TensorSource or StreamingSource
+            The whole training data, identical on every process.
+        valid : TensorSource or StreamingSource or None
+            The whole validation data.
+
+        Returns
+        -------
+        (ShardedSource, ShardedSource or None)
+
+        Raises
+        ------
+        DataError
+            If there are fewer training examples than processes.
+        """
         if len(source) < self.world:
             raise DataError(
                 f"x has {len(source)} training examples, fewer than the {self.world} "
@@ -239,12 +266,39 @@ class DataParallel(Strategy):
         )
 
     def local_part(self, source: Any) -> tuple[Any, bool]:
+        """The part of ``source`` this process evaluates, and whether its means must be combined.
+
+        Parameters
+        ----------
+        source : ShardedSource, TensorSource or StreamingSource
+
+        Returns
+        -------
+        (source, bool)
+            This process's contiguous rows and True, or the whole data and False (a source
+            too small to split, or one that is not sharded).
+        """
         if not isinstance(source, ShardedSource):
             return source, False
         return (source.local, True) if source.sharded_eval else (source.base, False)
 
     # -------------------------------------------------------------- the step
     def wrap(self, objective: Objective) -> LossFunction:
+        """A function ``(x, w, scale) -> (scaled total, terms)`` that runs the objective through DDP.
+
+        The :class:`~torch.nn.parallel.DistributedDataParallel` wrapper is built on the first call,
+        so that it broadcasts rank 0's parameters after any layerwise pretraining or resume.
+
+        Parameters
+        ----------
+        objective : Objective
+
+        Returns
+        -------
+        callable
+            Called with ``x`` (n, *input_shape), ``w`` (like ``x``, or None) and ``scale``; returns the
+            total loss times ``scale``, shape (), and the unscaled terms by name.
+        """
         graph = objective.graph
 
         def loss(x: torch.Tensor, w: torch.Tensor | None, scale: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -269,10 +323,11 @@ class DataParallel(Strategy):
         return loss
 
     def average_gradients(self, params: Sequence[torch.Tensor], scale: float) -> None:
-        """What DDP does to the gradients of ``loss * scale``, for gradients the hand-derived step wrote:
-        scale them, then average them over the processes, in one all-reduce of one flat buffer.
+        """What DDP does to the gradients of ``loss * scale``, for gradients the hand-derived step wrote.
+
+        Scale them, then average them over the processes, in one all-reduce of one flat buffer.
         """
-        grads = [p.grad for p in params]
+        grads = cast(list[torch.Tensor], [p.grad for p in params])  # the step wrote every one
         flat = torch.cat([g.reshape(-1) for g in grads]).mul_(scale / self.world)
         device = flat.device
         flat = flat.to(_comm_device(self.device))
@@ -298,25 +353,57 @@ class DataParallel(Strategy):
         return values[:-1], values[-1]
 
     def epoch_means(self, sums: torch.Tensor, count: int) -> list[float]:
+        """Means over every process of the per-example sums ``sums`` of ``count`` examples here (one host sync).
+
+        Parameters
+        ----------
+        sums : tensor, shape (k,)
+        count : int
+
+        Returns
+        -------
+        list of float, length k
+        """
         totals, n = self.reduce(sums, count)
         return [v / n for v in totals]
 
     def sum_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` summed over every process (a metric's state), on ``tensor``'s device.
+
+        Parameters
+        ----------
+        tensor : tensor, any shape
+
+        Returns
+        -------
+        tensor, shape like ``tensor``
+        """
         total = tensor.detach().clone().to(_comm_device(self.device))
         torch.distributed.all_reduce(total)
         return total.to(tensor.device)
 
     def reduce_means(self, means: dict[str, Any], count: float) -> dict[str, float]:
+        """Means of ``count`` examples here, combined over every process (weighted by each process's count).
+
+        Parameters
+        ----------
+        means : dict of str to float or 0-d tensor
+        count : float
+
+        Returns
+        -------
+        dict of str to float
+        """
         keys = list(means)
         sums = torch.tensor([float(means[k]) * count for k in keys], dtype=torch.float64)
         totals, n = self.reduce(sums, count)
         return {k: v / n for k, v in zip(keys, totals)}
 
-    def begin_epoch(self, graph: nn.Module) -> None:
+    def begin_epoch(self, graph: Graph) -> None:
         """Remember the summed buffers' common values: their changes this epoch are added up at its end."""
         self._summed_base = [b.detach().clone() for b in graph.summed_buffers()]
 
-    def sync_state(self, graph: nn.Module) -> None:
+    def sync_state(self, graph: Graph) -> None:
         """Summed buffers: the common start plus every process's change; other buffers: rank 0's."""
         summed = graph.summed_buffers()
         summed_ids = {id(b) for b in summed}
@@ -338,9 +425,26 @@ class DataParallel(Strategy):
                 buffer.copy_(copy)
 
     def writes_files(self) -> bool:
+        """Whether this process writes checkpoints: rank 0 only."""
         return self.rank == 0
 
     def agree_on_resume(self, resumed: bool, epoch: int, path: str) -> None:
+        """Check that every process resumed the same checkpoint at the same epoch (one all-reduce).
+
+        Parameters
+        ----------
+        resumed : bool
+            Whether this process found and loaded the checkpoint.
+        epoch : int
+            The epoch it resumed at.
+        path : str
+            The checkpoint, for the message.
+
+        Raises
+        ------
+        CheckpointError
+            If the processes disagree (the file is not on a file system every host shares).
+        """
         state = torch.tensor([int(resumed), epoch], dtype=torch.int64, device=_comm_device(self.device))
         low, high = state.clone(), state.clone()
         torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MIN)

@@ -30,7 +30,7 @@ for every supported activation, loss and penalty.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -95,11 +95,10 @@ LOSSES = ("mse", "mae", "bce")
 
 
 def _prelu(leak: torch.Tensor) -> tuple[Callable, Callable]:
-    """``(activate, derivative)`` of theanets' prelu with the per-unit ``leak`` (units,), as
-    :data:`PRE_ACTIVATIONS` has them; the derivative also writes ``leak.grad``.
+    """``(activate, derivative)`` of theanets' prelu with the per-unit ``leak`` (units,), as in :data:`PRE_ACTIVATIONS`.
 
-    As ``F.prelu``: ``pre`` where ``pre > 0``, else ``leak * pre``; at ``pre == 0`` the input's
-    gradient is ``leak * g`` and the leak's is 0.
+    The derivative also writes ``leak.grad``.  As ``F.prelu``: ``pre`` where ``pre > 0``, else ``leak * pre``;
+    at ``pre == 0`` the input's gradient is ``leak * g`` and the leak's is 0.
     """
 
     def activate(pre: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -120,15 +119,15 @@ class _Link:
     def __init__(self, layer: Dense | Tied, hidden_l1: float | None, hidden_l2: float | None):
         self.name = layer.name
         self.tied = isinstance(layer, Tied)
-        self.w = layer.partner.w if self.tied else layer.w  # tied: the partner's (n_out, n_in) weight
+        self.w = cast(Dense, layer.partner).w if isinstance(layer, Tied) else layer.w  # tied: (n_out, n_in)
         self.b = layer.b
         self.act_name = layer.activation.parts[0]
         self.leak = layer.activation.leak if self.act_name == "prelu" else None  # prelu's learnable leak
         self.keeps_pre = self.act_name in PRE_ACTIVATIONS or self.leak is not None
-        if self.leak is not None:
-            self.activate, self.derivative = _prelu(self.leak)
-        else:
+        if self.leak is None:
             self.activate, self.derivative = (PRE_ACTIVATIONS if self.keeps_pre else ACTIVATIONS)[self.act_name]
+        else:
+            self.activate, self.derivative = _prelu(self.leak)
         self.size = layer.b.shape[0]
         self.activation = layer.activation  # the module, for the contractive penalty's f'(pre)
         self.hidden_l1, self.hidden_l2 = hidden_l1, hidden_l2
@@ -311,13 +310,11 @@ class DenseChainStep:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
-        """One forward and backward pass on ``x`` of shape (n, n_in) (or (n, C, H, W) into a dense first
-        layer); returns the terms, shape (len(keys),).
+        """One forward and backward pass on ``x``, (n, n_in) or (n, C, H, W); returns the terms, shape (len(keys),).
 
-        Every parameter's ``.grad`` is overwritten (not accumulated).  Noise and
-        dropout draw from torch's global generator in the order autograd's path
-        draws them (input noise, input dropout, then each hidden layer's noise and
-        dropout), so both paths see the same corruption.
+        Images go into a dense first layer.  Every parameter's ``.grad`` is overwritten (not accumulated).
+        Noise and dropout draw from torch's global generator in the order autograd's path draws them (input
+        noise, input dropout, then each hidden layer's noise and dropout), so both paths see the same corruption.
         """
         x = x.reshape(x.shape[0], -1)  # images (n, C, H, W) into a dense first layer: rows, as it flattens them
         space = self._workspace(x)
@@ -329,10 +326,10 @@ class DenseChainStep:
         values = self._losses(x, w, space)
         err = values[0]
         if len(values) > 1 or self.losses[0][1] != 1:
-            err = sum(value * weight for value, (_, weight) in zip(values, self.losses))
+            err = cast(torch.Tensor, sum(value * weight for value, (_, weight) in zip(values, self.losses)))
         hidden_terms = self._backward(space, inputs, posts)
         for param, power, lam in self.weight_penalties:
-            param.grad.add_(param.sign() if power == 1 else param, alpha=lam * power)
+            cast(torch.Tensor, param.grad).add_(param.sign() if power == 1 else param, alpha=lam * power)
         if len(self.keys) == len(values) + 2:  # [losses..., 'err', 'loss']: no penalties
             return torch.stack([*values, err, err])
         penalties = self._penalty_terms(hidden_terms, x)
@@ -350,12 +347,12 @@ class DenseChainStep:
         """
         a = space.corrupt(x, self.input_noise, self.input_dropout, space.x_in, space.x_mask)
         inputs, posts = [], []
-        for index, (link, out) in enumerate(zip(self.links, space.outs)):
+        for index, (link, out, kept) in enumerate(zip(self.links, space.outs, space.pres)):
             inputs.append(a)
-            pre = out if space.pres[index] is None else space.pres[index]
+            pre = out if kept is None else kept
             torch.addmm(link.b, a, link.w.t() if link.tied else link.w, out=pre)
             if link.is_last and self.bce:
-                space.logits.copy_(pre)
+                cast(torch.Tensor, space.logits).copy_(pre)
             if link.keeps_pre:
                 link.activate(pre, out)
             else:
@@ -380,9 +377,9 @@ class DenseChainStep:
         values, written = [], False
         for name, weight in self.losses:
             if name == "bce" and len(self.losses) > 1:
-                into = space.logit_grad
+                into = cast(torch.Tensor, space.logit_grad)
             elif written:  # a second loss on the output: computed aside, then added
-                into = space.scratch
+                into = cast(torch.Tensor, space.scratch)
             else:
                 into, written = grad, True
             if w is None:
@@ -402,8 +399,9 @@ class DenseChainStep:
         logits: torch.Tensor | None,
         into: torch.Tensor,
     ) -> torch.Tensor:
-        """The mean loss ``name`` of ``out`` (n, units) against ``x``; its gradient times ``weight`` goes
-        into ``into`` (for bce: with respect to the logits).
+        """The mean loss ``name`` of ``out`` (n, units) against ``x``.
+
+        Its gradient times ``weight`` goes into ``into`` (for bce: with respect to the logits).
         """
         count = into.numel()
         if name == "mse":
@@ -420,7 +418,7 @@ class DenseChainStep:
             into.sign_().mul_(weight / count)
         else:  # d/dlogits of the mean cross-entropy: (sigmoid(logits) - x) / count
             torch.sub(out, x, out=into)
-            value = F.binary_cross_entropy_with_logits(logits, x)
+            value = F.binary_cross_entropy_with_logits(cast(torch.Tensor, logits), x)
             into.mul_(weight / count)
         return value
 
@@ -434,8 +432,9 @@ class DenseChainStep:
         logits: torch.Tensor | None,
         into: torch.Tensor,
     ) -> torch.Tensor:
-        """The weighted loss ``sum(w * err) / sum(w)``, as :mod:`aekit.losses` reduces it, and its
-        gradient times ``weight``, written into ``into`` (for bce: with respect to the logits).
+        """The weighted loss ``sum(w * err) / sum(w)``, as :mod:`aekit.losses` reduces it.
+
+        Its gradient times ``weight`` is written into ``into`` (for bce: with respect to the logits).
         """
         torch.sub(out, x, out=into)  # out - x; for bce sigmoid(logits) - x, the logits' gradient
         if name == "mse":
@@ -445,38 +444,36 @@ class DenseChainStep:
             value = reduce_loss(into.abs(), w)
             into.sign_()
         else:
-            value = reduce_loss(F.binary_cross_entropy_with_logits(logits, x, reduction="none"), w)
+            value = reduce_loss(F.binary_cross_entropy_with_logits(cast(torch.Tensor, logits), x, reduction="none"), w)
         into.mul_(w).mul_(weight).div_(w.sum().clamp_min(LOSS_EPS))
         return value
 
     def _backward(
         self, space: _Workspace, inputs: list[torch.Tensor], posts: list[torch.Tensor]
     ) -> dict[str, list[torch.Tensor]]:
-        """Write every ``.grad`` from the output's gradient in ``space``, last layer first; each
-        gradient is written once (a tied weight: twice, added).  Returns the hidden penalties' values.
+        """Write every ``.grad`` from the output's gradient in ``space``, last layer first.
+
+        Each gradient is written once (a tied weight: twice, added).  Returns the hidden penalties' values.
         """
         links, outs, grads = self.links, space.outs, space.grads
         hidden_terms: dict[str, list[torch.Tensor]] = {
-            "hidden_l1": [],
-            "hidden_l2": [],
-            "sparsity": [],
-            "contractive": [],
+            key: [] for key in ("hidden_l1", "hidden_l2", "sparsity", "contractive")
         }
         contractive = None
         if links[0].contractive:  # from the first layer's kept pre-activation
-            contractive = self._contractive(links[0], space.pres[0], hidden_terms)
+            contractive = self._contractive(links[0], cast(torch.Tensor, space.pres[0]), hidden_terms)
         for index in range(len(links) - 1, -1, -1):
             link, out, grad = links[index], outs[index], grads[index]
             if not link.is_last:  # grad is d loss / d (corrupted) output
                 self._hidden_penalties(link, posts[index], grad, hidden_terms)
                 if link.dropout:
-                    grad.mul_(space.masks[index])  # additive noise passes the gradient as it is
+                    grad.mul_(cast(torch.Tensor, space.masks[index]))  # additive noise passes the gradient as it is
             logits_only = link.is_last and self.bce and len(self.losses) == 1  # grad is d loss / d pre already
             if link.derivative is not None and not logits_only:
                 # In place: d loss / d pre, from the output (or the kept pre-activation).
                 link.derivative(grad, space.pres[index] if link.keeps_pre else out, grad)
             if link.is_last and self.bce and not logits_only:
-                grad.add_(space.logit_grad)
+                grad.add_(cast(torch.Tensor, space.logit_grad))
             if index == 0 and contractive is not None:
                 grad.add_(contractive[0])
             if index > 0:
@@ -491,26 +488,25 @@ class DenseChainStep:
             else:  # dW = a^T g, shape (n_in, n_out)
                 left, right = a.t(), grad
             if link.accumulate_w:
-                link.w.grad.addmm_(left, right)
+                cast(torch.Tensor, link.w.grad).addmm_(left, right)
             else:
                 torch.mm(left, right, out=link.w.grad)
             torch.sum(grad, 0, out=link.b.grad)
         if contractive is not None:
-            links[0].w.grad.add_(contractive[1])
+            cast(torch.Tensor, links[0].w.grad).add_(contractive[1])
             if links[0].leak is not None:  # prelu: the slope below zero is the leak itself
-                links[0].leak.grad.add_(contractive[2])
+                cast(torch.Tensor, links[0].leak.grad).add_(contractive[2])
         return hidden_terms
 
     @staticmethod
     def _contractive(
         link: _Link, pre: torch.Tensor, hidden_terms: dict[str, list[torch.Tensor]]
     ) -> tuple[torch.Tensor, ...]:
-        """The contractive penalty of the first layer in closed form (:func:`aekit.regularizers.
-        dense_jacobian_norm`); records its value and returns its gradients with respect to the
-        pre-activation (n, units), to W (n_in, units) and, for prelu, to the leak (units,).
+        """The contractive penalty of the first layer in closed form, and its gradients.
 
-        A small autograd graph: f'' comes from the activation's own derivative, for every
-        supported activation alike.
+        As :func:`aekit.regularizers.dense_jacobian_norm`; records its value and returns its gradients with
+        respect to the pre-activation (n, units), to W (n_in, units) and, for prelu, to the leak (units,).
+        A small autograd graph: f'' comes from the activation's own derivative, for every supported activation.
         """
         with torch.enable_grad():
             pre = pre.detach().requires_grad_(True)
@@ -555,9 +551,11 @@ class DenseChainStep:
 
 
 class _Workspace:
-    """The buffers of one batch size: per layer an output, a gradient, and where needed the
-    pre-activation (gelu), a corrupted output and a dropout mask (training noise); the output's
-    logits (bce); the corrupted input.
+    """The buffers of one batch size.
+
+    Per layer an output, a gradient, and where needed the pre-activation (gelu), a corrupted output and a
+    dropout mask (training noise); the output's logits (bce); the corrupted input.  A buffer not needed is
+    None, and is read only under the options that allocate it (the step's ``cast`` calls say so).
     """
 
     def __init__(self, x: torch.Tensor, step: DenseChainStep):
@@ -591,9 +589,11 @@ class _Workspace:
         """
         if not (noise or dropout):
             return t
+        assert result is not None  # allocated where noise or dropout apply
         if noise:
             result.normal_().mul_(noise).add_(t)
         if dropout:
+            assert mask is not None  # allocated where dropout applies
             mask.bernoulli_(1 - dropout).div_(1 - dropout)
             torch.mul(result if noise else t, mask, out=result)
         return result

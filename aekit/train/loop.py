@@ -31,7 +31,7 @@ import logging
 import math
 import warnings
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -46,6 +46,9 @@ from .optimizers import ALGORITHMS, make_optimizer
 from .options import TrainOptions
 from .step import StepRunner
 from .strategy import SingleProcess, Strategy
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpointer
 
 __all__ = ["ALGORITHMS", "TensorSource", "TrainOptions", "Trainer", "itertrain", "make_optimizer"]
 
@@ -151,6 +154,7 @@ class Trainer:
         self.source, self.valid = self.strategy.prepare(source, valid_source)
         self.generator = torch.Generator().manual_seed(net.seed + 1 + len(net.history))
         self.objective = net.objective(regs)
+        assert options.learning_rate is not None  # TrainOptions.validate() filled in the algorithm's default
         self.optimizer = make_optimizer(
             options.algo, list(net.graph.parameters()), options.learning_rate, options.momentum
         )
@@ -175,14 +179,14 @@ class Trainer:
         self.stale = 0  # validations since the last improvement
         self.stopping = False  # set by a callback (early stopping) to end the run after this epoch
         self.valid_monitors: dict[str, float] = {}
-        self.checkpointer = None  # an aekit.train.checkpoint.Checkpointer when train(checkpoint=...)
+        self.checkpointer: Checkpointer | None = None  # set when train(checkpoint=...)
         self.resumed = False
         self.callbacks: list[Callback] = [EarlyStopping(), History()]
         self.metrics = build_metrics(options.metrics, list(net.graph.layers), net.code_layer)
 
     @property
     def rank(self) -> int:
-        """This process's place in a data-parallel run (0 otherwise)."""
+        """The place of this process in a data-parallel run (0 otherwise)."""
         return self.strategy.rank
 
     def __repr__(self) -> str:
@@ -266,7 +270,7 @@ class Trainer:
         """One L-BFGS iteration over the whole (local) data, through the same step runner."""
         local, shared = self.strategy.local_part(self.source)
         if isinstance(local, StreamingSource):
-            local.x  # raises the ConfigurationError that explains why L-BFGS cannot stream
+            _ = local.x  # raises the ConfigurationError that explains why L-BFGS cannot stream
         n = len(local)
         scale = n * self.strategy.world / len(self.source) if shared else 1.0
         stash: dict[str, float] = {}
@@ -279,6 +283,8 @@ class Trainer:
             # The global loss: every process's line search must see the same number.
             return torch.tensor(stash["loss"], dtype=torch.float32, device=local.x.device)
 
+        # torch.optim.LBFGS takes a closure that returns the loss tensor (Optimizer.step's types want a float).
+        assert isinstance(self.optimizer, torch.optim.LBFGS)  # algo='lbfgs' made it
         self.optimizer.step(closure)
         self.stepper.after_update()
         self.strategy.sync_state(self.net.graph)
@@ -327,8 +333,10 @@ class Trainer:
         return self.valid_monitors["loss"] if self.valid is not None else train_monitors["loss"]
 
     def validate(self) -> None:
-        """Update ``valid_monitors`` when this epoch validates (on the validation data, or with
-        monitors asked for, on the training data)."""
+        """Update ``valid_monitors`` when this epoch validates.
+
+        On the validation data, or with monitors asked for, on the training data.
+        """
         options = self.options
         if options.validate_every == 0 or self.epoch % options.validate_every:
             return
@@ -376,6 +384,7 @@ class Trainer:
         warnings.warn(message + "; halving the learning rate and going on", RuntimeWarning, stacklevel=3)
         for group in self.optimizer.param_groups:
             group["lr"] *= 0.5
+        assert self.options.learning_rate is not None  # TrainOptions.validate() filled in the default
         self.options.learning_rate *= 0.5
         self.optimizer.state.clear()
 
@@ -399,8 +408,8 @@ def _split_off_validation(
         return None if t is None else t.index_select(0, idx)
 
     v_idx, t_idx = perm[:n_valid], perm[n_valid:]
-    return TensorSource(pick(source.x, t_idx), pick(source.w, t_idx)), TensorSource(
-        pick(source.x, v_idx), pick(source.w, v_idx)
+    return TensorSource(source.x.index_select(0, t_idx), pick(source.w, t_idx)), TensorSource(
+        source.x.index_select(0, v_idx), pick(source.w, v_idx)
     )
 
 
@@ -427,10 +436,10 @@ def itertrain(
     if options.checkpoint is not None:
         from .checkpoint import Checkpointer
 
-        trainer.checkpointer = Checkpointer(options, reg_kwargs)
+        checkpointer = trainer.checkpointer = Checkpointer(options, reg_kwargs)
         if options.resume:
-            resumed = trainer.checkpointer.resume(trainer)
-            trainer.strategy.agree_on_resume(resumed, trainer.epoch, str(trainer.checkpointer.path))
+            resumed = checkpointer.resume(trainer)
+            trainer.strategy.agree_on_resume(resumed, trainer.epoch, str(checkpointer.path))
             if resumed:
                 return _run(trainer)  # checkpoints are written after any layerwise pretraining
     if options.layerwise:

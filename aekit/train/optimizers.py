@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 __all__ = ["ALGORITHMS", "DEFAULT_LEARNING_RATE", "MOMENTUM_ALGORITHMS", "FusedAdamUpdate", "make_optimizer"]
@@ -67,6 +69,19 @@ class FusedAdamUpdate:
 
     @classmethod
     def build(cls, optimizer: torch.optim.Optimizer) -> FusedAdamUpdate | None:
+        """The fast update for ``optimizer``, or None unless it is a plain fused ``torch.optim.Adam``.
+
+        Plain means one parameter group, scalar hyper-parameters, and none of amsgrad, maximize,
+        differentiable, capturable, decoupled weight decay or foreach.
+
+        Parameters
+        ----------
+        optimizer : torch.optim.Optimizer
+
+        Returns
+        -------
+        FusedAdamUpdate or None
+        """
         if type(optimizer) is not torch.optim.Adam or len(optimizer.param_groups) != 1:
             return None
         group = optimizer.param_groups[0]
@@ -101,8 +116,13 @@ class FusedAdamUpdate:
         return first is not None and first.get("exp_avg") is self._state[0][0]
 
     def __call__(self) -> None:
+        """One Adam step, as ``optimizer.step()`` would take it.
+
+        The first call (and any after the optimizer's state was cleared or replaced, or with a
+        parameter that has no gradient) goes through ``optimizer.step()`` itself.
+        """
         params = self.params
-        if not self._current() or any(p.grad is None for p in params):
+        if self._state is None or not self._current() or any(p.grad is None for p in params):
             self.optimizer.step()
             self._state = self._gather()
             return
@@ -112,7 +132,7 @@ class FusedAdamUpdate:
         torch._foreach_add_(steps, 1)
         torch._fused_adam_(
             params,
-            [p.grad for p in params],
+            cast(list[torch.Tensor], [p.grad for p in params]),  # none is None: checked above
             exp_avgs,
             exp_avg_sqs,
             [],

@@ -35,11 +35,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
-
-from collections.abc import Callable
 
 from ..errors import ConfigurationError
 from ..objective import Objective
@@ -138,7 +137,7 @@ class StepRunner:
         if want == "auto":
             want = self.device_type == "cuda"
         want = bool(want) and self.strategy.world == 1  # a data-parallel step runs eagerly
-        self._compiled = None
+        self._compiled: Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]] | None = None
         self._compile_pending = want
         self.compile_seconds: float | None = None
         # The autograd-free step, where the model allows it (decided once the term names are known).
@@ -148,7 +147,7 @@ class StepRunner:
 
     def __repr__(self) -> str:
         path = "hand-derived" if (self.fast or self._fast_candidate) is not None else "autograd"
-        precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp_dtype, "fp32")
+        precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
         return (
             f"StepRunner({path} step, {type(self.optimizer).__name__}, precision={precision!r}, "
             f"compile={self._compiled is not None or self._compile_pending})"
@@ -164,6 +163,7 @@ class StepRunner:
                 total, terms = self.loss(xb, wb, scale)
         else:
             total, terms = self.loss(xb, wb, scale)
+        assert self.keys is not None  # learnt on the first batch (_choose), before any step
         values = torch.stack([terms[k].detach().float().reshape(()) for k in self.keys])
         return total.float(), values
 
@@ -233,7 +233,7 @@ class StepRunner:
         if self._compile_pending:
             self._try_compile()
         self.optimizer.zero_grad(set_to_none=True)
-        total = values = None
+        total: torch.Tensor | None = None  # set with values when the compiled step ran
         if self._compiled is not None and xb.shape[0] == self.batch_size:
             started = time.perf_counter() if self.compile_seconds is None else None
             try:
@@ -247,7 +247,7 @@ class StepRunner:
                 )
                 self._compiled = None
                 self.optimizer.zero_grad(set_to_none=True)
-                total = values = None
+                total = None
             if started is not None and total is not None:
                 self.compile_seconds = time.perf_counter() - started
                 log.info("compiled the training step in %.1f s", self.compile_seconds)
@@ -274,8 +274,11 @@ class StepRunner:
             hook()
 
     def update(self) -> None:
-        """Gradient hooks, clipping (``max_gradient_norm``), the optimizer step (through the fp16 loss
-        scaler), then the post-step hooks."""
+        """Gradient hooks, clipping, the optimizer step, then the post-step hooks.
+
+        Clipping is ``max_gradient_norm``'s; the optimizer steps through the fp16 loss scaler when
+        there is one.
+        """
         if self.scaler is not None:
             if self.max_gradient_norm is not None or self.gradient_hooks:
                 self.scaler.unscale_(self.optimizer)  # hooks and clipping see true gradients

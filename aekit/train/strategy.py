@@ -21,12 +21,15 @@ is the data-parallel one.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from ..objective import Objective
+
+if TYPE_CHECKING:
+    from ..model.graph import Graph
 
 __all__ = ["ObjectiveModule", "SingleProcess", "Strategy"]
 
@@ -70,7 +73,7 @@ class Strategy:
         """Get ready to train ``net`` (a data-parallel run puts it on this process's device)."""
 
     def prepare(self, source: Any, valid: Any) -> tuple[Any, Any]:
-        """This process's training and validation sources (default: all of them)."""
+        """The training and validation sources of this process (default: all of them)."""
         return source, valid
 
     def local_part(self, source: Any) -> tuple[Any, bool]:
@@ -86,8 +89,10 @@ class Strategy:
         """Average the ``.grad`` of ``params`` of ``loss * scale`` over processes (single process: nothing)."""
 
     def epoch_means(self, sums: torch.Tensor, count: int) -> list[float]:
-        """Means of the per-example sums ``sums`` (shape (k,)) of ``count`` examples here, over every
-        process (one host sync)."""
+        """Means of the per-example sums ``sums`` (shape (k,)) of ``count`` examples here.
+
+        Taken over every process (one host sync).
+        """
         return (sums / count).tolist()
 
     def sum_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -98,10 +103,10 @@ class Strategy:
         """Means of ``count`` examples here, combined over every process."""
         return {k: float(v) for k, v in means.items()}
 
-    def begin_epoch(self, graph: nn.Module) -> None:
+    def begin_epoch(self, graph: Graph) -> None:
         """Called before an epoch's first step, when every process holds the same state."""
 
-    def sync_state(self, graph: nn.Module) -> None:
+    def sync_state(self, graph: Graph) -> None:
         """Make the layers' state the same on every process after an epoch (single process: nothing)."""
 
     def writes_files(self) -> bool:

@@ -96,7 +96,7 @@ def _numel(shape: tuple[int, ...]) -> int:
     return int(math.prod(shape))
 
 
-def default_std(activation: str, fan_in: int, fan_out: int) -> float:
+def default_std(activation: str, fan_in: float, fan_out: float) -> float:
     """Initial weight std that keeps signals in range for ``activation``.
 
     He (Kaiming) for rectifiers, Glorot for saturating and linear units, so that
@@ -140,7 +140,8 @@ class Layer(nn.Module):
     """
 
     form = "layer"
-    tied_class: type[Layer]  # the class of a 'tied' layer that mirrors this one (set where it exists)
+    # The class of a 'tied' layer that mirrors this one (set where it exists), built as (spec, input_shape, partner).
+    tied_class: Callable[[LayerSpec, tuple[int, ...], Layer], Layer]
     takes_constraints = False  # whether constraint= applies to this form
     # Buffers that count per-process events (e.g. how often a unit fired): data-parallel
     # training sums their changes over the processes instead of keeping one process's copy.
@@ -199,6 +200,7 @@ class Layer(nn.Module):
         return self.norm is not None and _numel(self.output_shape) == self.output_shape[0]
 
     def extra_repr(self) -> str:
+        """Name, shapes and activation, for ``repr``."""
         return f"{self.name!r}, {self.input_shape} -> {self.output_shape}, activation={self.spec.activation!r}"
 
 
@@ -255,4 +257,5 @@ class Input(Layer):
     """The input layer: holds the per-example input shape, no parameters."""
 
     def __init__(self, spec: LayerSpec, input_shape: tuple[int, ...] | None = None):
-        super().__init__(spec, tuple(spec.shape))
+        # An input spec has a shape (parse_layers sets it); a damaged config without one raises TypeError here.
+        super().__init__(spec, tuple(spec.shape))  # type: ignore[arg-type]

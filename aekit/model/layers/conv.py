@@ -43,8 +43,9 @@ Pads = tuple[int, int, int, int]  # F.pad order: (left, right, top, bottom)
 
 
 def _channels_last(t: torch.Tensor) -> torch.Tensor:
-    """``t`` (an image batch or a kernel) in channels-last memory order (NHWC), the order oneDNN's
-    convolutions work in.
+    """``t`` (an image batch or a kernel) in channels-last memory order (NHWC).
+
+    NHWC is the order oneDNN's convolutions work in.
 
     In NCHW every convolution and its backward pass reorder their operands; in
     NHWC the outputs stay NHWC from layer to layer and the reorders go away.
@@ -211,11 +212,19 @@ class Conv2(_Kernel):
         self.w = nn.Parameter(torch.empty(c_out, c_in, k, k))
         self.b = nn.Parameter(torch.zeros(c_out))
 
-    @property
-    def tied_class(self) -> type[Layer]:
-        return TiedConv
+    def infer_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The output shape under the spec's padding; records the pads the convolution applies.
 
-    def infer_shape(self, input_shape):
+        Parameters
+        ----------
+        input_shape : tuple of int
+            Per-example input shape ``(C_in, H, W)``.
+
+        Returns
+        -------
+        tuple of int
+            ``(C_out, ceil(H / stride), ceil(W / stride))`` for 'same' padding.
+        """
         spec = self.spec
         _, h, w = _image_shape(spec, input_shape)
         padding = _padding(spec)
@@ -225,6 +234,14 @@ class Conv2(_Kernel):
         return (_channels(spec), out_h, out_w)
 
     def reset_parameters(self, generator):
+        """Draw ``w`` (C_out, C_in, k, k) and ``b`` (C_out,).
+
+        ``w`` has He or Glorot scaling over the fans unless the spec's init options say otherwise.
+
+        Parameters
+        ----------
+        generator : torch.Generator
+        """
         c_out, c_in, k, _ = self.w.shape
         s2 = self.spec.stride**2
         _fill_weight(self, self.w, c_in * k * k, c_out * k * k / s2, generator)
@@ -232,6 +249,16 @@ class Conv2(_Kernel):
             self.b.copy_(_init_bias(self, c_out, generator))
 
     def transform(self, x):
+        """The convolution of ``x`` with ``w``, plus ``b`` (:func:`conv_same`).
+
+        Parameters
+        ----------
+        x : tensor, shape (n, C_in, H, W)
+
+        Returns
+        -------
+        tensor, shape (n, *output_shape)
+        """
         return conv_same(x, self.w, self.b, self.spec.stride, self.pads)
 
 
@@ -249,11 +276,19 @@ class Deconv2(_Kernel):
         self.w = nn.Parameter(torch.empty(c_in, c_out, k, k))
         self.b = nn.Parameter(torch.zeros(c_out))
 
-    @property
-    def tied_class(self) -> type[Layer]:
-        return TiedConv
-
     def infer_shape(self, input_shape):
+        """The output shape under the spec's padding (or its ``shape``); records the crop.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            Per-example input shape ``(C_in, H, W)``.
+
+        Returns
+        -------
+        tuple of int
+            ``(C_out, H * stride, W * stride)`` for 'same' padding without a ``shape``.
+        """
         spec = self.spec
         _, h, w = _image_shape(spec, input_shape)
         k, s, padding = spec.kernel, spec.stride, _padding(spec)
@@ -291,6 +326,14 @@ class Deconv2(_Kernel):
         return (channels, sizes[0], sizes[1])
 
     def reset_parameters(self, generator):
+        """Draw ``w`` (C_in, C_out, k, k) and ``b`` (C_out,).
+
+        ``w`` has He or Glorot scaling over the fans unless the spec's init options say otherwise.
+
+        Parameters
+        ----------
+        generator : torch.Generator
+        """
         c_in, c_out, k, _ = self.w.shape
         s2 = self.spec.stride**2
         _fill_weight(self, self.w, c_in * k * k / s2, c_out * k * k, generator)
@@ -298,6 +341,16 @@ class Deconv2(_Kernel):
             self.b.copy_(_init_bias(self, c_out, generator))
 
     def transform(self, x):
+        """The transposed convolution of ``x`` with ``w``, plus ``b`` (:func:`deconv_same`).
+
+        Parameters
+        ----------
+        x : tensor, shape (n, C_in, H, W)
+
+        Returns
+        -------
+        tensor, shape (n, *output_shape)
+        """
         return deconv_same(x, self.w, self.b, self.spec.stride, self.crop, self.output_shape[1:])
 
 
@@ -311,6 +364,18 @@ class TiedConv(Tied):
     """
 
     def check_partner_output(self, partner: Layer) -> None:
+        """Raise unless this layer's input shape is exactly the partner's output shape.
+
+        Parameters
+        ----------
+        partner : Layer
+            The ``conv2`` or ``deconv2`` layer whose kernel this one shares.
+
+        Raises
+        ------
+        ConfigurationError
+            Naming both shapes.
+        """
         if tuple(self.input_shape) != tuple(partner.output_shape):
             raise ConfigurationError(
                 f"tied layer {self.spec.name!r} takes input of shape {tuple(self.input_shape)}, but its partner "
@@ -318,6 +383,18 @@ class TiedConv(Tied):
             )
 
     def infer_shape(self, input_shape):
+        """The output shape: the partner's input shape, checked against the spec's ``channels`` and ``size``.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            Per-example input shape ``(C_in, H, W)``, the partner's output shape.
+
+        Returns
+        -------
+        tuple of int
+            ``partner.input_shape``.
+        """
         partner = self._partner[0]
         shape = tuple(partner.input_shape)
         if self.spec.channels is not None and self.spec.channels != shape[0]:
@@ -333,6 +410,16 @@ class TiedConv(Tied):
         return shape
 
     def transform(self, x):
+        """The adjoint of the partner's convolution (or transposed convolution) applied to ``x``, plus ``b``.
+
+        Parameters
+        ----------
+        x : tensor, shape (n, *partner.output_shape)
+
+        Returns
+        -------
+        tensor, shape (n, *partner.input_shape)
+        """
         partner = self.partner
         stride = partner.spec.stride
         if isinstance(partner, Conv2):
@@ -347,7 +434,12 @@ class TiedConv(Tied):
         return conv_same(x, partner.w, self.b, stride, pads)
 
     def extra_repr(self) -> str:
+        """The layer's summary and its partner's name, for ``repr``."""
         return f"{super().extra_repr()}, partner={self.partner.name!r}"
+
+
+# A tied layer after a conv2 or deconv2 runs its adjoint (dense partners get Tied, set in dense.py).
+Conv2.tied_class = Deconv2.tied_class = TiedConv
 
 
 @register("pool")
@@ -360,7 +452,19 @@ class Pool(Layer):
 
     MODES = ("max", "avg")
 
-    def infer_shape(self, input_shape):
+    def infer_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The output shape; checks the mode and records the stride and the pads.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            Per-example input shape ``(C_in, H, W)``.
+
+        Returns
+        -------
+        tuple of int
+            ``(C, ceil(H / stride), ceil(W / stride))`` for 'same' padding.
+        """
         spec = self.spec
         if spec.mode not in self.MODES:
             raise unknown_name_error(f"pooling mode of layer {spec.name!r}", str(spec.mode), self.MODES)
@@ -373,6 +477,16 @@ class Pool(Layer):
         return (c, out_h, out_w)
 
     def transform(self, x):
+        """Max or average pooling of ``x``; an average counts only real (unpadded) pixels.
+
+        Parameters
+        ----------
+        x : tensor, shape (n, C, H, W)
+
+        Returns
+        -------
+        tensor, shape (n, *output_shape)
+        """
         k, s = self.spec.kernel, self.stride
         if self.spec.mode == "max":
             if any(self.pads):
@@ -385,6 +499,7 @@ class Pool(Layer):
         return total / F.avg_pool2d(F.pad(ones, self.pads), k, s)
 
     def extra_repr(self) -> str:
+        """The layer's summary with its mode, kernel and stride, for ``repr``."""
         return f"{super().extra_repr()}, mode={self.spec.mode!r}, kernel={self.spec.kernel}, stride={self.stride}"
 
 
@@ -395,6 +510,18 @@ class Upsample(Layer):
     MODES = ("nearest", "bilinear")
 
     def infer_shape(self, input_shape):
+        """The output shape; checks and records the mode (``'nearest'`` unless the spec says ``'bilinear'``).
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            Per-example input shape ``(C_in, H, W)``.
+
+        Returns
+        -------
+        tuple of int
+            ``(C, H * scale, W * scale)``.
+        """
         spec = self.spec
         self.mode = "nearest" if spec.mode == "max" else spec.mode  # 'max' is the spec default
         if self.mode not in self.MODES:
@@ -403,9 +530,20 @@ class Upsample(Layer):
         return (c, h * spec.scale, w * spec.scale)
 
     def transform(self, x):
+        """``x`` upsampled by ``scale`` along H and W.
+
+        Parameters
+        ----------
+        x : tensor, shape (n, C, H, W)
+
+        Returns
+        -------
+        tensor, shape (n, C, H * scale, W * scale)
+        """
         if self.mode == "nearest":
             return F.interpolate(x, scale_factor=self.spec.scale, mode="nearest")
         return F.interpolate(x, scale_factor=self.spec.scale, mode="bilinear", align_corners=False)
 
     def extra_repr(self) -> str:
+        """The layer's summary with its scale and mode, for ``repr``."""
         return f"{super().extra_repr()}, scale={self.spec.scale}, mode={self.mode!r}"

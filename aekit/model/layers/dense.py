@@ -33,6 +33,7 @@ class Dense(Layer):
 
     @property
     def has_step_hooks(self) -> bool:
+        """True when a weight constraint acts around each optimizer step."""
         return self.constraint is not None
 
     def before_step(self) -> None:
@@ -46,9 +47,26 @@ class Dense(Layer):
             self.constraint.apply(self.w)
 
     def infer_shape(self, input_shape):
+        """The output shape: ``(size,)``, whatever the input's shape.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            Per-example shape of the input (an image shape is flattened).
+
+        Returns
+        -------
+        tuple of int
+        """
         return (int(self.spec.size),)
 
     def reset_parameters(self, generator):
+        """Draw ``w`` (n_in, n_out) and ``b`` (n_out,) as the spec's init options ask, then apply the constraint.
+
+        Parameters
+        ----------
+        generator : torch.Generator
+        """
         std = self.spec.init_value("std", "w", default_std(self.spec.activation, self.n_in, self.n_out))
         with torch.no_grad():
             self.w.copy_(
@@ -66,6 +84,17 @@ class Dense(Layer):
             self.constraint.apply(self.w)  # a constrained weight starts on its constraint set
 
     def transform(self, x):
+        """The pre-activation ``x @ w + b``.
+
+        Parameters
+        ----------
+        x : tensor, shape (n, n_in) or (n, C, H, W)
+            An image batch is flattened first.
+
+        Returns
+        -------
+        tensor, shape (n, n_out)
+        """
         if x.dim() > 2:
             x = x.flatten(1)
         return torch.addmm(self.b, x, self.w)
@@ -97,9 +126,21 @@ class Tied(Layer):
 
     @property
     def partner(self) -> Layer:
+        """The layer whose weight this one shares (held outside the module tree)."""
         return self._partner[0]
 
     def infer_shape(self, input_shape):
+        """The output shape: the partner's input size, ``(n_in,)``.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            Per-example shape of the input.
+
+        Returns
+        -------
+        tuple of int
+        """
         partner = self._partner[0]
         size = _numel(partner.input_shape)
         if self.spec.size is not None and self.spec.size != size:
@@ -110,10 +151,27 @@ class Tied(Layer):
         return (size,)
 
     def reset_parameters(self, generator):
+        """Draw the bias ``b`` (n_in,) only: the weight is the partner's.
+
+        Parameters
+        ----------
+        generator : torch.Generator
+        """
         with torch.no_grad():
             self.b.copy_(_init_bias(self, self.b.shape[0], generator))
 
     def transform(self, x):
+        """The pre-activation ``x @ w_partner.T + b``.
+
+        Parameters
+        ----------
+        x : tensor, shape (n, n_out of the partner) or (n, C, H, W)
+            An image batch is flattened first.
+
+        Returns
+        -------
+        tensor, shape (n, n_in of the partner)
+        """
         if x.dim() > 2:
             x = x.flatten(1)
         return torch.addmm(self.b, x, self.partner.w.t())
@@ -124,9 +182,29 @@ class Flatten(Layer):
     """Flattens (n, C, H, W) to (n, C*H*W)."""
 
     def infer_shape(self, input_shape):
+        """The output shape: ``(C*H*W,)`` for an input of shape ``(C, H, W)``.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+
+        Returns
+        -------
+        tuple of int
+        """
         return (_numel(input_shape),)
 
     def transform(self, x):
+        """``x`` flattened to rows.
+
+        Parameters
+        ----------
+        x : tensor, shape (n, C, H, W)
+
+        Returns
+        -------
+        tensor, shape (n, C*H*W)
+        """
         return x.flatten(1)
 
 
@@ -135,6 +213,16 @@ class Reshape(Layer):
     """Reshapes each example to ``spec.shape`` (e.g. (32, 7, 7))."""
 
     def infer_shape(self, input_shape):
+        """The output shape: the spec's ``shape``, which must hold as many values as ``input_shape``.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+
+        Returns
+        -------
+        tuple of int
+        """
         shape = self.spec.shape
         if shape is None:
             raise ConfigurationError(f"reshape layer {self.spec.name!r} needs a shape")
@@ -146,6 +234,16 @@ class Reshape(Layer):
         return tuple(shape)
 
     def transform(self, x):
+        """Each example of ``x`` reshaped to the spec's shape.
+
+        Parameters
+        ----------
+        x : tensor, shape (n, *input_shape)
+
+        Returns
+        -------
+        tensor, shape (n, *shape)
+        """
         return x.reshape(x.shape[0], *self.output_shape)
 
 
