@@ -31,6 +31,7 @@ from sklearn.utils.validation import check_array, check_is_fitted
 from .autoencoder import Autoencoder
 from .data.validation import as_float32
 from .errors import ConfigurationError, DataError
+from .objective.penalties import REGULARIZER_KEYS
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -54,17 +55,7 @@ _TRAIN_PARAMS = (
     "min_improvement",
     "valid_split",
     "max_gradient_norm",
-    "hidden_l1",
-    "hidden_l2",
-    "weight_l1",
-    "weight_l2",
-    "sparsity_target",
-    "sparsity_weight",
-    "contractive",
-    "input_noise",
-    "input_dropout",
-    "hidden_noise",
-    "hidden_dropout",
+    *REGULARIZER_KEYS,  # every penalty and noise keyword is an estimator parameter of the same name
 )
 
 

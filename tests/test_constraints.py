@@ -141,3 +141,18 @@ def test_the_constraint_is_saved_and_resumes_in_a_model_file(tmp_path):
 def test_bad_constraints_are_named(layers, message):
     with pytest.raises(aekit.ConfigurationError, match=message):
         aekit.Autoencoder(layers)
+
+
+def test_torch_optim_step_hooks_run_on_the_fused_adam_path():
+    # A hook registered the torch.optim way is honoured even where aekit skips optimizer.step().
+    from aekit.train.callbacks import Callback
+
+    calls = []
+
+    class Hook(Callback):
+        def on_train_begin(self, trainer):
+            trainer.optimizer.register_step_post_hook(lambda optimizer, args, kwargs: calls.append(1))
+
+    net = aekit.Autoencoder(SAE, rng=0)
+    net.train(data(), batch_size=16, max_epochs=2, validate_every=0, callbacks=[Hook()])
+    assert len(calls) == 2 * 96 // 16

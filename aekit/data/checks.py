@@ -25,6 +25,27 @@ def _describe(x: Any) -> str:
     return f"{type(x).__name__} of shape {tuple(shape)}" if shape is not None else type(x).__name__
 
 
+def real_array(x: Any, name: str = "x") -> np.ndarray:
+    """``x`` as a NumPy array of real numbers (booleans allowed), any shape.
+
+    Raises
+    ------
+    DataError
+        If ``x`` is ragged, or holds objects, strings or complex numbers.
+    """
+    try:
+        array = np.asarray(x)
+    except (ValueError, TypeError) as error:
+        raise DataError(f"{name} must be a rectangular numeric array ({error})") from None
+    if (
+        array.dtype == object
+        or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_)
+        or np.issubdtype(array.dtype, np.complexfloating)
+    ):
+        raise DataError(f"{name} must hold real numbers, got an array of dtype {array.dtype}")
+    return array
+
+
 def check_array(
     x: Any,
     input_shape: tuple[int, ...],
@@ -64,16 +85,7 @@ def check_array(
     else:
         if isinstance(x, (str, bytes, dict)) or x is None:
             raise DataError(f"{name} must be a 2-D numeric array, got {_describe(x)}")
-        try:
-            array = np.asarray(x)
-        except (ValueError, TypeError) as error:
-            raise DataError(f"{name} must be a rectangular numeric array ({error})") from None
-        if (
-            array.dtype == object
-            or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_)
-            or np.issubdtype(array.dtype, np.complexfloating)
-        ):
-            raise DataError(f"{name} must hold real numbers, got an array of dtype {array.dtype}")
+        array = real_array(x, name)
         if not array.dtype.isnative:  # torch reads native byte order only (e.g. '>f4' from a file)
             array = array.astype(array.dtype.newbyteorder("="))
         array = np.ascontiguousarray(array)

@@ -35,6 +35,7 @@ import torch
 
 from ..errors import ConfigurationError, DataError, unknown_name_error
 from ..registry import Registry
+from .checks import real_array
 from .patches import extract_patches, normalize_patches, whiten_images
 
 __all__ = [
@@ -57,16 +58,7 @@ def _real_array(x: Any, name: str = "x") -> np.ndarray:
     """``x`` as a real-valued array of shape (n, features) or (n, *shape) with at least one feature."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
-    try:
-        array = np.asarray(x)
-    except (TypeError, ValueError) as error:
-        raise DataError(f"{name} must be a rectangular numeric array ({error})") from None
-    if (
-        array.dtype == object
-        or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_)
-        or np.issubdtype(array.dtype, np.complexfloating)
-    ):
-        raise DataError(f"{name} must hold real numbers, got an array of dtype {array.dtype}")
+    array = real_array(x, name)
     if array.ndim < 2:
         raise DataError(f"{name} must be 2-D (examples, features), got shape {array.shape}")
     if math.prod(array.shape[1:]) == 0:

@@ -115,14 +115,26 @@ class FusedAdamUpdate:
         first = live.get(self.params[0]) if live is self._live else None
         return first is not None and first.get("exp_avg") is self._state[0][0]
 
+    def _hooked(self) -> bool:
+        # Step hooks registered with torch.optim (on this optimizer, or for all optimizers) run in
+        # optimizer.step(): with any of them, take that path so that none is skipped.
+        from torch.optim import optimizer as torch_optimizer
+
+        return bool(
+            getattr(self.optimizer, "_optimizer_step_pre_hooks", None)
+            or getattr(self.optimizer, "_optimizer_step_post_hooks", None)
+            or getattr(torch_optimizer, "_global_optimizer_pre_hooks", None)
+            or getattr(torch_optimizer, "_global_optimizer_post_hooks", None)
+        )
+
     def __call__(self) -> None:
-        """One Adam step, as ``optimizer.step()`` would take it.
+        """One Adam step, as ``optimizer.step()`` would take it (torch.optim's step hooks included).
 
         The first call (and any after the optimizer's state was cleared or replaced, or with a
         parameter that has no gradient) goes through ``optimizer.step()`` itself.
         """
         params = self.params
-        if self._state is None or not self._current() or any(p.grad is None for p in params):
+        if self._hooked() or self._state is None or not self._current() or any(p.grad is None for p in params):
             self.optimizer.step()
             self._state = self._gather()
             return
