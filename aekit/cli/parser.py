@@ -39,7 +39,10 @@ def _common(suppress: bool) -> _Parser:
         "--debug", action="store_true", default=default(False), help="show the traceback of an unexpected error"
     )
     common.add_argument(
-        "--threads", type=int, default=default(None), help="CPU threads for torch (default: torch's choice; demo: 1)"
+        "--threads",
+        type=int,
+        default=default(None),
+        help="CPU threads for torch (default: torch's choice; train: 1 for small models; demo: 1)",
     )
     return common
 

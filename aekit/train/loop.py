@@ -25,6 +25,7 @@ attributes the :class:`Trainer` docstring lists.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -46,6 +47,7 @@ from .optimizers import ALGORITHMS, make_optimizer
 from .options import TrainOptions
 from .step import StepRunner
 from .strategy import SingleProcess, Strategy
+from .threads import training_threads
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpointer
@@ -467,6 +469,9 @@ def _run(trainer: Trainer) -> Iterator[tuple[dict[str, float], dict[str, float]]
         callbacks.append(Checkpoint(trainer.checkpointer))
     callbacks += opts.callbacks
     validating = opts.validate_every > 0
+    # The run's CPU threads (aekit.train.threads), put back when the generator finishes or is closed.
+    resources = contextlib.ExitStack()
+    resources.enter_context(training_threads(opts.threads, net.graph, tuple(net.graph.input_shape), opts.batch_size))
     try:
         for callback in callbacks:
             callback.on_train_begin(trainer)
@@ -499,6 +504,7 @@ def _run(trainer: Trainer) -> Iterator[tuple[dict[str, float], dict[str, float]]
                 callback.on_train_end(trainer)
         finally:
             trainer.close()
+            resources.close()
 
 
 def _layerwise(net, x, valid, kwargs, full: Trainer):

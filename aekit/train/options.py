@@ -17,6 +17,7 @@ from ..objective.metrics import METRICS
 from .callbacks import Callback
 from .optimizers import ALGORITHMS, DEFAULT_LEARNING_RATE, MOMENTUM_ALGORITHMS
 from .step import check_compile, check_precision
+from .threads import check_threads
 
 __all__ = ["PYTHON_ONLY_OPTIONS", "TrainOptions", "parse_mode"]
 
@@ -75,6 +76,10 @@ class TrainOptions:
         Data-parallel training over a ``torch.distributed`` process group (see
         :mod:`aekit.train.distributed`); ``'auto'`` (default) when launched by torchrun
         with several processes.  ``batch_size`` is then per process.
+    threads : int, 'auto' or None
+        CPU threads while training: ``'auto'`` (default) one thread for models whose
+        step is small (see :mod:`aekit.train.threads`), torch's setting otherwise;
+        ``N`` threads; None leaves torch's setting.
     metrics : list of str
         Whole-data-set figures reported with the validation monitors (on the training
         data without validation data): ``'fvu'``, ``'r2'``, ``'mse'``, ``'l0'``,
@@ -107,6 +112,7 @@ class TrainOptions:
     distributed: bool | str = "auto"
     callbacks: list[Callback] = dataclasses.field(default_factory=list)
     metrics: list[str] = dataclasses.field(default_factory=list)
+    threads: int | str | None = "auto"
 
     @classmethod
     def parse(cls, kwargs: dict[str, Any]) -> tuple[TrainOptions, dict[str, Any]]:
@@ -179,6 +185,7 @@ class TrainOptions:
         self.precision = check_precision(self.precision)
         self.compile = check_compile(self.compile)
         self.distributed = parse_mode(self.distributed)
+        self.threads = check_threads(self.threads)
         if not isinstance(self.callbacks, (list, tuple)) or not all(isinstance(c, Callback) for c in self.callbacks):
             raise ConfigurationError(
                 f"callbacks must be a list of aekit.train.callbacks.Callback objects, got {self.callbacks!r:.80}"
