@@ -70,7 +70,8 @@ class Autoencoder(BatchedInference):
     loss : str
         ``'mse'`` (default), ``'mae'``, ``'bce'``, ``'kl'`` or ``'gll'``.
     weighted : bool
-        When True, training data come as ``[x, w]`` with ``w`` shaped like ``x``.
+        When True, training data come as ``[x, w]`` with ``w`` shaped like ``x``.  Every method
+        that takes data also takes theanets' ``[x]``.
     rng : int, numpy random generator or None
         Seed of the initial weights, the training shuffles and ``encode(sample=True)``'s
         draws; None takes a fresh seed from the operating system.
@@ -266,6 +267,7 @@ class Autoencoder(BatchedInference):
         self._check_outputs_exist()
         regs = Regularizers.from_kwargs(code_layer=self.code_layer, **regularizers)
         self.check_regularizer_targets(regs)
+        x, w = self._split(x, w=w, weights=True)
         xt = self._check(x)
         wt = self._check_weights(w) if w is not None else None
         total, _ = self.loss_terms(xt, wt, regs, training=True)
@@ -300,6 +302,7 @@ class Autoencoder(BatchedInference):
         """
         self._check_outputs_exist()
         name = self._layer_name(layer, self.code_layer)
+        x, _ = self._split(x)
         codes = self._run(self._inputs(x), lambda b: self.graph(b, stop=name)[f"{name}:out"])
         if sample:
             if codes.size and (codes.min() < 0 or codes.max() > 1):
@@ -326,6 +329,7 @@ class Autoencoder(BatchedInference):
         name = self._layer_name(layer, self.code_layer)
         shape = self.graph.layers[name].output_shape
         out = self.graph.output_name
+        z, _ = self._split(z, "z", shape=shape)
 
         def run(b: torch.Tensor) -> torch.Tensor:
             return self.graph.run_from(name, b)[f"{out}:out"]
@@ -344,6 +348,7 @@ class Autoencoder(BatchedInference):
         A memory-mapped or other streamable ``x`` is read one block of rows at a time.
         """
         self._check_outputs_exist()
+        x, _ = self._split(x)
         if is_streamable(x):
             # The inverse preprocessing is row-wise: applying it per block keeps
             # its float64 working copy as small as the block.
@@ -366,9 +371,9 @@ class Autoencoder(BatchedInference):
 
         Parameters
         ----------
-        x : array-like, shape (n, features), or ``[x, w]`` when ``weighted``
+        x : array-like, shape (n, features); also ``[x]`` (theanets' form), and ``[x, w]`` when ``weighted``
         valid : array-like, optional
-            Validation data for early stopping (or ``valid_split=0.1``).
+            Validation data for early stopping (or ``valid_split=0.1``), in the forms of ``x``.
         **kwargs
             ``algo``, ``learning_rate``, ``batch_size``, ``max_epochs``, ``patience``,
             regularizers (``hidden_l1``, ``weight_l2``, ...): see

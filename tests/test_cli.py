@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -709,6 +711,47 @@ def test_errors_name_the_file_or_flag(workdir, capsys, args, code, match):
     if not (folder / "wide.npy").exists():
         np.save(folder / "wide.npy", np.zeros((10, 100), np.float32))
     assert_one_line_error(call(capsys, *args, cwd=folder), code, match)
+    assert not (folder / "never.aekit").exists() and not (folder / "c.npy").exists()
+
+
+@pytest.mark.parametrize("name", ["cut-idx3-ubyte.gz", "cut.gz", "tiny.gz"])
+@pytest.mark.parametrize("command", ["train", "encode"])
+def test_a_truncated_gz_is_one_line_naming_the_file(workdir, capsys, name, command):
+    # An idx.gz cut in half (or cut inside its first block), under a telling name or none.
+    folder, _ = workdir
+    images = (np.load(folder / "x.npy")[:100].reshape(100, 8, 8) * 255).astype(np.uint8)
+    idx = b"\0\0\x08\x03" + struct.pack(">3I", 100, 8, 8) + images.tobytes()
+    gz = gzip.compress(idx)
+    (folder / name).write_bytes(gz[:12] if name == "tiny.gz" else gz[: len(gz) // 2])
+    args = (
+        ["train", name, "--layers", "64,8,64", "-o", "never.aekit"]
+        if command == "train"
+        else ["encode", "model.aekit", name, "-o", "c.npy"]
+    )
+    line = assert_one_line_error(call(capsys, *args, cwd=folder), 1, f"'{name}'")
+    assert "unexpected" not in line and "EOFError" not in line, line
+    assert not (folder / "never.aekit").exists() and not (folder / "c.npy").exists()
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (
+            ["train", "x.npy", "--hiden-l1", "0.1", "--layers", "64,8,64", "-o", "never.aekit"],
+            "unrecognized arguments: --hiden-l1 0.1; did you mean --hidden-l1? (see 'aekit train --help')",
+        ),
+        (
+            ["train", "x.npy", "--layers", "64,8,64", "-o", "never.aekit", "--wieght-l2=0.1", "--bach-size", "8"],
+            "did you mean --weight-l2 for --wieght-l2, --batch-size for --bach-size?",
+        ),
+        (["encode", "model.aekit", "x.npy", "-o", "c.npy", "--layr", "hid1"], "did you mean --layer? (see 'aekit enc"),
+        (["train", "x.npy", "--layers", "64,8,64", "-o", "never.aekit", "--zzzzqq"], "arguments: --zzzzqq (see"),
+    ],
+)
+def test_misspelt_flags_get_a_did_you_mean(workdir, capsys, args, match):
+    folder, _ = workdir
+    line = assert_one_line_error(call(capsys, *args, cwd=folder), 2, match)
+    assert ("did you mean" in line) == ("zzzzqq" not in line)
     assert not (folder / "never.aekit").exists() and not (folder / "c.npy").exists()
 
 

@@ -166,6 +166,29 @@ def test_idx_truncated_and_bad_magic(tmp_path, rng):
         aekit.load_data(tmp_path / "cut-idx3-ubyte.gz")
 
 
+@pytest.mark.parametrize("name", ["cut.gz", "cut-idx3-ubyte.gz", "cut.idx.gz", "cut.npy.gz", "cut.csv.gz", "data.gz"])
+@pytest.mark.parametrize("keep", ["12 bytes", "half"])
+def test_a_damaged_gz_file_is_named_whatever_its_name(tmp_path, rng, name, keep):
+    # A truncated .gz (or junk named .gz) is a DataError naming the file, whichever reader meets
+    # it first: the one that sniffs a file without a telling suffix, or the format's own.
+    images = rng.integers(0, 256, size=(50, 8, 8), dtype=np.uint8)
+    write_idx(tmp_path / "img.idx", images)
+    payload = (tmp_path / "img.idx").read_bytes()
+    if ".npy" in name:
+        np.save(tmp_path / "x.npy", images.reshape(50, -1).astype(np.float32))
+        payload = (tmp_path / "x.npy").read_bytes()
+    elif ".csv" in name:
+        payload = "\n".join(",".join(map(str, row)) for row in images.reshape(50, -1)).encode()
+    gz = gzip.compress(payload)
+    path = tmp_path / name
+    path.write_bytes(b"not gzip at all" if name == "data.gz" else gz[: 12 if keep == "12 bytes" else len(gz) // 2])
+    with pytest.raises(DataError) as caught:
+        aekit.load_data(path)
+    message = str(caught.value)
+    assert repr(str(path)) in message and "\n" not in message, message
+    assert any(words in message for words in ("cannot be read", "not a readable", "truncated")), message
+
+
 def test_mnist_idx_from_shared_data():
     path = MNIST_DIR / "t10k-images-idx3-ubyte.gz"
     if not path.exists():

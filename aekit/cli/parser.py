@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .._version import __version__
+from ..errors import closest_name
 from . import commands
 from .config import config_kinds
 from .errors import UsageError
@@ -23,6 +25,45 @@ class _Parser(argparse.ArgumentParser):
     # argparse prints the whole usage on errors; aekit prints one line instead.
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
+
+    def parse_args(  # type: ignore[override]  # one signature for typeshed's three overloads
+        self, args: Sequence[str] | None = None, namespace: Any = None
+    ) -> Any:
+        """As argparse's, but a misspelt flag gets a did-you-mean (argparse only calls it unrecognized)."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = self._command_parser(parsed)
+            raise UsageError(
+                f"unrecognized arguments: {' '.join(extras)}{_did_you_mean(command, extras)} "
+                f"(see '{command.prog} --help')"
+            )
+        return parsed
+
+    def _command_parser(self, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+        """The sub-command's parser that read ``parsed`` (this parser if there is none)."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                chosen = action.choices.get(getattr(parsed, action.dest, None) or "")
+                if chosen is not None:
+                    return chosen
+        return self
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str:
+    """``'; did you mean --hidden-l1?'`` for the flags among ``extras`` that are near one of ``parser``'s."""
+    flags = {s[2:]: s for action in parser._actions for s in action.option_strings if s.startswith("--")}
+    hints = []
+    for extra in extras:
+        given = extra.split("=", 1)[0]
+        # Compared without the dashes that every flag shares, which would make any two look alike.
+        near = closest_name(given[2:], flags) if given.startswith("--") else None
+        if near is not None:
+            hints.append((given, flags[near]))
+    if not hints:
+        return ""
+    if len(hints) == 1:
+        return f"; did you mean {hints[0][1]}?"
+    return "; did you mean " + ", ".join(f"{flag} for {given}" for given, flag in hints) + "?"
 
 
 def _common(suppress: bool) -> _Parser:

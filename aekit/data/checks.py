@@ -17,7 +17,7 @@ import torch
 
 from ..errors import DataError
 
-__all__ = ["all_finite", "check_array", "check_weights", "first_row", "to_numpy"]
+__all__ = ["all_finite", "check_array", "check_weights", "first_row", "split_data", "to_numpy"]
 
 
 def _describe(x: Any) -> str:
@@ -44,6 +44,81 @@ def real_array(x: Any, name: str = "x") -> np.ndarray:
     ):
         raise DataError(f"{name} must hold real numbers, got an array of dtype {array.dtype}")
     return array
+
+
+def _data_shape(part: Any) -> tuple[int, ...] | None:
+    """The shape of array-like ``part`` (None if it has none: a number, a ragged list, ...)."""
+    shape = getattr(part, "shape", None)
+    if shape is None and isinstance(part, (list, tuple)):
+        try:
+            shape = np.shape(part)
+        except ValueError:  # ragged: check_array names the argument
+            return None
+    try:
+        return None if shape is None else tuple(int(size) for size in shape)
+    except TypeError:
+        return None
+
+
+def split_data(
+    data: Any,
+    name: str = "x",
+    *,
+    weighted: bool = False,
+    weights: bool = False,
+    example_shape: Sequence[int] | None = None,
+) -> tuple[Any, Any]:
+    """``(x, w)`` from the forms of data that aekit takes: ``x``, ``[x]`` or ``[x, w]``.
+
+    theanets passes data sets as lists of arrays: ``train([x])``, ``predict([x])``,
+    ``train([x, w])`` for a weighted model.  A list or tuple of one or two array-likes
+    of 2 or more dimensions is such a list; anything else is the data itself (a list of
+    numbers or of rows, and a list of examples of ``example_shape``, such as one image
+    ``[img]``, are data).  Called once, where data enter the library.
+
+    Parameters
+    ----------
+    data : array-like, or list of array-likes
+    name : str
+        The argument's name, for error messages.
+    weighted : bool
+        Whether the model is weighted (``[x, w]`` is its form of data with weights).
+    weights : bool
+        Whether the caller takes weights (training, ``score``, ``loss``).
+    example_shape : sequence of int, optional
+        The shape of one example: an item of this shape is an example, not a data set.
+
+    Returns
+    -------
+    x : array-like
+    w : array-like or None
+        The weights of ``[x, w]`` (only where ``weighted`` and ``weights``).
+
+    Raises
+    ------
+    DataError
+        For ``[x, w]`` where the model or the caller takes no weights.
+    """
+    if not isinstance(data, (list, tuple)) or len(data) not in (1, 2):
+        return data, None
+    examples = set()  # the shapes of one example: as declared, and without its leading axes of 1
+    shape = tuple(int(size) for size in example_shape or ())
+    while shape:
+        examples.add(shape)
+        shape = shape[1:] if shape[0] == 1 and len(shape) > 1 else ()
+    shapes = [_data_shape(part) for part in data]
+    if not all(shape is not None and len(shape) >= 2 and shape not in examples for shape in shapes):
+        return data, None
+    if len(data) == 1:
+        return data[0], None
+    if weighted and weights:
+        return data[0], data[1]
+    if weights:
+        raise DataError(
+            f"{name} is a pair of arrays, as [x, w] for a weighted Autoencoder, but this "
+            f"Autoencoder has weighted=False; pass x alone, or build it with weighted=True"
+        )
+    raise DataError(f"{name} is a pair of arrays, as [x, w]; this call takes {name} alone (or [{name}])")
 
 
 def check_array(

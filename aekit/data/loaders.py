@@ -169,8 +169,14 @@ def _kind(p: Path) -> str:
         return "idx"
     if name.endswith((".csv", ".tsv", ".txt", ".dat")):
         return "text"
-    # No telling suffix: look at the first bytes.
-    head = _open(p).read(8)
+    # No telling suffix: look at the first bytes (of the decompressed stream, for .gz).
+    try:
+        with _open(p) as handle:
+            head = handle.read(8)
+    except (OSError, EOFError, zlib.error) as error:
+        # gzip raises EOFError on a stream cut short, BadGzipFile (OSError) on junk: name the file.
+        damaged = " (truncated or not gzip)" if p.name.lower().endswith(".gz") else ""
+        raise DataError(f"data file {str(p)!r} cannot be read{damaged}: {error}") from None
     if head.startswith(b"\x93NUMPY"):
         return "npy"
     if head.startswith(b"PK\x03\x04"):

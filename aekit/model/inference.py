@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.checks import InputChecker, check_array, to_numpy
+from ..data.checks import InputChecker, check_array, split_data, to_numpy
 from ..data.sources import StreamingSource, is_streamable
 from ..errors import DataError
 from .graph import Graph
@@ -38,6 +38,7 @@ class BatchedInference:
     graph: Graph
     device: torch.device
     preprocessing: Any
+    weighted: bool
 
     def _check_outputs_exist(self) -> None:  # pragma: no cover - defined by the model
         raise NotImplementedError
@@ -50,6 +51,19 @@ class BatchedInference:
     def input_checker(self) -> InputChecker:
         """The :class:`~aekit.data.checks.InputChecker` of this model's input (shape, device, preprocessing)."""
         return InputChecker(tuple(self.graph.input_shape), self.graph.input_name, self.device, self.preprocessing)
+
+    def _split(
+        self, data: Any, name: str = "x", w: Any = None, weights: bool = False, shape: Sequence[int] | None = None
+    ) -> tuple[Any, Any]:
+        """``(x, w)`` from ``data`` in any form the public methods take: ``x``, ``[x]``, ``[x, w]``.
+
+        Every public method that takes data reads it here first (:func:`aekit.data.checks.split_data`);
+        ``weights``: the method takes weights, given as ``w`` or in ``[x, w]``; ``shape``: one
+        example's shape (default: the input's).
+        """
+        example = self.graph.input_shape if shape is None else shape
+        x, pair_w = split_data(data, name, weighted=self.weighted, weights=weights and w is None, example_shape=example)
+        return x, (pair_w if w is None else w)
 
     # ------------------------------------------------------------------ inference
     # Inputs come in two kinds.  NumPy arrays, tensors and lists are checked as a
@@ -169,6 +183,7 @@ class BatchedInference:
         A memory-mapped or other streamable ``x`` is read one block of rows at a
         time; note that ``'in:out'`` is the whole (preprocessed) input.
         """
+        x, _ = self._split(x)
         was_training = self.graph.training
         self.graph.eval()
         parts: dict[str, list[np.ndarray]] = {}
@@ -187,8 +202,9 @@ class BatchedInference:
         Equals scikit-learn's ``r2_score(x, predict(x), multioutput='variance_weighted')``
         when unweighted.  With ``w`` (shaped like ``x``) both sums are weighted.
         A memory-mapped or other streamable ``x`` (and ``w``) is read one block
-        of rows at a time, in one pass.
+        of rows at a time, in one pass.  A weighted model also takes ``[x, w]``.
         """
+        x, w = self._split(x, w=w, weights=True)
         if is_streamable(x):
             return self._score_streamed(x, w)
         checked = check_array(x, self.graph.input_shape, name="x", layer=self.graph.input_name)

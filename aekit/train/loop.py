@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..data.checks import all_finite
+from ..data.checks import all_finite, split_data
 from ..data.sources import StreamingSource, TensorSource, is_streamable
 from ..errors import ConfigurationError, DataError, TrainingDiverged
 from ..objective import penalties as reg
@@ -64,22 +64,13 @@ def noise_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return int(np.random.SeedSequence([seed % 2**64, epoch, rank]).generate_state(1)[0])
 
 
-def _split_weighted(net, data: Any, name: str) -> tuple[Any, Any]:
-    if not net.weighted:
-        if isinstance(data, (list, tuple)) and len(data) == 2 and all(getattr(part, "ndim", 0) >= 2 for part in data):
-            raise DataError(
-                f"{name} is a pair of arrays, as [x, w] for a weighted Autoencoder, but this "
-                f"Autoencoder has weighted=False; pass x alone, or build it with weighted=True"
-            )
-        return data, None
-    if not isinstance(data, (list, tuple)) or len(data) != 2:
-        raise DataError(f"{name} must be [x, w] for a weighted Autoencoder, got {type(data).__name__}")
-    return data[0], data[1]
-
-
 def _as_source(net: Any, data: Any, name: str) -> TensorSource | StreamingSource:
-    x, w = _split_weighted(net, data, name)
     checker = net.input_checker
+    # theanets' forms, [x] and [x, w], read here once for the training and the validation data.
+    x, w = split_data(data, name, weighted=net.weighted, weights=True, example_shape=checker.shape)
+    if net.weighted and w is None:
+        given = "[x] without w" if x is not data else type(data).__name__
+        raise DataError(f"{name} must be [x, w] for a weighted Autoencoder, got {given}")
     if is_streamable(x):
         # Memory-mapped / on-disk data: read, check and preprocess block by block.
         return StreamingSource(
