@@ -17,10 +17,13 @@ oriented edge detectors.  Setting (the exercise's defaults):
 
 aekit's ``mse`` is the mean over all ``n * 64`` values, i.e. ``J``'s first term
 divided by 32, so the same objective divided by 32 is
-``mse + (lambda / 64) * sum W^2 + (beta / 32) * sum KL``:
-``weight_l2 = lambda / 64`` and ``sparsity_weight = beta / 32``.  Dividing the
-objective by a constant changes neither its minimiser nor L-BFGS's path (with a
-line search), so this is UFLDL's problem exactly.
+``mse + (lambda / 64) * sum W^2 + (beta / 32) * sum KL``: ``sparsity_weight = beta / 32``.
+aekit's ``weight_l2`` is theanets 0.7's, the mean of ``W^2`` over each matrix
+averaged over the matrices, ``weight_l2 * (1/2) (sum W1^2 / 1600 + sum W2^2 / 1600)``
+for the two 64x25 matrices, so ``(lambda / 64) * sum W^2`` is
+``weight_l2 = (lambda / 64) * 3200 = 50 * lambda``.  Dividing the objective by a
+constant changes neither its minimiser nor L-BFGS's path (with a line search), so
+this is UFLDL's problem exactly.
 
 Run ``python examples/ufldl_sparse.py [--output docs/ufldl_features.png]``.
 """
@@ -42,6 +45,7 @@ HIDDEN = 25
 RHO, BETA, LAMBDA = 0.01, 3.0, 1e-4
 ITERATIONS = 400
 PIXELS = 64
+WEIGHTS = 2 * PIXELS * HIDDEN  # the encoder's and the decoder's (untied) 64x25 matrices
 
 
 def ufldl_options(iterations: int = ITERATIONS) -> dict:
@@ -50,7 +54,9 @@ def ufldl_options(iterations: int = ITERATIONS) -> dict:
     return dict(
         algo="lbfgs",
         max_epochs=iterations,
-        weight_l2=(LAMBDA / 2.0) / scale,  # = lambda / 64
+        # UFLDL's (lambda/2) sum W^2 over the weights, over scale, is a summed strength mu; aekit's weight_l2
+        # averages mean W^2 over the 2 matrices of 1600 weights each, so mu * sum W^2 is weight_l2 = mu * 3200.
+        weight_l2=(LAMBDA / 2.0) / scale * WEIGHTS,  # = 50 * lambda
         sparsity_target=RHO,
         sparsity_weight=BETA / scale,  # = beta / 32
         validate_every=0,  # UFLDL runs all 400 iterations, no early stopping

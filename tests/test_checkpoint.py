@@ -86,7 +86,8 @@ def test_checkpoint_contents_and_loading_the_model_from_it(x, tmp_path):
     net = make()
     net.train(x, max_epochs=2, checkpoint=path, validate_every=0)
     tensors, meta = read_checkpoint(path)
-    assert meta["kind"] == "checkpoint" and meta["checkpoint_version"] == 1
+    assert meta["kind"] == "checkpoint" and meta["checkpoint_version"] == 2
+    assert meta["penalty_scale"] == "mean"  # theanets 0.7's weight_l1/l2, hidden_l1/l2 (version 2 on)
     assert {"model.hid1.w", "rng.generator", "rng.torch", "optim.0.exp_avg"} <= set(tensors)
     assert meta["trainer"]["epoch"] == 2 and meta["data"]["n_train"] == len(x)
     for loaded in (aekit.load(path), load_checkpoint_model(path)):

@@ -56,6 +56,14 @@ CASES = [
         {"weight_l1": {"hid1.w": 0.01, "*.w": 0.002}, "hidden_l1": {"hid2": 0.05}, "hidden_l2": {"hid1": 0.0}},
     ),
     ([12, (8, "softplus"), (4, "elu"), (8, "leaky-relu"), (12, "linear")], "mse", {"hidden_l1": 0.05}),
+    # Strengths on theanets 0.7's scale (means per matrix / layer, averaged): strong enough to matter,
+    # and patterns that choose several matrices (layers) of different sizes.
+    ([12, (8, "relu"), (12, "linear")], "mse", {"weight_l1": 0.5, "weight_l2": 2.0}),
+    (
+        [12, (6, "tanh"), (4, "relu"), (6, "tanh"), (12, "linear")],
+        "mse",
+        {"weight_l2": {"out.w": 0.5, "hid*.w": 1.5}, "weight_l1": 0.3, "hidden_l1": 0.4, "hidden_l2": {"hid?": 0.2}},
+    ),
     ([12, (6, "lrelu"), (12, "softplus")], "mae", {}),
     # Images into a dense first layer: flattened, as the layer flattens them.
     ([(1, 3, 4), (6, "sigmoid"), (12, "sigmoid")], "mse", {"input_dropout": 0.2}),

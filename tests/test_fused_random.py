@@ -51,8 +51,8 @@ def models(draw):
     losses = [(name, draw(st.sampled_from([1.0, 0.5, 0.0, 2.0]))) for name in loss_names]
     kwargs = {}
     for key, values in (
-        ("weight_l1", [1e-2]),
-        ("weight_l2", [1e-2, 0.0]),
+        ("weight_l1", [1e-2, 0.5]),
+        ("weight_l2", [1e-2, 0.0, 2.0]),
         ("hidden_l1", [0.1, 0.0]),
         ("hidden_l2", [0.2]),
         ("input_noise", [0.1]),
@@ -72,6 +72,8 @@ def models(draw):
                 and not key.startswith("weight")
                 else value
             )
+            if key.startswith("weight") and draw(st.booleans()):  # patterns: each averages its own matrices
+                kwargs[key] = {"hid1.w": value, "*.w": draw(st.sampled_from([0.0, 0.3]))}
     if "contractive" in kwargs and draw(st.booleans()):  # the step's case: the first hidden layer
         kwargs["contractive"] = {"hid1": 0.3}
     if draw(st.integers(0, 3)) == 0:

@@ -172,17 +172,19 @@ def test_loss_adds_regularizers_and_is_differentiable(small):
     assert penalised > plain
     penalised.backward()
     w = net.find("hid1", "w")
-    # d/dW of the mean squared error plus 0.1 sum W^2: autograd of the plain loss plus 0.2 W.
-    expected = torch.autograd.grad(net.loss(small), w)[0] + 0.2 * w.detach()
+    # d/dW of the mean squared error plus 0.1 * (mean W_hid1^2 + mean W_out^2) / 2 (theanets 0.7's
+    # weight_l2, the mean over each matrix averaged over the 2 matrices): the plain loss's plus 0.1 W / 72.
+    expected = torch.autograd.grad(net.loss(small), w)[0] + 0.1 * 2 * w.detach() / (2 * w.numel())
     torch.testing.assert_close(w.grad, expected)
     with pytest.raises(ConfigurationError, match="did you mean 'weight_l2'"):
         net.loss(small, weight_l22=0.1)
 
 
 def test_penalty_values_follow_their_formulas(small):
-    # Each penalty against its formula, computed here from the weights and feed_forward:
-    # weight_l1/l2 sum |W| / W^2 over the weight matrices only (biases are never penalised),
-    # hidden_l1/l2 the mean |h| / h^2 of each hidden layer's output (never the output layer's).
+    # Each penalty against theanets 0.7's formula, computed here from the weights and feed_forward:
+    # weight_l1/l2 the mean |W| / W^2 of each weight matrix, averaged over the matrices (biases are never
+    # penalised), hidden_l1/l2 the mean |h| / h^2 of each hidden layer's output averaged over the hidden
+    # layers (never the output layer's).
     net = aekit.Autoencoder([12, (6, "relu"), (4, "tanh"), (12, "sigmoid")], rng=3)
     with torch.no_grad():
         for layer in ("hid1", "hid2", "out"):
@@ -192,17 +194,24 @@ def test_penalty_values_follow_their_formulas(small):
     hidden = [torch.from_numpy(outs[f"{name}:out"]) for name in ("hid1", "hid2")]
     plain = net.loss(small)
     expected = {
-        "weight_l1": sum(w.abs().sum() for w in weights),
-        "weight_l2": sum(w.square().sum() for w in weights),
-        "hidden_l1": sum(h.abs().mean() for h in hidden),
-        "hidden_l2": sum(h.square().mean() for h in hidden),
+        "weight_l1": sum(w.abs().mean() for w in weights) / 3,
+        "weight_l2": sum(w.square().mean() for w in weights) / 3,
+        "hidden_l1": sum(h.abs().mean() for h in hidden) / 2,
+        "hidden_l2": sum(h.square().mean() for h in hidden) / 2,
     }
     for key, value in expected.items():
         penalised = net.loss(small, **{key: 0.25})
         torch.testing.assert_close(penalised - plain, 0.25 * value, rtol=1e-5, atol=1e-6, msg=key)
     # A per-layer dict chooses the layers: only hid2's weights here.
     only_hid2 = net.loss(small, weight_l2={"hid2.w": 0.5}) - plain
-    torch.testing.assert_close(only_hid2, 0.5 * weights[1].square().sum(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(only_hid2, 0.5 * weights[1].square().mean(), rtol=1e-5, atol=1e-6)
+    # Each pattern is a term of its own, averaged over the matrices (layers) it chooses, as a theanets
+    # regularizer with that pattern; a name belongs to the first pattern that matches it.
+    two = net.loss(small, weight_l1={"out.w": 0.5, "*.w": 0.25}) - plain
+    want = 0.5 * weights[2].abs().mean() + 0.25 * (weights[0].abs().mean() + weights[1].abs().mean()) / 2
+    torch.testing.assert_close(two, want, rtol=1e-5, atol=1e-6)
+    two = net.loss(small, hidden_l2={"hid1": 0.5, "hid2": 0.25}) - plain
+    torch.testing.assert_close(two, 0.5 * hidden[0].square().mean() + 0.25 * hidden[1].square().mean())
 
 
 def test_gll_with_a_variance_layer(small):

@@ -69,8 +69,9 @@ def _weight_norm(key: str, power: int) -> Callable[[PenaltyInput], torch.Tensor 
         if not patterns:
             return None
         weights = _weights(batch.graph)
-        chosen = reg.match(patterns, weights)
-        value = sum(lam * reg.weight_penalty([weights[name]], power) for name, lam in chosen.items() if lam)
+        # lam * theanets 0.7's mean over each matrix, averaged over a pattern's matrices: c_k * sum |W_k|**p.
+        coefs = reg.weight_coefficients(patterns, weights, batch.regs.scale)
+        value = sum(c * reg.weight_norm(weights[name], power) for name, c in coefs.items() if c)
         return torch.as_tensor(value)
 
     return term
@@ -78,10 +79,11 @@ def _weight_norm(key: str, power: int) -> Callable[[PenaltyInput], torch.Tensor 
 
 def _activity(key: str, power: int) -> Callable[[PenaltyInput], torch.Tensor | None]:
     def term(batch: PenaltyInput) -> torch.Tensor | None:
-        layers = reg.match(getattr(batch.regs, key), batch.graph.hidden_names)
+        # lam * the mean over a pattern's layers of each one's mean |h|**p (theanets 0.7): c_l * mean |h_l|**p.
+        layers = reg.hidden_coefficients(getattr(batch.regs, key), batch.graph.hidden_names, batch.regs.scale)
         if not layers:
             return None
-        return sum(lam * reg.hidden_penalty(batch.outputs[f"{n}:out"], power) for n, lam in layers.items())  # type: ignore[return-value]
+        return sum(c * reg.hidden_penalty(batch.outputs[f"{n}:out"], power) for n, c in layers.items())  # type: ignore[return-value]
 
     return term
 

@@ -1,30 +1,69 @@
 """Regularizers and training noise, as pure functions plus one parsed options object.
 
-Keyword conventions (``net.train(x, hidden_l1=0.1, ...)``):
+Keyword conventions (``net.train(x, hidden_l1=0.1, ...)``).  The four norm penalties
+mean what they meant in theanets 0.7, whose ``theanets/regularizers.py`` (v0.7.0 to
+v0.7.3) computes, for the parameters or outputs a regularizer matches, and adds
+``r.weight * r.loss(...)`` to the loss (``theanets/graph.py``)::
 
-* ``weight_l1``, ``weight_l2`` -- ``lam * sum |w|`` / ``lam * sum w**2`` over the
-  weight matrices (``'*.w'``; biases are never penalised).
-* ``hidden_l1``, ``hidden_l2`` -- ``lam * mean |h|`` / ``lam * mean h**2`` of the
-  hidden layers' outputs (every layer but the input and the output).
+    # WeightL2 (weight_l2, weight_decay)
+    return sum((v * v).mean() for v in variables) / len(variables)
+    # WeightL1 (weight_l1, weight_sparsity)
+    return sum(abs(v).mean() for v in variables) / len(variables)
+    # HiddenL1 (hidden_l1, hidden_sparsity)
+    return sum(abs(h).mean() for h in hiddens) / len(hiddens)
+
+with ``variables`` the matching parameters of more than one dimension and
+``hiddens`` the matching hidden outputs (all hidden layers by default).  So:
+
+* ``weight_l1``, ``weight_l2`` -- ``lam * (1/K) sum_k mean |W_k|`` /
+  ``lam * (1/K) sum_k mean W_k**2`` over the K weight matrices (``'*.w'``; biases are
+  never penalised): the mean over each matrix, averaged over the matrices.
+* ``hidden_l1``, ``hidden_l2`` -- ``lam * (1/L) sum_l mean |h_l|`` /
+  ``lam * (1/L) sum_l mean h_l**2`` over the batch's outputs of the L hidden layers
+  (every layer but the input and the output).  theanets 0.7 has no ``hidden_l2``;
+  it is defined as ``hidden_l1`` is, with squares.
 * ``sparsity_target`` (UFLDL's rho) and ``sparsity_weight`` (beta) -- ``beta *
   sum_j KL(rho || rho_hat_j)`` with ``rho_hat_j`` the batch-mean activation of unit j
-  of each hidden layer whose output lies in [0, 1].
+  of each hidden layer whose output lies in [0, 1] (UFLDL's sum over units, added
+  over the layers).
 * ``contractive`` -- ``lam * mean_i ||J(x_i)||_F**2``, the squared Frobenius norm
   of the Jacobian of the code (middle) layer with respect to each input example
   (Rifai et al. 2011), computed exactly per example: in closed form when the code
   layer ends a chain of dense layers from the input (:func:`dense_jacobian_norm`,
   :func:`chain_jacobian_norm`), through per-example automatic Jacobians otherwise.
+  (theanets 0.7's ``Contractive`` squares the gradient of the batch-mean output
+  instead, a different quantity: there is no scale of it to match.)
 * ``input_noise``, ``input_dropout``, ``hidden_noise``, ``hidden_dropout`` --
   Gaussian noise std / dropout probability, applied during training only.
 
 Any of the layer-wise options may be a dict of glob patterns instead of a number:
-``hidden_l1={'hid1': 0.1, 'hid2': 0.01}`` or ``weight_l2={'hid*.w': 1e-4}``.
+``hidden_l1={'hid1': 0.1, 'hid2': 0.01}`` or ``weight_l2={'hid*.w': 1e-4}``.  Each
+pattern is a term of its own, as a theanets regularizer with that pattern: its
+strength times the mean over the matrices (layers) it chooses; a name belongs to the
+first pattern that matches it.  So ``weight_l2={'hid1.w': a, 'out.w': b}`` is
+``a * mean W_hid1**2 + b * mean W_out**2``.
+
+Summed forms.  Keras's ``kernel_regularizer=l2(mu)`` (``mu * sum W**2`` for each
+kernel, next to a mean squared error like aekit's ``mse``), aekit 0.1's
+``weight_l2=mu`` and UFLDL's ``lambda/2 * sum W**2`` sum over the weights instead.
+(UFLDL's reconstruction term is ``mean_i 0.5 ||x_i - y_i||**2``, aekit's ``mse``
+that divided by D/2 for D inputs, so its ``mu`` is ``lambda / D``.)  As
+``mu * sum W_k**2 == (mu * n_k) * mean W_k**2`` for a matrix of ``n_k`` weights, the
+same penalty here is one pattern per matrix, ``weight_l2={'hid1.w': mu * n_hid1,
+'out.w': mu * n_out}``, or ``weight_l2=mu * K * n`` when all K matrices hold n
+weights (likewise for L1).  A summed ``hidden_l1=lam`` over L layers is
+``hidden_l1=lam * L`` here.
+
+Checkpoints written by aekit 0.1 (``checkpoint_version`` 1) used the summed forms;
+a run resumed from one keeps them (``Regularizers.scale == 'sum'``, see
+:mod:`aekit.train.checkpoint`), so it trains with the strength it was written with.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,16 +75,20 @@ from ..errors import ConfigurationError
 from .corruption import dropout, gaussian_noise  # their old home; re-exported
 
 __all__ = [
+    "PENALTY_SCALES",
     "REGULARIZER_KEYS",
     "Regularizers",
     "chain_jacobian_norm",
     "dense_jacobian_norm",
     "dropout",
     "gaussian_noise",
+    "hidden_coefficients",
     "hidden_penalty",
     "kl_sparsity",
     "kl_sparsity_grad",
     "match",
+    "weight_coefficients",
+    "weight_norm",
     "weight_penalty",
 ]
 
@@ -64,13 +107,86 @@ REGULARIZER_KEYS = (
 )
 
 
+# How weight_l1/l2 and hidden_l1/l2 reduce: 'mean' is theanets 0.7's (this version's);
+# 'sum' is aekit 0.1's, kept only so that its checkpoints resume with their own strengths.
+PENALTY_SCALES = ("mean", "sum")
+
+
 def weight_penalty(weights: Iterable[torch.Tensor], power: int) -> torch.Tensor:
-    """``sum |w|`` (power 1) or ``sum w**2`` (power 2) over all given tensors."""
-    total = None
-    for w in weights:
-        term = w.abs().sum() if power == 1 else w.square().sum()
-        total = term if total is None else total + term
-    return total if total is not None else torch.zeros(())
+    """The weight penalty of theanets 0.7: the mean of ``|w|`` (power 1) or ``w**2`` (power 2) of each tensor, averaged.
+
+    ``sum(abs(v).mean() for v in variables) / len(variables)`` in theanets'
+    ``WeightL1.loss`` (``(v * v).mean()`` in ``WeightL2.loss``); zero for no tensors.
+    The training objective computes the same through :func:`weight_coefficients`.
+    """
+    means = [w.abs().mean() if power == 1 else w.square().mean() for w in weights]
+    return torch.stack(means).mean() if means else torch.zeros(())
+
+
+def weight_norm(w: torch.Tensor, power: int) -> torch.Tensor:
+    """``sum |w|`` (power 1) or ``sum w**2`` (power 2) of one tensor: what a weight coefficient multiplies."""
+    return w.abs().sum() if power == 1 else w.square().sum()
+
+
+def _owners(patterns: Mapping[str, float], names: Iterable[str]) -> dict[str, str]:
+    # Each chosen name -> the first pattern that matches it (see match()).
+    out: dict[str, str] = {}
+    for name in names:
+        for pattern in patterns:
+            if fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(f"{name}:out", pattern):
+                out[name] = pattern
+                break
+    return out
+
+
+def _check_scale(scale: str) -> None:
+    if scale not in PENALTY_SCALES:
+        raise ConfigurationError(f"penalty scale must be one of {PENALTY_SCALES}, got {scale!r}")
+
+
+def weight_coefficients(
+    patterns: Mapping[str, float], weights: Mapping[str, torch.Tensor], scale: str = "mean"
+) -> dict[str, float]:
+    """Each chosen weight tensor's factor ``c``: its part of the penalty is ``c * weight_norm(w, power)``.
+
+    With ``scale='mean'`` (theanets 0.7) a pattern of strength ``lam`` that chooses K
+    tensors gives each ``c = lam / (K * w.numel())``, which adds up to ``lam *``
+    :func:`weight_penalty` of those tensors; with ``'sum'`` (aekit 0.1) ``c = lam``.
+
+    Parameters
+    ----------
+    patterns : dict of str to float
+        Glob pattern -> strength (a parsed ``weight_l1`` / ``weight_l2``).
+    weights : dict of str to tensor
+        The candidate tensors by name (``'hid1.w'``).
+    scale : {'mean', 'sum'}
+
+    Returns
+    -------
+    dict of str to float
+        The chosen names (a name belongs to the first pattern it matches) and their factors.
+    """
+    _check_scale(scale)
+    owners = _owners(patterns, weights)
+    if scale == "sum":
+        return {name: patterns[pattern] for name, pattern in owners.items()}
+    counts = Counter(owners.values())
+    return {name: patterns[p] / (counts[p] * weights[name].numel()) for name, p in owners.items()}
+
+
+def hidden_coefficients(patterns: Mapping[str, float], names: Iterable[str], scale: str = "mean") -> dict[str, float]:
+    """Each chosen hidden layer's factor ``c``: its part of the penalty is ``c * hidden_penalty(h, power)``.
+
+    With ``scale='mean'`` (theanets 0.7's ``sum(abs(h).mean() for h in hiddens) /
+    len(hiddens)``) a pattern of strength ``lam`` that chooses L layers gives each
+    ``c = lam / L``; with ``'sum'`` (aekit 0.1) ``c = lam``.
+    """
+    _check_scale(scale)
+    owners = _owners(patterns, names)
+    if scale == "sum":
+        return {name: patterns[pattern] for name, pattern in owners.items()}
+    counts = Counter(owners.values())
+    return {name: patterns[p] / counts[p] for name, p in owners.items()}
 
 
 def hidden_penalty(h: torch.Tensor, power: int) -> torch.Tensor:
@@ -172,13 +288,7 @@ def match(pattern_weights: Mapping[str, float], names: Iterable[str]) -> dict[st
     A pattern matches a layer name (``'hid1'``), its output (``'hid1:out'``) or a
     parameter name (``'hid1.w'``).
     """
-    out: dict[str, float] = {}
-    for name in names:
-        for pattern, weight in pattern_weights.items():
-            if fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(f"{name}:out", pattern):
-                out[name] = weight
-                break
-    return out
+    return {name: pattern_weights[pattern] for name, pattern in _owners(pattern_weights, names).items()}
 
 
 def _pattern_weights(key: str, value: Any, default_pattern: str, high: float) -> dict[str, float]:
@@ -197,7 +307,12 @@ def _pattern_weights(key: str, value: Any, default_pattern: str, high: float) ->
 
 @dataclass
 class Regularizers:
-    """Parsed regularizer and noise options (see the module docstring for meanings)."""
+    """Parsed regularizer and noise options (see the module docstring for meanings).
+
+    ``scale`` says how ``weight_l1``/``weight_l2``/``hidden_l1``/``hidden_l2`` reduce:
+    ``'mean'`` (theanets 0.7's, what ``train()`` keywords mean) or ``'sum'`` (aekit
+    0.1's, set only on a run resumed from one of its checkpoints).
+    """
 
     weight_l1: dict[str, float] = field(default_factory=dict)
     weight_l2: dict[str, float] = field(default_factory=dict)
@@ -210,6 +325,29 @@ class Regularizers:
     input_dropout: float = 0.0
     hidden_noise: dict[str, float] = field(default_factory=dict)
     hidden_dropout: dict[str, float] = field(default_factory=dict)
+    scale: str = "mean"
+
+    def __post_init__(self) -> None:
+        _check_scale(self.scale)
+
+    def per_name(self, weights: Mapping[str, torch.Tensor], hidden: Iterable[str]) -> dict[str, dict[str, float]]:
+        """The ``weight_l1/l2``, ``hidden_l1/l2`` keywords that give these penalties in the ``'mean'`` scale.
+
+        One pattern per chosen matrix (layer), its strength the factor of
+        :func:`weight_coefficients` times the matrix's size (of
+        :func:`hidden_coefficients`): how the keywords of a run in the ``'sum'`` scale
+        read today.  Keys that are not set are left out.
+        """
+        hidden = list(hidden)
+        out: dict[str, dict[str, float]] = {}
+        for key in ("weight_l1", "weight_l2"):
+            if getattr(self, key):
+                coefs = weight_coefficients(getattr(self, key), weights, self.scale)
+                out[key] = {name: c * weights[name].numel() for name, c in coefs.items()}
+        for key in ("hidden_l1", "hidden_l2"):
+            if getattr(self, key):
+                out[key] = hidden_coefficients(getattr(self, key), hidden, self.scale)
+        return out
 
     @property
     def uses_randomness(self) -> bool:

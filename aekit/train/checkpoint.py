@@ -18,6 +18,14 @@ A checkpoint without ``grad_scaler`` (an fp32 run, or one written before aekit
 stored it) still resumes: an fp16 run then starts from the default loss scale,
 and says so in the log when the checkpoint's own run was fp16.
 
+The penalty scale (``penalty_scale``) says what the stored regularizer keywords
+mean: ``'mean'``, theanets 0.7's means over each weight matrix and hidden layer (see
+:mod:`aekit.objective.penalties`), or ``'sum'``, the sums of aekit 0.1, whose
+checkpoints (``checkpoint_version`` 1) have no such entry.  A run resumed from a
+checkpoint keeps its scale, so the same keywords train with the strength the
+checkpoint was written with; where that differs from what they mean today, the log
+says so and gives today's equivalent keywords.
+
 Resuming restores all of it, so a run that is stopped and resumed ends with the
 same parameters, bit for bit, as one that was never stopped (same device,
 same torch build).  A resume with a different model config, a different data
@@ -46,12 +54,15 @@ import torch
 
 from ..errors import CheckpointError, ModelFileError
 from ..io.model_file import read_model_file, write_model_file
+from ..objective.penalties import PENALTY_SCALES
 
 __all__ = ["CHECKPOINT_VERSION", "Checkpointer", "checkpoint_info", "read_checkpoint"]
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION = 1
+# 2: the penalty scale is stored (version 1, aekit 0.1, summed weight_l1/l2 and hidden_l1/l2; see
+# aekit.objective.penalties), so that an aekit that would misread the keywords refuses the file.
+CHECKPOINT_VERSION = 2
 # Options that may change between a run and its resumption without a warning.
 _FREE_OPTIONS = ("max_epochs", "checkpoint", "checkpoint_every", "resume")
 
@@ -267,6 +278,12 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     for key, kind in (("trainer", dict), ("optimizer", dict), ("data", dict), ("history", list)):
         if not isinstance(meta.get(key), kind):
             raise CheckpointError(f"checkpoint {name!r} is damaged: its {key!r} entry is missing or malformed")
+    # Version 1 (aekit 0.1) summed the weight and hidden penalties; the entry says so from version 2 on.
+    scale = meta.setdefault("penalty_scale", "sum" if version < 2 else None)
+    if scale not in PENALTY_SCALES:
+        raise CheckpointError(
+            f"checkpoint {name!r} is damaged: its penalty_scale is {scale!r}, expected one of {PENALTY_SCALES}"
+        )
     if not isinstance(meta.get("grad_scaler"), (dict, type(None))):
         raise CheckpointError(
             f"checkpoint {name!r} is damaged: its 'grad_scaler' entry is "
@@ -287,6 +304,7 @@ def checkpoint_info(path: str | os.PathLike) -> dict[str, Any]:
         "options": meta.get("options"),
         "data": meta["data"],
         "aekit_version": meta.get("aekit_version"),
+        "penalty_scale": meta["penalty_scale"],
     }
 
 
@@ -343,6 +361,44 @@ def _data_sizes(trainer) -> dict[str, Any]:
         "n_valid": None if trainer.valid is None else len(trainer.valid),
         "input_shape": list(trainer.net.graph.input_shape),
     }
+
+
+_SCALE_WORDS = {
+    "sum": "weight_l1/weight_l2 summed over the weights, hidden_l1/hidden_l2 added over the layers",
+    "mean": "theanets 0.7's means over each weight matrix and hidden layer",
+}
+
+
+def _keep_penalty_scale(trainer, meta: dict[str, Any], name: str) -> None:
+    """Train on with the checkpoint's penalty scale; say so, with today's equivalent keywords where they differ.
+
+    The trainer's objective reads its ``regs`` at every call, and the hand-derived step is built at the
+    first batch, after this: both see the scale set here.
+    """
+    regs, scale = trainer.regs, meta["penalty_scale"]
+    if regs.scale == scale:
+        return
+    weights = {n.split(".", 1)[1]: p for n, p in trainer.net.graph.named_parameters() if p.dim() > 1}
+    hidden = trainer.net.graph.hidden_names
+    today, previous = regs.per_name(weights, hidden), regs.scale  # what the keywords mean in this run's scale
+    regs.scale = scale
+    kept = regs.per_name(weights, hidden)  # what they mean in the checkpoint's, as this run's keywords
+    same = today.keys() == kept.keys() and all(
+        today[key].keys() == kept[key].keys()
+        and all(math.isclose(today[key][n], kept[key][n], rel_tol=1e-9) for n in kept[key])
+        for key in kept
+    )
+    equivalent = ", ".join(f"{key}={{{', '.join(f'{n!r}: {v:.6g}' for n, v in kept[key].items())}}}" for key in kept)
+    log.log(
+        logging.INFO if same else logging.WARNING,
+        "checkpoint %s was written by aekit %s with penalty scale %r (%s); this resumed run keeps it, so "
+        "its penalties have the strength they were written with%s",
+        name,
+        meta.get("aekit_version", "?"),
+        scale,
+        _SCALE_WORDS[scale],
+        "" if same else f"; in this aekit's scale ({_SCALE_WORDS[previous]}) they are {equivalent}",
+    )
 
 
 # ---------------------------------------------------------------------- the trainer hook
@@ -407,6 +463,7 @@ class Checkpointer:
                 "grad_scaler": scaler_to_file(grad_scaler(trainer)),
                 "options": self.options,
                 "regularizers": self.regularizers,
+                "penalty_scale": trainer.regs.scale,
                 "data": _data_sizes(trainer),
             }
         )
@@ -489,6 +546,7 @@ class Checkpointer:
                 name,
                 scaler.get_scale(),
             )
+        _keep_penalty_scale(trainer, meta, name)
         net.graph.load_state_dict(restored.graph.state_dict())
         optimizer_from_file(trainer.optimizer, meta["optimizer"], tensors, name)
         if scaler is not None and scaler_state is not None:

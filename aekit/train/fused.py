@@ -162,8 +162,8 @@ class DenseChainStep:
         Each loss on the output and its weight in the total: ``'mse'``, ``'mae'``
         or ``'bce'`` (the last only with a sigmoid output, computed from the
         pre-activation), at most once each; the names are also the terms' names.
-    weight_penalties : list of (parameter, power, lambda)
-        ``weight_l1`` (power 1) and ``weight_l2`` (power 2) terms.
+    weight_penalties : list of (parameter, power, coefficient)
+        The ``weight_l1`` (power 1) and ``weight_l2`` (power 2) terms ``c * sum |w|**power`` (``weight_coefficients``).
     keys : list of str
         The names of the returned terms, in order.
     input_noise, input_dropout : float
@@ -229,8 +229,8 @@ class DenseChainStep:
             or any(term.output != graph.output_name for term in losses)
         ):
             return None
-        hidden_l1 = reg.match(regs.hidden_l1, graph.hidden_names)
-        hidden_l2 = reg.match(regs.hidden_l2, graph.hidden_names)
+        hidden_l1 = reg.hidden_coefficients(regs.hidden_l1, graph.hidden_names, regs.scale)
+        hidden_l2 = reg.hidden_coefficients(regs.hidden_l2, graph.hidden_names, regs.scale)
         links = []
         known = {*ACTIVATIONS, *PRE_ACTIVATIONS, "prelu"}
         for previous, name in zip(names, names[1:]):
@@ -276,8 +276,8 @@ class DenseChainStep:
         for key, power in (("weight_l1", 1), ("weight_l2", 2)):
             if getattr(regs, key):
                 keys.append(key)
-                chosen = reg.match(getattr(regs, key), weights)
-                penalties += [(weights[n], power, float(lam)) for n, lam in chosen.items() if lam]
+                chosen = reg.weight_coefficients(getattr(regs, key), weights, regs.scale)
+                penalties += [(weights[n], power, float(c)) for n, c in chosen.items() if c]
         for key, table in (
             ("hidden_l1", hidden_l1),
             ("hidden_l2", hidden_l2),
@@ -545,7 +545,7 @@ class DenseChainStep:
             parts = hidden_terms.get(key)
             if parts is None:  # weight_l1 / weight_l2
                 power = 1 if key == "weight_l1" else 2
-                parts = [lam * reg.weight_penalty([param], p) for param, p, lam in self.weight_penalties if p == power]
+                parts = [c * reg.weight_norm(param, p) for param, p, c in self.weight_penalties if p == power]
             extra.append(torch.stack(parts).sum() if parts else torch.zeros((), device=x.device))
         return extra
 

@@ -140,13 +140,16 @@ class StepRunner:
         self._compiled: Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]] | None = None
         self._compile_pending = want
         self.compile_seconds: float | None = None
-        # The autograd-free step, where the model allows it (decided once the term names are known).
+        # The autograd-free step, where the model allows it (decided once the term names are known, from
+        # the objective as it is then: resuming a checkpoint may set its penalty scale after this point).
         self.fast: DenseChainStep | None = None
         self._update_params = FusedAdamUpdate.build(optimizer) if self.amp_dtype is None else None
-        self._fast_candidate = None if (want or self.amp_dtype is not None) else DenseChainStep.build(objective)
+        self._fast_allowed = not want and self.amp_dtype is None
 
     def __repr__(self) -> str:
-        path = "hand-derived" if (self.fast or self._fast_candidate) is not None else "autograd"
+        path = "hand-derived" if self.fast is not None else "autograd"
+        if self.keys is None and self._fast_allowed:
+            path = "hand-derived or autograd (chosen at the first batch)"
         precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
         return (
             f"StepRunner({path} step, {type(self.optimizer).__name__}, precision={precision!r}, "
@@ -194,10 +197,10 @@ class StepRunner:
     def _choose(self, xb: torch.Tensor, wb: torch.Tensor | None) -> None:
         """On the first batch: learn the term names, and take the hand-derived step if it gives the same."""
         self._first_keys(xb, wb)
-        if self._fast_candidate is not None and self._fast_candidate.keys == self.keys:
-            self.fast = self._fast_candidate
+        candidate = DenseChainStep.build(self.objective) if self._fast_allowed else None
+        if candidate is not None and candidate.keys == self.keys:
+            self.fast = candidate
             log.debug("training with the hand-derived dense step (aekit.train.fused)")
-        self._fast_candidate = None
 
     def gradients(self, xb: torch.Tensor, wb: torch.Tensor | None, scale: float = 1.0) -> torch.Tensor:
         """Every parameter's ``.grad`` for the objective on a batch, hooks applied; no optimizer step.
