@@ -38,10 +38,10 @@ import torch
 
 from ..data.checks import all_finite
 from ..data.sources import StreamingSource, TensorSource, is_streamable
-from ..errors import ConfigurationError, DataError, TrainingDiverged
+from ..errors import ConfigurationError, DataError, EarlyStoppingWarning, TrainingDiverged
 from ..objective import penalties as reg
 from ..objective.metrics import MetricBatch, build_metrics, compute_all, update_all
-from .callbacks import Callback, Checkpoint, EarlyStopping, History
+from .callbacks import Callback, Checkpoint, EarlyStopping, History, divergence_stopping_message
 from .optimizers import ALGORITHMS, make_optimizer
 from .options import TrainOptions
 from .step import StepRunner
@@ -480,15 +480,16 @@ def _run(trainer: Trainer) -> Iterator[tuple[dict[str, float], dict[str, float]]
                     train_mon, None if not loss_finite else "the parameters became NaN or infinite"
                 )
                 trainer.stale += 1
-                if trainer.stale > opts.patience:
+                if opts.patience is not None and trainer.stale > opts.patience:
+                    warnings.warn(divergence_stopping_message(trainer), EarlyStoppingWarning, stacklevel=2)
                     break
                 continue
             trainer.validate()
             for callback in callbacks:
                 callback.on_epoch_end(trainer, train_mon, trainer.valid_monitors)
             yield dict(train_mon), dict(trainer.valid_monitors)
-            if trainer.stopping:
-                log.info("early stopping after %d epochs (best: epoch %d)", trainer.epoch, trainer.best_epoch)
+            if trainer.stopping:  # EarlyStopping warned (or a callback of the user's asked)
+                log.info("stopping after %d epochs (best: epoch %d)", trainer.epoch, trainer.best_epoch)
                 break
     finally:
         if validating or trainer.best_state is not None:

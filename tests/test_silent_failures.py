@@ -1,0 +1,148 @@
+"""Issue 19, silent failures in training: each one now warns or raises, naming the rule and the remedy.
+
+* every early stop is an ``EarlyStoppingWarning`` naming the epoch, what was watched (validation or
+  training loss), the rule and how to turn it off; ``patience=None`` turns it off;
+* ``loss='bce'`` on an output that is not bounded in [0, 1], and data outside the output's range,
+  give an ``OutputRangeWarning`` with the remedy;
+* a finite loss that grows by orders of magnitude is divergence (restore, raise or warn; the CLI
+  exits non-zero with one line);
+* ``valid_split`` draws random rows of in-memory data (every class of sorted data is validated) and
+  says so when it takes the tail of streamed data.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import aekit
+from aekit import cli
+from aekit.errors import AekitWarning, EarlyStoppingWarning
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """scikit-learn's 8x8 digits in [0, 1], sorted by class: (x float32 (1797, 64), labels)."""
+    x, labels = aekit.datasets.digits()
+    order = np.argsort(labels, kind="stable")
+    return np.ascontiguousarray(x[order], dtype=np.float32), np.asarray(labels)[order]
+
+
+def caught(category, call):
+    """``call()``'s warnings of ``category`` (every one, however often the same text repeats)."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        call()
+    return [str(w.message) for w in seen if issubclass(w.category, category)]
+
+
+def run_cli(capsys, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    before = Path.cwd()
+    os.chdir(cwd)
+    try:
+        code = cli.main(["--threads", "1", *args])
+    finally:
+        os.chdir(before)
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
+
+
+def params(net):
+    return [p.detach().clone() for p in net.graph.parameters()]
+
+
+# ---------------------------------------------------------------------- early stopping
+def test_an_early_stop_on_the_training_loss_names_the_epoch_the_rule_and_the_way_out(digits):
+    x = digits[0][:400]
+    net = aekit.Autoencoder([64, (16, "relu"), (64, "linear")], rng=0)
+    with pytest.warns(EarlyStoppingWarning) as record:
+        net.train(x, learning_rate=0.05, max_epochs=2000, patience=2)
+    (message,) = [str(w.message) for w in record if issubclass(w.category, EarlyStoppingWarning)]
+    epochs = len(net.history)
+    assert epochs < 2000
+    assert message.startswith(f"early stopping at epoch {epochs} of max_epochs=2000: the training loss (there are ")
+    assert "pass valid= or valid_split= to watch held-out data" in message
+    assert "by more than min_improvement=0 (relative) in the last 3 validations, more than patience=2" in message
+    assert "pass patience=None (no early stopping; the best parameters are still kept)" in message
+    assert "or validate_every=0 (no validation; the last parameters are kept)" in message
+    # The best epoch it names is the one of the lowest training loss, and its parameters are kept.
+    losses = [h["train"]["loss"] for h in net.history]
+    best = int(np.argmin(losses)) + 1
+    assert f"did not improve on its best (epoch {best})" in message
+    assert f"the parameters of epoch {best} are kept" in message
+
+
+def test_an_early_stop_on_the_validation_loss_says_so(digits):
+    x = digits[0]
+    net = aekit.Autoencoder([64, (16, "relu"), (64, "linear")], rng=0)
+    messages = caught(
+        EarlyStoppingWarning,
+        lambda: net.train(x[::2], valid=x[1::2], learning_rate=0.05, max_epochs=300, patience=0, min_improvement=0.05),
+    )
+    assert len(messages) == 1
+    assert messages[0].startswith(f"early stopping at epoch {len(net.history)} of max_epochs=300: the validation loss")
+    assert "min_improvement=0.05" in messages[0] and "patience=0" in messages[0]
+
+
+def test_patience_none_trains_every_epoch_and_keeps_the_best_parameters(digits):
+    x = digits[0]
+    net = aekit.Autoencoder([64, (16, "relu"), (64, "linear")], rng=0)
+    messages = caught(
+        AekitWarning,
+        lambda: net.train(
+            x[::2], valid=x[1::2], learning_rate=0.05, max_epochs=25, patience=None, min_improvement=0.05
+        ),
+    )
+    assert messages == []
+    assert len(net.history) == 25
+    # The parameters kept are those of the last validation that improved on the best by over 5%.
+    best = np.inf
+    for h in net.history:
+        if not np.isfinite(best) or (best - h["valid"]["loss"]) / best > 0.05:
+            best = h["valid"]["loss"]
+    assert best > min(h["valid"]["loss"] for h in net.history)  # not simply the lowest: the rule is applied
+    assert net.loss(x[1::2]).item() == pytest.approx(best, rel=1e-5)
+    # The same run with patience=0 stops early: the option is not vacuous.
+    again = aekit.Autoencoder([64, (16, "relu"), (64, "linear")], rng=0)
+    assert caught(
+        EarlyStoppingWarning,
+        lambda: again.train(x[::2], valid=x[1::2], learning_rate=0.05, max_epochs=25, patience=0, min_improvement=0.05),
+    )
+    assert len(again.history) < 25
+
+
+def test_patience_none_reaches_the_estimators(digits):
+    from aekit.estimator import AutoencoderTransformer
+
+    est = AutoencoderTransformer(hidden=(8,), patience=None, max_epochs=6, learning_rate=0.05, random_state=0)
+    assert caught(EarlyStoppingWarning, lambda: est.fit(digits[0][:200])) == []
+    assert est.n_iter_ == 6
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "5", True])
+def test_patience_must_be_a_count_or_none(bad):
+    net = aekit.Autoencoder([4, 2, 4])
+    with pytest.raises(aekit.ConfigurationError, match="patience must be an integer >= 0, or None for no early"):
+        net.train(np.zeros((8, 4), "float32"), patience=bad)
+
+
+def test_the_cli_prints_the_early_stop_as_one_warning_line(tmp_path, capsys, digits):
+    np.save(tmp_path / "x.npy", digits[0][:400])
+    train = ["train", "x.npy", "--layers", "64,16,64", "--lr", "0.05", "--epochs", "2000", "-q"]
+    result = run_cli(capsys, tmp_path, *train, "--patience", "2", "-o", "m.aekit")
+    assert result.returncode == 0, result.stderr
+    epochs = len(aekit.load(str(tmp_path / "m.aekit")).history)
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"aekit: warning: early stopping at epoch {epochs} of max_epochs=2000: the training loss")
+    assert line.endswith("or validate_every=0 (no validation; the last parameters are kept)")
+    # --patience none (or patience = "none" in a config file) turns early stopping off.
+    (tmp_path / "c.toml").write_text('patience = "none"\nepochs = 40\n')
+    for extra in (["--patience", "none", "--epochs", "40"], ["--config", "c.toml"]):
+        result = run_cli(capsys, tmp_path, *train[:-3], "-q", *extra, "-o", "n.aekit")
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        assert len(aekit.load(str(tmp_path / "n.aekit")).history) == 40
