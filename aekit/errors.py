@@ -8,7 +8,7 @@ so code written for plain Python/NumPy conventions keeps working::
     ├── ConfigurationError (ValueError)   bad option, layer spec or keyword
     ├── DataError (ValueError)            bad array or data file
     ├── ModelFileError                    unreadable, foreign or tampered model file
-    └── TrainingDiverged                  the loss became NaN/Inf
+    └── TrainingDiverged                  the loss became NaN/Inf or grew by orders of magnitude
 
 Warnings about a run that goes on derive from :class:`AekitWarning` (a ``UserWarning``), so
 ``warnings.simplefilter('error', aekit.AekitWarning)`` turns them into errors::
@@ -59,10 +59,12 @@ class CheckpointError(ModelFileError):
 
 
 class TrainingDiverged(AekitError):
-    """The training loss became NaN or infinite.
+    """The training loss became NaN or infinite, or grew by orders of magnitude.
 
-    The network's parameters have been restored to the best finite values seen
-    before this error was raised.
+    "Grew" means an epoch's training loss above :data:`aekit.train.guards.GROWTH_FACTOR`
+    (1e6) times the loss of the parameters the run started from.  The network's
+    parameters have been restored to the best finite values seen before this error
+    was raised.
     """
 
 

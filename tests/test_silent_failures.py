@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import aekit
 from aekit import cli
-from aekit.errors import AekitWarning, EarlyStoppingWarning
+from aekit.errors import AekitWarning, EarlyStoppingWarning, OutputRangeWarning, TrainingDiverged
+from aekit.train.guards import GROWTH_FACTOR, growth_reason
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +148,114 @@ def test_the_cli_prints_the_early_stop_as_one_warning_line(tmp_path, capsys, dig
         result = run_cli(capsys, tmp_path, *train[:-3], "-q", *extra, "-o", "n.aekit")
         assert result.returncode == 0 and result.stderr == "", result.stderr
         assert len(aekit.load(str(tmp_path / "n.aekit")).history) == 40
+
+
+# ---------------------------------------------------------------------- output range
+def test_bce_on_a_linear_output_warns_with_the_remedy(digits):
+    x = digits[0][:300]
+    net = aekit.Autoencoder([64, (16, "relu"), (64, "linear")], loss="bce", rng=0)
+    messages = caught(OutputRangeWarning, lambda: net.itertrain(x, max_epochs=1))  # at the call, before any epoch
+    assert messages == [
+        "loss='bce' treats the outputs of layer 'out' as probabilities in [0, 1], but its activation 'linear' has "
+        "outputs in (-inf, inf): outputs outside (0, 1) are clipped and get no gradient, so the model learns "
+        "little or nothing. Use a 'sigmoid' output (output_activation='sigmoid', or (n, 'sigmoid') as the last "
+        "layer) for data in [0, 1], or loss='mse' for a linear output"
+    ]
+    relu = aekit.Autoencoder([64, (16, "relu"), (64, "relu")], loss="bce", rng=0)
+    assert caught(OutputRangeWarning, lambda: relu.train(x, max_epochs=1)) == [
+        messages[0].replace("'linear' has outputs in (-inf, inf)", "'relu' has outputs in [0, inf)")
+    ]
+    # The remedy works: a sigmoid output with bce is not warned about, and learns.
+    fixed = aekit.Autoencoder([64, (16, "relu"), (64, "sigmoid")], loss="bce", rng=0)
+    assert caught(AekitWarning, lambda: fixed.train(x, max_epochs=20, learning_rate=0.01)) == []
+    assert fixed.score(x) > 0.3 > net.score(x)
+
+
+def test_data_outside_the_output_range_warns_with_the_range_found_and_the_remedy(digits):
+    pixels = np.round(digits[0][:300] * 255)  # 0..255, as raw images come
+    net = aekit.Autoencoder([64, (16, "relu"), (64, "sigmoid")], rng=0)
+    messages = caught(OutputRangeWarning, lambda: net.train(pixels, max_epochs=1))
+    assert messages == [
+        "the training data span [0, 255], outside the range [0, 1] of the output activation 'sigmoid' of layer "
+        "'out': those values can never be reconstructed. Scale the data into [0, 1] (e.g. divide 0..255 pixels "
+        "by 255), or use a 'linear' output layer"
+    ]
+    tanh = aekit.Autoencoder([64, (16, "relu"), (64, "tanh")], rng=0)
+    assert (
+        "outside the range [-1, 1] of the output activation 'tanh'"
+        in caught(OutputRangeWarning, lambda: tanh.train(pixels / 255.0 - 2.0, max_epochs=1))[0]
+    )
+    # Following either remedy silences it.
+    assert caught(AekitWarning, lambda: net.train(pixels / 255.0, max_epochs=1)) == []
+    linear = aekit.Autoencoder([64, (16, "relu"), (64, "linear")], rng=0)
+    assert caught(AekitWarning, lambda: linear.train(pixels, max_epochs=1, patience=None)) == []
+
+
+def test_streamed_data_outside_the_output_range_are_caught_in_their_first_block(tmp_path, digits):
+    path = tmp_path / "pixels.npy"
+    np.save(path, np.round(digits[0][:300] * 255))
+    x = aekit.load_data(str(path), mmap=True)
+    net = aekit.Autoencoder([64, (16, "relu"), (64, "sigmoid")], rng=0)
+    (message,) = caught(OutputRangeWarning, lambda: net.train(x, max_epochs=1))
+    assert message.startswith("the first 300 rows of the training data (streamed) span [0, 255], outside the range")
+
+
+# ---------------------------------------------------------------------- growth is divergence
+def test_a_loss_that_grows_by_orders_of_magnitude_is_divergence(digits):
+    x = digits[0]
+    net = aekit.Autoencoder([64, (16, "relu"), (64, "linear")], rng=0)
+    start = params(net)
+    with pytest.raises(TrainingDiverged) as error:
+        net.train(x, learning_rate=1e6, max_epochs=5)
+    message = str(error.value)
+    # The loss stayed finite (it is quoted): only its growth tells that training ran away.
+    assert message.startswith("training diverged at epoch 1: the loss grew to ")
+    grown = float(message.split("grew to ")[1].split(",")[0])
+    assert np.isfinite(grown) and grown > GROWTH_FACTOR
+    assert "more than 1e+06 times the loss of the starting parameters" in message
+    assert "parameters restored to the best finite ones (epoch 0). Try a smaller learning_rate (now 1e+06)" in message
+    assert all(torch.equal(p, q) for p, q in zip(params(net), start))
+    assert net.history == []
+
+
+def test_on_nan_warn_treats_growth_as_it_treats_nan(digits):
+    net = aekit.Autoencoder([64, (16, "relu"), (64, "linear")], rng=0)
+    start = net.loss(digits[0]).item()
+    messages = caught(RuntimeWarning, lambda: net.train(digits[0], learning_rate=100.0, max_epochs=30, on_nan="warn"))
+    grew = [m for m in messages if "the loss grew to" in m]
+    assert len(grew) >= 2 and all(m.endswith("; halving the learning rate and going on") for m in grew)
+    assert "(now 50)" in grew[1]  # halved once after the first
+    # The grown losses were finite: without the growth rule they would have been trained on.
+    assert all(np.isfinite(float(m.split("grew to ")[1].split(",")[0])) for m in grew)
+    # After the halvings it learns: every recorded epoch is finite and below the starting loss.
+    assert net.history and all(np.isfinite(h["train"]["loss"]) for h in net.history)
+    assert net.history[-1]["train"]["loss"] < 0.5 * start
+
+
+def test_diverged_epochs_that_use_up_patience_stop_with_a_warning(digits):
+    net = aekit.Autoencoder([64, (16, "relu"), (64, "linear")], rng=0)
+    start = params(net)
+    with pytest.warns(
+        EarlyStoppingWarning, match=r"training stopped at epoch 3 of max_epochs=8: the last 3 epochs diverged"
+    ):
+        net.train(digits[0], learning_rate=1e6, max_epochs=8, on_nan="warn", patience=2)
+    assert all(torch.equal(p, q) for p, q in zip(params(net), start))
+
+
+def test_the_growth_rule():
+    assert growth_reason(0.08 * GROWTH_FACTOR * 1.01, 0.08) is not None
+    assert growth_reason(0.08 * GROWTH_FACTOR * 0.99, 0.08) is None
+    assert growth_reason(5e-3, 0.0) is None  # a start at zero loss: judged at GROWTH_FLOOR, not at 0
+    assert growth_reason(10.0, 0.0) is not None
+    assert growth_reason(1e7, -3.0) is not None and growth_reason(-1000.0, -3.0) is None  # log-likelihoods
+    assert growth_reason(float("nan"), 0.1) is None and growth_reason(1e30, None) is None  # NaN: its own rule
+
+
+def test_the_cli_exits_non_zero_with_one_line_when_the_loss_grows(tmp_path, capsys, digits):
+    np.save(tmp_path / "x.npy", digits[0])
+    result = run_cli(capsys, tmp_path, "train", "x.npy", "--layers", "64,16,64", "--lr", "1e6", "-o", "m.aekit")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aekit: error: training diverged at epoch 1: the loss grew to ")
+    assert "Try a smaller --learning-rate (now 1e+06)" in lines[0]
+    assert not (tmp_path / "m.aekit").exists()

@@ -16,6 +16,11 @@
 * the best parameters (by validation loss, or training loss without validation
   data) are restored when training ends -- also when the caller breaks out of
   the loop or an error escapes;
+* nothing fails silently (:mod:`aekit.train.guards`): a loss or data that do not
+  fit the output's range are warned about at the start, an epoch whose loss is
+  NaN, infinite or :data:`~aekit.train.guards.GROWTH_FACTOR` times the loss
+  of the starting parameters is divergence, and every early stop is an
+  :class:`~aekit.errors.EarlyStoppingWarning`;
 * ``max_gradient_norm`` clips the global norm over all parameters (theanets
   called per-tensor clipping global).
 
@@ -42,6 +47,7 @@ from ..errors import ConfigurationError, DataError, EarlyStoppingWarning, Traini
 from ..objective import penalties as reg
 from ..objective.metrics import MetricBatch, build_metrics, compute_all, update_all
 from .callbacks import Callback, Checkpoint, EarlyStopping, History, divergence_stopping_message
+from .guards import check_output_ranges, growth_reason, starting_loss
 from .optimizers import ALGORITHMS, make_optimizer
 from .options import TrainOptions
 from .step import StepRunner
@@ -144,6 +150,8 @@ class Trainer:
         self.strategy.attach(net)
         net._check_outputs_exist()
         source = _as_source(net, x, "x")
+        if self.strategy.writes_files():  # one warning per run, not one per process
+            check_output_ranges(net.graph, net.losses, source)
         valid_source = None
         if valid is not None:
             if options.valid_split > 0:  # one of the two would be ignored
@@ -154,6 +162,9 @@ class Trainer:
         self.source, self.valid = self.strategy.prepare(source, valid_source)
         self.generator = torch.Generator().manual_seed(net.seed + 1 + len(net.history))
         self.objective = net.objective(regs)
+        # What "the loss grew by orders of magnitude" is measured against; the same on every process.
+        start = starting_loss(self.objective, net.graph, source, bool(regs.contractive))
+        self.start_loss = self.strategy.reduce_means({"loss": start}, 1)["loss"]
         assert options.learning_rate is not None  # TrainOptions.validate() filled in the algorithm's default
         self.optimizer = make_optimizer(
             options.algo, list(net.graph.parameters()), options.learning_rate, options.momentum
@@ -363,6 +374,19 @@ class Trainer:
         """Release what the run holds beyond the model (the data-parallel strategy's communication)."""
         self.strategy.close()
 
+    def divergence(self, monitors: dict[str, float]) -> str | None:
+        """Why this epoch counts as divergence, or None: a loss that is NaN, infinite or grew by orders of magnitude.
+
+        Growth: see :func:`aekit.train.guards.growth_reason`.  A finite loss can also hide a last
+        step that made the parameters non-finite.
+        """
+        loss = monitors.get("loss", math.nan)
+        if not math.isfinite(loss):
+            return f"the loss became {loss}"
+        return growth_reason(loss, self.start_loss) or (
+            None if self.params_finite() else "the parameters became NaN or infinite"
+        )
+
     def handle_divergence(self, monitors: dict[str, float], reason: str | None = None) -> None:
         """Roll back to the best finite parameters, then raise or (``on_nan='warn'``) halve the rate and go on."""
         reason = reason or f"the loss became {monitors.get('loss')}"
@@ -473,12 +497,9 @@ def _run(trainer: Trainer) -> Iterator[tuple[dict[str, float], dict[str, float]]
         while trainer.epoch < opts.max_epochs:
             trainer.epoch += 1
             train_mon = trainer.train_epoch()
-            # A finite loss can hide a last step that made the parameters non-finite.
-            loss_finite = math.isfinite(train_mon.get("loss", math.nan))
-            if not loss_finite or not trainer.params_finite():
-                trainer.handle_divergence(
-                    train_mon, None if not loss_finite else "the parameters became NaN or infinite"
-                )
+            reason = trainer.divergence(train_mon)
+            if reason is not None:
+                trainer.handle_divergence(train_mon, reason)  # raises unless on_nan='warn'
                 trainer.stale += 1
                 if opts.patience is not None and trainer.stale > opts.patience:
                     warnings.warn(divergence_stopping_message(trainer), EarlyStoppingWarning, stacklevel=2)
