@@ -25,6 +25,7 @@ import aekit
 from aekit import cli
 from aekit.errors import AekitWarning, EarlyStoppingWarning, OutputRangeWarning, TrainingDiverged
 from aekit.train.guards import GROWTH_FACTOR, growth_reason
+from aekit.train.loop import Trainer, parse_train_arguments
 
 
 @pytest.fixture(scope="module")
@@ -259,3 +260,42 @@ def test_the_cli_exits_non_zero_with_one_line_when_the_loss_grows(tmp_path, caps
     assert len(lines) == 1 and lines[0].startswith("aekit: error: training diverged at epoch 1: the loss grew to ")
     assert "Try a smaller --learning-rate (now 1e+06)" in lines[0]
     assert not (tmp_path / "m.aekit").exists()
+
+
+# ---------------------------------------------------------------------- valid_split
+def _split(net, x, **options):
+    options, _, regs = parse_train_arguments(net, dict(max_epochs=1, **options))
+    return Trainer(net, x, None, options, regs)
+
+
+def test_valid_split_of_data_sorted_by_class_validates_every_class(digits):
+    x, labels = digits
+    assert (np.diff(labels) >= 0).all()  # sorted: the last 10% are all nines
+    tagged = np.column_stack([x, labels / 10.0]).astype(np.float32)  # the label travels with each row
+    net = aekit.Autoencoder([65, 8, 65], rng=3)
+    trainer = _split(net, tagged, valid_split=0.1)
+    valid_labels = np.round(trainer.valid.x[:, -1].numpy() * 10).astype(int)
+    train_labels = np.round(trainer.source.x[:, -1].numpy() * 10).astype(int)
+    assert len(valid_labels) == round(0.1 * len(x)) and len(train_labels) == len(x) - len(valid_labels)
+    assert set(valid_labels) == set(range(10))
+    # Close to the class frequencies (a random draw, not a block): no class has fewer than half its share.
+    counts = np.bincount(valid_labels, minlength=10)
+    assert counts.min() >= 0.5 * len(valid_labels) / 10
+    # The same rows for the same rng (a seeded draw), other rows for another.
+    again = _split(aekit.Autoencoder([65, 8, 65], rng=3), tagged, valid_split=0.1)
+    other = _split(aekit.Autoencoder([65, 8, 65], rng=4), tagged, valid_split=0.1)
+    assert torch.equal(again.valid.x, trainer.valid.x) and not torch.equal(other.valid.x, trainer.valid.x)
+
+
+def test_valid_split_of_streamed_data_says_that_it_takes_the_last_rows(tmp_path, digits):
+    path = tmp_path / "x.npy"
+    np.save(path, digits[0])
+    x = aekit.load_data(str(path), mmap=True)
+    net = aekit.Autoencoder([64, 8, 64], rng=0)
+    (message,) = caught(AekitWarning, lambda: _split(net, x, valid_split=0.1))
+    assert message == (
+        "valid_split=0.1 on streamed (memory-mapped) x holds out its last 180 rows (1617:1797), not a random "
+        "sample as for in-memory data; if the rows are sorted (by class, by time), shuffle the file once, or "
+        "pass valid= explicitly"
+    )
+    assert caught(AekitWarning, lambda: _split(net, np.asarray(x), valid_split=0.1)) == []  # in memory: random

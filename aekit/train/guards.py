@@ -9,6 +9,9 @@ with a remedy when
 * the training data (the reconstruction targets) lie outside the range of the output activation
   (0..255 pixels into a ``'sigmoid'``): those values can never be reconstructed.
 
+And an :class:`~aekit.errors.AekitWarning` when ``valid_split`` holds out the last rows of streamed
+data (:func:`warn_tail_split`).
+
 After each epoch the loop asks :func:`growth_reason` whether a finite training loss grew by orders
 of magnitude: more than :data:`GROWTH_FACTOR` times the loss of the parameters the run started from
 (:func:`starting_loss`, on up to :data:`SAMPLE_ROWS` rows spread over the training data).  Such an
@@ -25,11 +28,19 @@ from typing import Any
 import torch
 
 from ..data.sources import StreamingSource, TensorSource
-from ..errors import OutputRangeWarning
+from ..errors import AekitWarning, OutputRangeWarning
 from ..model.activations import output_range
 from ..model.graph import Graph
 
-__all__ = ["GROWTH_FACTOR", "GROWTH_FLOOR", "SAMPLE_ROWS", "check_output_ranges", "growth_reason", "starting_loss"]
+__all__ = [
+    "GROWTH_FACTOR",
+    "GROWTH_FLOOR",
+    "SAMPLE_ROWS",
+    "check_output_ranges",
+    "growth_reason",
+    "starting_loss",
+    "warn_tail_split",
+]
 
 # An epoch whose training loss exceeds the starting loss by this factor has diverged.  No run that
 # learns makes its loss a million times worse than at the parameters it started from, while runaway
@@ -166,3 +177,19 @@ def check_output_ranges(graph: Graph, losses: Sequence[Any], source: TensorSourc
                 OutputRangeWarning,
                 stacklevel=4,
             )
+
+
+def warn_tail_split(fraction: float, start: int, stop: int) -> None:
+    """Say that ``valid_split`` took rows ``start:stop``, the tail of streamed data, for validation.
+
+    Streamed data are read block by block, so the validation rows are one contiguous block rather
+    than a random sample: on a file sorted by class or time the validation data differ from the
+    training data (one class, the latest period), and early stopping watches the wrong thing.
+    """
+    warnings.warn(
+        f"valid_split={fraction:g} on streamed (memory-mapped) x holds out its last {stop - start} rows "
+        f"({start}:{stop}), not a random sample as for in-memory data; if the rows are sorted (by class, "
+        "by time), shuffle the file once, or pass valid= explicitly",
+        AekitWarning,
+        stacklevel=5,
+    )

@@ -47,7 +47,7 @@ from ..errors import ConfigurationError, DataError, EarlyStoppingWarning, Traini
 from ..objective import penalties as reg
 from ..objective.metrics import MetricBatch, build_metrics, compute_all, update_all
 from .callbacks import Callback, Checkpoint, EarlyStopping, History, divergence_stopping_message
-from .guards import check_output_ranges, growth_reason, starting_loss
+from .guards import check_output_ranges, growth_reason, starting_loss, warn_tail_split
 from .optimizers import ALGORITHMS, make_optimizer
 from .options import TrainOptions
 from .step import StepRunner
@@ -419,12 +419,19 @@ _Trainer = Trainer  # the name older code used
 def _split_off_validation(
     source: TensorSource | StreamingSource, fraction: float, seed: int
 ) -> tuple[TensorSource | StreamingSource, TensorSource | StreamingSource]:
-    """``valid_split``: a random fraction of in-memory rows (a contiguous tail when streaming) for validation."""
+    """``valid_split``: a random fraction of in-memory rows (a contiguous tail when streaming) for validation.
+
+    In memory the rows are a seeded random permutation's first ``round(n * fraction)``, so sorted
+    data (by class) give a validation set like the training set.  Streamed data are read block by
+    block, so their validation rows are the last ones, with an :class:`~aekit.errors.AekitWarning`
+    that says so.
+    """
     n_valid = int(round(len(source) * fraction))
     if n_valid < 1 or n_valid >= len(source):
         raise DataError(f"valid_split={fraction} leaves no examples for training or validation out of {len(source)}")
     if isinstance(source, StreamingSource):
         train, valid = source.split_tail(n_valid)  # a contiguous tail block: no random reads
+        warn_tail_split(fraction, valid.start, valid.stop)
         return train, valid
     perm = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed)).to(source.x.device)
 
