@@ -198,7 +198,7 @@ def test_streamed_data_outside_the_output_range_are_caught_in_their_first_block(
     x = aekit.load_data(str(path), mmap=True)
     net = aekit.Autoencoder([64, (16, "relu"), (64, "sigmoid")], rng=0)
     (message,) = caught(OutputRangeWarning, lambda: net.train(x, max_epochs=1))
-    assert message.startswith("the first 300 rows of the training data (streamed) span [0, 255], outside the range")
+    assert message.startswith("the values of the first training batch (streamed data) span [0, 255], outside the range")
 
 
 # ---------------------------------------------------------------------- growth is divergence

@@ -7,14 +7,16 @@ with a remedy when
   output): binary cross-entropy takes the outputs as probabilities, clips them into (0, 1), and
   outputs outside that interval get no gradient;
 * the training data (the reconstruction targets) lie outside the range of the output activation
-  (0..255 pixels into a ``'sigmoid'``): those values can never be reconstructed.
+  (0..255 pixels into a ``'sigmoid'``): those values can never be reconstructed.  All of in-memory
+  data are checked; of streamed data, the first batch read (at the first step).
 
 And an :class:`~aekit.errors.AekitWarning` when ``valid_split`` holds out the last rows of streamed
 data (:func:`warn_tail_split`).
 
 After each epoch the loop asks :func:`growth_reason` whether a finite training loss grew by orders
 of magnitude: more than :data:`GROWTH_FACTOR` times the loss of the parameters the run started from
-(:func:`starting_loss`, on up to :data:`SAMPLE_ROWS` rows spread over the training data).  Such an
+(:func:`starting_loss`, on up to :data:`SAMPLE_ROWS` rows spread over in-memory training data, on
+the first batch of streamed data, so that no row of a file is read twice).  Such an
 epoch is treated as divergence, exactly like a NaN loss.
 """
 
@@ -27,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ..data.sources import StreamingSource, TensorSource
+from ..data.sources import TensorSource
 from ..errors import AekitWarning, OutputRangeWarning
 from ..model.activations import output_range
 from ..model.graph import Graph
@@ -38,6 +40,7 @@ __all__ = [
     "SAMPLE_ROWS",
     "check_output_ranges",
     "growth_reason",
+    "sample",
     "starting_loss",
     "warn_tail_split",
 ]
@@ -49,8 +52,7 @@ GROWTH_FACTOR = 1e6
 # The starting loss is compared at least at this magnitude (loss units), so that a start at a loss of
 # (almost) zero does not turn every later rounding-level loss into "growth".
 GROWTH_FLOOR = 1e-6
-# Rows the starting loss is measured on: evenly spaced over in-memory data (sorted data are covered),
-# the first rows of streamed data.
+# Rows the starting loss is measured on: evenly spaced over in-memory data (sorted data are covered).
 SAMPLE_ROWS = 4096
 
 
@@ -77,22 +79,19 @@ def growth_reason(loss: float, start: float | None) -> str | None:
     return None
 
 
-def _sample(source: TensorSource | StreamingSource) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Up to :data:`SAMPLE_ROWS` rows of ``source``, evenly spaced (the first ones when streamed)."""
-    if isinstance(source, StreamingSource):
-        return source.read(source.start, min(source.stop, source.start + SAMPLE_ROWS))
+def sample(source: TensorSource) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Up to :data:`SAMPLE_ROWS` rows of in-memory ``source``, evenly spaced (sorted data are covered)."""
     step = max(1, -(-len(source) // SAMPLE_ROWS))
     return source.x[::step], None if source.w is None else source.w[::step]
 
 
-def starting_loss(objective: Any, graph: Graph, source: TensorSource | StreamingSource, needs_grad: bool) -> float:
-    """The loss of the current parameters on a sample of ``source``: the scale divergence is judged by.
+def starting_loss(objective: Any, graph: Graph, x: torch.Tensor, w: torch.Tensor | None, needs_grad: bool) -> float:
+    """The loss of the current parameters on ``x``: the scale divergence is judged by.
 
     Without noise or dropout and in eval mode, so that no running state (batch-norm statistics,
     counters) changes and no random number is drawn: training goes on exactly as without it.
     ``needs_grad``: the objective differentiates (the contractive penalty).
     """
-    x, w = _sample(source)
     was_training = graph.training
     graph.eval()
     try:
@@ -109,23 +108,9 @@ def _interval(low: float, high: float) -> str:
     return f"{left}, {right}"
 
 
-def _data_span(source: TensorSource | StreamingSource) -> tuple[float, float, str] | None:
-    """(min, max, what was looked at) of the training targets; None when there is nothing finite."""
-    if isinstance(source, StreamingSource):
-        # Streamed data are read once per epoch; here only the first block (no extra pass over a file).
-        stop = min(source.stop, source.start + source.block_rows)
-        x, w = source.read(source.start, stop)
-        what = f"the first {stop - source.start} rows of the training data (streamed)"
-    else:
-        x, w, what = source.x, source.w, "the training data"
-    values = x if w is None else x[w > 0]  # values with weight 0 are never compared
-    values = values[torch.isfinite(values)]
-    if values.numel() == 0:
-        return None
-    return float(values.min()), float(values.max()), what
-
-
-def check_output_ranges(graph: Graph, losses: Sequence[Any], source: TensorSource | StreamingSource) -> None:
+def check_output_ranges(
+    graph: Graph, losses: Sequence[Any], x: torch.Tensor, w: torch.Tensor | None, what: str = "the training data"
+) -> None:
     """Warn (:class:`~aekit.errors.OutputRangeWarning`) when a loss or the data cannot fit an output's range.
 
     Parameters
@@ -133,10 +118,12 @@ def check_output_ranges(graph: Graph, losses: Sequence[Any], source: TensorSourc
     graph : Graph
     losses : sequence of Loss
         The objective's reconstruction losses; each names the layer it reads.
-    source : TensorSource or StreamingSource
-        The training data, whose values are the reconstruction targets.
+    x, w : tensor
+        The training data, whose values are the reconstruction targets, and their weights (or None).
+    what : str
+        What ``x`` is, for the message.
     """
-    span: tuple[float, float, str] | None = None
+    span: tuple[float, float] | None = None
     seen: set[str] = set()
     for loss in losses:
         if loss.output not in graph.layers or loss.output in seen:
@@ -163,10 +150,12 @@ def check_output_ranges(graph: Graph, losses: Sequence[Any], source: TensorSourc
         if low == -math.inf and high == math.inf:
             continue
         if span is None:
-            span = _data_span(source)
-            if span is None:
+            values = x if w is None else x[w > 0]  # values with weight 0 are never compared
+            values = values[torch.isfinite(values)]
+            if values.numel() == 0:
                 return
-        found_low, found_high, what = span
+            span = float(values.min()), float(values.max())
+        found_low, found_high = span
         tol = 1e-6 * max(1.0, high - low if math.isfinite(high - low) else 1.0)
         if found_low < low - tol or found_high > high + tol:
             warnings.warn(

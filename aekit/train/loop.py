@@ -16,11 +16,8 @@
 * the best parameters (by validation loss, or training loss without validation
   data) are restored when training ends -- also when the caller breaks out of
   the loop or an error escapes;
-* nothing fails silently (:mod:`aekit.train.guards`): a loss or data that do not
-  fit the output's range are warned about at the start, an epoch whose loss is
-  NaN, infinite or :data:`~aekit.train.guards.GROWTH_FACTOR` times the loss
-  of the starting parameters is divergence, and every early stop is an
-  :class:`~aekit.errors.EarlyStoppingWarning`;
+* nothing fails silently (:mod:`aekit.train.guards`): output-range warnings at the
+  start, divergence also by growth, an ``EarlyStoppingWarning`` for every early stop;
 * ``max_gradient_norm`` clips the global norm over all parameters (theanets
   called per-tensor clipping global).
 
@@ -47,7 +44,7 @@ from ..errors import ConfigurationError, DataError, EarlyStoppingWarning, Traini
 from ..objective import penalties as reg
 from ..objective.metrics import MetricBatch, build_metrics, compute_all, update_all
 from .callbacks import Callback, Checkpoint, EarlyStopping, History, divergence_stopping_message
-from .guards import check_output_ranges, growth_reason, starting_loss, warn_tail_split
+from .guards import check_output_ranges, growth_reason, sample, starting_loss, warn_tail_split
 from .optimizers import ALGORITHMS, make_optimizer
 from .options import TrainOptions
 from .step import StepRunner
@@ -150,8 +147,8 @@ class Trainer:
         self.strategy.attach(net)
         net._check_outputs_exist()
         source = _as_source(net, x, "x")
-        if self.strategy.writes_files():  # one warning per run, not one per process
-            check_output_ranges(net.graph, net.losses, source)
+        if isinstance(source, TensorSource) and self.strategy.writes_files():  # one warning, not one per process
+            check_output_ranges(net.graph, net.losses, source.x, source.w)
         valid_source = None
         if valid is not None:
             if options.valid_split > 0:  # one of the two would be ignored
@@ -162,9 +159,12 @@ class Trainer:
         self.source, self.valid = self.strategy.prepare(source, valid_source)
         self.generator = torch.Generator().manual_seed(net.seed + 1 + len(net.history))
         self.objective = net.objective(regs)
-        # What "the loss grew by orders of magnitude" is measured against; the same on every process.
-        start = starting_loss(self.objective, net.graph, source, bool(regs.contractive))
-        self.start_loss = self.strategy.reduce_means({"loss": start}, 1)["loss"]
+        # What "the loss grew by orders of magnitude" is measured against; streamed data: see _check_first_batch.
+        self.start_loss: float | None = None
+        if isinstance(source, TensorSource):
+            self.start_loss = self._agreed(
+                starting_loss(self.objective, net.graph, *sample(source), bool(regs.contractive))
+            )
         assert options.learning_rate is not None  # TrainOptions.validate() filled in the algorithm's default
         self.optimizer = make_optimizer(
             options.algo, list(net.graph.parameters()), options.learning_rate, options.momentum
@@ -260,6 +260,8 @@ class Trainer:
                 # DataLoader's drop_last would); the shuffle gives it a full batch in another epoch.
                 log.debug("skipping a training batch of 1 example: the model has batch norm")
                 continue
+            if self.start_loss is None:
+                self._check_first_batch(xb, wb)
             values = self.stepper(xb, wb, scale)
             # Accumulated on the device: no host sync per batch.
             total = values * n if total is None else total.add_(values, alpha=n)
@@ -276,6 +278,23 @@ class Trainer:
         self.strategy.sync_state(self.net.graph)
         means = self.strategy.epoch_means(total, count)  # the one host sync of the epoch
         return dict(zip(self.stepper.keys or [], means))
+
+    def _agreed(self, loss: float) -> float:
+        """The starting loss all processes judge divergence by (one all-reduce in a data-parallel run)."""
+        return self.strategy.reduce_means({"loss": loss}, 1)["loss"]
+
+    def _check_first_batch(self, xb: torch.Tensor, wb: torch.Tensor | None) -> None:
+        """Streamed data: the output-range check and the starting loss on the first batch read, before its step.
+
+        A file is read once per epoch: a check of its own at the start would read rows twice.
+        """
+        if self.strategy.writes_files():
+            check_output_ranges(
+                self.net.graph, self.net.losses, xb, wb, "the values of the first training batch (streamed data)"
+            )
+        self.start_loss = self._agreed(
+            starting_loss(self.objective, self.net.graph, xb, wb, bool(self.regs.contractive))
+        )
 
     def _lbfgs_epoch(self) -> dict[str, float]:
         """One L-BFGS iteration over the whole (local) data, through the same step runner."""
