@@ -19,10 +19,13 @@ from .data.loaders import load_data
 from .data.sources import StreamingSource
 from .errors import (
     AekitError,
+    AekitWarning,
     CheckpointError,
     ConfigurationError,
     DataError,
+    EarlyStoppingWarning,
     ModelFileError,
+    OutputRangeWarning,
     TrainingDiverged,
 )
 from .inspect import diagnose as _diagnose_module
@@ -41,14 +44,17 @@ sys.modules.setdefault(__name__ + ".diagnose", _diagnose_module)
 
 __all__ = [
     "AekitError",
+    "AekitWarning",
     "Autoencoder",
     "AutoencoderOutlierDetector",
     "AutoencoderTransformer",
     "CheckpointError",
     "ConfigurationError",
     "DataError",
+    "EarlyStoppingWarning",
     "Finding",
     "ModelFileError",
+    "OutputRangeWarning",
     "StreamingSource",
     "TrainingDiverged",
     "__version__",

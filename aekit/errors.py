@@ -8,7 +8,14 @@ so code written for plain Python/NumPy conventions keeps working::
     ├── ConfigurationError (ValueError)   bad option, layer spec or keyword
     ├── DataError (ValueError)            bad array or data file
     ├── ModelFileError                    unreadable, foreign or tampered model file
-    └── TrainingDiverged                  the loss became NaN/Inf
+    └── TrainingDiverged                  the loss became NaN/Inf or grew by orders of magnitude
+
+Warnings about a run that goes on derive from :class:`AekitWarning` (a ``UserWarning``), so
+``warnings.simplefilter('error', aekit.AekitWarning)`` turns them into errors::
+
+    AekitWarning (UserWarning)
+    ├── EarlyStoppingWarning              training stopped before max_epochs (the rule, the epoch)
+    └── OutputRangeWarning                the loss or the data do not fit the output activation's range
 """
 
 from __future__ import annotations
@@ -18,10 +25,13 @@ from collections.abc import Iterable
 
 __all__ = [
     "AekitError",
+    "AekitWarning",
     "CheckpointError",
     "ConfigurationError",
     "DataError",
+    "EarlyStoppingWarning",
     "ModelFileError",
+    "OutputRangeWarning",
     "TrainingDiverged",
     "closest_name",
     "unknown_name_error",
@@ -49,10 +59,28 @@ class CheckpointError(ModelFileError):
 
 
 class TrainingDiverged(AekitError):
-    """The training loss became NaN or infinite.
+    """The training loss became NaN or infinite, or grew by orders of magnitude.
 
-    The network's parameters have been restored to the best finite values seen
-    before this error was raised.
+    "Grew" means an epoch's training loss above :data:`aekit.train.guards.GROWTH_FACTOR`
+    (1e6) times the loss of the parameters the run started from.  The network's
+    parameters have been restored to the best finite values seen before this error
+    was raised.
+    """
+
+
+class AekitWarning(UserWarning):
+    """Base class of every warning aekit issues on purpose."""
+
+
+class EarlyStoppingWarning(AekitWarning):
+    """Training stopped before ``max_epochs``: the message names the epoch, the rule and how to turn it off."""
+
+
+class OutputRangeWarning(AekitWarning):
+    """The loss or the training data do not fit the output activation's range (the message gives a remedy).
+
+    Issued by ``train()`` for ``loss='bce'`` on an output that is not bounded in [0, 1], and for
+    training data outside the range of the output activation (0..255 pixels into a sigmoid).
     """
 
 

@@ -127,7 +127,8 @@ def _fit_network(est: BaseEstimator, X: np.ndarray) -> Autoencoder:
         device=est.device,
     )
     options = {key: getattr(est, key) for key in _TRAIN_PARAMS}
-    options = {k: v for k, v in options.items() if v is not None}
+    # None means "the default" except for patience, where None turns early stopping off (as in train()).
+    options = {k: v for k, v in options.items() if v is not None or k == "patience"}
     split = options.get("valid_split")
     if isinstance(split, numbers.Real) and float(split) > 0 and X.shape[0] < 2:
         # scikit-learn's convention (check_fit2d_1sample): say that one sample is the problem.
@@ -210,7 +211,8 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     algo, learning_rate, batch_size, max_epochs, patience, min_improvement, valid_split, max_gradient_norm
         Training options of :meth:`aekit.Autoencoder.train` (``learning_rate=None``:
         the algorithm's default).  Without ``valid_split`` early stopping watches
-        the training loss.
+        the training loss; ``patience=None`` turns it off.  ``valid_split`` holds out
+        rows drawn at random (seeded by ``random_state``), not the last rows.
     hidden_l1, hidden_l2, weight_l1, weight_l2, sparsity_target, sparsity_weight, contractive
         Regularizers, as in :meth:`aekit.Autoencoder.train`.
     input_noise, input_dropout, hidden_noise, hidden_dropout

@@ -130,6 +130,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"--valid and {label('valid_split')} exclude each other: --valid is the "
             "validation data, --valid-split holds out part of DATA; give one"
         )
+    if isinstance(settings.get("patience"), str):  # --patience none (or "none" in the config file)
+        settings["patience"] = None
     layers = settings.pop("layers")
     if settings.pop("tied", False):
         layers = _tie_decoder(layers)

@@ -154,6 +154,7 @@ def read_config(
 _KIND_TEXT = {
     "bool": "true or false",
     "int": "a whole number",
+    "int-or-none": 'a whole number or "none"',
     "float": "a number",
     "str": "a string",
     "bool-or-auto": 'true, false or "auto"',
@@ -168,6 +169,7 @@ def _check_config_value(label: str, value: Any, kind: str, choices: Any = None) 
     ok = {
         "bool": isinstance(value, bool),
         "int": number and isinstance(value, int),
+        "int-or-none": (number and isinstance(value, int)) or (isinstance(value, str) and value.lower() == "none"),
         "float": number,
         "str": isinstance(value, str),
         "bool-or-auto": isinstance(value, bool) or value == "auto",
@@ -181,7 +183,9 @@ def _check_config_value(label: str, value: Any, kind: str, choices: Any = None) 
         hint = ""
         if kind.startswith("bool") and isinstance(value, str) and value.lower() in ("true", "false"):
             hint = f" (a string; write {value.lower()} without quotes)"
-        elif kind in ("int", "float") and isinstance(value, str):
+        elif isinstance(value, str) and (
+            kind in ("int", "float") or (kind == "int-or-none" and value.strip().lstrip("+-").isdigit())
+        ):
             hint = " (a string; write the number without quotes)"
         raise ConfigurationError(f"{label} must be {expected}, got {value!r}{hint}")
     return float(value) if kind == "float" else value
@@ -202,4 +206,5 @@ def config_kinds(parser: argparse.ArgumentParser) -> dict[str, tuple[str, Any]]:
     kinds["compile"] = ("bool-or-auto", None)
     kinds["distributed"] = ("bool-or-str", None)
     kinds["layers"] = ("layers", None)
+    kinds["patience"] = ("int-or-none", None)  # "none": no early stopping
     return kinds

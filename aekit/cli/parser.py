@@ -102,6 +102,16 @@ def _flag_labels(parser: argparse.ArgumentParser, **extra: str) -> dict[str, str
     return labels
 
 
+def _patience(text: str) -> int | str:
+    """``--patience N`` or ``--patience none`` (no early stopping; cmd_train passes None on)."""
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or none, got {text!r}") from None
+
+
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     from ..train.options import PYTHON_ONLY_OPTIONS, TrainOptions
 
@@ -131,7 +141,12 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, help="examples per batch (default 64)")
     g.add_argument("--learning-rate", "--lr", type=float, help="step size (default per algo; adam 1e-3)")
     g.add_argument("--momentum", type=float, help="for sgd, nag, rmsprop (default 0.9)")
-    g.add_argument("--patience", type=int, help="validations without progress before stopping (default 5)")
+    g.add_argument(
+        "--patience",
+        type=_patience,
+        help="stop once more than this many validations in a row did not improve the validation loss "
+        "(the training loss without validation data); none: never stop early (default 5)",
+    )
     g.add_argument(
         "--metrics",
         help="whole-data figures to report with validation, comma-separated: fvu, r2, mse, l0, dead_fraction "

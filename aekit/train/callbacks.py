@@ -6,8 +6,9 @@ in this order after each epoch:
 
 1. :class:`EarlyStopping` -- compares the epoch's criterion (the validation
    loss, else the training loss) with the best so far, keeps the best
-   parameters, and asks the loop to stop after ``patience`` epochs without
-   progress;
+   parameters, and asks the loop to stop (with an
+   :class:`~aekit.errors.EarlyStoppingWarning`) once more than ``patience``
+   validations in a row made no progress;
 2. :class:`History` -- appends ``{'epoch', 'train', 'valid'}`` to ``net.history``;
 3. :class:`Checkpoint` -- writes the whole training state every
    ``checkpoint_every`` epochs and at the end (see :mod:`aekit.train.checkpoint`).
@@ -37,9 +38,19 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from typing import Any
 
-__all__ = ["Callback", "Checkpoint", "EarlyStopping", "History"]
+from ..errors import EarlyStoppingWarning
+
+__all__ = [
+    "Callback",
+    "Checkpoint",
+    "EarlyStopping",
+    "History",
+    "divergence_stopping_message",
+    "early_stopping_message",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +74,18 @@ class Callback:
 
 
 class EarlyStopping(Callback):
-    """Keep the best parameters and stop after ``patience`` validations without progress.
+    """Keep the best parameters and stop once more than ``patience`` validations in a row made no progress.
 
-    The criterion is the validation loss when there are validation data, else the
-    training loss.  A validation is progress when it improves on the best by more than
-    ``min_improvement`` (relative).  With ``validate_every=0`` the latest finite
-    parameters are the ones kept.  The state lives on the trainer (``best_loss``,
-    ``best_state``, ``best_epoch``, ``stale``), so that checkpoints hold it.
+    The criterion is the validation loss (``valid_monitors['loss']``: the whole objective,
+    penalties included, on the validation data without noise or dropout) when there are
+    validation data, else the training loss (the epoch's mean of ``train_monitors['loss']``).
+    A validation is progress when it improves on the best by more than ``min_improvement``
+    (relative).  Stopping is never silent: it issues an
+    :class:`~aekit.errors.EarlyStoppingWarning` that names the epoch, the rule and how to turn
+    it off.  ``patience=None`` never stops (the best parameters are still kept); with
+    ``validate_every=0`` the latest finite parameters are the ones kept.  The state lives on
+    the trainer (``best_loss``, ``best_state``, ``best_epoch``, ``stale``), so that
+    checkpoints hold it.
     """
 
     def on_epoch_end(self, trainer: Any, train_monitors: dict[str, float], valid_monitors: dict[str, float]) -> None:
@@ -94,7 +110,47 @@ class EarlyStopping(Callback):
             trainer.stale = 0
         else:
             trainer.stale += 1
-        trainer.stopping = trainer.stopping or trainer.stale > options.patience
+        if options.patience is not None and trainer.stale > options.patience and not trainer.stopping:
+            trainer.stopping = True
+            warnings.warn(early_stopping_message(trainer), EarlyStoppingWarning, stacklevel=3)  # the epochs' consumer
+
+
+def _count(n: int, noun: str) -> str:
+    return noun if n == 1 else f"{n} {noun}s"
+
+
+def kept_parameters(epoch: int) -> str:
+    """Which parameters a stopped run keeps, in words (epoch 0: the ones training started from)."""
+    return f"the parameters of epoch {epoch} are kept" if epoch else "the parameters training started from are kept"
+
+
+def early_stopping_message(trainer: Any) -> str:
+    """The one line that says why ``trainer`` stops early, what was watched and how to turn it off."""
+    options = trainer.options
+    watched = (
+        "validation loss"
+        if trainer.valid is not None
+        else "training loss (there are no validation data: pass valid= or valid_split= to watch held-out data)"
+    )
+    return (
+        f"early stopping at epoch {trainer.epoch} of max_epochs={options.max_epochs}: the {watched} did not "
+        f"improve on its best (epoch {trainer.best_epoch}) by more than min_improvement={options.min_improvement:g} "
+        f"(relative) in the last {_count(trainer.stale, 'validation')}, more than patience={options.patience}; "
+        f"{kept_parameters(trainer.best_epoch)}. To train on, pass patience=None (no early "
+        "stopping; the best parameters are still kept) or validate_every=0 (no validation; the last "
+        "parameters are kept)"
+    )
+
+
+def divergence_stopping_message(trainer: Any) -> str:
+    """Why ``trainer`` stops after diverged epochs (``on_nan='warn'``) used up its patience."""
+    options = trainer.options
+    return (
+        f"training stopped at epoch {trainer.epoch} of max_epochs={options.max_epochs}: the last "
+        f"{_count(trainer.stale, 'epoch')} diverged or made no progress, more than patience={options.patience}; "
+        f"{kept_parameters(trainer.best_epoch)}. Start with a smaller learning_rate, or pass patience=None "
+        "to go on halving it"
+    )
 
 
 def consider(trainer: Any, loss: float) -> bool:

@@ -16,6 +16,8 @@
 * the best parameters (by validation loss, or training loss without validation
   data) are restored when training ends -- also when the caller breaks out of
   the loop or an error escapes;
+* nothing fails silently (:mod:`aekit.train.guards`): output-range warnings at the
+  start, divergence also by growth, an ``EarlyStoppingWarning`` for every early stop;
 * ``max_gradient_norm`` clips the global norm over all parameters (theanets
   called per-tensor clipping global).
 
@@ -39,10 +41,11 @@ import torch
 
 from ..data.checks import all_finite, split_data
 from ..data.sources import StreamingSource, TensorSource, is_streamable
-from ..errors import ConfigurationError, DataError, TrainingDiverged
+from ..errors import ConfigurationError, DataError, EarlyStoppingWarning, TrainingDiverged
 from ..objective import penalties as reg
 from ..objective.metrics import MetricBatch, build_metrics, compute_all, update_all
-from .callbacks import Callback, Checkpoint, EarlyStopping, History
+from .callbacks import Callback, Checkpoint, EarlyStopping, History, divergence_stopping_message
+from .guards import check_output_ranges, growth_reason, sample, starting_loss, warn_tail_split
 from .optimizers import ALGORITHMS, make_optimizer
 from .options import TrainOptions
 from .step import StepRunner
@@ -137,6 +140,8 @@ class Trainer:
         self.strategy.attach(net)
         net._check_outputs_exist()
         source = _as_source(net, x, "x")
+        if isinstance(source, TensorSource) and self.strategy.writes_files():  # one warning, not one per process
+            check_output_ranges(net.graph, net.losses, source.x, source.w)
         valid_source = None
         if valid is not None:
             if options.valid_split > 0:  # one of the two would be ignored
@@ -147,6 +152,12 @@ class Trainer:
         self.source, self.valid = self.strategy.prepare(source, valid_source)
         self.generator = torch.Generator().manual_seed(net.seed + 1 + len(net.history))
         self.objective = net.objective(regs)
+        # What "the loss grew by orders of magnitude" is measured against; streamed data: see _check_first_batch.
+        self.start_loss: float | None = None
+        if isinstance(source, TensorSource):
+            self.start_loss = self._agreed(
+                starting_loss(self.objective, net.graph, *sample(source), bool(regs.contractive))
+            )
         assert options.learning_rate is not None  # TrainOptions.validate() filled in the algorithm's default
         self.optimizer = make_optimizer(
             options.algo, list(net.graph.parameters()), options.learning_rate, options.momentum
@@ -242,6 +253,8 @@ class Trainer:
                 # DataLoader's drop_last would); the shuffle gives it a full batch in another epoch.
                 log.debug("skipping a training batch of 1 example: the model has batch norm")
                 continue
+            if self.start_loss is None:
+                self._check_first_batch(xb, wb)
             values = self.stepper(xb, wb, scale)
             # Accumulated on the device: no host sync per batch.
             total = values * n if total is None else total.add_(values, alpha=n)
@@ -258,6 +271,23 @@ class Trainer:
         self.strategy.sync_state(self.net.graph)
         means = self.strategy.epoch_means(total, count)  # the one host sync of the epoch
         return dict(zip(self.stepper.keys or [], means))
+
+    def _agreed(self, loss: float) -> float:
+        """The starting loss all processes judge divergence by (one all-reduce in a data-parallel run)."""
+        return self.strategy.reduce_means({"loss": loss}, 1)["loss"]
+
+    def _check_first_batch(self, xb: torch.Tensor, wb: torch.Tensor | None) -> None:
+        """Streamed data: the output-range check and the starting loss on the first batch read, before its step.
+
+        A file is read once per epoch: a check of its own at the start would read rows twice.
+        """
+        if self.strategy.writes_files():
+            check_output_ranges(
+                self.net.graph, self.net.losses, xb, wb, "the values of the first training batch (streamed data)"
+            )
+        self.start_loss = self._agreed(
+            starting_loss(self.objective, self.net.graph, xb, wb, bool(self.regs.contractive))
+        )
 
     def _lbfgs_epoch(self) -> dict[str, float]:
         """One L-BFGS iteration over the whole (local) data, through the same step runner."""
@@ -356,6 +386,19 @@ class Trainer:
         """Release what the run holds beyond the model (the data-parallel strategy's communication)."""
         self.strategy.close()
 
+    def divergence(self, monitors: dict[str, float]) -> str | None:
+        """Why this epoch counts as divergence, or None: a loss that is NaN, infinite or grew by orders of magnitude.
+
+        Growth: see :func:`aekit.train.guards.growth_reason`.  A finite loss can also hide a last
+        step that made the parameters non-finite.
+        """
+        loss = monitors.get("loss", math.nan)
+        if not math.isfinite(loss):
+            return f"the loss became {loss}"
+        return growth_reason(loss, self.start_loss) or (
+            None if self.params_finite() else "the parameters became NaN or infinite"
+        )
+
     def handle_divergence(self, monitors: dict[str, float], reason: str | None = None) -> None:
         """Roll back to the best finite parameters, then raise or (``on_nan='warn'``) halve the rate and go on."""
         reason = reason or f"the loss became {monitors.get('loss')}"
@@ -388,12 +431,19 @@ _Trainer = Trainer  # the name older code used
 def _split_off_validation(
     source: TensorSource | StreamingSource, fraction: float, seed: int
 ) -> tuple[TensorSource | StreamingSource, TensorSource | StreamingSource]:
-    """``valid_split``: a random fraction of in-memory rows (a contiguous tail when streaming) for validation."""
+    """``valid_split``: a random fraction of in-memory rows (a contiguous tail when streaming) for validation.
+
+    In memory the rows are a seeded random permutation's first ``round(n * fraction)``, so sorted
+    data (by class) give a validation set like the training set.  Streamed data are read block by
+    block, so their validation rows are the last ones, with an :class:`~aekit.errors.AekitWarning`
+    that says so.
+    """
     n_valid = int(round(len(source) * fraction))
     if n_valid < 1 or n_valid >= len(source):
         raise DataError(f"valid_split={fraction} leaves no examples for training or validation out of {len(source)}")
     if isinstance(source, StreamingSource):
         train, valid = source.split_tail(n_valid)  # a contiguous tail block: no random reads
+        warn_tail_split(fraction, valid.start, valid.stop)
         return train, valid
     perm = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed)).to(source.x.device)
 
@@ -469,22 +519,20 @@ def _run(trainer: Trainer) -> Iterator[tuple[dict[str, float], dict[str, float]]
         while trainer.epoch < opts.max_epochs:
             trainer.epoch += 1
             train_mon = trainer.train_epoch()
-            # A finite loss can hide a last step that made the parameters non-finite.
-            loss_finite = math.isfinite(train_mon.get("loss", math.nan))
-            if not loss_finite or not trainer.params_finite():
-                trainer.handle_divergence(
-                    train_mon, None if not loss_finite else "the parameters became NaN or infinite"
-                )
+            reason = trainer.divergence(train_mon)
+            if reason is not None:
+                trainer.handle_divergence(train_mon, reason)  # raises unless on_nan='warn'
                 trainer.stale += 1
-                if trainer.stale > opts.patience:
+                if opts.patience is not None and trainer.stale > opts.patience:
+                    warnings.warn(divergence_stopping_message(trainer), EarlyStoppingWarning, stacklevel=2)
                     break
                 continue
             trainer.validate()
             for callback in callbacks:
                 callback.on_epoch_end(trainer, train_mon, trainer.valid_monitors)
             yield dict(train_mon), dict(trainer.valid_monitors)
-            if trainer.stopping:
-                log.info("early stopping after %d epochs (best: epoch %d)", trainer.epoch, trainer.best_epoch)
+            if trainer.stopping:  # EarlyStopping warned (or a callback of the user's asked)
+                log.info("stopping after %d epochs (best: epoch %d)", trainer.epoch, trainer.best_epoch)
                 break
     finally:
         if validating or trainer.best_state is not None:

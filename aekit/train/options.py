@@ -40,14 +40,21 @@ class TrainOptions:
     batch_size : int
     max_epochs : int
         Upper bound on epochs (theanets' ``max_updates`` is accepted as an alias).
-    patience : int
-        Validations without improvement before stopping.
+    patience : int or None
+        Early stopping: training stops (with an :class:`~aekit.errors.EarlyStoppingWarning`)
+        once more than ``patience`` validations in a row did not improve the watched loss --
+        the validation loss, or the training loss when there are no validation data -- by
+        more than ``min_improvement``.  None: no early stopping (the best parameters are
+        still kept).
     min_improvement : float
-        Relative improvement of the validation loss that counts as progress.
+        Relative improvement of the watched loss that counts as progress.
     validate_every : int
-        Validate every this many epochs; 0 turns validation and early stopping off.
+        Validate every this many epochs; 0 turns validation and early stopping off (the
+        last parameters are kept).
     valid_split : float
-        Fraction of ``x`` held out for validation when ``valid`` is None.
+        Fraction of ``x`` held out for validation when ``valid`` is None: rows drawn at
+        random (seeded by the model's ``rng``) from in-memory data, the last rows of
+        streamed (memory-mapped) data.
     max_gradient_norm : float, optional
         Clip the global gradient norm over all parameters.
     monitors : dict, optional
@@ -95,7 +102,7 @@ class TrainOptions:
     momentum: float = 0.9
     batch_size: int = 64
     max_epochs: int = 100
-    patience: int = 5
+    patience: int | None = 5
     min_improvement: float = 0.0
     validate_every: int = 1
     valid_split: float = 0.0
@@ -145,7 +152,13 @@ class TrainOptions:
         self.algo = self.algo.lower()
         integer("batch_size", self.batch_size, 1)
         integer("max_epochs", self.max_epochs, 0)
-        integer("patience", self.patience, 0)
+        if self.patience is not None:
+            try:
+                integer("patience", self.patience, 0)
+            except ConfigurationError:
+                raise ConfigurationError(
+                    f"patience must be an integer >= 0, or None for no early stopping, got {self.patience!r}"
+                ) from None
         integer("validate_every", self.validate_every, 0)
         if self.learning_rate is None:
             self.learning_rate = DEFAULT_LEARNING_RATE[self.algo]
