@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import ConfigurationError
 from ..registry import Registry
+from .sparsity import BatchTopK, TopK, parse_k
 
 __all__ = ["ACTIVATIONS", "ELEMENTWISE", "Activation", "get", "names", "output_range"]
 
@@ -101,10 +102,24 @@ def names() -> list[str]:
     return ACTIVATIONS.names()
 
 
+# Activations with an argument and a module of their own: 'topk:32', 'batchtopk:32' (aekit.model.sparsity).
+PARAMETRIC: Registry[type[nn.Module]] = Registry("parametric activation")
+PARAMETRIC.register("topk", TopK)
+PARAMETRIC.register("batchtopk", BatchTopK)
+
+
+def _canonical_part(part: str) -> str:
+    part = part.strip()
+    family, _, argument = part.partition(":")
+    if argument and family.lower() in PARAMETRIC and part.lower() not in ACTIVATIONS:
+        return f"{family.lower()}:{parse_k(family.lower(), argument)}"
+    return ACTIVATIONS.canonical(part)
+
+
 def _canonical(name: str) -> str:
     if not isinstance(name, str) or not name:
         raise ConfigurationError(f"activation must be a non-empty string, got {name!r}")
-    return "+".join(ACTIVATIONS.canonical(part.strip()) for part in name.split("+"))
+    return "+".join(_canonical_part(part) for part in name.split("+"))
 
 
 class Activation(nn.Module):
@@ -126,6 +141,14 @@ class Activation(nn.Module):
         if "prelu" in self.parts:
             # One learnable leak per unit (per channel for images), as theanets' prelu.
             self.leak = nn.Parameter(torch.full((size,), 0.1))
+        # The parts that are modules (their state, such as batchtopk's threshold, is saved with the model).
+        self.modules_by_part = nn.ModuleDict(
+            {
+                str(i): PARAMETRIC[part.split(":")[0]](int(part.split(":")[1]))
+                for i, part in enumerate(self.parts)
+                if part.split(":")[0] in PARAMETRIC and ":" in part
+            }
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply each part of the activation to ``x``, left to right.
@@ -139,8 +162,10 @@ class Activation(nn.Module):
         -------
         tensor, shape like ``x``
         """
-        for part in self.parts:
-            if part == "prelu":
+        for i, part in enumerate(self.parts):
+            if str(i) in self.modules_by_part:
+                x = self.modules_by_part[str(i)](x)
+            elif part == "prelu":
                 # F.prelu's own formula, written out: its vmap rule mixes the batch and channel
                 # dimensions, which broke the per-example Jacobians of a contractive penalty.
                 leak = self.leak.view(-1, *([1] * (x.dim() - 2)))  # per channel: (C, 1, 1) for images
@@ -173,4 +198,6 @@ def get(name: str, size: int = 1) -> Activation:
 def output_range(name: str) -> tuple[float, float]:
     """The (low, high) range of an activation's output; the last part decides."""
     last = _canonical(name).split("+")[-1]
+    if last.split(":")[0] in PARAMETRIC:
+        return (0.0, math.inf)  # top-k codes are rectified
     return _RANGES.get(last, (-math.inf, math.inf))
