@@ -208,8 +208,17 @@ def _load_npy(p: Path, mmap: bool) -> np.ndarray:
                 raise DataError(f"{str(p)!r}: a compressed .npy cannot be memory-mapped")
             with gzip.open(p, "rb") as handle:
                 array = np.load(io.BytesIO(handle.read()), allow_pickle=False)
+        elif mmap:
+            array = np.load(p, mmap_mode="r", allow_pickle=False)
         else:
-            array = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
+            # Our own handle, closed whatever happens: numpy leaves its own open when a file is damaged.
+            with open(p, "rb") as handle:
+                array = np.load(handle, allow_pickle=False)
+                if not isinstance(array, np.ndarray):  # an .npz archive by its content
+                    array.close()
+                    raise DataError(
+                        f"{str(p)!r} is an .npz archive, not an .npy file; name it .npz (and pick an array with key=)"
+                    )
     except DataError:
         raise
     except ValueError as error:
@@ -236,22 +245,23 @@ def _load_npy(p: Path, mmap: bool) -> np.ndarray:
 
 def _load_npz(p: Path, key: str | None) -> np.ndarray:
     try:
-        archive = np.load(p, allow_pickle=False)
-        if isinstance(archive, np.ndarray):  # np.load goes by the content: an .npy under an .npz name
-            raise DataError(f"{str(p)!r} is an .npy file, not an .npz archive; name it .npy")
-        with archive:
-            names = list(archive.files)
-            if not names:
-                raise DataError(f"{str(p)!r} is an .npz archive with no arrays")
-            if key is None:
-                if len(names) > 1:
-                    raise DataError(
-                        f"{str(p)!r} holds several arrays ({', '.join(map(repr, names))}); pick one with key="
-                    )
-                key = names[0]
-            if key not in names:
-                raise DataError(f"{str(p)!r} has no array named {key!r}; it holds {', '.join(map(repr, names))}")
-            array = archive[key]
+        with open(p, "rb") as handle:  # our own handle, closed whatever happens (see _load_npy)
+            archive = np.load(handle, allow_pickle=False)
+            if isinstance(archive, np.ndarray):  # np.load goes by the content: an .npy under an .npz name
+                raise DataError(f"{str(p)!r} is an .npy file, not an .npz archive; name it .npy")
+            with archive:
+                names = list(archive.files)
+                if not names:
+                    raise DataError(f"{str(p)!r} is an .npz archive with no arrays")
+                if key is None:
+                    if len(names) > 1:
+                        raise DataError(
+                            f"{str(p)!r} holds several arrays ({', '.join(map(repr, names))}); pick one with key="
+                        )
+                    key = names[0]
+                if key not in names:
+                    raise DataError(f"{str(p)!r} has no array named {key!r}; it holds {', '.join(map(repr, names))}")
+                array = archive[key]
     except DataError:
         raise
     except (ValueError, OSError, EOFError, zlib.error, KeyError) as error:
