@@ -340,8 +340,11 @@ def diagnose(
     )
     advice = pace.short()
     for finding in model + fit:
-        if advice and (finding.code in _PACED or (finding.code == "fit" and r2 is not None and r2 < GOOD_FIT)):
+        if advice and finding.code in _PACED:
             finding = dataclasses.replace(finding, remedy=f"{finding.remedy} {advice}")
+        elif advice and finding.code == "fit":  # "None needed" for the fit, but the training has advice
+            good = r2 is not None and r2 >= GOOD_FIT
+            finding = dataclasses.replace(finding, remedy=advice if good else f"{finding.remedy} {advice}")
         findings.append(finding)
     if progress is not None and few:
         findings.append(steps_finding(progress, r2, min_steps, pace))

@@ -130,9 +130,9 @@ def read_progress(history: Sequence[Any] | None, window: int, threshold: float) 
     entries = [e for e in (history or []) if isinstance(e, dict)]
     if not entries:
         return None
-    counts = [e.get("steps") for e in entries]
-    known = all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)
-    steps = sum(counts) if known else None  # type: ignore[arg-type]
+    counts = [c for c in (e.get("steps") for e in entries) if isinstance(c, int) and not isinstance(c, bool) and c >= 0]
+    known = len(counts) == len(entries)  # histories written before aekit recorded steps have none
+    steps = sum(counts) if known else None
     step_counts = tuple(sorted(set(counts))) if known else ()
     last = entries[-window:]
     losses = [_number((e.get("train") or {}).get("loss")) for e in last]
