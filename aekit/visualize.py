@@ -6,7 +6,7 @@ The functions live in :mod:`aekit.inspect.features` (what units learned),
 re-exports them under their old path.
 """
 
-from .inspect.features import feature_images, save_top_inputs, top_inputs
+from .inspect.features import feature_images, save_features, save_top_inputs, top_inputs
 from .inspect.pictures import MAX_PIXELS as MAX_PIXELS
 from .inspect.pictures import _figure_bytes as _figure_bytes
 from .inspect.pictures import image_shape, save_tiles, tile_mosaic
@@ -19,6 +19,7 @@ __all__ = [
     "plot_codes",
     "plot_history",
     "plot_reconstructions",
+    "save_features",
     "save_tiles",
     "save_top_inputs",
     "tile_mosaic",

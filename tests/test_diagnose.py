@@ -29,7 +29,8 @@ def data():
 def good(data):
     x, _ = data
     net = aekit.Autoencoder([64, (24, "sigmoid"), (64, "sigmoid")], rng=1)
-    net.train(x, algo="adam", learning_rate=1e-2, batch_size=128, max_epochs=25)
+    # 80 epochs of 15 steps: past too-few-steps' 1000 steps, with R^2 about 0.9.
+    net.train(x, algo="adam", learning_rate=1e-2, batch_size=128, max_epochs=80)
     return net
 
 
@@ -282,8 +283,10 @@ def test_data_without_variance_is_a_data_error_not_a_model_fault(good, data):
 
 def test_trivial_loss_on_a_handful_of_rows_is_only_a_warning(good, data):
     x, _ = data
-    assert good.score(x[:2]) < 0  # the mean of two rows is a baseline the good model cannot beat
-    tiny = next(f for f in aekit.diagnose(good, x[:2]) if f.code == "trivial-loss")
+    # The mean of two rows is a baseline a good model cannot beat when the rows barely differ.
+    pair = np.stack([x[0], np.clip(x[0] + 0.05, 0, 1)])
+    assert good.score(pair) < 0
+    tiny = next(f for f in aekit.diagnose(good, pair) if f.code == "trivial-loss")
     assert tiny.severity == "warning" and "only 2 rows" in tiny.message and "worse than" in tiny.message
     assert "fit" in codes(aekit.diagnose(good, x[:10]))
     fresh = aekit.Autoencoder([64, (24, "sigmoid"), (64, "sigmoid")], rng=1)

@@ -39,7 +39,8 @@ def model():
     data = load_digits()
     x = (data.data[:600] / 16.0).astype(np.float32)
     net = aekit.Autoencoder([64, (12, "sigmoid"), (64, "sigmoid")], rng=0)
-    net.train(x, algo="adam", learning_rate=1e-2, batch_size=50, max_epochs=15)
+    # 100 epochs of 12 steps: past diagnose's too-few-steps bar of 1000 steps.
+    net.train(x, algo="adam", learning_rate=1e-2, batch_size=50, max_epochs=100)
     return net, x, data.target[:600]
 
 

@@ -211,10 +211,24 @@ def figures(monkeypatch):
     return drawn
 
 
-def test_plot_reconstructions_has_two_rows_of_tiles(tmp_path, trained):
+def _tile(picture, layout, k):
+    top, left, bottom, right = layout.box(k)
+    return picture[top:bottom, left:right, :3]
+
+
+def test_plot_reconstructions_has_two_labelled_rows_of_tiles(tmp_path, trained, figures):
     net, x, _ = trained
     recon = mpimg.imread(V.plot_reconstructions(net, x, tmp_path / "r.png", n=5, zoom=2))
-    assert recon.shape[:2] == (2 * (2 * 9 + 1), 2 * (5 * 9 + 1))
+    layout = figures[-1].tile_layout
+    assert (layout.rows, layout.cols, layout.tile_h, layout.tile_w) == (2, 5, 16, 16)
+    assert recon.shape[:2] == (layout.height, layout.width)
+    texts = [t.get_text() for t in figures[-1].axes[0].texts]
+    assert "input" in texts and "reconstruction" in texts and all(str(i) in texts for i in range(5))
+    # Row 0 holds the inputs, row 1 their reconstructions, on the inputs' grey scale.
+    low, high = x[:5].min(), x[:5].max()
+    for k, image in enumerate([*x[:5], *net.predict(x[:5])]):
+        expected = np.kron(np.clip((image.reshape(8, 8) - low) / (high - low), 0, 1), np.ones((2, 2)))
+        np.testing.assert_allclose(_tile(recon, layout, k)[..., 0], expected, atol=1.01 / 255)
 
 
 def test_plot_history_draws_the_history(tmp_path, figures):
@@ -285,22 +299,25 @@ def test_plot_activations_draws_each_units_histogram(tmp_path, trained, figures)
         assert axes[unit].get_title() == f"unit {unit}"
 
 
-def test_save_top_inputs_shows_the_top_inputs_of_each_unit(tmp_path, trained):
+def test_save_top_inputs_shows_the_top_inputs_of_each_unit(tmp_path, trained, figures):
     net, x, _ = trained
-    k, units, zoom = 4, 6, 4  # 8x8 tiles are zoomed to 32 px
+    k, units = 4, 6
     img = mpimg.imread(V.save_top_inputs(net, x, tmp_path / "top.png", k=k, max_units=units))
+    layout = figures[-1].tile_layout
+    assert (layout.rows, layout.cols, layout.tile_h) == (units, k, 64)  # 8x8 tiles zoomed to 64 px
     codes = net.encode(x)
     order = np.argsort(-codes, axis=0)
     ranked = np.take_along_axis(codes, order, axis=0)
     assert np.all(ranked[:k] > ranked[1 : k + 1])  # no ties: the top k of each unit are well defined
     scaled = (x - x.min()) / (x.max() - x.min())
-    mosaic = np.zeros((units * 9 + 1, k * 9 + 1))
     for unit in range(units):
         for rank in range(k):
-            mosaic[1 + unit * 9 : 9 + unit * 9, 1 + rank * 9 : 9 + rank * 9] = scaled[order[rank, unit]].reshape(8, 8)
-    expected = np.kron(mosaic, np.ones((zoom, zoom)))
-    assert img.shape[:2] == expected.shape
-    np.testing.assert_allclose(img[..., 0], expected, atol=1.01 / 255)  # 8-bit grey levels
+            expected = np.kron(scaled[order[rank, unit]].reshape(8, 8), np.ones((8, 8)))
+            tile = _tile(img, layout, unit * k + rank)[..., 0]
+            np.testing.assert_allclose(tile, expected, atol=1.01 / 255)  # 8-bit grey levels
+    texts = [t.get_text() for t in figures[-1].axes[0].texts]
+    assert [f"unit {u}" for u in range(units)] == [t for t in texts if t.startswith("unit")]
+    assert any("first 6 of 16 units" in t for t in texts)
 
 
 def _writers(net, x):

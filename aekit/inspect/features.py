@@ -16,7 +16,11 @@ Definitions used by :func:`feature_images`:
   of the layer goes from 0 to ``scale`` and all other units stay at 0 (for a linear
   decoder this is the unit's column of the decoder weights).
 
-:func:`save_top_inputs` writes its picture as :mod:`aekit.inspect.pictures` describes.
+:func:`save_features` and :func:`save_top_inputs` write their pictures as
+:mod:`aekit.inspect.pictures` describes, as labelled grids (:mod:`aekit.inspect.grids`): every
+tile or row names its unit, units that are dead over the data given (constant output,
+:func:`aekit.inspect.measures.dead_units`) are greyed out and marked "dead", and the title says
+how many units are shown ("first 16 of 32 units") and how many are dead.
 """
 
 from __future__ import annotations
@@ -31,12 +35,13 @@ import torch
 
 from ..data.validation import integer, number
 from ..errors import ConfigurationError
-from .pictures import _as_images, _data, _default_zoom, _mosaic_bytes, _picture_format, _write, tile_mosaic
+from .measures import MAX_SAMPLES, dead_units, sample_rows
+from .pictures import _as_images, _data, _labelled_bytes, _normalise_tiles, _picture_format, _prepare_tiles, _write
 
 if TYPE_CHECKING:
     from ..autoencoder import Autoencoder
 
-__all__ = ["feature_images", "save_top_inputs", "top_inputs"]
+__all__ = ["feature_images", "save_features", "save_top_inputs", "top_inputs"]
 
 
 def _layer(net, layer: str | int | None):
@@ -196,11 +201,110 @@ def top_inputs(net: Autoencoder, x: Any, layer: str | int | None = None, k: int 
     ndarray of int, shape (units, k)
         Image-shaped layers rank by the channel's mean activation.
     """
-    h = net.encode(_data(net, x), layer=layer)
+    return _rank(net.encode(_data(net, x), layer=layer), k)
+
+
+def _rank(h: np.ndarray, k: int) -> np.ndarray:
     h = h.reshape(h.shape[0], h.shape[1], -1).mean(axis=2) if h.ndim > 2 else h
     k = min(integer("k", k, 1), h.shape[0])
     order = np.argsort(-np.nan_to_num(h, nan=-np.inf), axis=0, kind="stable")[:k]
     return order.T.copy()
+
+
+def _shown(units: int, max_units: int) -> str:
+    return f"all {units} units" if units <= max_units else f"first {max_units} of {units} units"
+
+
+def _dead_over(net, x: Any, name: str, max_samples: int) -> tuple[np.ndarray, int]:
+    """The dead units of layer ``name`` over at most ``max_samples`` evenly spaced rows of ``x``; the rows used."""
+    data = _data(net, x)
+    rows = data[sample_rows(len(data), max_samples)]
+    return dead_units(net.encode(rows, layer=name)), len(rows)
+
+
+def _dead_note(dead: np.ndarray | None, rows: int) -> str:
+    if dead is None:
+        return ""
+    count = int(dead.sum())
+    if count == 0:
+        return f"; none dead over {rows} rows"
+    return f"; {count} of {dead.size} dead over {rows} rows (greyed)"
+
+
+def _grey_tiles(images: np.ndarray) -> np.ndarray:
+    """Images in [0, 1] as grid tiles: (n, H, W), or (n, H, W, 3) for RGB; other channel counts averaged."""
+    if images.ndim == 4:
+        return images.transpose(0, 2, 3, 1) if images.shape[1] == 3 else images.mean(axis=1)
+    return images
+
+
+def save_features(
+    net: Autoencoder,
+    path: str | os.PathLike,
+    layer: str | int | None = None,
+    kind: str = "encoder",
+    x: Any = None,
+    *,
+    max_units: int = 256,
+    n_cols: int | None = None,
+    zoom: int | None = None,
+    normalize: str | None = "tile",
+    max_samples: int = MAX_SAMPLES,
+    **options: Any,
+) -> str:
+    """A labelled picture of the features of each unit of ``layer`` (:func:`feature_images`).
+
+    Every tile is labelled with its unit's index; with data ``x``, units whose output is
+    constant over it are greyed out and marked "dead" (their features are not features).
+    The title says which layer, how many units are shown and how many are dead.
+
+    Parameters
+    ----------
+    net : Autoencoder
+    path : str or path
+        Its suffix picks the format.
+    layer : str or int, optional
+        Default: the first hidden layer for ``kind='encoder'``, the code layer for ``'decoder'``.
+    kind : {'encoder', 'decoder'}
+    x : array-like, optional
+        Data to find the dead units on (at most ``max_samples`` evenly spaced rows, as
+        :func:`aekit.diagnose`).
+    max_units : int
+        Draw the first ``max_units`` units (default 256); the title says when some are left out.
+    n_cols, zoom, normalize
+        As :func:`~aekit.inspect.pictures.save_tiles`.
+    **options
+        Passed to :func:`feature_images` (``method``, ``scale``, ...).
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    fmt = _picture_format(path)
+    max_units = integer("max_units", max_units, 1)
+    max_samples = integer("max_samples", max_samples, 2)
+    if layer is None:
+        hidden = net.graph.hidden_names
+        layer = net.code_layer if kind == "decoder" or not hidden else hidden[0]
+    name, _ = _layer(net, layer)
+    feats = feature_images(net, name, kind, **options)
+    units = feats.shape[0]
+    dead, rows = _dead_over(net, x, name, max_samples) if x is not None else (None, 0)
+    shown = feats[:max_units]
+    tiles = _prepare_tiles(shown)
+    per_unit = tiles.shape[0] // shown.shape[0]  # conv kernels over several input channels: a tile each
+    unit_of = np.repeat(np.arange(shown.shape[0]), per_unit)
+    labels = [
+        str(u) if per_unit == 1 else f"{u}.{c}" for u, c in zip(unit_of, np.tile(np.arange(per_unit), len(shown)))
+    ]
+    mask = None
+    if dead is not None:
+        mask = dead[unit_of]
+        labels = [f"{label} dead" if is_dead else label for label, is_dead in zip(labels, mask)]
+    title = f"{kind} features of {name!r}: {_shown(units, max_units)}{_dead_note(dead, rows)}"
+    grid = _grey_tiles(_normalise_tiles(tiles, normalize))
+    return _write(path, _labelled_bytes(grid, fmt, n_cols=n_cols, zoom=zoom, labels=labels, dead=mask, title=title))
 
 
 def save_top_inputs(
@@ -210,10 +314,13 @@ def save_top_inputs(
     layer: str | int | None = None,
     k: int = 8,
     max_units: int = 16,
+    zoom: int | None = None,
 ) -> str:
-    """A picture with one row per unit: the ``k`` inputs that activate it most.
+    """A picture with one row per unit: the ``k`` inputs that activate it most, best first.
 
-    All tiles share one grey scale, the min and max of ``x``.
+    All tiles share one grey scale, the min and max of ``x``.  Each row is labelled with its
+    unit; the rows of units that are dead over ``x`` (constant output: their "top" inputs are
+    arbitrary) are greyed out and marked "dead"; the title says how many units are shown.
 
     Returns
     -------
@@ -222,11 +329,31 @@ def save_top_inputs(
     """
     fmt = _picture_format(path)
     data = _data(net, x)
-    index = top_inputs(net, data, layer=layer, k=k)[: integer("max_units", max_units, 1)]
+    max_units = integer("max_units", max_units, 1)
+    name = net._layer_name(layer, net.code_layer)
+    h = net.encode(data, layer=name)
+    dead = dead_units(h)
+    index = _rank(h, k)
+    units, k = index.shape
+    index = index[:max_units]
     flat = data.reshape(len(data), -1)
     picks = flat[index.ravel()]
     low, high = float(np.nanmin(flat)), float(np.nanmax(flat))
     scaled = (picks - low) / (high - low if high > low else 1.0)
-    images = _as_images(scaled, net.graph.input_shape)
-    zoom = _default_zoom(images)
-    return _write(path, _mosaic_bytes(tile_mosaic(images, index.shape[1], 1, None), zoom, fmt))
+    images = _grey_tiles(_as_images(scaled, net.graph.input_shape))
+    shown = dead[: len(index)]
+    row_labels = [f"unit {u} dead" if shown[u] else f"unit {u}" for u in range(len(index))]
+    title = f"top {k} inputs of {name!r}, best first: {_shown(units, max_units)}{_dead_note(dead, len(data))}"
+    return _write(
+        path,
+        _labelled_bytes(
+            images,
+            fmt,
+            n_cols=k,
+            zoom=zoom,
+            dead=np.repeat(shown, k),
+            row_labels=row_labels,
+            dead_rows=shown,
+            title=title,
+        ),
+    )

@@ -10,6 +10,12 @@ matplotlib is imported lazily, inside the functions, and only through its
 object-oriented API (``matplotlib.figure.Figure``, ``matplotlib.image.imsave``):
 pyplot's global state and the user's interactive backend are never touched, so
 these functions are safe on headless machines and in notebooks alike.
+
+Tile size: unless ``zoom`` is given, a tile is drawn at least ``MIN_TILE_PIXELS`` = 64
+pixels on its longer side (each image pixel a square of an integer size: 8x8 tiles at
+64 px, 28x28 at 84 px), less only where the picture would pass 4096 pixels on a side
+(:func:`aekit.inspect.grids.default_zoom`).  Pictures of units label every tile with its
+unit and grey out dead units (:mod:`aekit.inspect.grids`).
 """
 
 from __future__ import annotations
@@ -27,11 +33,12 @@ import torch
 from ..data.validation import as_array, integer
 from ..errors import ConfigurationError, DataError
 from ..io.atomic import atomic_write
+from .grids import MIN_TILE_PIXELS, default_zoom, grid_canvas, grid_figure, tile_layout
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["image_shape", "save_tiles", "tile_mosaic"]
+__all__ = ["MIN_TILE_PIXELS", "image_shape", "save_tiles", "tile_mosaic"]
 
 
 # ---------------------------------------------------------------------------- shapes
@@ -183,9 +190,35 @@ def tile_mosaic(
     return mosaic
 
 
-def _default_zoom(images: np.ndarray) -> int:
-    """The zoom that makes tiles of ``images`` (..., H, W) at least 32 pixels on their longer side."""
-    return max(1, int(math.ceil(32 / max(images.shape[-2:]))))
+def _default_zoom(images: np.ndarray, rows: int = 1, cols: int = 1) -> int:
+    """The default zoom of tiles of ``images`` (..., H, W) in a grid (see the module docstring)."""
+    return default_zoom(images.shape[-2:], rows, cols)
+
+
+def _labelled_bytes(
+    tiles: np.ndarray,
+    fmt: str,
+    *,
+    n_cols: int | None = None,
+    zoom: Any = None,
+    labels: Sequence[str] | None = None,
+    dead: Any = None,
+    row_labels: Sequence[str] | None = None,
+    dead_rows: Any = None,
+    title: str | None = None,
+) -> bytes:
+    """A labelled grid (:mod:`aekit.inspect.grids`) of ``tiles`` (values in [0, 1]) as a file of format ``fmt``.
+
+    ``tiles`` is (n, H, W) grey or (n, H, W, 3) colour.
+    """
+    shape = tiles.shape[1:3]
+    rows, cols = _grid(len(tiles), n_cols)
+    zoom = integer("zoom", default_zoom(shape, rows, cols) if zoom is None else zoom, 1)
+    layout = tile_layout(len(tiles), shape, cols, zoom, row_labels=row_labels, title=title, labels=labels is not None)
+    _check_pixels(layout.width * layout.height)
+    canvas = grid_canvas(tiles, layout, zoom, dead)
+    fig = grid_figure(canvas, layout, labels, dead=dead, row_labels=row_labels, dead_rows=dead_rows, title=title)
+    return _figure_bytes(fig, fmt)
 
 
 def _check_pixels(count: int) -> None:
@@ -276,6 +309,9 @@ def save_tiles(
     normalize: str | None = "tile",
     titles: Sequence[str] | None = None,
     zoom: int | None = None,
+    *,
+    dead: Any = None,
+    title: str | None = None,
 ) -> str:
     """Write a grid of image tiles to a picture file (see :func:`tile_mosaic`).
 
@@ -285,12 +321,18 @@ def save_tiles(
     path : str or path
         Its suffix picks the format (see the module docstring).
     n_cols, border, normalize
-        As :func:`tile_mosaic`.
+        As :func:`tile_mosaic` (a labelled grid has its own spacing: ``border`` is for bare mosaics).
     titles : sequence of str, optional
-        One caption per tile; the picture is then drawn as a matplotlib figure.
+        One caption per tile, written above it.
     zoom : int, optional
-        Integer upscaling of the pixel mosaic (default: tiles at least 32 px high).
-        Without titles a raster picture is exactly ``zoom`` times the mosaic's size.
+        Integer upscaling of each image pixel (default: the module docstring's rule, tiles
+        at least 64 px).  A bare mosaic (no ``titles``, ``dead`` or ``title``) is exactly
+        ``zoom`` times :func:`tile_mosaic`'s size.
+    dead : sequence of bool, optional
+        Tiles of dead units: drawn greyed out, their caption (the tile's index when there are
+        no ``titles``) marked "dead" in red.
+    title : str, optional
+        A line above the grid (e.g. "first 16 of 32 units").
 
     Returns
     -------
@@ -299,29 +341,30 @@ def save_tiles(
     """
     fmt = _picture_format(path)
     imgs = _prepare_tiles(images)
-    if zoom is None:
-        zoom = _default_zoom(imgs)
-    if titles is None:
+    if titles is None and dead is None and title is None:
+        if zoom is None:
+            zoom = _default_zoom(imgs, *_grid(imgs.shape[0], n_cols))
         return _write(path, _mosaic_bytes(tile_mosaic(imgs, n_cols, border, normalize), zoom, fmt))
-    from matplotlib.figure import Figure
-
-    try:
-        titles = [str(title) for title in titles]
-    except TypeError:
-        raise ConfigurationError(f"titles must be a sequence of one caption per image, got {titles!r}") from None
-    if len(titles) != imgs.shape[0]:
-        raise ConfigurationError(f"titles must have one entry per image ({imgs.shape[0]}), got {len(titles)}")
+    n = imgs.shape[0]
+    if titles is not None:
+        try:
+            titles = [str(caption) for caption in titles]
+        except TypeError:
+            raise ConfigurationError(f"titles must be a sequence of one caption per image, got {titles!r}") from None
+        if len(titles) != n:
+            raise ConfigurationError(f"titles must have one entry per image ({n}), got {len(titles)}")
+    mask = None
+    if dead is not None:
+        mask = np.asarray(dead, dtype=bool).reshape(-1)
+        if mask.shape != (n,):
+            raise ConfigurationError(f"dead must have one entry per image ({n}), got {mask.size}")
+    labels = list(titles) if titles is not None else [str(k) for k in range(n)]
+    if mask is not None:
+        labels = [f"{label} dead" if is_dead else label for label, is_dead in zip(labels, mask)]
     tiles = _normalise_tiles(imgs, normalize)
     if tiles.ndim == 4:
         tiles = tiles.transpose(0, 2, 3, 1)
-    rows, cols = _grid(len(tiles), n_cols)
-    _check_pixels(130 * cols * 150 * rows)  # the figure's size at 100 dpi
-    fig = Figure(figsize=(1.3 * cols, 1.5 * rows), dpi=100)
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    for ax in axes:
-        ax.axis("off")
-    for ax, tile, title in zip(axes, tiles, titles):
-        ax.imshow(tile, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-        ax.set_title(str(title), fontsize=7)
-    fig.tight_layout()
-    return _write(path, _figure_bytes(fig, fmt))
+    return _write(
+        path,
+        _labelled_bytes(tiles, fmt, n_cols=n_cols, zoom=zoom, labels=labels, dead=mask, title=title),
+    )

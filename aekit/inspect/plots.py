@@ -2,7 +2,17 @@
 
 Each function writes one picture as :mod:`aekit.inspect.pictures` describes (the path's
 suffix picks the format; written atomically; matplotlib's object-oriented API only) and
-returns its path.
+returns its path.  What each picture says, so that it cannot mislead:
+
+* reconstructions: the rows are labelled "input" and "reconstruction";
+* training curves: monitors with equal values (``loss`` and ``err`` without penalties) are
+  one curve, labelled ``loss = err``;
+* codes: the title gives the codes' spread across inputs relative to their size
+  (:func:`aekit.inspect.measures.code_spread`); a collapsed code (below ``COLLAPSE_RATIO``,
+  as :func:`aekit.diagnose`) is marked in red and drawn at the scale of the codes' size, where
+  it is a dot rather than a cloud;
+* activation histograms: the title says how many units are shown ("first 25 of 32 units"),
+  and dead units (constant output) are grey, titled "dead".
 """
 
 from __future__ import annotations
@@ -16,16 +26,9 @@ import numpy as np
 
 from ..data.validation import as_labels, integer
 from ..errors import DataError
-from .pictures import (
-    _as_images,
-    _data,
-    _default_zoom,
-    _figure_bytes,
-    _mosaic_bytes,
-    _picture_format,
-    _write,
-    tile_mosaic,
-)
+from .grids import DEAD_COLOUR
+from .measures import COLLAPSE_RATIO, code_spread, dead_units, unit_columns
+from .pictures import _as_images, _data, _figure_bytes, _labelled_bytes, _picture_format, _write
 
 if TYPE_CHECKING:
     from ..autoencoder import Autoencoder
@@ -36,21 +39,23 @@ __all__ = ["plot_activations", "plot_codes", "plot_history", "plot_reconstructio
 def plot_reconstructions(
     net: Autoencoder, x: Any, path: str | os.PathLike, n: int = 10, zoom: int | None = None
 ) -> str:
-    """Inputs (top row) above their reconstructions (bottom row), one picture.
+    """Inputs (the row labelled "input") above their reconstructions (labelled "reconstruction").
 
     Both rows share one grey scale (the inputs' min and max), so a washed-out or
-    mean-like reconstruction is visible as such.
+    mean-like reconstruction is visible as such; each column is labelled with its row of ``x``.
 
     Parameters
     ----------
     x : array, shape (n_examples, features) or (n_examples, *input_shape)
     n : int
         How many examples (the first ``n``).
+    zoom : int, optional
+        Pixels per image pixel (default: the rule of :mod:`aekit.inspect.pictures`).
 
     Returns
     -------
     str
-        ``path``; the picture holds 2 rows of ``n`` tiles.
+        ``path``; the picture holds 2 labelled rows of ``n`` tiles.
     """
     fmt = _picture_format(path)
     inputs = _data(net, x, integer("n", n, 1))
@@ -62,14 +67,47 @@ def plot_reconstructions(
     bottom = _as_images(outputs.reshape(len(outputs), -1), shape)
     low, high = float(np.nanmin(top)), float(np.nanmax(top))
     span = high - low if high > low else 1.0
-    both = (np.concatenate([top, bottom]) - low) / span
-    if zoom is None:
-        zoom = _default_zoom(both)
-    return _write(path, _mosaic_bytes(tile_mosaic(both, len(top), 1, None), zoom, fmt))
+    both = np.clip((np.concatenate([top, bottom]) - low) / span, 0.0, 1.0)
+    both = np.nan_to_num(both, nan=0.0)
+    if both.ndim == 4:
+        both = both.transpose(0, 2, 3, 1) if both.shape[1] == 3 else both.mean(axis=1)
+    labels = [str(i) for i in range(len(top))] + [""] * len(top)
+    return _write(
+        path,
+        _labelled_bytes(
+            both,
+            fmt,
+            n_cols=len(top),
+            zoom=zoom,
+            labels=labels,
+            row_labels=["input", "reconstruction"],
+            title=f"{len(top)} examples (columns): inputs and their reconstructions, on one grey scale",
+        ),
+    )
+
+
+def _curves(history: list[Any], part: str, keys: Sequence[str]) -> list[tuple[str, list[Any], list[Any]]]:
+    """The curves of ``part`` to draw: ``(label, epochs, values)``, monitors with equal values merged."""
+    curves: list[tuple[str, list[Any], list[Any]]] = []
+    for key in keys:
+        points = [(h["epoch"], h[part][key]) for h in history if key in (h.get(part) or {})]
+        if not points:
+            continue
+        epochs, values = (list(v) for v in zip(*points))
+        for k, (label, drawn_epochs, drawn) in enumerate(curves):
+            if drawn_epochs == epochs and np.array_equal(np.asarray(drawn), np.asarray(values), equal_nan=True):
+                curves[k] = (f"{label} = {key}", drawn_epochs, drawn)
+                break
+        else:
+            curves.append((f"{part} {key}", epochs, values))
+    return curves
 
 
 def plot_history(net: Autoencoder, path: str | os.PathLike, keys: Sequence[str] = ("loss", "err")) -> str:
     """Training and validation curves from ``net.history`` (log scale when positive).
+
+    Monitors whose values are equal at every epoch (``loss`` and ``err`` when there is no
+    penalty) are drawn as one curve labelled ``'train loss = err'``, and the title says so.
 
     Parameters
     ----------
@@ -88,13 +126,13 @@ def plot_history(net: Autoencoder, path: str | os.PathLike, keys: Sequence[str] 
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.subplots()
     drawn: list[float] = []
+    merged = []
     for part, style in (("train", "-"), ("valid", "--")):
-        for key in keys:
-            points = [(h["epoch"], h[part][key]) for h in history if key in (h.get(part) or {})]
-            if points:
-                epochs, values = zip(*points)
-                ax.plot(epochs, values, style, label=f"{part} {key}")
-                drawn.extend(values)
+        for label, epochs, values in _curves(history, part, keys):
+            ax.plot(epochs, values, style, label=label)
+            drawn.extend(values)
+            if " = " in label:
+                merged.append(label.split(" ", 1)[1])
     if not drawn:
         ax.text(0.5, 0.5, "no training history", ha="center", va="center", transform=ax.transAxes)
     else:
@@ -104,7 +142,7 @@ def plot_history(net: Autoencoder, path: str | os.PathLike, keys: Sequence[str] 
         ax.legend()
     ax.set_xlabel("epoch")
     ax.set_ylabel("value")
-    ax.set_title("training curves")
+    ax.set_title("training curves" + (f" ({'; '.join(sorted(set(merged)))}: equal values)" if merged else ""))
     fig.tight_layout()
     return _write(path, _figure_bytes(fig, fmt))
 
@@ -129,6 +167,10 @@ def plot_codes(
 ) -> str:
     """Scatter the codes of ``x`` in 2-D, coloured by ``labels`` (PCA when wider than 2).
 
+    The title gives the codes' spread across inputs relative to their size; a collapsed
+    code (relative spread below ``COLLAPSE_RATIO``) is titled so in red and drawn on axes
+    that span the codes' size (``rms * sqrt(units)``), where it shows as the dot it is.
+
     Parameters
     ----------
     x : array, shape (n, features)
@@ -147,6 +189,8 @@ def plot_codes(
     data = _data(net, x, integer("max_points", max_points, 1))
     z = net.encode(data, layer=layer).reshape(len(data), -1).astype(np.float64)
     points, title = _pca2(z)
+    _, rms, relative = code_spread(z)
+    collapsed = relative < COLLAPSE_RATIO
     fig = Figure(figsize=(6, 5), dpi=100)
     ax = fig.subplots()
     if labels is None:
@@ -175,9 +219,25 @@ def plot_codes(
             shade = y.astype(float) if y.dtype.kind in "biuf" else codes  # many names: coloured by rank
             scatter = ax.scatter(points[:, 0], points[:, 1], s=6, c=shade, cmap="viridis")
             fig.colorbar(scatter, ax=ax)
-    ax.set_title(title)
+    spread = f"spread across inputs {relative:.2g} of the codes' size (rms {rms:.3g})"
+    if collapsed:
+        ax.set_title(f"COLLAPSED CODE: {spread}\n{title}", color=DEAD_COLOUR, fontsize=10)
+        _show_scale(ax, points, rms * math.sqrt(z.shape[1]))
+    else:
+        ax.set_title(f"{title}\n{spread}", fontsize=10)
     fig.tight_layout()
     return _write(path, _figure_bytes(fig, fmt))
+
+
+def _show_scale(ax: Any, points: np.ndarray, size: float) -> None:
+    """Axes that span at least ``size`` either side of the points' centre: a collapsed code is a dot, not a cloud."""
+    finite = points[np.isfinite(points).all(axis=1)]
+    if not len(finite) or not math.isfinite(size) or size <= 0:
+        return
+    centre = (finite.max(axis=0) + finite.min(axis=0)) / 2
+    half = max(size, float((finite.max(axis=0) - finite.min(axis=0)).max()) / 2)
+    ax.set_xlim(centre[0] - half, centre[0] + half)
+    ax.set_ylim(centre[1] - half, centre[1] + half)
 
 
 def plot_activations(
@@ -195,7 +255,8 @@ def plot_activations(
     layer : str or int, optional
         Default: the code (middle) layer.  Image-shaped layers show channels.
     max_units : int
-        Draw the first ``max_units`` units only.
+        Draw the first ``max_units`` units only; the title says "first N of M units" then.
+        Dead units (constant over ``x``) are drawn grey and titled "dead".
 
     Returns
     -------
@@ -205,8 +266,8 @@ def plot_activations(
     from matplotlib.figure import Figure
 
     fmt = _picture_format(path)
-    h = net.encode(_data(net, x), layer=layer)
-    h = h.reshape(h.shape[0], h.shape[1], -1).transpose(0, 2, 1).reshape(-1, h.shape[1]) if h.ndim > 2 else h
+    h = unit_columns(net.encode(_data(net, x), layer=layer))
+    dead = dead_units(h)
     units = min(h.shape[1], integer("max_units", max_units, 1))
     cols = int(math.ceil(math.sqrt(units)))
     rows = int(math.ceil(units / cols))
@@ -217,10 +278,16 @@ def plot_activations(
     for j in range(units):
         values = h[:, j]
         values = values[np.isfinite(values)]
-        axes[j].hist(values, bins=bins, color="C0")
-        axes[j].set_title(f"unit {j}", fontsize=7)
+        axes[j].hist(values, bins=bins, color="0.7" if dead[j] else "C0")
+        if dead[j]:
+            axes[j].set_title(f"unit {j} dead", fontsize=7, color=DEAD_COLOUR)
+        else:
+            axes[j].set_title(f"unit {j}", fontsize=7)
         axes[j].tick_params(labelsize=6)
     name = net._layer_name(layer, net.code_layer)
-    fig.suptitle(f"activations of {name!r}", fontsize=9)
+    shown = f"all {h.shape[1]} units" if units == h.shape[1] else f"first {units} of {h.shape[1]} units"
+    count = int(dead.sum())
+    dead_text = f"; {count} of {h.shape[1]} dead (constant, grey)" if count else ""
+    fig.suptitle(f"activations of {name!r}: {shown}{dead_text}", fontsize=9)
     fig.tight_layout()
     return _write(path, _figure_bytes(fig, fmt))

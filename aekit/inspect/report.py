@@ -5,6 +5,12 @@ beside it (features, decoder features, reconstructions, training curves, codes,
 activation histograms, top inputs per unit) plus the diagnosis.  The page has no
 scripts, styles or links outside the folder, so the folder can be zipped, mailed
 or opened offline.  Every file is written atomically.
+
+The diagnosis and the pictures look at the same rows: at most ``max_samples`` (5000, the
+default of :func:`aekit.diagnose` too) evenly spaced rows of ``x``
+(:func:`aekit.inspect.measures.sample_rows`), and the page says how many.  So the page
+counts the same dead units as ``aekit diagnose`` on the same data, and greys out exactly
+those in its pictures.
 """
 
 from __future__ import annotations
@@ -22,8 +28,8 @@ from ..data.validation import as_array, integer
 from ..errors import AekitError, DataError
 from ..io.atomic import atomic_write
 from .diagnose import Finding, diagnose
-from .features import feature_images, save_top_inputs
-from .pictures import save_tiles
+from .features import save_features, save_top_inputs
+from .measures import MAX_SAMPLES, sample_rows
 from .plots import plot_activations, plot_codes, plot_history, plot_reconstructions
 
 if TYPE_CHECKING:
@@ -60,6 +66,10 @@ def _finding_html(finding: Finding) -> str:
     )
 
 
+def _rows_text(used: int, total: int) -> str:
+    return f"all {total} rows" if used >= total else f"{used} evenly spaced rows of the {total}"
+
+
 def write_report(
     net: Autoencoder,
     x: Any,
@@ -67,7 +77,7 @@ def write_report(
     labels: Any = None,
     *,
     title: str = "aekit model report",
-    max_samples: int = 2000,
+    max_samples: int = MAX_SAMPLES,
     diagnose_options: dict[str, Any] | None = None,
 ) -> str:
     """Write ``index.html`` and its pictures into ``output_dir``; return the page's path.
@@ -83,7 +93,8 @@ def write_report(
         Colour the code plot and check the label order.
     title : str
     max_samples : int
-        Plots use at most this many evenly spaced rows (the diagnosis, too).
+        The diagnosis and the pictures use the same rows: at most this many, evenly spaced
+        (default 5000, as :func:`aekit.diagnose`).
     diagnose_options : dict, optional
         Threshold keywords passed to :func:`aekit.diagnose`.
 
@@ -97,9 +108,7 @@ def write_report(
     data = x.detach().cpu().numpy() if hasattr(x, "detach") else as_array("x", x)
     if data.ndim < 2 or len(data) < 2:
         raise DataError(f"a report needs x with at least 2 examples in rows, got shape {data.shape}")
-    rows = np.unique(
-        np.linspace(0, len(data) - 1, min(len(data), integer("max_samples", max_samples, 2))).round().astype(int)
-    )
+    rows = sample_rows(len(data), integer("max_samples", max_samples, 2))
     sample = data[rows]
     y = None if labels is None else as_array("labels", labels).reshape(-1)
     # The diagnosis checks the data against the model: the folder is made only once it has passed.
@@ -121,7 +130,7 @@ def write_report(
     counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "info")}
     summary = ", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items())
     sections.append("<h2>Diagnosis</h2>")
-    sections.append(f"<p>{html.escape(summary)}.</p>")
+    sections.append(f"<p>{html.escape(summary)}, measured on {_rows_text(len(sample), len(data))}.</p>")
     sections.extend(_finding_html(f) for f in findings)
     if not any(f.severity != "info" for f in findings):
         sections.append("<p>No problems found.</p>")
@@ -145,23 +154,25 @@ def write_report(
         sections.append(
             attempt(
                 "features_encoder.png",
-                f"Encoder features of {first!r}: the norm-1 input that activates each unit most (contrast per tile).",
-                lambda p: save_tiles(feature_images(net, first, "encoder"), p),
+                f"Encoder features of {first!r}: the norm-1 input that activates each unit most (contrast per "
+                "tile), labelled with the unit; dead units (constant over the rows) greyed out.",
+                lambda p: save_features(net, p, first, "encoder", sample),
             )
         )
         code = net.code_layer
         sections.append(
             attempt(
                 "features_decoder.png",
-                f"Decoder features of {code!r}: what each unit draws at the output (decode(e_i) - decode(0)).",
-                lambda p: save_tiles(feature_images(net, code, "decoder"), p),
+                f"Decoder features of {code!r}: what each unit draws at the output (decode(e_i) - decode(0)); "
+                "dead units greyed out.",
+                lambda p: save_features(net, p, code, "decoder", sample),
             )
         )
     sections.append("<h2>Reconstructions</h2>")
     sections.append(
         attempt(
             "reconstructions.png",
-            "Inputs (top row) and their reconstructions (bottom row).",
+            "Inputs (the row labelled input) and their reconstructions, on one grey scale.",
             lambda p: plot_reconstructions(net, sample, p, n=12),
         )
     )
@@ -170,7 +181,7 @@ def write_report(
         sections.append(
             attempt(
                 "history.png",
-                "Loss per epoch (training solid, validation dashed).",
+                "Loss per epoch (training solid, validation dashed; equal monitors drawn once, e.g. loss = err).",
                 lambda p: plot_history(net, p),
             )
         )
@@ -181,14 +192,15 @@ def write_report(
         attempt(
             "codes.png",
             "Codes of the data in 2-D (principal components when the code is wider)"
-            + (", coloured by label." if y is not None else "."),
+            + (", coloured by label" if y is not None else "")
+            + "; the title gives their spread relative to their size and marks a collapsed code.",
             lambda p: plot_codes(net, sample, p, labels=None if y is None else y[rows]),
         )
     )
     sections.append(
         attempt(
             "activations.png",
-            f"Histograms of the activations of {net.code_layer!r}, unit by unit.",
+            f"Histograms of the activations of {net.code_layer!r}, unit by unit (dead units grey).",
             lambda p: plot_activations(net, sample, p),
         )
     )
@@ -196,7 +208,7 @@ def write_report(
         sections.append(
             attempt(
                 "top_inputs.png",
-                f"For each unit of {first!r} (rows): the inputs that activate it most.",
+                f"For each unit of {first!r} (rows): the inputs that activate it most; dead units greyed out.",
                 lambda p: save_top_inputs(net, sample, p, layer=first),
             )
         )
@@ -205,8 +217,10 @@ def write_report(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>"
-        f"<p>{len(data)} examples of shape {html.escape(str(tuple(data.shape[1:])))}; pictures use "
-        f"{len(sample)} of them.</p>" + "\n".join(sections) + "</body></html>\n"
+        f"<p>{len(data)} examples of shape {html.escape(str(tuple(data.shape[1:])))}; the diagnosis and the "
+        f"pictures use {html.escape(_rows_text(len(sample), len(data)))}.</p>"
+        + "\n".join(sections)
+        + "</body></html>\n"
     )
     path = folder / "index.html"
     atomic_write(path, page.encode("utf-8"))

@@ -165,7 +165,11 @@ def consider(trainer: Any, loss: float) -> bool:
 
 
 class History(Callback):
-    """Append each epoch's monitors to ``net.history``, counting epochs over the model's whole life."""
+    """Append each epoch's monitors to ``net.history``, counting epochs over the model's whole life.
+
+    An entry is ``{'epoch', 'train', 'valid', 'steps'}``; ``steps`` is the number of optimizer steps
+    the epoch took (global batches of ``batch_size`` per process; one per L-BFGS epoch).
+    """
 
     def on_epoch_end(self, trainer: Any, train_monitors: dict[str, float], valid_monitors: dict[str, float]) -> None:
         """Append the epoch's monitors to ``net.history`` and log the training ones.
@@ -177,8 +181,14 @@ class History(Callback):
             The epoch's monitors on the training data, and the latest validation's (empty before the first).
         """
         net = trainer.net
+        batch = trainer.options.batch_size * trainer.strategy.world  # one optimizer step's examples
         net.history.append(
-            {"epoch": len(net.history) + 1, "train": dict(train_monitors), "valid": dict(valid_monitors)}
+            {
+                "epoch": len(net.history) + 1,
+                "train": dict(train_monitors),
+                "valid": dict(valid_monitors),
+                "steps": 1 if trainer.options.algo == "lbfgs" else math.ceil(len(trainer.source) / batch),
+            }
         )
         log.info("epoch %d: %s", trainer.epoch, " ".join(f"{k}={v:.6g}" for k, v in train_monitors.items()))
 
