@@ -263,3 +263,28 @@ def test_diagnose_and_report_count_the_same_dead_units(tmp_path, capsys):
         os.chdir(before)
     assert "dead-units: 1 of 3 units" in printed
     assert "1 of 3 units of layer" in (tmp_path / "cli-report" / "index.html").read_text(encoding="utf-8")
+
+
+def test_following_the_blob_remedy_gives_individual_blob_features():
+    # The author's call, then exactly what too-few-steps says to do: the model learns one blob per
+    # feature instead of a blur, and diagnose has nothing left to warn about.
+    data = author_blobs()
+    net = aekit.Autoencoder([784, 9, 784])
+    net.train(data, weight_l2=1e-4)
+    remedy = by_code(aekit.diagnose(net, data))["too-few-steps"].remedy
+    epochs = int(re.search(r"max_epochs=(\d+)", remedy).group(1))
+    better = aekit.Autoencoder([784, 9, 784])
+    better.train(data, weight_l2=1e-4, max_epochs=epochs, patience=None)
+
+    def blobs_found(model):
+        w = model.find("hid1", "w").detach().numpy()
+        features = w / np.linalg.norm(w, axis=0)
+        blobs = data / np.linalg.norm(data, axis=1, keepdims=True)
+        cosines = blobs @ features  # (29 blobs, 9 features)
+        return len(set(cosines.argmax(axis=0))), cosines.max(axis=0).mean()
+
+    distinct, match = blobs_found(better)
+    assert better.score(data) > 0.9 > net.score(data)
+    assert distinct >= 8  # (nearly) every feature answers a blob of its own
+    assert match > blobs_found(net)[1] + 0.1  # and matches it more closely than before the remedy
+    assert not [f for f in aekit.diagnose(better, data) if f.severity != "info"]
