@@ -66,11 +66,13 @@ def step_flops(graph: torch.nn.Module, input_shape: tuple[int, ...], batch_size:
     was_training = graph.training
     graph.eval()  # no batch-norm statistics are updated by the count
     try:
+        # One example, times the batch: in eval mode every layer's work is per example, and the
+        # count itself then costs next to nothing.
         with FlopCounterMode(display=False) as counter:
-            graph(torch.zeros((batch_size, *input_shape), device=device))
+            graph(torch.zeros((1, *input_shape), device=device))
     finally:
         graph.train(was_training)
-    return 3.0 * counter.get_total_flops()
+    return 3.0 * batch_size * counter.get_total_flops()
 
 
 @contextlib.contextmanager
