@@ -53,7 +53,7 @@ GROWTH_FACTOR = 1e6
 # (almost) zero does not turn every later rounding-level loss into "growth".
 GROWTH_FLOOR = 1e-6
 # Rows the starting loss is measured on: evenly spaced over in-memory data (sorted data are covered).
-SAMPLE_ROWS = 256  # enough for the scale of the loss, and cheap: it runs at every train() call
+SAMPLE_ROWS = 64  # enough for the scale of the loss, and cheap: it runs at every train() call
 
 
 def growth_reason(loss: float, start: float | None) -> str | None:
