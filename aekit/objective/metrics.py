@@ -126,7 +126,23 @@ def _flat(batch: MetricBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     return target, recon, weight
 
 
-class MSE(Metric):
+class _Ratio(Metric):
+    """A metric whose state is ``[numerator, denominator]`` and whose figure is their ratio."""
+
+    def compute(self) -> float:
+        """The ratio of the two sums over every batch seen.
+
+        Returns
+        -------
+        float
+            NaN before any batch (or with a zero denominator).
+        """
+        if self._sums is None or self._sums[1] == 0:
+            return float("nan")
+        return float(self._sums[0] / self._sums[1])
+
+
+class MSE(_Ratio):
     """``sum w (x - x_hat)^2 / sum w`` over every value of the data."""
 
     name = "mse"
@@ -141,18 +157,6 @@ class MSE(Metric):
         """
         target, recon, weight = _flat(batch)
         self._add(torch.stack([(weight * (target - recon).square()).sum(), weight.sum()]))
-
-    def compute(self) -> float:
-        """The mean squared error per value over every batch seen.
-
-        Returns
-        -------
-        float
-            NaN before any batch.
-        """
-        if self._sums is None or self._sums[1] == 0:
-            return float("nan")
-        return float(self._sums[0] / self._sums[1])
 
 
 class FVU(Metric):
@@ -226,7 +230,7 @@ class R2(FVU):
         return 1.0 if sse == 0 else 0.0
 
 
-class L0(Metric):
+class L0(_Ratio):
     """Mean number of non-zero values per example of a layer's output."""
 
     name = "l0"
@@ -244,18 +248,6 @@ class L0(Metric):
         self._add(
             torch.stack([(codes != 0).sum().to(torch.float64), torch.tensor(codes.shape[0], dtype=torch.float64)])
         )
-
-    def compute(self) -> float:
-        """The mean number of non-zero values per example over every batch seen.
-
-        Returns
-        -------
-        float
-            NaN before any batch.
-        """
-        if self._sums is None or self._sums[1] == 0:
-            return float("nan")
-        return float(self._sums[0] / self._sums[1])
 
 
 class DeadFraction(Metric):
