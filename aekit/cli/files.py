@@ -42,6 +42,7 @@ OUTPUT_SUFFIXES = (".npy", ".csv")
 DATA_SUFFIXES = (
     ".npy",
     ".npz",
+    ".safetensors",
     ".csv",
     ".tsv",
     ".txt",
@@ -66,7 +67,7 @@ def split_data_arg(text: str) -> tuple[str, str | None]:
     text = os.fspath(text)
     if ":" in text and not os.path.exists(text):
         head, _, key = text.rpartition(":")
-        if key and head.lower().endswith(".npz"):
+        if key and head.lower().endswith((".npz", ".safetensors")):
             return head, key
     return text, None
 
@@ -92,7 +93,7 @@ def read_data(path: str, flag: str | None = None) -> np.ndarray:
         message = str(error)
         head, _, name = file.rpartition(":")
         if name and not os.path.exists(file) and os.path.isfile(head):
-            message += f"; FILE:NAME picks an array of an .npz archive only, and {head!r} is not one"
+            message += f"; FILE:NAME picks an array of an .npz or .safetensors file only, and {head!r} is not one"
         # The Python keyword has a command-line spelling.
         message = message.replace("pick one with key=", f"pick one as {file}:NAME")
         message = message.replace("(and pick an array with key=)", f"(and pick an array as {file}.npz:NAME)")

@@ -88,7 +88,7 @@ def _common(suppress: bool) -> _Parser:
     return common
 
 
-_DATA_HELP = ".npy, .npz (FILE.npz:NAME picks an array), .csv, idx, or a folder of images"
+_DATA_HELP = ".npy, .npz or .safetensors (FILE:NAME picks an array), .csv, idx, or a folder of images"
 
 
 def _flag_labels(parser: argparse.ArgumentParser, **extra: str) -> dict[str, str]:

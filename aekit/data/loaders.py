@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigurationError, DataError
+from .safetensors_files import load_safetensors
 from .validation import as_float32
 
 __all__ = ["IMAGE_SUFFIXES", "load_data", "read_idx"]
@@ -69,12 +70,13 @@ def load_data(
     Parameters
     ----------
     path : str or path-like
-        ``.npy``, ``.npz``, ``.csv``, ``.tsv`` (also ``.txt``), an idx file
+        ``.npy``, ``.npz``, ``.safetensors``, ``.csv``, ``.tsv`` (also ``.txt``), an idx file
         (``.idx``, ``*-ubyte``, optionally ``.gz``) or a folder of images.
     key : str, optional
-        The array to take from a ``.npz`` holding several.
+        The array to take from a ``.npz`` or ``.safetensors`` file holding several.
     mmap : bool
-        Memory-map a ``.npy`` (read-only) instead of reading it; the array keeps
+        Memory-map a ``.npy`` (read-only) instead of reading it, or read a ``.safetensors``
+        tensor's rows only when they are sliced (``aekit.data.safetensors_files``); the array keeps
         the file's dtype and is not checked for NaN here (training checks each
         block it reads).
     delimiter : str, optional
@@ -137,6 +139,11 @@ def load_data(
     if p.stat().st_size == 0:
         raise DataError(f"data file {str(p)!r} is empty (0 bytes)")
     kind = _kind(p)
+    if kind == "safetensors":
+        tensor = load_safetensors(p, key, mmap)
+        if mmap:
+            return tensor  # type: ignore[return-value]  # rows are read on demand: a streamable array-like
+        return _finish(np.asarray(tensor), p)
     if mmap and kind != "npy":
         raise DataError(f"{str(p)!r}: mmap=True needs an uncompressed .npy file, got a {kind} file")
     if kind == "npy":
@@ -165,6 +172,8 @@ def _kind(p: Path) -> str:
         return "npy"
     if name.endswith(".npz"):
         return "npz"
+    if name.endswith(".safetensors"):
+        return "safetensors"
     if name.endswith(".idx") or "-idx" in name or name.endswith("ubyte"):
         return "idx"
     if name.endswith((".csv", ".tsv", ".txt", ".dat")):
