@@ -562,7 +562,9 @@ def test_an_idx_labels_file_or_a_colon_on_a_non_npz_is_named_as_data(tmp_path, c
     )
     assert_one_line_error(result, 1, "--valid: 'train-labels-idx1-ubyte' is an idx labels file")
     result = call(capsys, "train", "x.npy:train", "--layers", "4,2,4", "-o", "m.aekit", cwd=tmp_path)
-    assert_one_line_error(result, 1, "FILE:NAME picks an array of an .npz or .safetensors file only, and 'x.npy' is not one")
+    assert_one_line_error(
+        result, 1, "FILE:NAME picks an array of an .npz or .safetensors file only, and 'x.npy' is not one"
+    )
     assert not (tmp_path / "m.aekit").exists()
 
 
