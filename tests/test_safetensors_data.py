@@ -60,7 +60,11 @@ def test_mmap_reads_rows_on_demand_and_streams_like_the_array(acts_file):
     net.train(lazy, max_epochs=3, batch_size=32, validate_every=0)
     x = aekit.load_data(path)
     np.testing.assert_array_equal(net.predict(lazy), net.predict(x))  # the streamed path, bit for bit
+    assert aekit.evaluate(net, lazy) == aekit.evaluate(net, x)  # read block by block, the same figures
     assert net.score(x) > before
+    np.testing.assert_array_equal(np.asarray(lazy), acts)
+    with pytest.raises(IndexError):
+        lazy[300]
 
 
 def test_the_command_line_picks_a_tensor(tmp_path, acts_file):

@@ -48,6 +48,11 @@ class SafetensorsArray:
         """The number of dimensions."""
         return len(self.shape)
 
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """The whole tensor, read at once (``np.asarray(lazy)``)."""
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
+
     def __getitem__(self, index: Any) -> np.ndarray:
         """The rows ``index`` (a slice, an int or an increasing array of row numbers), read from the file."""
         with safe_open(str(self.path), framework="numpy") as handle:
@@ -56,7 +61,10 @@ class SafetensorsArray:
                 return np.asarray(view[index])
             rows = np.asarray(index)
             if rows.ndim == 0:
-                return np.asarray(view[int(rows) : int(rows) + 1])[0]
+                row = int(rows) + (self.shape[0] if int(rows) < 0 else 0)
+                if not 0 <= row < self.shape[0]:
+                    raise IndexError(f"row {int(rows)} is out of range for {self.shape[0]} rows")
+                return np.asarray(view[row : row + 1])[0]
             if not rows.size:
                 return np.asarray(view[0:0])
             # One contiguous read of the rows' span, then the rows (callers pass them in increasing order).

@@ -8,11 +8,13 @@ preprocessing step, as :meth:`~aekit.Autoencoder.predict` returns them), so
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
+from ..data.sources import is_streamable
 from ..model.inference import INFERENCE_BATCH
 from ..objective.metrics import MetricBatch, build_metrics, compute_all, update_all
 
@@ -44,7 +46,8 @@ def evaluate(net: Autoencoder, x: Any, w: Any = None, metrics: Sequence[str] | N
     ----------
     net : Autoencoder
     x : array-like, shape (n, features) or (n, *input_shape)
-        Data as the model takes it (before its preprocessing step).
+        Data as the model takes it (before its preprocessing step); a memory-mapped or other
+        streamable ``x`` (e.g. ``load_data(..., mmap=True)``) is read one block of rows at a time.
     w : array-like, optional, shape like ``x``
         Per-value weights for ``mse``, ``fvu`` and ``r2``.
     metrics : sequence of str, optional
@@ -66,21 +69,34 @@ def evaluate(net: Autoencoder, x: Any, w: Any = None, metrics: Sequence[str] | N
     names = default_metrics(net) if metrics is None else metrics
     chosen = build_metrics(names, list(net.graph.layers), net.code_layer)
     graph, checker = net.graph, net.input_checker
-    raw = checker.data(x, transform=False)
-    weight = None if w is None else checker.weights(w)
     output = graph.output_name
     was_training = graph.training
     graph.eval()
     try:
-        for start in range(0, raw.shape[0], INFERENCE_BATCH):
-            target = raw[start : start + INFERENCE_BATCH]
-            outputs = dict(graph(checker.preprocess(target)))
-            recon = outputs[f"{output}:out"]
-            if net.preprocessing is not None:  # back to the data's space, as predict() returns it
-                flat = net.preprocessing.inverse_transform(recon.flatten(1).cpu().numpy())
-                outputs[f"{output}:out"] = torch.as_tensor(flat, device=recon.device).reshape(recon.shape)
-            batch_weight = None if weight is None else weight[start : start + INFERENCE_BATCH]
-            update_all(chosen, MetricBatch(outputs, target, batch_weight, output))
+        for raw, weight in _raw_blocks(net, x, w):
+            for start in range(0, raw.shape[0], INFERENCE_BATCH):
+                target = raw[start : start + INFERENCE_BATCH]
+                outputs = dict(graph(checker.preprocess(target)))
+                recon = outputs[f"{output}:out"]
+                if net.preprocessing is not None:  # back to the data's space, as predict() returns it
+                    flat = net.preprocessing.inverse_transform(recon.flatten(1).cpu().numpy())
+                    outputs[f"{output}:out"] = torch.as_tensor(flat, device=recon.device).reshape(recon.shape)
+                batch_weight = None if weight is None else weight[start : start + INFERENCE_BATCH]
+                update_all(chosen, MetricBatch(outputs, target, batch_weight, output))
     finally:
         graph.train(was_training)
     return compute_all(chosen)
+
+
+def _raw_blocks(net: Autoencoder, x: Any, w: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """``(rows, weights)`` of ``x``, checked but not preprocessed.
+
+    All at once, or block by block for streamable ``x`` (a memmap, a lazy ``.safetensors``
+    tensor), as :meth:`~aekit.Autoencoder.predict` reads it.
+    """
+    checker = net.input_checker
+    if not is_streamable(x):
+        yield checker.data(x, transform=False), None if w is None else checker.weights(w)
+        return
+    for a, b, block in net._blocks(net._stream(x)):
+        yield block, None if w is None else checker.weights(np.asarray(w[a:b]), rows=range(a, b))
