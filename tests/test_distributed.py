@@ -119,7 +119,7 @@ def test_the_scenarios_cover_both_training_paths():
     def step(name):
         net = make(SCENARIOS[name].get("layers", LAYERS))
         kwargs = {k: v for k, v in SCENARIOS[name].items() if k in REGULARIZER_KEYS}
-        return DenseChainStep.build(net, Regularizers.from_kwargs(code_layer=net.code_layer, **kwargs))
+        return DenseChainStep.build(net.objective(Regularizers.from_kwargs(code_layer=net.code_layer, **kwargs)))
 
     assert step("one-step") is not None
     assert step("autograd") is None

@@ -115,7 +115,7 @@ CASES = [
 def test_terms_and_gradients_match_autograd(layers, loss, kwargs):
     net = aekit.Autoencoder(layers, loss=loss, rng=5)
     regs = reg.Regularizers.from_kwargs(code_layer=net.code_layer, **kwargs)
-    step = DenseChainStep.build(net, regs)
+    step = DenseChainStep.build(net.objective(regs))
     assert step is not None
     for n in (37, 5):  # a second batch size: fresh buffers
         x = batch(n).reshape(n, *net.graph.input_shape)
@@ -141,7 +141,7 @@ def test_terms_and_gradients_match_autograd(layers, loss, kwargs):
 def test_weighted_losses_match_autograd(layers, loss, kwargs):
     net = aekit.Autoencoder(layers, loss=loss, rng=5, weighted=True)
     regs = reg.Regularizers.from_kwargs(code_layer=net.code_layer, **kwargs)
-    step = DenseChainStep.build(net, regs)
+    step = DenseChainStep.build(net.objective(regs))
     x = batch(21).reshape(21, *net.graph.input_shape)
     w = batch(21, seed=1).reshape(x.shape)
     w[w < 0.3] = 0.0  # values left out of the loss entirely
@@ -176,7 +176,7 @@ def test_several_losses_match_autograd(layers, losses, kwargs, weighted):
     for name, weight in losses[1:]:
         net.add_loss(name, weight=weight)
     regs = reg.Regularizers.from_kwargs(code_layer=net.code_layer, **kwargs)
-    step = DenseChainStep.build(net, regs)
+    step = DenseChainStep.build(net.objective(regs))
     assert step is not None and step.keys[: len(losses) + 1] == [*(name for name, _ in losses), "err"]
     for n in (37, 5):
         x = batch(n)
@@ -195,7 +195,7 @@ def test_losses_the_step_does_not_combine_go_through_autograd():
     for second in ("mse", "kl"):  # the same loss twice (one term name), or a loss it does not cover
         net = aekit.Autoencoder([12, (5, "sigmoid"), (12, "sigmoid")], rng=5)
         net.add_loss(second, weight=0.1)
-        assert DenseChainStep.build(net, reg.Regularizers.from_kwargs(code_layer="hid1")) is None
+        assert DenseChainStep.build(net.objective(reg.Regularizers.from_kwargs(code_layer="hid1"))) is None
 
 
 @pytest.mark.parametrize(
@@ -218,7 +218,7 @@ def test_losses_the_step_does_not_combine_go_through_autograd():
 def test_models_the_step_does_not_cover_go_through_autograd(layers, loss, kwargs):
     net = aekit.Autoencoder(layers, loss=loss, rng=5)
     regs = reg.Regularizers.from_kwargs(code_layer=net.code_layer, **kwargs)
-    assert DenseChainStep.build(net, regs) is None
+    assert DenseChainStep.build(net.objective(regs)) is None
 
 
 @pytest.mark.parametrize(

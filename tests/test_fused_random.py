@@ -90,7 +90,7 @@ def test_random_models_match_autograd(model, seed):
     for name, weight in losses[1:]:
         net.add_loss(name, weight=weight)
     regs = reg.Regularizers.from_kwargs(code_layer=net.code_layer, **kwargs)
-    step = DenseChainStep.build(net, regs)
+    step = DenseChainStep.build(net.objective(regs))
     # Everything drawn here is the step's, except a contractive penalty beyond the first hidden
     # layer or with input corruption: exactly those must be left to autograd.
     contractive_elsewhere = bool(set(reg.match(regs.contractive, net.graph.hidden_names)) - {"hid1"})

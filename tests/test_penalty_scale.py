@@ -84,7 +84,7 @@ def test_penalty_values_and_gradients_are_theanets_on_both_paths():
         "hidden_l2": 0.1 * sum((h * h).mean() for h in hidden) / len(hidden),
     }
     _, terms = net.loss_terms(x, None, regs, training=True)
-    step = DenseChainStep.build(net, regs)
+    step = DenseChainStep.build(net.objective(regs))
     assert step is not None
     values = dict(zip(step.keys, step(x)))
     for key, value in expected.items():
@@ -94,7 +94,7 @@ def test_penalty_values_and_gradients_are_theanets_on_both_paths():
 
     # The weight penalties' gradients: lam * sign(W) / (K n) and lam * 2 W / (K n), K = 4 matrices.
     fused_with = [p.grad.clone() for p in net.params]
-    plain = DenseChainStep.build(net, R.Regularizers.from_kwargs(hidden_l1=0.2, hidden_l2=0.1))
+    plain = DenseChainStep.build(net.objective(R.Regularizers.from_kwargs(hidden_l1=0.2, hidden_l2=0.1)))
     plain(x)
     for p, with_penalty in zip(net.params, fused_with):
         if p.dim() < 2:
@@ -113,7 +113,7 @@ def test_the_hand_derived_step_matches_autograd_in_both_scales(scale):
     total, terms = net.loss_terms(x, None, regs, training=True)
     total.backward()
     grads = [p.grad.clone() for p in net.params]
-    step = DenseChainStep.build(net, regs)
+    step = DenseChainStep.build(net.objective(regs))
     values = step(x)
     assert step.keys == list(terms)
     torch.testing.assert_close(values, torch.stack([terms[k].detach().float() for k in step.keys]), rtol=2e-5, atol=0)

@@ -30,7 +30,7 @@ for every supported activation, loss and penalty.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,7 @@ from ..model.layers.dense import Dense, Tied
 from ..objective import penalties as reg
 from ..objective.losses import _EPS as LOSS_EPS
 from ..objective.losses import _reduce as reduce_loss
+from ..objective.objective import Objective
 
 __all__ = ["ACTIVATIONS", "LOSSES", "PRE_ACTIVATIONS", "DenseChainStep"]
 
@@ -208,14 +209,8 @@ class DenseChainStep:
 
     # ------------------------------------------------------------------ eligibility
     @classmethod
-    def build(cls, objective: Any, regs: reg.Regularizers | None = None) -> DenseChainStep | None:
-        """The fast step for ``objective`` (its graph, losses and keywords), or None where autograd is needed.
-
-        ``build(net, regs)`` (a model and parsed keywords) is accepted too: it means
-        ``build(net.objective(regs))``.
-        """
-        if regs is not None:
-            objective = objective.objective(regs)
+    def build(cls, objective: Objective) -> DenseChainStep | None:
+        """The fast step for ``objective`` (its graph, losses and keywords), or None where autograd is needed."""
         graph, regs = objective.graph, objective.regs
         names = list(graph.layers)
         # An image-shaped input is fine: the first (dense) layer flattens it, and so does the step.
@@ -243,7 +238,7 @@ class DenseChainStep:
                 or layer.activation.parts[0] not in known
             ):
                 return None
-            links.append(_Link(layer, hidden_l1.get(name), hidden_l2.get(name)))
+            links.append(_Link(cast(Dense | Tied, layer), hidden_l1.get(name), hidden_l2.get(name)))  # checked above
         links[-1].is_last = True
         if regs.contractive:
             # The closed form of aekit.objective.jacobian.jacobian_norm, at the clean input: only on the first
