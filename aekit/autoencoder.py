@@ -231,12 +231,6 @@ class Autoencoder(BatchedInference):
     def _check_outputs_exist(self) -> None:
         Objective(self.graph, self._losses, Regularizers()).check()
 
-    def _check_loss_layers(self) -> None:
-        for term in self._losses:
-            for layer in (term.output, term.covar):
-                if layer is not None and layer not in self.graph.layers:
-                    raise ConfigurationError(f"loss {term.name!r} reads layer {layer!r}, which does not exist")
-
     def objective(self, regs: Regularizers | None = None) -> Objective:
         """The :class:`~aekit.objective.Objective` this model trains with, for parsed keywords ``regs``."""
         return Objective(self.graph, self._losses, Regularizers() if regs is None else regs)
@@ -487,7 +481,7 @@ class Autoencoder(BatchedInference):
             for extra in losses[1:]:
                 extra = dict(extra)
                 net.add_loss(extra.pop("name"), **extra)
-            net._check_loss_layers()  # else the first predict() would fail, far from the file at fault
+            net.objective().check_loss_layers()  # else the first predict() would fail, far from the file at fault
         except ModelFileError:
             raise
         except (AekitError, TypeError, KeyError, ValueError, AttributeError, IndexError) as error:

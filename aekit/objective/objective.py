@@ -146,6 +146,19 @@ class Objective:
         return f"Objective(losses={[t.name for t in self.losses]}, regs={self.regs!r})"
 
     # ------------------------------------------------------------------ checks
+    def check_loss_layers(self) -> None:
+        """Refuse a loss that reads a layer (output or variance) the graph does not have.
+
+        Raises
+        ------
+        ConfigurationError
+            Naming the loss and the layer.
+        """
+        for term in self.losses:
+            for layer in (term.output, term.covar):
+                if layer is not None and layer not in self.graph.layers:
+                    raise ConfigurationError(f"loss {term.name!r} reads layer {layer!r}, which does not exist")
+
     def check(self) -> None:
         """Refuse losses that read missing layers or outputs that do not line up with the input.
 
@@ -155,10 +168,7 @@ class Objective:
             Naming the loss, the layer and the shapes.
         """
         graph = self.graph
-        for term in self.losses:
-            for layer in (term.output, term.covar):
-                if layer is not None and layer not in graph.layers:
-                    raise ConfigurationError(f"loss {term.name!r} reads layer {layer!r}, which does not exist")
+        self.check_loss_layers()
         if len(graph.layers) < 2:
             raise ConfigurationError("this Autoencoder has only an input layer; add layers with add_layer()")
         # A reconstruction must line up with the input: the same shape, or the
