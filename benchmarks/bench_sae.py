@@ -278,7 +278,8 @@ def to_markdown(result: dict) -> str:
             )
         lines += [
             "",
-            f"aekit / reference FVU: {comp['fvu_ratio']:.3f}x (target <= 1.02x: {'met' if comp['fvu_ok'] else 'NOT met'}); "
+            f"aekit / reference FVU: {comp['fvu_ratio']:.3f}x "
+            f"(target <= 1.02x: {'met' if comp['fvu_ok'] else 'NOT met'}); "
             f"dead fraction target: {'met' if comp['dead_ok'] else 'NOT met'}.",
             "",
         ]
