@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -22,6 +24,10 @@ class Dense(Layer):
     """
 
     takes_constraints = True
+    # Set when the graph is built, by the SAE recipe (aekit.model.sae_recipe): its resolved parts, and the
+    # decoder whose output bias this (code) layer subtracts from its input.
+    sae_recipe: Any = None
+    pre_bias_of: tuple[Dense, ...] = ()
 
     def __init__(self, spec: LayerSpec, input_shape: tuple[int, ...]):
         super().__init__(spec, input_shape)
@@ -97,6 +103,8 @@ class Dense(Layer):
         """
         if x.dim() > 2:
             x = x.flatten(1)
+        if self.pre_bias_of:  # the SAE recipe's pre-encoder bias: the decoder's output bias, subtracted
+            x = x - self.pre_bias_of[0].b
         return torch.addmm(self.b, x, self.w)
 
 
