@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 
 from ..errors import ConfigurationError
+from .dead_latents import DeadLatents
 from .layers import Layer
 from .layers.dense import Dense, Tied
 from .specs import extend_form
@@ -49,6 +50,7 @@ __all__ = [
     "INIT_ROWS",
     "RECIPE_OPTIONS",
     "Recipe",
+    "dead_latents",
     "decoder_of",
     "decoder_weight",
     "geometric_median",
@@ -60,6 +62,7 @@ __all__ = [
 
 INIT_ROWS = 4096  # rows of the first training data the output bias starts from
 TOPK_FAMILIES = ("topk", "batchtopk")  # the code activations the recipe is the default for
+CODE_FAMILIES = ("topk", "batchtopk", "jumprelu")  # sparse codes: their layers track dead latents
 BIAS_INITS = ("auto", "median", "mean", "zero")
 RECIPE_OPTIONS: dict[str, Any] = {"recipe": True, "pre_bias": "auto", "tied_init": "auto", "bias_init": "auto"}
 
@@ -150,7 +153,9 @@ def link(graph: Graph) -> None:
 
     Sets ``layer.sae_recipe`` (a :class:`Recipe`, or None) on every dense layer, ``pre_bias_of``
     on a code layer whose input is shifted, and registers its ``recipe_initialized`` buffer
-    where the output bias starts from data.
+    where the output bias starts from data.  A dense layer with a sparse code activation
+    (:data:`CODE_FAMILIES`) gets a :class:`~aekit.model.dead_latents.DeadLatents` tracker as
+    its ``dead_latents`` submodule, fed by a forward hook.
 
     Raises
     ------
@@ -161,18 +166,22 @@ def link(graph: Graph) -> None:
         if type(layer) is not Dense:
             continue
         layer.sae_recipe = None
+        parts = layer.activation.parts
+        if len(parts) == 1 and parts[0].split(":")[0] in CODE_FAMILIES and "dead_latents" not in layer._modules:
+            tracker = DeadLatents(layer.n_out)
+            layer.add_module("dead_latents", tracker)
+            layer.register_forward_hook(tracker.hook)  # a bound method: a deep copy of the model hooks its copy
         spec = layer.spec
         given = {key: spec.option(key) for key in RECIPE_OPTIONS}
         decoder = _wiring(graph, name)
         default = decoder is not None and given["recipe"] and _is_default(graph, layer, decoder)
-        parts = {
+        resolved = {
             "pre_bias": default if given["pre_bias"] == "auto" else given["pre_bias"],
             "tied_init": default if given["tied_init"] == "auto" else given["tied_init"],
             "bias_init": ("median" if default else "zero") if given["bias_init"] == "auto" else given["bias_init"],
         }
-        forced = [k for k in ("pre_bias", "tied_init") if parts[k]] + (
-            ["bias_init"] if parts["bias_init"] != "zero" else []
-        )
+        forced = [k for k in ("pre_bias", "tied_init") if resolved[k]]
+        forced += ["bias_init"] if resolved["bias_init"] != "zero" else []
         if not forced:
             continue
         if decoder is None:
@@ -180,12 +189,20 @@ def link(graph: Graph) -> None:
                 f"layer {name!r}: {forced[0]}={given[forced[0]]!r} needs a dense code layer that reads the input "
                 f"and is decoded by a dense output layer of the input's size"
             )
-        recipe = Recipe(decoder.name, bool(parts["pre_bias"]), bool(parts["tied_init"]), str(parts["bias_init"]))
+        recipe = Recipe(
+            decoder.name, bool(resolved["pre_bias"]), bool(resolved["tied_init"]), str(resolved["bias_init"])
+        )
         layer.sae_recipe = recipe
         if recipe.pre_bias:
             layer.pre_bias_of = (decoder,)  # a tuple: the decoder stays out of this layer's module tree
         if recipe.bias_init != "zero":
             layer.register_buffer("recipe_initialized", torch.zeros((), dtype=torch.bool))
+
+
+def dead_latents(layer: Layer) -> DeadLatents | None:
+    """The dead-latent tracker of a sparse code layer (None for other layers): ``since_fired``, ``dead_mask()``."""
+    tracker = layer._modules.get("dead_latents")
+    return tracker if isinstance(tracker, DeadLatents) else None
 
 
 def _recipes(graph: Graph) -> list[tuple[Dense, Recipe]]:

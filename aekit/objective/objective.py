@@ -26,6 +26,7 @@ from ..model.graph import Graph
 from ..registry import Registry
 from . import jacobian
 from . import penalties as reg
+from .auxk import auxk_term, check_auxk
 from .corruption import corruptions, dropout, gaussian_noise
 from .losses import Loss
 from .sae_penalties import check_sae_targets, decoder_weighted_l1_term, jumprelu_l0_term
@@ -117,6 +118,7 @@ PENALTIES.register("sparsity", _sparsity)
 PENALTIES.register("contractive", _contractive)
 PENALTIES.register("jumprelu_l0", jumprelu_l0_term)  # sparse autoencoders: aekit.objective.sae_penalties
 PENALTIES.register("decoder_weighted_l1", decoder_weighted_l1_term)
+PENALTIES.register("auxk", auxk_term)  # Gao et al. 2024's auxiliary loss: aekit.objective.auxk
 
 
 class Objective:
@@ -205,6 +207,7 @@ class Objective:
         """
         graph, regs = self.graph, self.regs
         check_sae_targets(graph, regs)
+        check_auxk(graph, regs)
         hidden = graph.hidden_names
         weights = list(_weights(graph))
         ranges = {n: output_range(graph.layers[n].spec.activation) for n in hidden}

@@ -72,6 +72,7 @@ import torch
 
 from ..data.validation import integer, number
 from ..errors import ConfigurationError
+from ..model.dead_latents import DEFAULT_DEAD_AFTER
 from .corruption import dropout, gaussian_noise  # their old home; re-exported
 
 __all__ = [
@@ -119,7 +120,7 @@ SAE_KEYS = ("jumprelu_l0", "decoder_weighted_l1", "auxk", "auxk_k", "dead_after"
 # Defaults of the auxiliary loss (Gao et al. 2024): the k_aux dead latents that reconstruct the
 # residual, and how many training examples without firing make a latent dead (the paper's 10M tokens).
 AUXK_K = 512
-DEAD_AFTER = 10_000_000
+DEAD_AFTER = DEFAULT_DEAD_AFTER
 
 
 # How weight_l1/l2 and hidden_l1/l2 reduce: 'mean' is theanets 0.7's (this version's);

@@ -39,8 +39,8 @@ class Dense(Layer):
 
     @property
     def has_step_hooks(self) -> bool:
-        """True when a weight constraint acts around each optimizer step."""
-        return self.constraint is not None
+        """True when a weight constraint acts around each optimizer step, or a dead-latent tracker after it."""
+        return self.constraint is not None or "dead_latents" in self._modules
 
     def before_step(self) -> None:
         """Project the weight's gradient as the constraint asks (after backward, before the update)."""
@@ -51,6 +51,9 @@ class Dense(Layer):
         """Put the weight back on the constraint's set (after the update)."""
         if self.constraint is not None:
             self.constraint.apply(self.w)
+        tracker = self._modules.get("dead_latents")  # a sparse code's (aekit.model.dead_latents)
+        if tracker is not None:
+            tracker.commit()  # type: ignore[operator]
 
     def infer_shape(self, input_shape):
         """The output shape: ``(size,)``, whatever the input's shape.
