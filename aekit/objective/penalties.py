@@ -36,6 +36,10 @@ with ``variables`` the matching parameters of more than one dimension and
 * ``input_noise``, ``input_dropout``, ``hidden_noise``, ``hidden_dropout`` --
   Gaussian noise std / dropout probability, applied during training only.
 
+Sparse autoencoders add ``jumprelu_l0`` and ``decoder_weighted_l1`` (see
+:mod:`aekit.objective.sae_penalties`) and ``auxk`` with its ``auxk_k`` and ``dead_after``
+(see :mod:`aekit.objective.auxk`).
+
 Any of the layer-wise options may be a dict of glob patterns instead of a number:
 ``hidden_l1={'hid1': 0.1, 'hid2': 0.01}`` or ``weight_l2={'hid*.w': 1e-4}``.  Each
 pattern is a term of its own, as a theanets regularizer with that pattern: its
