@@ -87,3 +87,24 @@ def test_decoder_weighted_l1_needs_a_decoded_layer():
     net = aekit.Autoencoder([16, (32, "relu"), (16, "linear")], rng=0)
     with pytest.raises(ConfigurationError, match="decoder_weighted_l1 pattern 'code' matches no hidden layer"):
         net.train(data(8), decoder_weighted_l1={"code": 0.1}, max_epochs=1)
+
+
+def test_multik_decodes_four_times_the_budget_with_the_same_decoder():
+    layers = [16, dict(size=40, activation="topk:3", name="code"), dict(size=16, constraint="unit_norm")]
+    net = aekit.Autoencoder(layers, rng=0)
+    with torch.no_grad():
+        net.graph.layers["out"].b.copy_(torch.linspace(-1, 1, 16))
+    x = data(32)
+    _, terms = net.loss_terms(torch.from_numpy(x), None, Regularizers.from_kwargs(multik=0.125), training=False)
+    outputs = net.feed_forward(x)
+    pre = outputs["code:pre"]
+    codes = np.zeros_like(pre)
+    for i, row in enumerate(pre):  # a plain reference: the 12 largest, rectified
+        keep = np.argsort(row)[-12:]
+        codes[i, keep] = np.maximum(row[keep], 0)
+    x_hat = codes @ net.graph.layers["out"].w.detach().numpy() + net.graph.layers["out"].b.detach().numpy()
+    assert float(terms["multik"].detach()) == pytest.approx(0.125 * ((x_hat - x) ** 2).mean(), rel=1e-5)
+    history = [m for m, _ in net.itertrain(x, multik=0.125, max_epochs=2, validate_every=0)]
+    assert history[-1]["multik"] < history[0]["multik"]
+    with pytest.raises(ConfigurationError, match="multik applies to a dense 'topk:K' layer"):
+        aekit.Autoencoder([16, (40, "relu"), (16, "linear")]).train(x, multik=0.1, max_epochs=1)

@@ -221,6 +221,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         ("auxk", float, "weight of the auxiliary loss of dead latents (Gao et al. 2024)"),
         ("auxk_k", int, "how many dead latents the auxiliary loss uses (default 512)"),
         ("dead_after", int, "training examples without firing after which a latent is dead (default 10000000)"),
+        ("multik", float, "weight of the Multi-TopK term: the reconstruction from the top 4k (Gao et al. 2024)"),
     )
     for key, kind, text in sae_flags:
         g.add_argument("--" + key.replace("_", "-"), type=kind, help=text)

@@ -29,7 +29,7 @@ from . import penalties as reg
 from .auxk import auxk_term, check_auxk
 from .corruption import corruptions, dropout, gaussian_noise
 from .losses import Loss
-from .sae_penalties import check_sae_targets, decoder_weighted_l1_term, jumprelu_l0_term
+from .sae_penalties import check_sae_targets, decoder_weighted_l1_term, jumprelu_l0_term, multik_term
 
 __all__ = ["PENALTIES", "Objective", "PenaltyInput"]
 
@@ -118,6 +118,7 @@ PENALTIES.register("sparsity", _sparsity)
 PENALTIES.register("contractive", _contractive)
 PENALTIES.register("jumprelu_l0", jumprelu_l0_term)  # sparse autoencoders: aekit.objective.sae_penalties
 PENALTIES.register("decoder_weighted_l1", decoder_weighted_l1_term)
+PENALTIES.register("multik", multik_term)
 PENALTIES.register("auxk", auxk_term)  # Gao et al. 2024's auxiliary loss: aekit.objective.auxk
 
 

@@ -36,7 +36,7 @@ with ``variables`` the matching parameters of more than one dimension and
 * ``input_noise``, ``input_dropout``, ``hidden_noise``, ``hidden_dropout`` --
   Gaussian noise std / dropout probability, applied during training only.
 
-Sparse autoencoders add ``jumprelu_l0`` and ``decoder_weighted_l1`` (see
+Sparse autoencoders add ``jumprelu_l0``, ``decoder_weighted_l1`` and ``multik`` (see
 :mod:`aekit.objective.sae_penalties`) and ``auxk`` with its ``auxk_k`` and ``dead_after``
 (see :mod:`aekit.objective.auxk`).
 
@@ -116,10 +116,11 @@ REGULARIZER_KEYS = (
     "auxk",
     "auxk_k",
     "dead_after",
+    "multik",
 )
 
 # The sparse-autoencoder keywords (their models are built from layer lists, not by the scikit-learn estimators).
-SAE_KEYS = ("jumprelu_l0", "decoder_weighted_l1", "auxk", "auxk_k", "dead_after")
+SAE_KEYS = ("jumprelu_l0", "decoder_weighted_l1", "auxk", "auxk_k", "dead_after", "multik")
 
 # Defaults of the auxiliary loss (Gao et al. 2024): the k_aux dead latents that reconstruct the
 # residual, and how many training examples without firing make a latent dead (the paper's 10M tokens).
@@ -350,6 +351,7 @@ class Regularizers:
     auxk: float = 0.0
     auxk_k: int = AUXK_K
     dead_after: int = DEAD_AFTER
+    multik: float = 0.0
     scale: str = "mean"
 
     def __post_init__(self) -> None:
@@ -420,6 +422,7 @@ class Regularizers:
             decoder_weighted_l1=_pattern_weights("decoder_weighted_l1", kwargs.get("decoder_weighted_l1"), "*", inf),
             auxk=number("auxk", kwargs.get("auxk") or 0.0, 0.0, inf),
             auxk_k=integer("auxk_k", AUXK_K if kwargs.get("auxk_k") is None else kwargs["auxk_k"], 1),
+            multik=number("multik", kwargs.get("multik") or 0.0, 0.0, inf),
             dead_after=integer(
                 "dead_after", DEAD_AFTER if kwargs.get("dead_after") is None else kwargs["dead_after"], 0
             ),

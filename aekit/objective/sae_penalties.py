@@ -13,7 +13,13 @@
   layer's partner weight).  Weighting by the decoder norm stops the model from
   shrinking codes while it grows the decoder, so it needs no unit-norm constraint.
 
-Both take a number (every hidden layer the penalty applies to) or a dict of glob
+* ``multik=COEF`` -- Multi-TopK (Gao et al. 2024, section 5.3; OpenAI's ``multik``):
+  ``COEF * mse(decoder(topk_{4K}(z)), x)`` for each ``'topk:K'`` layer that the output
+  layer decodes, the same code with four times the budget decoded by the same decoder
+  (its bias and activation included); the paper uses ``COEF = 1/8`` next to its main
+  loss.  Training for both budgets keeps the code usable at other sparsities.
+
+The first two take a number (every hidden layer the penalty applies to) or a dict of glob
 patterns, as ``hidden_l1`` does; each chosen layer adds its term (a sum over layers,
 not a mean).  The scale is aekit's: the reconstruction ``mse`` is a mean over the
 values of an example, while the papers' squared error is a sum over them, so a
@@ -22,6 +28,7 @@ paper's coefficient ``lam`` on ``D`` inputs is ``lam / D`` here.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -30,12 +37,24 @@ from ..errors import ConfigurationError
 from ..model.graph import Graph
 from ..model.jumprelu import JumpReLU
 from ..model.sae_recipe import decoder_of, decoder_weight
+from ..model.sparsity import topk_relu
 from . import penalties as reg
 
 if TYPE_CHECKING:
     from .objective import PenaltyInput
 
-__all__ = ["check_sae_targets", "decoder_weighted_l1", "decoder_weighted_l1_term", "jumprelu_l0_term", "jumprelu_of"]
+__all__ = [
+    "MULTIK_FACTOR",
+    "check_sae_targets",
+    "decoder_weighted_l1",
+    "decoder_weighted_l1_term",
+    "jumprelu_l0_term",
+    "jumprelu_of",
+    "multik_layers",
+    "multik_term",
+]
+
+MULTIK_FACTOR = 4  # Multi-TopK's second budget: 4 K (Gao et al. 2024)
 
 
 def jumprelu_of(graph: Graph, name: str) -> JumpReLU | None:
@@ -99,6 +118,38 @@ def decoder_weighted_l1_term(batch: PenaltyInput) -> torch.Tensor | None:
     return torch.as_tensor(value)
 
 
+def multik_layers(graph: Graph) -> dict[str, int]:
+    """The ``'topk:K'`` layers (and their ``K``) that the output layer (of the input's size) decodes."""
+    out = {}
+    for name in graph.hidden_names:
+        parts = graph.layers[name].activation.parts
+        decoder = decoder_of(graph, name)
+        if (
+            len(parts) == 1
+            and parts[0].startswith("topk:")
+            and decoder is not None
+            and decoder.name == graph.output_name
+            and math.prod(decoder.output_shape) == math.prod(graph.input_shape)
+        ):
+            out[name] = int(parts[0].split(":")[1])
+    return out
+
+
+def multik_term(batch: PenaltyInput) -> torch.Tensor | None:
+    """The ``multik`` term of a batch (None when the keyword is not set)."""
+    if not batch.regs.multik:
+        return None
+    graph = batch.graph
+    value: torch.Tensor | float = 0.0
+    for name, k in multik_layers(graph).items():
+        decoder = decoder_of(graph, name)
+        assert decoder is not None  # chosen by multik_layers
+        codes = topk_relu(batch.outputs[f"{name}:pre"], MULTIK_FACTOR * k)
+        x_hat = decoder(codes).out.flatten(1)
+        value = value + batch.regs.multik * (x_hat - batch.target.flatten(1)).square().mean()
+    return torch.as_tensor(value)
+
+
 def check_sae_targets(graph: Graph, regs: reg.Regularizers) -> None:
     """Refuse an SAE keyword that chooses no layer of ``graph``.
 
@@ -115,3 +166,7 @@ def check_sae_targets(graph: Graph, regs: reg.Regularizers) -> None:
             if not reg.match({pattern: 1.0}, names):
                 chosen = f"; expected one of {', '.join(map(repr, names))}" if names else ""
                 raise ConfigurationError(f"{key} pattern {pattern!r} matches no {kind} of this Autoencoder{chosen}")
+    if regs.multik and not multik_layers(graph):
+        raise ConfigurationError(
+            "multik applies to a dense 'topk:K' layer decoded by the output layer, but this Autoencoder has none"
+        )
