@@ -74,6 +74,8 @@ def test_the_output_bias_starts_at_the_geometric_median_once(tmp_path):
     loaded = aekit.load(tmp_path / "m.aekit")
     loaded.train(x + 10, max_epochs=0)  # nor does a loaded model's
     torch.testing.assert_close(loaded.graph.layers["out"].b.detach(), trained, rtol=0, atol=0)
+    loaded.graph.reset_parameters(0)  # a re-initialised model starts from its data again
+    assert not bool(loaded.graph.layers["code"].recipe_initialized)
 
 
 def test_each_part_is_switchable_and_saved(tmp_path):

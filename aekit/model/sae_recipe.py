@@ -215,8 +215,13 @@ def _recipes(graph: Graph) -> list[tuple[Dense, Recipe]]:
 
 @torch.no_grad()
 def reset(graph: Graph) -> None:
-    """The recipe's part of a (re)initialisation: encoders that start as their decoder's transpose."""
+    """The recipe's part of a (re)initialisation: encoders that start as their decoder's transpose.
+
+    A re-initialised model is a fresh one: its output bias waits for its data-dependent start again.
+    """
     for layer, recipe in _recipes(graph):
+        if recipe.bias_init != "zero":
+            cast(torch.Tensor, layer.recipe_initialized).fill_(False)
         if recipe.tied_init:
             layer.w.copy_(cast(Dense, graph.layers[recipe.decoder]).w.t())
 
