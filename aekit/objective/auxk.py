@@ -14,7 +14,7 @@ that the output layer decodes:
 4. ``auxk = COEF * mse(e_hat, e) / mse(mean(e), e)``: the squared error normalised by
    the residual's variance over the batch, OpenAI ``sparse_autoencoder``'s
    ``normalized_mse`` (it adds the pre-bias to both sides, which cancels).  Zero when no
-   latent is dead.
+   latent is dead (then skipped: whether one is costs one host sync per step).
 
 ``auxk_k`` defaults to 512, the paper's ``k_aux`` (a power of two near ``d_model / 2``
 for its models); ``dead_after`` (default 10,000,000 examples) says when a latent is
@@ -99,6 +99,8 @@ def auxk_term(batch: PenaltyInput) -> torch.Tensor | None:
         x_hat = batch.outputs[f"{decoder.name}:out"].flatten(1)
         residual = (batch.target.flatten(1) - x_hat).detach()
         dead = tracker.dead_mask(regs.dead_after)
+        if not bool(dead.any()):  # one host sync per step; no top-k over every latent while none is dead
+            continue
         pre = batch.outputs[f"{name}:pre"].flatten(1)
         value = value + regs.auxk * auxk_loss(pre, dead, decoder_weight(decoder), residual, regs.auxk_k)
     return torch.as_tensor(value)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -11,6 +11,9 @@ from ...errors import ConfigurationError
 from ..constraints import CONSTRAINTS
 from ..specs import LayerSpec
 from .base import Layer, _init_bias, _numel, default_std, random_matrix, register
+
+if TYPE_CHECKING:
+    from ..sae_recipe import Recipe
 
 __all__ = ["Dense", "Flatten", "Reshape", "Tied"]
 
@@ -26,7 +29,7 @@ class Dense(Layer):
     takes_constraints = True
     # Set when the graph is built, by the SAE recipe (aekit.model.sae_recipe): its resolved parts, and the
     # decoder whose output bias this (code) layer subtracts from its input.
-    sae_recipe: Any = None
+    sae_recipe: Recipe | None = None
     pre_bias_of: tuple[Dense, ...] = ()
 
     def __init__(self, spec: LayerSpec, input_shape: tuple[int, ...]):
