@@ -31,7 +31,7 @@ from sklearn.utils.validation import check_array, check_is_fitted
 from .autoencoder import Autoencoder
 from .data.validation import as_float32
 from .errors import ConfigurationError, DataError
-from .objective.penalties import REGULARIZER_KEYS
+from .objective.penalties import REGULARIZER_KEYS, SAE_KEYS
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -55,7 +55,8 @@ _TRAIN_PARAMS = (
     "min_improvement",
     "valid_split",
     "max_gradient_norm",
-    *REGULARIZER_KEYS,  # every penalty and noise keyword is an estimator parameter of the same name
+    # every penalty and noise keyword is an estimator parameter of the same name (but those of SAE layers)
+    *(key for key in REGULARIZER_KEYS if key not in SAE_KEYS),
 )
 
 

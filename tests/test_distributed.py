@@ -65,6 +65,8 @@ def make(layers=LAYERS, **kwargs) -> aekit.Autoencoder:
     return aekit.Autoencoder(layers, rng=7, **kwargs)
 
 
+SAE = [24, dict(size=32, activation="topk:3", name="code"), dict(size=24, activation="linear", constraint="unit_norm")]
+
 # The scenarios, run by both ranks in the workers and by one process as the reference.
 SCENARIOS = {
     # one step on a 32-example global batch: sgd, tied weights, weight and activity penalties
@@ -108,7 +110,16 @@ SCENARIOS = {
         metrics=METRICS,
         layers=[24, dict(form="counted", size=6, activation="sigmoid"), (24, "linear")],
     ),
+    # a top-k SAE with its recipe (output bias from the data): the dead-latent tracker adds every
+    # process's examples and ORs their fired masks at each step
+    "sae-tracker": dict(n=48, algo="adam", learning_rate=1e-2, max_epochs=3, validate_every=0, layers=SAE),
+    # and with auxk, whose normalisation by the residual's variance is per process, as in sparsify and
+    # OpenAI's code: a different objective from one process's on the global batch (compared for replicas only)
+    "sae-auxk": dict(
+        n=48, algo="adam", learning_rate=1e-2, max_epochs=3, validate_every=0, auxk=0.5, dead_after=20, layers=SAE
+    ),
 }
+PER_PROCESS_OBJECTIVE = {"sae-auxk"}
 PER_RANK_BATCH = 8
 
 
@@ -214,7 +225,7 @@ def load_params(path: Path) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("name", [name for name in SCENARIOS if name not in PER_PROCESS_OBJECTIVE])
 def test_ddp_equals_one_process_on_the_global_batch(ddp_runs, name):
     reference = run_scenario(name, PER_RANK_BATCH * WORLD, False)
     want = {k: v.detach().numpy() for k, v in reference.graph.state_dict().items()}
@@ -227,6 +238,21 @@ def test_ddp_equals_one_process_on_the_global_batch(ddp_runs, name):
     for r in range(WORLD):
         np.testing.assert_allclose(np.load(ddp_runs / f"{name}-{r}-history.npy"), history, rtol=1e-5)
     assert len(history) == SCENARIOS[name]["max_epochs"] or SCENARIOS[name].get("valid")
+
+
+def test_sae_trackers_count_every_process_examples_and_auxk_keeps_replicas_identical(ddp_runs):
+    reference = run_scenario("sae-tracker", PER_RANK_BATCH * WORLD, False)
+    since = reference.graph.state_dict()["layers.code.dead_latents.since_fired"].numpy()
+    assert since.max() > 0
+    for r in range(WORLD):  # all 48 examples of each epoch counted, not one rank's 24
+        np.testing.assert_array_equal(
+            load_params(ddp_runs / f"sae-tracker-{r}.npz")["layers.code.dead_latents.since_fired"], since
+        )
+    ranks = [load_params(ddp_runs / f"sae-auxk-{r}.npz") for r in range(WORLD)]
+    for key, value in ranks[0].items():
+        np.testing.assert_array_equal(ranks[1][key], value, err_msg=key)
+    assert ranks[0]["layers.code.dead_latents.since_fired"].max() > 20  # some latents were dead: auxk acted
+    assert ranks[0]["layers.code.recipe_initialized"]
 
 
 def test_metrics_are_whole_data_figures_on_every_rank(ddp_runs):

@@ -223,6 +223,17 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         ("hidden_dropout", "dropout probability on hidden outputs"),
     ):
         g.add_argument("--" + key.replace("_", "-"), type=float, help=text)
+    g = p.add_argument_group("sparse autoencoders")
+    sae_flags: tuple[tuple[str, type, str], ...] = (
+        ("jumprelu_l0", float, "L0 penalty of 'jumprelu' codes (Rajamanoharan et al. 2024)"),
+        ("decoder_weighted_l1", float, "L1 penalty on codes weighted by their decoder norms (ReLU SAEs)"),
+        ("auxk", float, "weight of the auxiliary loss of dead latents (Gao et al. 2024)"),
+        ("auxk_k", int, "how many dead latents the auxiliary loss uses (default 512)"),
+        ("dead_after", int, "training examples without firing after which a latent is dead (default 10000000)"),
+        ("multik", float, "weight of the Multi-TopK term: the reconstruction from the top 4k (Gao et al. 2024)"),
+    )
+    for key, kind, text in sae_flags:
+        g.add_argument("--" + key.replace("_", "-"), type=kind, help=text)
     # Any training option added to TrainOptions later still gets a flag.
     declared = {a.dest for a in p._actions}
     for field in dataclasses.fields(TrainOptions):

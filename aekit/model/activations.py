@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import ConfigurationError
 from ..registry import Registry
+from .jumprelu import DEFAULT_BANDWIDTH, JumpReLU, parse_bandwidth
 from .sparsity import BatchTopK, TopK, parse_k
 
 __all__ = ["ACTIVATIONS", "ELEMENTWISE", "Activation", "get", "names", "output_range"]
@@ -107,10 +108,29 @@ PARAMETRIC: Registry[type[nn.Module]] = Registry("parametric activation")
 PARAMETRIC.register("topk", TopK)
 PARAMETRIC.register("batchtopk", BatchTopK)
 
+# Activations with a learned per-unit parameter, built with the layer's size and an optional argument:
+# 'jumprelu' / 'jumprelu:EPS' (aekit.model.jumprelu).
+SIZED: Registry[Callable[[int, str], nn.Module]] = Registry("sized activation")
+SIZED.register(
+    "jumprelu", lambda size, argument: JumpReLU(size, parse_bandwidth(argument) if argument else DEFAULT_BANDWIDTH)
+)
+
+
+def _build_part(part: str, size: int) -> nn.Module | None:
+    # The module of one part of an activation, or None for a plain function.
+    family, _, argument = part.partition(":")
+    if family in SIZED:
+        return SIZED[family](size, argument)
+    if family in PARAMETRIC and argument:
+        return PARAMETRIC[family](int(argument))
+    return None
+
 
 def _canonical_part(part: str) -> str:
     part = part.strip()
     family, _, argument = part.partition(":")
+    if family.lower() in SIZED:
+        return f"{family.lower()}:{parse_bandwidth(argument):g}" if argument else family.lower()
     if argument and family.lower() in PARAMETRIC and part.lower() not in ACTIVATIONS:
         return f"{family.lower()}:{parse_k(family.lower(), argument)}"
     return ACTIVATIONS.canonical(part)
@@ -142,13 +162,8 @@ class Activation(nn.Module):
             # One learnable leak per unit (per channel for images), as theanets' prelu.
             self.leak = nn.Parameter(torch.full((size,), 0.1))
         # The parts that are modules (their state, such as batchtopk's threshold, is saved with the model).
-        self.modules_by_part = nn.ModuleDict(
-            {
-                str(i): PARAMETRIC[part.split(":")[0]](int(part.split(":")[1]))
-                for i, part in enumerate(self.parts)
-                if part.split(":")[0] in PARAMETRIC and ":" in part
-            }
-        )
+        built = {str(i): _build_part(part, size) for i, part in enumerate(self.parts)}
+        self.modules_by_part = nn.ModuleDict({i: module for i, module in built.items() if module is not None})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply each part of the activation to ``x``, left to right.
@@ -198,6 +213,6 @@ def get(name: str, size: int = 1) -> Activation:
 def output_range(name: str) -> tuple[float, float]:
     """The (low, high) range of an activation's output; the last part decides."""
     last = _canonical(name).split("+")[-1]
-    if last.split(":")[0] in PARAMETRIC:
-        return (0.0, math.inf)  # top-k codes are rectified
+    if last.split(":")[0] in PARAMETRIC or last.split(":")[0] in SIZED:
+        return (0.0, math.inf)  # top-k and JumpReLU codes are rectified
     return _RANGES.get(last, (-math.inf, math.inf))

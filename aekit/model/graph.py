@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import AekitError, ConfigurationError, ModelFileError
+from . import sae_recipe
 from .layers import Layer, LayerOutput, build_layer, layer_seed
 from .specs import LayerSpec
 
@@ -120,6 +121,7 @@ class Graph(nn.Module):
         self.input_name = names[0]
         self.output_name = "out" if "out" in self.layers else names[-1]
         self.hidden_names = [n for n in names[1:] if n != self.output_name]
+        sae_recipe.link(self)  # layers wired across the graph (aekit.model.sae_recipe)
         self.reset_parameters(seed)
 
     def reset_parameters(self, seed: int) -> None:
@@ -132,6 +134,7 @@ class Graph(nn.Module):
         for index, layer in enumerate(self.layers.values()):
             generator = torch.Generator().manual_seed(layer_seed(seed, index))
             layer.reset_parameters(generator)
+        sae_recipe.reset(self)  # encoders that start as their decoder's transpose
 
     def check_state(self, tensors: Mapping[str, torch.Tensor], source: str) -> None:
         """Raise ModelFileError unless ``tensors`` has exactly this graph's state: names, shapes, dtypes.

@@ -32,6 +32,7 @@ __all__ = [
     "FormOptions",
     "LayerSpec",
     "parse_layers",
+    "extend_form",
     "register_form",
     "specs_from_config",
     "specs_to_config",
@@ -66,6 +67,29 @@ for _form in ("input", "dense", "tied", "conv2", "deconv2", "pool", "upsample", 
 def register_form(form: str, options: FormOptions | None = None) -> None:
     """Make ``form`` (with its own ``options``) a valid form in layer specs; replaces an earlier entry."""
     FORMS.register(form, options or FormOptions(), replace=True)
+
+
+def extend_form(
+    form: str,
+    defaults: Mapping[str, Any],
+    check: Callable[[dict[str, Any], str], dict[str, Any]] | None = None,
+) -> None:
+    """Add options to the registered ``form``, keeping its own; ``check`` runs after the form's own check.
+
+    How a feature that spans layers (the SAE recipe of :mod:`aekit.model.sae_recipe`) gives
+    an existing form options without editing its registration.
+    """
+    old = FORMS.get(form)
+    if check is None and old.check is None:
+        register_form(form, FormOptions({**old.defaults, **defaults}))
+        return
+
+    def both(options: dict[str, Any], where: str) -> dict[str, Any]:
+        if old.check is not None:
+            options = old.check(options, where)
+        return check(options, where) if check is not None else options
+
+    register_form(form, FormOptions({**old.defaults, **defaults}, both))
 
 
 # Initialisation keys, theanets' names: a bare key sets the weight's value, the

@@ -26,8 +26,10 @@ from ..model.graph import Graph
 from ..registry import Registry
 from . import jacobian
 from . import penalties as reg
+from .auxk import auxk_term, check_auxk
 from .corruption import corruptions, dropout, gaussian_noise
 from .losses import Loss
+from .sae_penalties import check_sae_targets, decoder_weighted_l1_term, jumprelu_l0_term, multik_term
 
 __all__ = ["PENALTIES", "Objective", "PenaltyInput"]
 
@@ -114,6 +116,10 @@ PENALTIES.register("hidden_l1", _activity("hidden_l1", 1))
 PENALTIES.register("hidden_l2", _activity("hidden_l2", 2))
 PENALTIES.register("sparsity", _sparsity)
 PENALTIES.register("contractive", _contractive)
+PENALTIES.register("jumprelu_l0", jumprelu_l0_term)  # sparse autoencoders: aekit.objective.sae_penalties
+PENALTIES.register("decoder_weighted_l1", decoder_weighted_l1_term)
+PENALTIES.register("multik", multik_term)
+PENALTIES.register("auxk", auxk_term)  # Gao et al. 2024's auxiliary loss: aekit.objective.auxk
 
 
 class Objective:
@@ -201,6 +207,8 @@ class Objective:
             Naming the keyword, the pattern and the names it could have chosen.
         """
         graph, regs = self.graph, self.regs
+        check_sae_targets(graph, regs)
+        check_auxk(graph, regs)
         hidden = graph.hidden_names
         weights = list(_weights(graph))
         ranges = {n: output_range(graph.layers[n].spec.activation) for n in hidden}

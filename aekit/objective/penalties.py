@@ -36,6 +36,10 @@ with ``variables`` the matching parameters of more than one dimension and
 * ``input_noise``, ``input_dropout``, ``hidden_noise``, ``hidden_dropout`` --
   Gaussian noise std / dropout probability, applied during training only.
 
+Sparse autoencoders add ``jumprelu_l0``, ``decoder_weighted_l1`` and ``multik`` (see
+:mod:`aekit.objective.sae_penalties`) and ``auxk`` with its ``auxk_k`` and ``dead_after``
+(see :mod:`aekit.objective.auxk`).
+
 Any of the layer-wise options may be a dict of glob patterns instead of a number:
 ``hidden_l1={'hid1': 0.1, 'hid2': 0.01}`` or ``weight_l2={'hid*.w': 1e-4}``.  Each
 pattern is a term of its own, as a theanets regularizer with that pattern: its
@@ -70,13 +74,15 @@ from typing import Any
 
 import torch
 
-from ..data.validation import number
+from ..data.validation import integer, number
 from ..errors import ConfigurationError
+from ..model.dead_latents import DEFAULT_DEAD_AFTER
 from .corruption import dropout, gaussian_noise  # their old home; re-exported
 
 __all__ = [
     "PENALTY_SCALES",
     "REGULARIZER_KEYS",
+    "SAE_KEYS",
     "Regularizers",
     "chain_jacobian_norm",
     "dense_jacobian_norm",
@@ -104,7 +110,22 @@ REGULARIZER_KEYS = (
     "input_dropout",
     "hidden_noise",
     "hidden_dropout",
+    # sparse autoencoders (aekit.objective.sae_penalties, aekit.objective.auxk)
+    "jumprelu_l0",
+    "decoder_weighted_l1",
+    "auxk",
+    "auxk_k",
+    "dead_after",
+    "multik",
 )
+
+# The sparse-autoencoder keywords (their models are built from layer lists, not by the scikit-learn estimators).
+SAE_KEYS = ("jumprelu_l0", "decoder_weighted_l1", "auxk", "auxk_k", "dead_after", "multik")
+
+# Defaults of the auxiliary loss (Gao et al. 2024): the k_aux dead latents that reconstruct the
+# residual, and how many training examples without firing make a latent dead (the paper's 10M tokens).
+AUXK_K = 512
+DEAD_AFTER = DEFAULT_DEAD_AFTER
 
 
 # How weight_l1/l2 and hidden_l1/l2 reduce: 'mean' is theanets 0.7's (this version's);
@@ -325,6 +346,12 @@ class Regularizers:
     input_dropout: float = 0.0
     hidden_noise: dict[str, float] = field(default_factory=dict)
     hidden_dropout: dict[str, float] = field(default_factory=dict)
+    jumprelu_l0: dict[str, float] = field(default_factory=dict)
+    decoder_weighted_l1: dict[str, float] = field(default_factory=dict)
+    auxk: float = 0.0
+    auxk_k: int = AUXK_K
+    dead_after: int = DEAD_AFTER
+    multik: float = 0.0
     scale: str = "mean"
 
     def __post_init__(self) -> None:
@@ -391,6 +418,14 @@ class Regularizers:
             input_dropout=number("input_dropout", kwargs.get("input_dropout") or 0.0, 0.0, 0.99),
             hidden_noise=_pattern_weights("hidden_noise", kwargs.get("hidden_noise"), "*", inf),
             hidden_dropout=_pattern_weights("hidden_dropout", kwargs.get("hidden_dropout"), "*", 0.99),
+            jumprelu_l0=_pattern_weights("jumprelu_l0", kwargs.get("jumprelu_l0"), "*", inf),
+            decoder_weighted_l1=_pattern_weights("decoder_weighted_l1", kwargs.get("decoder_weighted_l1"), "*", inf),
+            auxk=number("auxk", kwargs.get("auxk") or 0.0, 0.0, inf),
+            auxk_k=integer("auxk_k", AUXK_K if kwargs.get("auxk_k") is None else kwargs["auxk_k"], 1),
+            multik=number("multik", kwargs.get("multik") or 0.0, 0.0, inf),
+            dead_after=integer(
+                "dead_after", DEAD_AFTER if kwargs.get("dead_after") is None else kwargs["dead_after"], 0
+            ),
         )
 
     @property

@@ -236,6 +236,7 @@ class DenseChainStep:
                 or layer.norm is not None
                 or len(layer.activation.parts) != 1
                 or layer.activation.parts[0] not in known
+                or bool(getattr(layer, "pre_bias_of", None))  # the SAE recipe's input shift: autograd's path
             ):
                 return None
             links.append(_Link(cast(Dense | Tied, layer), hidden_l1.get(name), hidden_l2.get(name)))  # checked above

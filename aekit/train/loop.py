@@ -44,7 +44,9 @@ from ..data.sources import StreamingSource, TensorSource, is_streamable
 from ..errors import ConfigurationError, DataError, EarlyStoppingWarning, TrainingDiverged
 from ..objective import penalties as reg
 from ..objective.metrics import MetricBatch, build_metrics, compute_all, update_all
+from . import dead_latents
 from .callbacks import Callback, Checkpoint, EarlyStopping, History, divergence_stopping_message
+from .data_init import start_from_data
 from .guards import check_output_ranges, growth_reason, sample, starting_loss, warn_tail_split
 from .optimizers import ALGORITHMS, make_optimizer
 from .options import TrainOptions
@@ -150,6 +152,8 @@ class Trainer:
         elif options.valid_split > 0 and options.validate_every > 0:
             source, valid_source = _split_off_validation(source, options.valid_split, net.seed)
         self.source, self.valid = self.strategy.prepare(source, valid_source)
+        start_from_data(net.graph, source)  # e.g. the SAE recipe's output bias, on a fresh model's first train()
+        dead_latents.attach(net.graph, regs, self.strategy.sum_tensor, len(source), options.max_epochs)
         self.generator = torch.Generator().manual_seed(net.seed + 1 + len(net.history))
         self.objective = net.objective(regs)
         # What "the loss grew by orders of magnitude" is measured against; streamed data: see _check_first_batch.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
@@ -9,6 +11,9 @@ from ...errors import ConfigurationError
 from ..constraints import CONSTRAINTS
 from ..specs import LayerSpec
 from .base import Layer, _init_bias, _numel, default_std, random_matrix, register
+
+if TYPE_CHECKING:
+    from ..sae_recipe import Recipe
 
 __all__ = ["Dense", "Flatten", "Reshape", "Tied"]
 
@@ -22,6 +27,10 @@ class Dense(Layer):
     """
 
     takes_constraints = True
+    # Set when the graph is built, by the SAE recipe (aekit.model.sae_recipe): its resolved parts, and the
+    # decoder whose output bias this (code) layer subtracts from its input.
+    sae_recipe: Recipe | None = None
+    pre_bias_of: tuple[Dense, ...] = ()
 
     def __init__(self, spec: LayerSpec, input_shape: tuple[int, ...]):
         super().__init__(spec, input_shape)
@@ -33,8 +42,8 @@ class Dense(Layer):
 
     @property
     def has_step_hooks(self) -> bool:
-        """True when a weight constraint acts around each optimizer step."""
-        return self.constraint is not None
+        """True when a weight constraint acts around each optimizer step, or a dead-latent tracker after it."""
+        return self.constraint is not None or "dead_latents" in self._modules
 
     def before_step(self) -> None:
         """Project the weight's gradient as the constraint asks (after backward, before the update)."""
@@ -45,6 +54,9 @@ class Dense(Layer):
         """Put the weight back on the constraint's set (after the update)."""
         if self.constraint is not None:
             self.constraint.apply(self.w)
+        tracker = self._modules.get("dead_latents")  # a sparse code's (aekit.model.dead_latents)
+        if tracker is not None:
+            tracker.commit()  # type: ignore[operator]
 
     def infer_shape(self, input_shape):
         """The output shape: ``(size,)``, whatever the input's shape.
@@ -97,6 +109,8 @@ class Dense(Layer):
         """
         if x.dim() > 2:
             x = x.flatten(1)
+        if self.pre_bias_of:  # the SAE recipe's pre-encoder bias: the decoder's output bias, subtracted
+            x = x - self.pre_bias_of[0].b
         return torch.addmm(self.b, x, self.w)
 
 
