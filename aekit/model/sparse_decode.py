@@ -70,6 +70,9 @@ AUTO_RATIO = 16
 MODES = ("auto", "always", "never")
 _ENV = "AEKIT_SPARSE_DECODE"
 _forced: list[str] = []  # sparse_mode's stack; wins over the environment variable
+# Devices whose sums over the chosen latents go through CSR products (measured fastest on CPUs); the others
+# take index_add_ and gathers.  Tests empty it to check the second form on a CPU too.
+CSR_DEVICES: tuple[str, ...] = ("cpu",)
 _CHUNK = 256  # examples per chunk of a gather / index_add: (256 * K, d) temporaries stay small
 
 
@@ -229,7 +232,7 @@ def gather_dot(indices: torch.Tensor, w: torch.Tensor, grad: torch.Tensor) -> to
     tensor, shape (n, k)
     """
     n, k = indices.shape
-    if grad.device.type == "cpu":
+    if grad.device.type in CSR_DEVICES:
         pattern = _rows_csr(grad.new_zeros(n, k), indices, w.shape[0])
         return torch.sparse.sampled_addmm(pattern, grad, w.t(), beta=0.0).values().view(n, k)
     out = grad.new_empty(n, k)
@@ -263,7 +266,7 @@ def code_weight_grad(
     tensor, shape (L, d) or (d, L)
     """
     n, k = indices.shape
-    if layout == "columns" and inputs.device.type == "cpu":
+    if layout == "columns" and inputs.device.type in CSR_DEVICES:
         # inputs^T @ G with G the (n, L) CSR code gradient: straight into the (d, L) layout.
         return torch.mm(inputs.t(), _rows_csr(grad.to(inputs.dtype), indices, size))
     out = inputs.new_zeros(size, inputs.shape[1])
