@@ -21,8 +21,9 @@ Here a top-k encoder feeding a dense decoder runs as two autograd Functions:
   gradient is ``values * grad_out`` added into the chosen rows (``index_add_``).
 
 On a CPU the sums over the chosen latents go through compressed-sparse-row
-products (``torch.sparse.sampled_addmm`` and a dense-times-CSR product), which
-were the fastest of the forms measured on this project's CPUs; elsewhere through
+products (``torch.sparse.sampled_addmm``) and an ``embedding_bag`` over the
+examples sorted by latent, which were the fastest of the forms measured on this
+project's CPUs; elsewhere through
 ``index_add_`` and gathers (the forms of OpenAI's and EleutherAI's kernels).  Both
 give the dense path's values (``tests/test_sparse_decode.py`` checks them in
 float64 against autograd of the dense path, and ``gradcheck`` each Function).
@@ -70,8 +71,8 @@ AUTO_RATIO = 16
 MODES = ("auto", "always", "never")
 _ENV = "AEKIT_SPARSE_DECODE"
 _forced: list[str] = []  # sparse_mode's stack; wins over the environment variable
-# Devices whose sums over the chosen latents go through CSR products (measured fastest on CPUs); the others
-# take index_add_ and gathers.  Tests empty it to check the second form on a CPU too.
+# Devices whose sums over the chosen latents take the CPU forms (a CSR product, a latent-sorted embedding_bag:
+# the fastest measured on CPUs); the others take index_add_ and gathers.  Tests empty it to check both on a CPU.
 CSR_DEVICES: tuple[str, ...] = ("cpu",)
 _CHUNK = 256  # examples per chunk of a gather / index_add: (256 * K, d) temporaries stay small
 
@@ -266,15 +267,21 @@ def code_weight_grad(
     tensor, shape (L, d) or (d, L)
     """
     n, k = indices.shape
-    if layout == "columns" and inputs.device.type in CSR_DEVICES:
-        # inputs^T @ G with G the (n, L) CSR code gradient: straight into the (d, L) layout.
-        return torch.mm(inputs.t(), _rows_csr(grad.to(inputs.dtype), indices, size))
-    out = inputs.new_zeros(size, inputs.shape[1])
-    for start in range(0, n, _CHUNK):
-        rows = slice(start, start + _CHUNK)
-        parts = (grad[rows].unsqueeze(2) * inputs[rows].unsqueeze(1)).reshape(-1, inputs.shape[1])
-        out.index_add_(0, indices[rows].reshape(-1), parts.to(out.dtype))
-    return out if layout == "rows" else out.t()
+    if inputs.device.type in CSR_DEVICES:
+        # Row l of the result is a bag: the inputs of the examples that chose latent l, weighted by grad.
+        latents, order = indices.reshape(-1).sort()
+        bags = torch.searchsorted(latents, torch.arange(size, device=latents.device))
+        examples = torch.div(order, k, rounding_mode="floor")
+        weights = grad.reshape(-1)[order].to(inputs.dtype)
+        out = F.embedding_bag(examples, inputs, bags, mode="sum", per_sample_weights=weights)
+    else:
+        out = inputs.new_zeros(size, inputs.shape[1])
+        for start in range(0, n, _CHUNK):
+            rows = slice(start, start + _CHUNK)
+            parts = (grad[rows].unsqueeze(2) * inputs[rows].unsqueeze(1)).reshape(-1, inputs.shape[1])
+            out.index_add_(0, indices[rows].reshape(-1), parts.to(out.dtype))
+    # The (d, L) layout of an encoder's weight: one transposing copy (faster, measured, than a dense @ CSR product).
+    return out if layout == "rows" else out.t().contiguous()
 
 
 def code_input_grad(grad: torch.Tensor, indices: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
