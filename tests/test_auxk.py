@@ -166,3 +166,19 @@ def test_auxk_needs_a_decoded_sparse_code_and_a_reachable_threshold_is_warned():
         warnings.simplefilter("always")
         sae().train(data(64), auxk=0.1, max_epochs=1, validate_every=0)
     assert any(issubclass(w.category, DeadLatentWarning) and "dead_after=10000000" in str(w.message) for w in caught)
+
+
+def test_the_sparse_and_dense_paths_count_the_same_dead_latents():
+    from aekit.model.sparse_decode import sparse_mode
+
+    x = sparse_data(n=512)
+    trackers = []
+    for mode in ("always", "never"):
+        net = sae(96)
+        with torch.no_grad():
+            net.graph.layers["code"].b[:48] = -6.0
+        with sparse_mode(mode):
+            net.train(x, batch_size=64, max_epochs=2, validate_every=0, dead_after=256, auxk=1.0)
+        trackers.append(net.graph.layers["code"].dead_latents.since_fired.clone())
+    assert int(trackers[0].max()) > 0
+    torch.testing.assert_close(trackers[0], trackers[1], rtol=0, atol=0)

@@ -68,6 +68,20 @@ class DeadLatents(nn.Module):
             self._pending = torch.cat([fired, fired.new_full((1,), codes.shape[0])])
 
     @torch.no_grad()
+    def observe_active(self, values: torch.Tensor, indices: torch.Tensor) -> None:
+        """The same as :meth:`hook` for a code given by its active latents (the sparse top-k path).
+
+        Parameters
+        ----------
+        values, indices : tensor, shape (n, k)
+            Each example's kept values and their latents; a kept value of 0 did not fire.
+        """
+        fired = torch.zeros(self.since_fired.shape[0] + 1, dtype=torch.float64, device=values.device)
+        fired[indices[values.detach() != 0]] = 1.0
+        fired[-1] = values.shape[0]
+        self._pending = fired
+
+    @torch.no_grad()
     def commit(self) -> None:
         """Count the last step's examples and reset the latents that fired (after each optimizer step)."""
         if self._pending is None:
