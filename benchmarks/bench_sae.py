@@ -16,8 +16,8 @@ seed, data, batch size, learning rate and number of epochs:
 The **reference** is OpenAI's TopK recipe (Gao et al. 2024) written plainly below in ~80
 lines with a dense decode: encoder initialised as the decoder's transpose, decoder rows at
 unit norm (gradient component along each row removed, rows renormalised after each step),
-the output bias at the training data's mean and subtracted before encoding, and the AuxK
-loss (the top ``d/2`` dead latents reconstruct the residual, without the output bias, scaled
+the output bias at the geometric median of the training data and subtracted before encoding, and the AuxK
+loss (the top 512 dead latents, the paper's ``k_aux``, reconstruct the residual, without the output bias, scaled
 by 1/32, normalised by the residual's variance).  It starts from the same weights as the
 aekit model.  aekit is run with its defaults (the same recipe) plus ``auxk``, then without
 AuxK and with random init (no recipe), to show what each trick buys.
@@ -79,7 +79,7 @@ class ReferenceTopK(nn.Module):
         dead = self.since_fired >= self.dead_after
         if self.auxk == 0 or not dead.any():
             return fvu
-        k_aux = min(x.shape[1] // 2, int(dead.sum()))
+        k_aux = min(512, int(dead.sum()))  # the paper's k_aux
         values, indices = pre.masked_fill(~dead, -math.inf).topk(k_aux, dim=1)
         residual = x - x_hat.detach()
         e_hat = torch.zeros_like(pre).scatter(1, indices, values.clamp_min(0)) @ self.w_dec  # no b_dec
@@ -118,10 +118,21 @@ def figures(x: np.ndarray, x_hat: np.ndarray, codes: np.ndarray) -> dict:
     }
 
 
+def geometric_median(points: np.ndarray, iterations: int = 100) -> np.ndarray:
+    """Weiszfeld's iteration, as OpenAI's recipe starts the output bias."""
+    median = points.mean(0)
+    for _ in range(iterations):
+        weights = 1 / np.maximum(np.linalg.norm(points - median, axis=1), 1e-8)
+        median = (weights[:, None] * points).sum(0) / weights.sum()
+    return median
+
+
 def reference_from(net: aekit.Autoencoder, x: np.ndarray, k: int, auxk: float, dead_after: int) -> ReferenceTopK:
-    """The reference, started from ``net``'s weights; its output bias at the data's mean."""
+    """The reference, started from ``net``'s weights; its output bias at the geometric median of
+    4096 evenly spaced training rows (the rows aekit's recipe reads)."""
     enc, dec = net.graph.layers["code"], net.graph.layers["out"]
-    b_dec = torch.as_tensor(x.mean(0), dtype=torch.float32)
+    rows = x[:: max(1, -(-len(x) // 4096))].astype(np.float64)
+    b_dec = torch.as_tensor(geometric_median(rows), dtype=torch.float32)
     return ReferenceTopK(enc.w.detach(), enc.b.detach(), dec.w.detach(), b_dec, k, auxk, dead_after)
 
 

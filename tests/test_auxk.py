@@ -75,8 +75,12 @@ def test_the_term_trains_dead_latents_only_and_not_the_live_reconstruction():
     assert grads[1] is None  # the output bias: not decoded again, residual detached
     outputs = net.feed_forward(x.numpy())
     residual = x.numpy() - outputs["out:out"]
-    want = 0.5 * reference_auxk(
-        outputs["code:pre"], dead.numpy(), net.graph.layers["out"].w.detach().numpy(), residual, 4
+    xs = x.numpy().astype(np.float64)
+    variance = ((xs - xs.mean(0)) ** 2).mean()  # the term is in the units of the mse loss
+    want = (
+        0.5
+        * variance
+        * reference_auxk(outputs["code:pre"], dead.numpy(), net.graph.layers["out"].w.detach().numpy(), residual, 4)
     )
     assert float(terms["auxk"].detach()) == pytest.approx(want, rel=1e-5)
 
