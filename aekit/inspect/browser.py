@@ -57,15 +57,21 @@ ASSETS = ("browser.js", "browser.css")
 
 
 def script_json(value: Any) -> str:
-    """``value`` as JSON that is also safe inside an HTML ``<script>``: ``<``, ``>``, ``&`` escaped.
+    r"""``value`` as JSON that is also safe inside an HTML ``<script>``: ``<``, ``>``, ``&`` escaped.
 
     Examples
     --------
     >>> script_json({"text": "</script><img src=x onerror=alert(1)>"})
-    '{"text": "\\\\u003c/script\\\\u003e\\\\u003cimg src=x onerror=alert(1)\\\\u003e"}'
+    '{"text": "\\u003c/script\\u003e\\u003cimg src=x onerror=alert(1)\\u003e"}'
     """
     text = json.dumps(value, ensure_ascii=False, allow_nan=False)
-    for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for raw, escaped in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(raw, escaped)
     return text
 
@@ -167,7 +173,9 @@ def _unit_card(
             continue
         entry: dict[str, Any] = {"row": int(row), "value": _finite(value)}
         if contexts is not None:
-            entry["context"] = list(contexts[int(row)]) if not isinstance(contexts[int(row)], str) else contexts[int(row)]
+            entry["context"] = (
+                list(contexts[int(row)]) if not isinstance(contexts[int(row)], str) else contexts[int(row)]
+            )
         if labels is not None:
             entry["label"] = str(labels[int(row)])
         if pictures is not None:

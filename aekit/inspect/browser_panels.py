@@ -135,8 +135,8 @@ def _feature_panel(kind: str, title: str, caption: str) -> PanelFunction:
             return None
         try:
             # Encoder pictures by gradient ascent would cost `steps` passes per unit: only the analytic ones.
-            options = {"method": "analytic"} if kind == "encoder" else {}
-            features = feature_images(ctx.net, ctx.layer, kind, **options)
+            method = "analytic" if kind == "encoder" else "auto"
+            features = feature_images(ctx.net, ctx.layer, kind, method=method)
         except (AekitError, ValueError, RuntimeError) as error:
             log.info("browser: %s pictures of %r skipped: %s", kind, ctx.layer, error)
             return None

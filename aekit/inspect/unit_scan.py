@@ -253,7 +253,7 @@ def scan_units(
                 high = torch.maximum(high, torch.where(ok, h, -torch.inf).double().amax(dim=0))
                 positive.update(clean)
                 negative.update(-clean)
-                if n_labels:
+                if label_codes is not None:
                     onehot = torch.zeros(h.shape[0], n_labels, dtype=torch.float64)
                     onehot[torch.arange(h.shape[0]), torch.as_tensor(label_codes[rows.numpy()])] = 1.0
                     label_sums += clean.double().t() @ onehot
