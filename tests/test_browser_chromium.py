@@ -11,15 +11,14 @@ import gzip
 import os
 from pathlib import Path
 
+import minilm_data
 import numpy as np
 import pytest
+import webdriver
+from test_browser import read_data_file
 
 import aekit
 from aekit.inspect import browse, top_activations
-
-import minilm_data
-import webdriver
-from test_browser import read_data_file
 
 pytestmark = pytest.mark.skipif(webdriver.find_browser() is None, reason=webdriver.missing_message())
 
@@ -75,7 +74,9 @@ def _listed(browser) -> list[int]:
 def _every_row(browser) -> list[int]:
     """The units of the list, scrolling it from top to bottom (it draws only the rows in view)."""
     seen: dict[int, int] = {}
-    height, view = browser.run("const l = document.getElementById('unit-list'); return [l.scrollHeight, l.clientHeight]")
+    height, view = browser.run(
+        "const l = document.getElementById('unit-list'); return [l.scrollHeight, l.clientHeight]"
+    )
     for top in range(0, max(1, height), max(1, view // 2)):
         browser.run(f"document.getElementById('unit-list').scrollTop = {top}")
         first = min(top, height - view) // 26
@@ -84,7 +85,8 @@ def _every_row(browser) -> list[int]:
             f".some(r => +r.getAttribute('data-unit') === o[{first}])"
         )
         rows = browser.run(
-            "return Array.from(document.querySelectorAll('.unit-row')).map(r => [parseFloat(r.style.top), +r.dataset.unit])"
+            "return Array.from(document.querySelectorAll('.unit-row'))"
+            ".map(r => [parseFloat(r.style.top), +r.dataset.unit])"
         )
         seen.update({int(t) // 26: u for t, u in rows})
     browser.run("document.getElementById('unit-list').scrollTop = 0")
@@ -153,7 +155,11 @@ def test_minilm_sae_page_shows_contexts_and_runs_no_injected_script(browser, tmp
     x = minilm_data.acts(2000)
     contexts = minilm_data.contexts()[:2000]
     sae = aekit.Autoencoder(
-        [384, dict(size=64, activation="topk:8", name="code"), dict(size=384, activation="linear", constraint="unit_norm")],
+        [
+            384,
+            dict(size=64, activation="topk:8", name="code"),
+            dict(size=384, activation="linear", constraint="unit_norm"),
+        ],
         rng=0,
     )
     sae.train(x, batch_size=250, max_epochs=1, learning_rate=1e-3)
@@ -207,4 +213,6 @@ def test_large_dictionary_list_is_virtualised_and_filters(browser, tmp_path):
     # Scrolled to the end, the last rows are drawn.
     browser.run("const f = document.getElementById('filter'); f.value = 'all'; f.dispatchEvent(new Event('change'))")
     browser.run("const l = document.getElementById('unit-list'); l.scrollTop = l.scrollHeight")
-    browser.wait("return Array.from(document.querySelectorAll('.unit-row')).some(r => r.getAttribute('data-unit') === '2999')")
+    browser.wait(
+        "return Array.from(document.querySelectorAll('.unit-row')).some(r => r.getAttribute('data-unit') === '2999')"
+    )
