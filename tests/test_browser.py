@@ -43,7 +43,6 @@ def _net_and_data(rng, n=300):
 
 def test_top_activations_equal_a_full_sort(rng, small_chunks):
     net, x = _net_and_data(rng)
-    x[[5, 50]] = x[7]  # ties: the earlier row comes first
     contexts = [f"row {i}" for i in range(len(x))]
     top = top_activations(net, x, k=6, contexts=contexts)
     h = net.encode(x)
@@ -53,6 +52,21 @@ def test_top_activations_equal_a_full_sort(rng, small_chunks):
     assert top.contexts == [[f"row {i}" for i in row] for row in order]
     # k larger than the data: every row, ranked.
     assert top_activations(net, x[:4], k=10).indices.shape == (12, 4)
+
+
+def test_top_activations_with_ties_list_the_top_values_earlier_rows_first(rng, small_chunks):
+    net, x = _net_and_data(rng)
+    x[[5, 50, 120]] = x[7]
+    x[200:] = x[7]  # ties across many chunks; relu zeros tie too
+    top = top_activations(net, x, k=8)
+    h = net.encode(x)
+    np.testing.assert_array_equal(top.values, -np.sort(-h, axis=0)[:8].T)
+    for u in range(h.shape[1]):
+        rows = top.indices[u]
+        assert len(set(rows.tolist())) == 8
+        np.testing.assert_array_equal(h[rows, u], top.values[u])
+        for a, b, va, vb in zip(rows, rows[1:], top.values[u], top.values[u][1:]):
+            assert va > vb or (va == vb and a < b)
 
 
 def test_top_activations_of_a_memmap_equal_in_memory(rng, tmp_path, small_chunks):

@@ -54,6 +54,8 @@ __all__ = ["browse", "is_image_shape", "script_json"]
 log = logging.getLogger(__name__)
 
 ASSETS = ("browser.js", "browser.css")
+# At most this many values per layer in the diagnosis (16M: 1,024 rows of a 16,384-unit layer).
+DIAGNOSE_VALUES = 1 << 24
 
 
 def script_json(value: Any) -> str:
@@ -241,7 +243,9 @@ def browse(
         (:func:`is_image_shape`) and no contexts are given.
     title : str
     max_samples : int
-        Rows for the diagnosis and the pictures (evenly spaced, as :func:`aekit.diagnose`).
+        Rows for the diagnosis and the pictures (evenly spaced, as :func:`aekit.diagnose`); fewer
+        for wide layers, so that no layer has more than ``DIAGNOSE_VALUES`` outputs in it (the page
+        says how many).  The unit figures are always over all rows.
     shard : int
         Units per data file loaded on demand.
 
@@ -270,9 +274,12 @@ def browse(
     scan = scan_units(net, x, layer, k=k, labels=label_array)
     name = scan.layer
     units = scan.top.indices.shape[0]
-    sample = _read_rows(x, sample_rows(n, max_samples))
+    # The diagnosis holds every layer's outputs for its rows: fewer rows for wide layers.
+    widest = max(math.prod(layer.output_shape) for layer in net.layers)
+    diagnosed = sample_rows(n, min(max_samples, max(256, DIAGNOSE_VALUES // widest)))
+    sample = _read_rows(x, diagnosed)
     show_images = is_image_shape(net.graph.input_shape) and context_list is None if images is None else bool(images)
-    findings = diagnose(net, sample, None if label_array is None else label_array[sample_rows(n, max_samples)])
+    findings = diagnose(net, sample, None if label_array is None else label_array[diagnosed])
     try:
         metrics = evaluate(net, x)
     except (AekitError, ValueError, RuntimeError) as error:  # a model whose output is not a reconstruction

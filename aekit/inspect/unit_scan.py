@@ -11,7 +11,8 @@ encoded in chunks of at most ``CHUNK_VALUES`` activations, and every figure is a
 
 * the top ``k`` per unit: the chunk's values are stacked under the ``k`` kept so far and
   ``torch.topk`` keeps the ``k`` largest (so memory is ``O(k * units + chunk)``, and the result is
-  the exact top ``k`` over all rows, ties broken towards earlier rows);
+  the exact top ``k`` values over all rows, listed by value and by row among equal values; which
+  rows are kept when several share the k-th value is not specified);
 * the histograms: ``bins`` equal bins over ``[0, 2**e]`` for the positive values of each unit
   and another for the negative ones, where ``2**e`` is the smallest power of two at or above the
   largest magnitude seen.  When a chunk brings a larger value, ``e`` grows and the counts are merged
@@ -132,20 +133,18 @@ class _Histogram:
         self.bins = bins
         self.counts = torch.zeros(units, bins, dtype=torch.int64)
         self.exponent = torch.full((units,), _UNSET, dtype=torch.int64)
-        self._offsets = torch.arange(units, dtype=torch.int64) * bins
         self._bin = torch.arange(bins, dtype=torch.int64)
 
-    def update(self, values: torch.Tensor) -> None:
-        """Add the positive entries of ``values`` (chunk, units); zeros and negatives are not counted."""
-        mask = values > 0
-        if not bool(mask.any()):
+    def update(self, values: torch.Tensor, units: torch.Tensor) -> None:
+        """Count ``values`` (m,), all > 0, of the units ``units`` (m,)."""
+        if values.numel() == 0:
             return
-        peak = torch.where(mask, values, torch.zeros((), dtype=values.dtype)).amax(dim=0).double()
-        seen = peak > 0
-        # frexp: peak = m * 2**e with m in [0.5, 1), so 2**e >= peak is the smallest such power (or 2 * it).
+        values = values.double()
+        peak = torch.zeros(self.exponent.shape, dtype=torch.float64).scatter_reduce_(0, units, values, "amax")
+        # frexp: peak = m * 2**e with m in [0.5, 1): 2**(e-1) when m is 0.5 (peak a power of 2), else 2**e.
         mantissa, needed = torch.frexp(peak)
         needed = torch.where(mantissa == 0.5, needed - 1, needed).to(torch.int64)
-        grow = seen & (needed > self.exponent)
+        grow = (peak > 0) & (needed > self.exponent)
         if bool(grow.any()):
             old = self.exponent[grow]
             shift = torch.where(old == _UNSET, torch.zeros_like(old), (needed[grow] - old).clamp(max=62))
@@ -153,15 +152,31 @@ class _Histogram:
             merged.scatter_add_(1, self._bin[None, :] >> shift[:, None], self.counts[grow])
             self.counts[grow] = merged
             self.exponent[grow] = needed[grow]
-        top = torch.ldexp(torch.ones(self.exponent.shape, dtype=torch.float64), self.exponent)
-        index = (values.double() / top * self.bins).floor().clamp(0, self.bins - 1).to(torch.int64)
-        flat = (index + self._offsets)[mask]
-        self.counts.view(-1).index_add_(0, flat, torch.ones_like(flat))
+        top = torch.ldexp(torch.ones(values.shape, dtype=torch.float64), self.exponent[units])
+        index = (values / top * self.bins).floor().clamp(0, self.bins - 1).to(torch.int64) + units * self.bins
+        self.counts.view(-1).index_add_(0, index, torch.ones_like(index))
 
     def top(self) -> np.ndarray:
         unset = self.exponent == _UNSET
         edge = torch.ldexp(torch.ones(self.exponent.shape, dtype=torch.float64), self.exponent.clamp(min=-1074))
         return torch.where(unset, torch.zeros_like(edge), edge).numpy()
+
+
+def _merge_top(values: torch.Tensor, rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest of ``values`` (m, units) per unit with their ``rows``, best first, equals by row.
+
+    ``torch.topk`` keeps the k largest (a full sort of a chunk would cost six times its encoding:
+    the chunk's own top k are taken first, and merged here with the k kept so far); the k kept are
+    then ordered by value, and by row among equal values, with two stable sorts of the small
+    (k, units) result.
+    """
+    keep = min(k, values.shape[0])
+    best = values.topk(keep, dim=0).indices
+    top_values, top_rows = values.gather(0, best), rows.gather(0, best)
+    by_row = top_rows.argsort(dim=0, stable=True)
+    top_values, top_rows = top_values.gather(0, by_row), top_rows.gather(0, by_row)
+    by_value = top_values.argsort(dim=0, descending=True, stable=True)
+    return top_values.gather(0, by_value), top_rows.gather(0, by_value)
 
 
 def _unit_values(out: torch.Tensor) -> torch.Tensor:
@@ -230,7 +245,7 @@ def scan_units(
     finite = torch.zeros(units, dtype=torch.int64)
     low = torch.full((units,), torch.inf, dtype=torch.float64)
     high = torch.full((units,), -torch.inf, dtype=torch.float64)
-    positive, negative = _Histogram(units, bins), _Histogram(units, bins)
+    pos_hist, neg_hist = _Histogram(units, bins), _Histogram(units, bins)
     label_sums = torch.zeros(units, n_labels, dtype=torch.float64)
     graph = net.graph
     was_training = graph.training
@@ -244,27 +259,33 @@ def scan_units(
                     h = _unit_values(graph(part, stop=name)[f"{name}:out"]).float().cpu()
                 rows = torch.arange(row, row + h.shape[0], dtype=torch.int64)
                 row += h.shape[0]
-                ok = torch.isfinite(h)
-                clean = torch.where(ok, h, torch.zeros(()))
-                fired += (clean != 0).sum(dim=0)
-                total += clean.double().sum(dim=0)
-                finite += ok.sum(dim=0)
-                low = torch.minimum(low, torch.where(ok, h, torch.inf).double().amin(dim=0))
-                high = torch.maximum(high, torch.where(ok, h, -torch.inf).double().amax(dim=0))
-                positive.update(clean)
-                negative.update(-clean)
+                # Sparse codes are mostly zeros: every figure but the top k is read from the non-zeros.
+                at_row, at_unit = (h != 0).nonzero(as_tuple=True)
+                value = h[at_row, at_unit].double()
+                has_zero = torch.bincount(at_unit, minlength=units) < h.shape[0]
+                finite += h.shape[0]
+                ok = torch.isfinite(value)
+                if not bool(ok.all()):
+                    finite -= torch.bincount(at_unit[~ok], minlength=units)
+                    at_row, at_unit, value = at_row[ok], at_unit[ok], value[ok]
+                fired += torch.bincount(at_unit, minlength=units)
+                total.index_add_(0, at_unit, value)
+                low = torch.minimum(low, torch.full_like(low, torch.inf).scatter_reduce_(0, at_unit, value, "amin"))
+                high = torch.maximum(high, torch.full_like(high, -torch.inf).scatter_reduce_(0, at_unit, value, "amax"))
+                low = torch.where(has_zero, low.clamp(max=0.0), low)
+                high = torch.where(has_zero, high.clamp(min=0.0), high)
+                positive = value > 0
+                pos_hist.update(value[positive], at_unit[positive])
+                neg_hist.update(-value[~positive], at_unit[~positive])
                 if label_codes is not None:
-                    onehot = torch.zeros(h.shape[0], n_labels, dtype=torch.float64)
-                    onehot[torch.arange(h.shape[0]), torch.as_tensor(label_codes[rows.numpy()])] = 1.0
-                    label_sums += clean.double().t() @ onehot
-                # NaN ranks last; earlier rows come first among equals (they are stacked first).
-                ranked = torch.where(torch.isnan(h), -torch.inf, h)
-                stacked = torch.cat([top_values, ranked])
-                stacked_rows = torch.cat([top_rows, rows[:, None].expand(-1, units)])
-                keep = min(k, stacked.shape[0])
-                order = torch.sort(stacked, dim=0, descending=True, stable=True).indices[:keep]
-                top_values = stacked.gather(0, order)
-                top_rows = stacked_rows.gather(0, order)
+                    codes = torch.as_tensor(label_codes[rows.numpy()])[at_row]
+                    label_sums.view(-1).index_add_(0, at_unit * n_labels + codes, value)
+                # NaN ranks last.  The chunk's own top k first, then merged with the k kept.
+                ranked = h if bool(ok.all()) else torch.where(torch.isnan(h), -torch.inf, h)
+                best = ranked.topk(min(k, h.shape[0]), dim=0).indices
+                top_values, top_rows = _merge_top(
+                    torch.cat([top_values, ranked.gather(0, best)]), torch.cat([top_rows, rows[best]]), k
+                )
     finally:
         graph.train(was_training)
     label_counts = None if label_codes is None else np.bincount(label_codes, minlength=n_labels).astype(np.int64)
@@ -280,10 +301,10 @@ def scan_units(
         minimum=low.numpy(),
         maximum=high.numpy(),
         mean=(total / finite.clamp(min=1)).numpy(),
-        hist_pos=positive.counts.numpy(),
-        hist_neg=negative.counts.numpy(),
-        pos_top=positive.top(),
-        neg_top=negative.top(),
+        hist_pos=pos_hist.counts.numpy(),
+        hist_neg=neg_hist.counts.numpy(),
+        pos_top=pos_hist.top(),
+        neg_top=neg_hist.top(),
         label_values=label_values,
         label_means=label_means,
         label_counts=label_counts,

@@ -17,7 +17,8 @@
     descending: false,
     filter: "all",
     search: "",
-    firstRenderMs: null
+    firstRenderMs: null,
+    firstFrameMs: null
   };
 
   // ------------------------------------------------------------------ helpers
@@ -383,6 +384,10 @@
     computeOrder();
     state.firstRenderMs = performance.now();
     document.body.setAttribute("data-ready", "1");
+    // The first frame with the page drawn: after layout and paint.
+    window.requestAnimationFrame(function () {
+      window.setTimeout(function () { state.firstFrameMs = performance.now(); }, 0);
+    });
     var wanted = /unit=(\d+)/.exec(window.location.hash);
     var first = wanted && +wanted[1] < s.units ? +wanted[1] : state.order[0];
     if (first !== undefined) window.setTimeout(function () { selectUnit(first); }, 0);
