@@ -58,7 +58,9 @@ window.aekitData = function (kind, index, s) {
     list.appendChild(row);
   }
   window.firstRenderMs = performance.now();
-  window.requestAnimationFrame(function () { setTimeout(function () { window.firstFrameMs = performance.now(); }, 0); });
+  window.requestAnimationFrame(function () {
+    setTimeout(function () { window.firstFrameMs = performance.now(); }, 0);
+  });
 };
 </script><script src="data/summary.js"></script></body></html>
 """

@@ -78,18 +78,20 @@ def _every_row(browser) -> list[int]:
         "const l = document.getElementById('unit-list'); return [l.scrollHeight, l.clientHeight]"
     )
     for top in range(0, max(1, height), max(1, view // 2)):
-        browser.run(f"document.getElementById('unit-list').scrollTop = {top}")
-        first = min(top, height - view) // 26
-        browser.wait(
-            "const o = window.aekitPage.order(); return Array.from(document.querySelectorAll('.unit-row'))"
-            f".some(r => +r.getAttribute('data-unit') === o[{first}])"
+        # The list redraws on the scroll event: wait for that redraw (none when the position is unchanged).
+        renders, moved = browser.run(
+            "const l = document.getElementById('unit-list'); const before = l.scrollTop;"
+            f"l.scrollTop = {top}; return [window.aekitPage.state.renders, l.scrollTop !== before]"
         )
+        if moved:
+            browser.wait(f"return window.aekitPage.state.renders > {renders}")
         rows = browser.run(
             "return Array.from(document.querySelectorAll('.unit-row'))"
             ".map(r => [parseFloat(r.style.top), +r.dataset.unit])"
         )
         seen.update({int(t) // 26: u for t, u in rows})
     browser.run("document.getElementById('unit-list').scrollTop = 0")
+    browser.wait("return Array.from(document.querySelectorAll('.unit-row')).some(r => r.style.top === '0px')")
     return [seen[i] for i in sorted(seen)]
 
 

@@ -18,7 +18,8 @@
     filter: "all",
     search: "",
     firstRenderMs: null,
-    firstFrameMs: null
+    firstFrameMs: null,
+    renders: 0
   };
 
   // ------------------------------------------------------------------ helpers
@@ -205,6 +206,7 @@
     var first = Math.max(0, Math.floor(list.scrollTop / ROW_HEIGHT) - OVERSCAN);
     var last = Math.min(state.order.length, Math.ceil((list.scrollTop + list.clientHeight) / ROW_HEIGHT) + OVERSCAN);
     spacer.textContent = "";
+    state.renders++;
     var maxDensity = state.maxDensity;
     for (var i = first; i < last; i++) {
       var id = state.order[i];
