@@ -109,10 +109,11 @@ def _read_rows(x: Any, rows: np.ndarray) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     unique, inverse = np.unique(rows, return_inverse=True)
-    if isinstance(x, np.ndarray):
+    try:
+        # Arrays, memmaps and lazy .safetensors tensors take increasing row numbers.
         return np.asarray(x[unique])[inverse]
-    # Lazy tensors read a span per call: read the rows one by one.
-    return np.stack([np.asarray(x[int(r)]) for r in unique])[inverse]
+    except (TypeError, IndexError, ValueError):  # h5py-like data that reads one row at a time
+        return np.stack([np.asarray(x[int(r)]) for r in unique])[inverse]
 
 
 def _as_contexts(contexts: Any, n: int) -> list[Any] | None:

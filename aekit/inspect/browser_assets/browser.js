@@ -393,6 +393,11 @@
     var wanted = /unit=(\d+)/.exec(window.location.hash);
     var first = wanted && +wanted[1] < s.units ? +wanted[1] : state.order[0];
     if (first !== undefined) window.setTimeout(function () { selectUnit(first); }, 0);
+    // An address with #unit=N opens that unit's card, also when only the hash changes.
+    window.addEventListener("hashchange", function () {
+      var asked = /unit=(\d+)/.exec(window.location.hash);
+      if (asked && +asked[1] < s.units && +asked[1] !== state.selected) selectUnit(+asked[1]);
+    });
   }
 
   // What tests and benchmarks read.
