@@ -8,6 +8,7 @@
     aekit score MODEL DATA [--output errors.csv]
     aekit diagnose MODEL DATA
     aekit report MODEL DATA --output DIR
+    aekit browse MODEL DATA --output DIR [--labels FILE] [--contexts FILE] [--serve]
     aekit info MODEL-OR-CHECKPOINT
     aekit demo [--output DIR]
 
@@ -22,8 +23,8 @@ atomically and never onto an input, so a failed run never damages an existing fi
 The parts: :mod:`~aekit.cli.parser` (sub-commands and flags), :mod:`~aekit.cli.commands` (what
 each sub-command does), :mod:`~aekit.cli.entry` (:func:`main`: exit codes, logging),
 :mod:`~aekit.cli.errors` (one-line messages), :mod:`~aekit.cli.progress`,
-:mod:`~aekit.cli.config` (``--layers`` and TOML files), :mod:`~aekit.cli.files` and
-:mod:`~aekit.cli.demo`.
+:mod:`~aekit.cli.config` (``--layers`` and TOML files), :mod:`~aekit.cli.files`,
+:mod:`~aekit.cli.browse` (the unit browser and its local server) and :mod:`~aekit.cli.demo`.
 """
 
 from .config import load_config, parse_layers_arg

@@ -316,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="also write the figures to this .json file (not an input)")
     p.set_defaults(func=cmd_evaluate, cli_labels=_flag_labels(p))
 
+    if commands._optional("inspect.browser", "browse") is not None:
+        from .browse import add_parser as add_browse_parser
+        from .browse import cmd_browse
+
+        p = add_browse_parser(sub, common, _DATA_HELP)
+        p.set_defaults(func=cmd_browse, cli_labels=_flag_labels(p, **{"layer index": "--layer", "k": "--top"}))
+
     p = sub.add_parser("info", parents=common, help="describe a model file or training checkpoint")
     p.add_argument("model", help="model file or training checkpoint")
     p.set_defaults(func=commands.cmd_info, cli_labels=_flag_labels(p))

@@ -4,4 +4,13 @@
 (reconstructions, curves, codes, activations), :mod:`~aekit.inspect.pictures` (image shapes,
 tile mosaics, picture files), :mod:`~aekit.inspect.diagnose` and :mod:`~aekit.inspect.report`.
 The functions are public as :mod:`aekit.visualize`, :func:`aekit.diagnose` and :mod:`aekit.report`.
+
+The unit browser: :func:`browse` writes an interactive page with a card per unit
+(:mod:`~aekit.inspect.browser`), and :func:`top_activations` gives the rows that activate each
+unit most, in one streamed pass (:mod:`~aekit.inspect.unit_scan`).
 """
+
+from .browser import browse
+from .unit_scan import top_activations
+
+__all__ = ["browse", "top_activations"]
