@@ -205,14 +205,11 @@ def minilm(quick: bool):
 
 
 def mnist(quick: bool):
-    from tests.conftest import read_idx_images
-
     folder = DATA / "mnist"
-    try:
-        train = read_idx_images(folder / "train-images-idx3-ubyte.gz").reshape(-1, 784) / np.float32(255)
-        test = read_idx_images(folder / "t10k-images-idx3-ubyte.gz").reshape(-1, 784) / np.float32(255)
-    except OSError:
+    if not folder.exists():
         return None
+    train, _ = aekit.datasets.mnist(path=str(folder), split="train")  # (60000, 784) in [0, 1]
+    test, _ = aekit.datasets.mnist(path=str(folder), split="test")
     if quick:
         train, test = train[:10_000], test[:2_000]
     return train.astype(np.float32), test.astype(np.float32)
