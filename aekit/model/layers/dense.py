@@ -107,11 +107,19 @@ class Dense(Layer):
         -------
         tensor, shape (n, n_out)
         """
-        if x.dim() > 2:
-            x = x.flatten(1)
-        if self.pre_bias_of:  # the SAE recipe's pre-encoder bias: the decoder's output bias, subtracted
+        return torch.addmm(self.b, self.encoder_input(x), self.w)
+
+    def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The rows this layer multiplies by ``w``: ``x`` (n, n_in), an image batch flattened.
+
+        Less the SAE recipe's pre-encoder bias where it applies (``pre_bias_of``: the decoder whose
+        output bias is subtracted, see :mod:`aekit.model.sae_recipe`).  Every path that multiplies
+        this layer's input by ``w`` reads it through here, so the shift is never skipped.
+        """
+        x = x.flatten(1) if x.dim() > 2 else x
+        if self.pre_bias_of:
             x = x - self.pre_bias_of[0].b
-        return torch.addmm(self.b, x, self.w)
+        return x
 
 
 @register("tied")
