@@ -181,3 +181,19 @@ def test_auxk_needs_a_decoded_sparse_code_and_a_reachable_threshold_is_warned():
         warnings.simplefilter("always")
         sae().train(data(64), auxk=0.1, max_epochs=1, validate_every=0)
     assert any(issubclass(w.category, DeadLatentWarning) and "dead_after=10000000" in str(w.message) for w in caught)
+
+
+def test_the_sparse_top_k_path_feeds_the_tracker_and_the_recipe_alike():
+    # Runs once the sparse decoding path (aekit.model.sparse_decode, built beside this) is merged:
+    # its encoder replaces the code layer's forward pass, so it must shift the input and feed the tracker.
+    sparse_decode = pytest.importorskip("aekit.model.sparse_decode")
+    x = data(256) + 3.0
+    states = []
+    for mode in ("always", "never"):
+        with sparse_decode.sparse_mode(mode):
+            net = sae(64)
+            net.train(x, batch_size=32, max_epochs=3, validate_every=0, auxk=0.1, dead_after=100, learning_rate=1e-2)
+            states.append(net.graph.state_dict())
+    assert int(states[0]["layers.code.dead_latents.since_fired"].max()) > 100
+    for key, value in states[1].items():
+        torch.testing.assert_close(states[0][key], value, rtol=1e-4, atol=1e-5, msg=key)
