@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import r2_score
+from sklearn.metrics import explained_variance_score, r2_score
 
 import aekit
 from aekit.objective.metrics import METRICS, MetricBatch, build_metrics, compute_all, update_all
@@ -31,7 +31,23 @@ def by_hand(net, x):
         "r2": r2_score(x, recon, multioutput="variance_weighted"),
         "l0": (codes != 0).sum(axis=1).mean(),
         "dead_fraction": ((codes != 0).sum(axis=0) == 0).mean(),
+        "explained_variance": explained_variance_score(x, recon, multioutput="variance_weighted"),
+        "cosine": np.mean([a @ b / np.linalg.norm(a) / np.linalg.norm(b) for a, b in zip(x.astype(np.float64), recon)]),
+        "l2_ratio": np.mean(np.linalg.norm(recon, axis=1) / np.linalg.norm(x.astype(np.float64), axis=1)),
     }
+
+
+def test_density_is_each_units_firing_fraction():
+    from aekit.inspect.densities import density_histogram, firing_densities
+
+    net, x = model_and_data()
+    codes = net.feed_forward(x)["hid1:out"]
+    want = (codes != 0).mean(axis=0)
+    got = firing_densities(net, x)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    assert aekit.evaluate(net, x, metrics=["density"])["density"] == pytest.approx(want.mean(), rel=1e-12)
+    hist = density_histogram(np.r_[got, 0.0, 0.0], bins=5)
+    assert hist.dead == (want == 0).sum() + 2 and hist.counts.sum() + hist.dead == want.size + 2
 
 
 def test_evaluate_matches_independent_references():
@@ -50,7 +66,7 @@ def test_evaluate_matches_independent_references():
 @pytest.mark.parametrize("batch", [1, 7, 300])
 def test_figures_do_not_depend_on_the_batches(batch):
     net, x = model_and_data()
-    metrics = build_metrics(list(METRICS), list(net.graph.layers), net.code_layer)
+    metrics = build_metrics(sorted(set(METRICS.names()) - {"density"}), list(net.graph.layers), net.code_layer)
     graph = net.graph.eval()
     with torch.no_grad():
         for start in range(0, len(x), batch):

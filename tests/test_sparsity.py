@@ -100,3 +100,12 @@ def test_topk_in_a_conv_layer_counts_every_value_of_an_image():
 def test_bad_sparse_activations_are_named(activation, message):
     with pytest.raises(aekit.ConfigurationError, match=message):
         aekit.Autoencoder([8, (16, activation), 8])
+
+
+def test_a_topk_code_that_keeps_every_unit_is_refused():
+    from aekit.errors import ConfigurationError
+
+    for activation in ("topk:4", "batchtopk:9"):
+        with pytest.raises(ConfigurationError, match="K must be less than 4"):
+            aekit.Autoencoder([8, (4, activation), 8])
+    aekit.Autoencoder([8, (4, "topk:3"), 8])  # one unit left out is a sparse code

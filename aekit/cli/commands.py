@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import AekitError, ConfigurationError
-from .config import layers_from_config, parse_layers_arg, read_config
+from .config import layers_from_config, parse_layers_arg, read_config, unit_norm_decoder
 from .errors import UsageError
 from .files import (
     check_folder_output,
@@ -68,7 +68,7 @@ def _tie_decoder(layers: list[Any]) -> list[Any]:
 
 
 # Keys of `train` that shape the model rather than the training.
-_MODEL_KEYS = ("layers", "tied", "activation", "output_activation", "loss", "seed", "device")
+_MODEL_KEYS = ("layers", "tied", "unit_norm_decoder", "activation", "output_activation", "loss", "seed", "device")
 
 
 def _train_keys() -> list[str]:
@@ -135,6 +135,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     layers = settings.pop("layers")
     if settings.pop("tied", False):
         layers = _tie_decoder(layers)
+    if settings.pop("unit_norm_decoder", False):
+        layers = unit_norm_decoder(layers)
     model_kwargs = {
         "loss": settings.pop("loss", "mse"),
         "rng": settings.pop("seed", 13),

@@ -9,6 +9,7 @@ of the same name would check it (TOML has types, argparse converts strings), so
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -17,7 +18,14 @@ import numpy as np
 
 from ..errors import ConfigurationError, unknown_name_error
 
-__all__ = ["config_kinds", "layers_from_config", "load_config", "parse_layers_arg", "read_config"]
+__all__ = [
+    "config_kinds",
+    "layers_from_config",
+    "load_config",
+    "parse_layers_arg",
+    "read_config",
+    "unit_norm_decoder",
+]
 
 
 def parse_layers_arg(text: str) -> list[Any]:
@@ -48,8 +56,45 @@ def parse_layers_arg(text: str) -> list[Any]:
             raise ConfigurationError(f"--layers sizes must be positive, got {item!r} in {text!r}")
         if extra and any(not e for e in extra):
             raise ConfigurationError(f"--layers item {item!r} has an empty ':' part")
+        extra = _join_parametric(extra)
         layers.append((value, *extra) if extra else value)
     return layers
+
+
+def _join_parametric(parts: list[str]) -> list[str]:
+    """``['topk', '32']`` and ``['topk32']`` -> ``['topk:32']`` (a parametric activation and its K)."""
+    from ..model.activations import PARAMETRIC
+
+    out: list[str] = []
+    for part in parts:
+        match = re.fullmatch(r"([a-zA-Z_-]+?)(\d+)", part)
+        if out and part.isdigit() and out[-1].lower() in PARAMETRIC:
+            out[-1] = f"{out[-1]}:{part}"
+        elif match and match.group(1).lower() in PARAMETRIC:
+            out.append(f"{match.group(1)}:{match.group(2)}")
+        else:
+            out.append(part)
+    return out
+
+
+def unit_norm_decoder(layers: list[Any]) -> list[Any]:
+    """``--unit-norm-decoder``: the last layer as a dict spec with ``constraint='unit_norm'``.
+
+    Its size, form and activation are kept (an item such as ``(384, 'linear')`` becomes
+    ``dict(size=384, activation='linear', constraint='unit_norm')``).
+    """
+    from ..model.specs import FORMS
+
+    *rest, last = layers
+    if isinstance(last, dict):
+        return [*rest, {**last, "constraint": "unit_norm"}]
+    size, *extras = last if isinstance(last, tuple) else (last,)
+    spec: dict[str, Any] = {"size": size, "constraint": "unit_norm"}
+    for part in extras:
+        spec["form" if str(part).lower() in FORMS else "activation"] = part
+    if spec.get("form") == "tied":
+        raise ConfigurationError("--unit-norm-decoder needs a decoder of its own, not a tied one (--tied)")
+    return [*rest, spec]
 
 
 def layers_from_config(value: Any, label: str = "config key 'layers'") -> list[Any]:

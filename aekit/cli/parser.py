@@ -17,6 +17,7 @@ from ..errors import closest_name
 from . import commands
 from .config import config_kinds
 from .errors import UsageError
+from .evaluate import cmd_evaluate
 
 __all__ = ["build_parser"]
 
@@ -123,9 +124,17 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--valid", metavar="FILE", help="validation data file (or use --valid-split, not both)")
     g = p.add_argument_group("model")
     g.add_argument(
-        "--layers", help="sizes, input first: 784,64,784 (items SIZE[:ACTIVATION|:tied]; first may be CxHxW)"
+        "--layers",
+        help="sizes, input first: 784,64,784 (items SIZE[:ACTIVATION|:tied]; first may be CxHxW; "
+        "sparse codes as 3072:topk32 or 3072:topk:32)",
     )
     g.add_argument("--tied", action="store_true", default=None, help="decoder shares the encoder's weights")
+    g.add_argument(
+        "--unit-norm-decoder",
+        action="store_true",
+        default=None,
+        help="the output layer's weight rows (one per code unit) kept at norm 1 (sparse dictionaries)",
+    )
     g.add_argument("--activation", help="hidden activation (default relu)")
     g.add_argument("--output-activation", help="output activation (default linear)")
     g.add_argument("--loss", help="mse (default), mae, bce, kl, gll")
@@ -299,6 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
             "--output", "-o", required=True, help="folder to write index.html and its pictures into (made if missing)"
         )
         p.set_defaults(func=commands.cmd_report, cli_labels=_flag_labels(p))
+
+    p = sub.add_parser("evaluate", parents=common, help="exact metrics (fvu, l0, dead fraction, ...) over all of DATA")
+    p.add_argument("model", help="model file (or training checkpoint)")
+    p.add_argument("data", help=f"data to evaluate on: {_DATA_HELP}")
+    p.add_argument("--metrics", help="comma-separated metric names, e.g. fvu,l0:code (default: the model's)")
+    p.add_argument("--output", "-o", help="also write the figures to this .json file (not an input)")
+    p.set_defaults(func=cmd_evaluate, cli_labels=_flag_labels(p))
 
     p = sub.add_parser("info", parents=common, help="describe a model file or training checkpoint")
     p.add_argument("model", help="model file or training checkpoint")

@@ -21,6 +21,12 @@ Checks and their codes (thresholds are keyword arguments of :func:`diagnose`):
 ``dead-units``
     Hidden units whose output is constant over the data (range <= ``dead_tolerance``);
     layers that only pass values on (flatten, reshape, pool, upsample) are skipped.
+``dead-latents``, ``dense-latents``
+    For a sparse dictionary code (``topk``, ``batchtopk``, ``jumprelu``), latents that never
+    fire over every row of ``x`` (a warning from ``dead_latents_warning`` = 1% of the
+    latents, an error from ``dead_latents_error`` = 10%), and latents that fire on more than
+    ``dense_density`` (50%) of the rows (:mod:`aekit.inspect.sparse_checks`).  These layers
+    take these checks instead of ``dead-units``, which reads a sample.
 ``saturated-units``
     Bounded units (sigmoid, tanh, ...) within ``saturation_margin`` of their bounds
     on at least ``saturation_fraction`` of inputs.  Units whose bounds are (0, 1)
@@ -90,6 +96,7 @@ from .progress import (
     steps_finding,
     training_findings,
 )
+from .sparse_checks import sparse_code_layers, sparse_findings
 
 if TYPE_CHECKING:
     from ..autoencoder import Autoencoder
@@ -103,7 +110,7 @@ __all__ = ["Finding", "diagnose"]
 PASS_THROUGH_FORMS = ("flatten", "reshape", "pool", "upsample")
 
 # The findings whose remedies carry the diagnosis's advice on steps and learning rate.
-_PACED = ("collapsed-code", "mean-features", "dead-units", "saturated-units", "trivial-loss")
+_PACED = ("collapsed-code", "mean-features", "dead-units", "dead-latents", "saturated-units", "trivial-loss")
 
 
 def _finite_params(net) -> tuple[bool, list[str]]:
@@ -157,6 +164,9 @@ def diagnose(
     min_steps: int = MIN_STEPS,
     improving_rate: float = 0.005,
     improving_window: int = 10,
+    dead_latents_warning: float = 0.01,
+    dead_latents_error: float = 0.1,
+    dense_density: float = 0.5,
 ) -> list[Finding]:
     """Check a model and its data for the usual reasons an autoencoder does not learn.
 
@@ -204,6 +214,11 @@ def diagnose(
         ``still-improving`` when the training loss of the last ``improving_window``
         (10) epochs falls by more than ``improving_rate`` (0.005, i.e. 0.5%) of
         itself per epoch (least-squares slope).
+    dead_latents_warning, dead_latents_error : float
+        Fractions of a sparse code's latents, dead over all of ``x``, that make a
+        ``dead-latents`` warning (0.01) or error (0.1).
+    dense_density : float
+        ``dense-latents`` for latents firing on more than this fraction of ``x`` (0.5).
 
     Returns
     -------
@@ -229,6 +244,9 @@ def diagnose(
         ("order_correlation", order_correlation, -1, 1),
         ("label_runs", label_runs, 0, 1),
         ("improving_rate", improving_rate, 0, inf),
+        ("dead_latents_warning", dead_latents_warning, 0, 1),
+        ("dead_latents_error", dead_latents_error, 0, 1),
+        ("dense_density", dense_density, 0, 1),
     ):
         number(key, value, low, high)
     if isinstance(x, (list, tuple)) and getattr(net, "weighted", False) and len(x) == 2:
@@ -307,9 +325,13 @@ def diagnose(
     if same_shape:
         model += check_mean(net, target, recon, mean_variance_ratio, mean_offset, mean_cosine)
     specs = {spec.name: spec for spec in net.specs}
-    troubled = 0  # dead or saturated units
+    sparse = sparse_code_layers(net)
+    sparse_found, troubled = sparse_findings(net, x, shape[0], dead_latents_warning, dead_latents_error, dense_density)
+    model += sparse_found
     for name in graph.hidden_names:
         spec = specs[name]
+        if name in sparse:
+            continue  # read over all of x by the sparse checks, above
         if spec.form in PASS_THROUGH_FORMS and output_range(spec.activation) == (-math.inf, math.inf):
             continue
         values = unit_columns(outputs[f"{name}:out"])

@@ -16,14 +16,14 @@ import torch
 
 from ..data.sources import is_streamable
 from ..model.inference import INFERENCE_BATCH
-from ..objective.metrics import MetricBatch, build_metrics, compute_all, update_all
+from ..objective.metrics import Metric, MetricBatch, build_metrics, compute_all, update_all
 
 if TYPE_CHECKING:
     from ..autoencoder import Autoencoder
 
-__all__ = ["DEFAULT_METRICS", "default_metrics", "evaluate"]
+__all__ = ["DEFAULT_METRICS", "default_metrics", "evaluate", "run_metrics"]
 
-DEFAULT_METRICS = ("mse", "fvu", "r2")
+DEFAULT_METRICS = ("mse", "fvu", "r2", "explained_variance", "cosine", "l2_ratio")
 
 
 def default_metrics(net: Autoencoder) -> list[str]:
@@ -63,11 +63,30 @@ def evaluate(net: Autoencoder, x: Any, w: Any = None, metrics: Sequence[str] | N
     >>> import numpy as np, aekit
     >>> net = aekit.Autoencoder([8, (4, 'relu'), (8, 'tied')], rng=0)
     >>> sorted(aekit.evaluate(net, np.ones((10, 8), 'float32')))
-    ['dead_fraction', 'fvu', 'l0', 'mse', 'r2']
+    ['cosine', 'dead_fraction', 'explained_variance', 'fvu', 'l0', 'l2_ratio', 'mse', 'r2']
     """
-    net._check_outputs_exist()
     names = default_metrics(net) if metrics is None else metrics
     chosen = build_metrics(names, list(net.graph.layers), net.code_layer)
+    return compute_all(run_metrics(net, x, chosen, w))
+
+
+@torch.inference_mode()
+def run_metrics(net: Autoencoder, x: Any, chosen: dict[str, Metric], w: Any = None) -> dict[str, Metric]:
+    """Reset ``chosen`` and update it with every row of ``x``, in eval mode; returns ``chosen``.
+
+    For figures beyond a metric's ``compute()`` (e.g. :meth:`~aekit.objective.reconstruction.Density.per_unit`).
+
+    Parameters
+    ----------
+    net : Autoencoder
+    x : array-like or streamable, shape (n, *input_shape)
+    chosen : dict of str to Metric
+        As :func:`aekit.objective.metrics.build_metrics` makes them.
+    w : array-like, optional, shape like ``x``
+    """
+    net._check_outputs_exist()
+    for metric in chosen.values():
+        metric.reset()
     graph, checker = net.graph, net.input_checker
     output = graph.output_name
     was_training = graph.training
@@ -85,7 +104,7 @@ def evaluate(net: Autoencoder, x: Any, w: Any = None, metrics: Sequence[str] | N
                 update_all(chosen, MetricBatch(outputs, target, batch_weight, output))
     finally:
         graph.train(was_training)
-    return compute_all(chosen)
+    return chosen
 
 
 def _raw_blocks(net: Autoencoder, x: Any, w: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:

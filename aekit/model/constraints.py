@@ -21,7 +21,7 @@ import torch
 
 from ..registry import Registry
 
-__all__ = ["CONSTRAINTS", "UnitNorm", "normalize_rows_", "remove_parallel_gradient"]
+__all__ = ["CONSTRAINTS", "UnitNorm", "normalize_rows_", "remove_parallel_gradient", "remove_parallel_gradient_"]
 
 _EPS = 1e-12  # a row of zeros stays zero instead of becoming NaN
 
@@ -39,8 +39,18 @@ def remove_parallel_gradient(w: torch.Tensor, grad: torch.Tensor) -> torch.Tenso
     tensor, shape (n_in, n_out)
         ``g_i - (g_i . u_i) u_i`` with ``u_i = w_i / ||w_i||``, so that ``(result_i . w_i) = 0``.
     """
-    unit = w / w.norm(dim=1, keepdim=True).clamp_min(_EPS)
-    return grad - (grad * unit).sum(dim=1, keepdim=True) * unit
+    return remove_parallel_gradient_(w, grad.clone())
+
+
+def remove_parallel_gradient_(w: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """:func:`remove_parallel_gradient` in place on ``grad`` (returned).
+
+    ``g_i - ((g_i . w_i) / |w_i|^2) w_i``: three passes over the matrix and no temporary
+    of its size (a sparse autoencoder's decoder is large, and this runs every step).
+    """
+    dots = torch.bmm(grad.unsqueeze(1), w.unsqueeze(2)).view(-1)  # row by row, without a product matrix
+    coefficient = dots.div_(torch.linalg.vector_norm(w, dim=1).square_().clamp_min_(_EPS * _EPS))
+    return grad.addcmul_(w, coefficient.unsqueeze(1), value=-1)
 
 
 def normalize_rows_(w: torch.Tensor) -> torch.Tensor:
@@ -60,7 +70,7 @@ class UnitNorm:
     def project_gradient(self, w: torch.nn.Parameter) -> None:
         """Remove from ``w.grad`` its component along each row of ``w`` (no-op without a gradient)."""
         if w.grad is not None:
-            w.grad.copy_(remove_parallel_gradient(w, w.grad))
+            remove_parallel_gradient_(w, w.grad)
 
     @torch.no_grad()
     def apply(self, w: torch.nn.Parameter) -> None:

@@ -74,15 +74,16 @@ class DeadLatents(nn.Module):
 
     @torch.no_grad()
     def observe_active(self, values: torch.Tensor, indices: torch.Tensor) -> None:
-        """:meth:`observe` for a code given as its active latents: ``values`` and ``indices`` (n, k).
+        """The same as :meth:`hook` for a code given by its active latents (the sparse top-k path).
 
-        For a forward pass that never makes the dense code (a sparse decoding path): it must be
-        called, in training, wherever such a path replaces the code layer's own forward pass.
+        Parameters
+        ----------
+        values, indices : tensor, shape (n, k)
+            Each example's kept values and their latents; a kept value of 0 did not fire.
         """
-        size = self.since_fired.numel()
-        fired = torch.zeros(size + 1, dtype=torch.float64, device=values.device)
+        fired = torch.zeros(self.since_fired.shape[0] + 1, dtype=torch.float64, device=values.device)
         fired[indices[values.detach() != 0]] = 1.0
-        fired[size] = values.shape[0]
+        fired[-1] = values.shape[0]
         self._pending = fired
 
     @torch.no_grad()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, ItemsView, Mapping, Sequence, ValuesView
+from collections.abc import Callable, ItemsView, Iterator, Mapping, Sequence, ValuesView
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -12,6 +12,7 @@ from torch import nn
 from ..errors import AekitError, ConfigurationError, ModelFileError
 from . import sae_recipe
 from .layers import Layer, LayerOutput, build_layer, layer_seed
+from .sparse_decode import SparseCode, sparse_pairs
 from .specs import LayerSpec
 
 __all__ = ["Graph", "GraphOutputs", "resolve_device"]
@@ -31,15 +32,64 @@ else:
 class GraphOutputs(dict):
     """Every layer's outputs by ``'name:pre'`` / ``'name:out'`` / ``'name:extra'``, plus the layers' loss terms.
 
+    A top-k code that took the sparse path (:mod:`aekit.model.sparse_decode`) is kept as
+    its active latents in ``codes``; its ``'name:out'`` is made dense (differentiably) the
+    first time something reads it, by any of the dict's ways of reading.
+
     Attributes
     ----------
     terms : dict of str to tensor
         Loss terms layers own, by ``'name.key'`` (scalars, already weighted).
+    codes : dict of str to SparseCode
+        The sparse codes by layer name.
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.terms: dict[str, torch.Tensor] = {}
+        self.codes: dict[str, SparseCode] = {}
+
+    def add_code(self, name: str, pre: torch.Tensor, code: SparseCode) -> None:
+        """Store layer ``name``'s pre-activation and sparse code; its ``'name:out'`` is dense on demand."""
+        self[f"{name}:pre"] = pre
+        self.codes[name] = code
+        super().__setitem__(f"{name}:out", _DENSE_ON_DEMAND)
+
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        if value is _DENSE_ON_DEMAND:
+            value = self.codes[key.rsplit(":", 1)[0]].dense()
+            super().__setitem__(key, value)
+        return value
+
+    # Every way of reading a dict goes through __getitem__ (overriding __iter__ also makes dict(outputs)
+    # and {**outputs} read key by key), so no reader ever sees the placeholder.
+    def __iter__(self) -> Iterator[str]:
+        return super().__iter__()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``self[key]`` if there is one, else ``default``."""
+        return self[key] if key in self else default
+
+    def items(self) -> list[tuple[str, Any]]:  # type: ignore[override]
+        """Every ``(key, value)``, sparse codes made dense."""
+        return [(key, self[key]) for key in self]
+
+    def values(self) -> list[Any]:  # type: ignore[override]
+        """Every value, sparse codes made dense."""
+        return [self[key] for key in self]
+
+    def copy(self) -> dict[str, Any]:
+        """A plain dict of every value, sparse codes made dense."""
+        return dict(self.items())
+
+    def pop(self, key: str, *default: Any) -> Any:
+        """Remove ``key`` and return its value (made dense), or ``default``."""
+        if key in self:
+            value = self[key]
+            del self[key]
+            return value
+        return super().pop(key, *default)
 
     def add(self, name: str, record: LayerOutput) -> torch.Tensor:
         """Store layer ``name``'s record; returns its output."""
@@ -50,6 +100,9 @@ class GraphOutputs(dict):
         for key, value in record.terms.items():
             self.terms[f"{name}.{key}"] = value
         return record.out
+
+
+_DENSE_ON_DEMAND = object()  # the placeholder of a sparse code's 'name:out' until it is read
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -187,10 +240,18 @@ class Graph(nn.Module):
             layer reads it (the training objective's hidden noise and dropout).
         """
         outputs = GraphOutputs({f"{self.input_name}:out": x})
+        # Top-k encoders feeding dense decoders: encoded and decoded from the active latents only.
+        pairs = sparse_pairs(self.layers, self.sources, stop, corrupt or ())
         for name, source in self.sources.items():
-            out = outputs.add(name, self.layers[name](outputs[f"{source}:out"]))
-            if corrupt is not None and name in corrupt:
-                outputs[f"{name}:out"] = corrupt[name](out)
+            layer = self.layers[name]
+            code = outputs.codes.get(source) if pairs.get(source) == name else None
+            if name in pairs:  # not corrupted (sparse_pairs): its dense output is made only if read
+                outputs.add_code(name, *layer.encode_sparse(outputs[f"{source}:out"]))  # type: ignore[operator]
+            else:
+                record = layer(outputs[f"{source}:out"]) if code is None else layer.decode_sparse(code)  # type: ignore[operator]
+                out = outputs.add(name, record)
+                if corrupt is not None and name in corrupt:
+                    outputs[f"{name}:out"] = corrupt[name](out)
             if name == stop:
                 break
         return outputs

@@ -139,3 +139,21 @@ def parse_k(family: str, argument: str) -> int:
     if not argument.isdigit() or int(argument) < 1:
         raise ConfigurationError(f"activation '{family}:K' needs a positive integer K, got {family}:{argument}")
     return int(argument)
+
+
+def check_code_size(activation: str, units: int, layer: str) -> None:
+    """Refuse a top-k code that keeps every unit: ``K`` must be below the layer's number of units.
+
+    Raises
+    ------
+    ConfigurationError
+        For ``'topk:K'`` or ``'batchtopk:K'`` with ``K >= units`` (the code would not be sparse,
+        and the layer trains as a plain relu layer without saying so).
+    """
+    for part in activation.split("+"):
+        family, _, argument = part.partition(":")
+        if family.lower() in ("topk", "batchtopk") and argument.isdigit() and int(argument) >= units:
+            raise ConfigurationError(
+                f"layer {layer!r}: activation {part!r} keeps {argument} of its {units} units, so every unit; "
+                f"K must be less than {units} for a sparse code"
+            )

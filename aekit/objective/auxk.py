@@ -11,10 +11,13 @@ that the output layer decodes:
 3. ``e_hat`` -- those values decoded through the decoder's weight *without* its output
    bias (the residual has no offset to restore; adding the bias again is the bug of
    sparsify issue #132);
-4. ``auxk = COEF * mse(e_hat, e) / mse(mean(e), e)``: the squared error normalised by
-   the residual's variance over the batch, OpenAI ``sparse_autoencoder``'s
-   ``normalized_mse`` (it adds the pre-bias to both sides, which cancels).  Zero when no
-   latent is dead (then skipped: whether one is costs one host sync per step).
+4. ``auxk = COEF * mse(e_hat, e) / mse(mean(e), e) * mse(mean(x), x)``: the squared error
+   normalised by the residual's variance over the batch, OpenAI ``sparse_autoencoder``'s
+   ``normalized_mse`` (it adds the pre-bias to both sides, which cancels), times the batch's
+   variance of ``x`` (detached).  That last factor puts the term in the units of aekit's
+   ``mse`` loss: ``loss / var(x)`` is then the paper's ``normalized_mse + COEF * auxk``, so
+   COEF weighs the two as the paper's ``1/32`` does, whatever the scale of the data.  Zero
+   when no latent is dead (then skipped: whether one is costs one host sync per step).
 
 ``auxk_k`` defaults to 512, the paper's ``k_aux`` (a power of two near ``d_model / 2``
 for its models); ``dead_after`` (default 10,000,000 examples) says when a latent is
@@ -102,7 +105,9 @@ def auxk_term(batch: PenaltyInput) -> torch.Tensor | None:
         if not bool(dead.any()):  # one host sync per step; no top-k over every latent while none is dead
             continue
         pre = batch.outputs[f"{name}:pre"].flatten(1)
-        value = value + regs.auxk * auxk_loss(pre, dead, decoder_weight(decoder), residual, regs.auxk_k)
+        target = batch.target.flatten(1)
+        scale = (target - target.mean(dim=0)).square().mean().detach()  # the main mse's units (docstring)
+        value = value + regs.auxk * scale * auxk_loss(pre, dead, decoder_weight(decoder), residual, regs.auxk_k)
     return torch.as_tensor(value)
 
 

@@ -30,6 +30,7 @@ from torch import nn
 from ...errors import ConfigurationError, DataError
 from ...registry import Registry
 from .. import activations
+from ..sparsity import check_code_size
 from ..specs import FORMS, FormOptions, LayerSpec, register_form
 
 __all__ = [
@@ -249,7 +250,9 @@ def build_layer(spec: LayerSpec, input_shape: tuple[int, ...], built: dict[str, 
         return partner.tied_class(spec, input_shape, partner)
     if spec.form not in LAYERS:
         raise ConfigurationError(f"layer {spec.name!r}: form {spec.form!r} is not available")
-    return LAYERS[spec.form](spec, input_shape)
+    layer = LAYERS[spec.form](spec, input_shape)
+    check_code_size(spec.activation, _numel(layer.output_shape), spec.name)
+    return layer
 
 
 @register("input")

@@ -9,8 +9,10 @@ from torch import nn
 
 from ...errors import ConfigurationError
 from ..constraints import CONSTRAINTS
+from ..sparse_decode import SparseCode, SparseDecode, TopKEncode
+from ..sparsity import TopK
 from ..specs import LayerSpec
-from .base import Layer, _init_bias, _numel, default_std, random_matrix, register
+from .base import Layer, LayerOutput, _init_bias, _numel, default_std, random_matrix, register
 
 if TYPE_CHECKING:
     from ..sae_recipe import Recipe
@@ -112,14 +114,53 @@ class Dense(Layer):
     def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
         """The rows this layer multiplies by ``w``: ``x`` (n, n_in), an image batch flattened.
 
-        Less the SAE recipe's pre-encoder bias where it applies (``pre_bias_of``: the decoder whose
-        output bias is subtracted, see :mod:`aekit.model.sae_recipe`).  Every path that multiplies
-        this layer's input by ``w`` reads it through here, so the shift is never skipped.
+        Both the dense path (:meth:`transform`) and the sparse one (:meth:`encode_sparse`) read
+        their input through here, so a shift of the input belongs here.
         """
-        x = x.flatten(1) if x.dim() > 2 else x
-        if self.pre_bias_of:
+        if x.dim() > 2:
+            x = x.flatten(1)
+        if self.pre_bias_of:  # the SAE recipe's pre-encoder bias: the decoder's output bias, subtracted
             x = x - self.pre_bias_of[0].b
         return x
+
+    # ------------------------------------------------------------------ the sparse path of top-k codes
+    @property
+    def sparse_k(self) -> int | None:
+        """``K`` when this layer can give its code as a :class:`~aekit.model.sparse_decode.SparseCode`.
+
+        That is when its activation is exactly a stateless ``'topk:K'`` and there is no batch
+        norm or overridden :meth:`transform`; None otherwise (the dense path).
+        """
+        parts = self.activation.parts
+        if self.norm is not None or len(parts) != 1 or type(self).transform is not Dense.transform:
+            return None
+        module = self.activation.modules_by_part["0"] if "0" in self.activation.modules_by_part else None
+        if type(module) is not TopK or next(module.buffers(), None) is not None:
+            return None
+        return module.k
+
+    @property
+    def reads_sparse_codes(self) -> bool:
+        """True when :meth:`decode_sparse` gives what :meth:`forward` gives on the dense code."""
+        return self.norm is None and type(self).transform is Dense.transform
+
+    def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, SparseCode]:
+        """The pre-activation (n, n_out) and the top-``K`` code of ``x`` as its active latents.
+
+        The same values as :meth:`forward` (see :mod:`aekit.model.sparse_decode`).
+        """
+        k = self.sparse_k
+        assert k is not None  # the graph asks only layers that have one
+        values, indices, pre = TopKEncode.apply(self.encoder_input(x), self.w, self.b, k)
+        tracker = self._modules.get("dead_latents")  # fed by a forward hook on the dense path
+        if tracker is not None and self.training:
+            tracker.observe_active(values, indices)  # type: ignore[operator]
+        return pre, SparseCode(values, indices, self.n_out)
+
+    def decode_sparse(self, code: SparseCode) -> LayerOutput:
+        """What :meth:`forward` returns for ``code.dense()``, from the active latents only."""
+        pre = SparseDecode.apply(code.values, code.indices, self.w, self.b)
+        return LayerOutput(pre, self.activation(pre))
 
 
 @register("tied")
