@@ -107,6 +107,21 @@ def test_the_tracker_counts_examples_and_resets_latents_that_fired():
     assert tracker.dead_mask(5).tolist() == [True, False, False, True]
 
 
+def test_a_code_given_by_its_active_latents_counts_the_same():
+    rng = np.random.default_rng(0)
+    values = torch.tensor(np.maximum(rng.normal(size=(6, 3)), 0))
+    indices = torch.tensor(np.sort(rng.choice(10, size=(6, 3)), axis=1))
+    dense = torch.zeros(6, 10, dtype=torch.float64).scatter(1, indices, values)
+    a, b = DeadLatents(10), DeadLatents(10)
+    a.since_fired.fill_(5)
+    b.since_fired.fill_(5)
+    a.observe(dense)
+    b.observe_active(values, indices)
+    a.commit()
+    b.commit()
+    assert torch.equal(a.since_fired, b.since_fired) and int(a.since_fired.max()) == 11
+
+
 def test_training_counts_every_example_for_a_latent_that_never_fires():
     net = sae()
     with torch.no_grad():

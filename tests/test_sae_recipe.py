@@ -129,3 +129,13 @@ def test_a_forced_pre_bias_takes_autograds_path_not_the_hand_derived_step():
     x = acts(64)
     pre = torch.from_numpy(x - 3.0) @ net.graph.layers["hid1"].w + net.graph.layers["hid1"].b
     torch.testing.assert_close(torch.from_numpy(net.feed_forward(x)["hid1:pre"]), pre.detach())
+
+
+def test_streamed_data_start_the_bias_from_their_first_rows(tmp_path):
+    x = acts(5000)
+    x[4096:] += 100.0  # rows past the first 4096 must not count
+    stored = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=x.shape)
+    stored[:] = x
+    net = sae(bias_init="mean")
+    net.train(np.load(tmp_path / "x.npy", mmap_mode="r"), max_epochs=0)
+    np.testing.assert_allclose(net.graph.layers["out"].b.detach().numpy(), x[:4096].mean(axis=0), rtol=1e-5)

@@ -63,9 +63,14 @@ class DeadLatents(nn.Module):
     def hook(self, module: nn.Module, args: Any, output: Any) -> None:
         """A forward hook of the code layer: remember which latents fired in a training forward pass."""
         if module.training:
-            codes = output.out.detach().flatten(1)
-            fired = (codes != 0).any(dim=0).to(torch.float64)
-            self._pending = torch.cat([fired, fired.new_full((1,), codes.shape[0])])
+            self.observe(output.out)
+
+    @torch.no_grad()
+    def observe(self, codes: torch.Tensor) -> None:
+        """Remember which latents of ``codes`` (n, size) are non-zero, to be counted at the next step."""
+        codes = codes.detach().flatten(1)
+        fired = (codes != 0).any(dim=0).to(torch.float64)
+        self._pending = torch.cat([fired, fired.new_full((1,), codes.shape[0])])
 
     @torch.no_grad()
     def observe_active(self, values: torch.Tensor, indices: torch.Tensor) -> None:
