@@ -10,7 +10,7 @@ seed, data, batch size, learning rate and number of epochs:
   test images; the decoder directions are drawn as ``docs/sae_mnist_decoder.png``.
 * **synthetic superposition**: 256 random unit directions in 64-d, each active with
   probability 4/256 at a magnitude drawn from U(0.5, 1.5) (so ~4 features per example);
-  a 256-latent k=8 dictionary should find each one: for every true feature the best cosine
+  a 256-latent k=4 dictionary should find each one: for every true feature the best cosine
   with a decoder direction, averaged over features ("mean max cosine").
 
 The **reference** is OpenAI's TopK recipe (Gao et al. 2024) written plainly below in ~80
@@ -231,21 +231,21 @@ def recovery(net_or_dec, true: np.ndarray) -> float:
 
 
 def run_superposition(quick: bool) -> dict:
+    """256 latents with k=4 (about as many as are active) on the known 256 directions."""
     x, true = superposition(20_000 if quick else 60_000)
     train, test = x[:-5000], x[-5000:]
-    out = {}
-    for label, code_options, options in VARIANTS[:1]:
-        net = sae(64, 256, 8, 0, **code_options)
-        net.train(train, batch_size=256, learning_rate=1e-3, max_epochs=5 if quick else 20, patience=None,
-                  validate_every=0, dead_after=len(train) // 2, **options)  # fmt: skip
-        codes = net.encode(test)
-        out = {
-            "model": label,
-            "mean_max_cosine": recovery(net.find("out", "w").detach().numpy(), true),
-            "dead": float(((codes != 0).sum(0) == 0).mean()),
-            "fvu": figures(test, net.predict(test).astype(np.float64), codes)["fvu"],
-        }
-    return out
+    label, code_options, options = VARIANTS[0]
+    net = sae(64, 256, 4, 0, **code_options)
+    net.train(train, batch_size=256, learning_rate=3e-3, max_epochs=10, patience=None,
+              validate_every=0, dead_after=len(train) // 2, **options)  # fmt: skip
+    codes = net.encode(test)
+    return {
+        "model": label,
+        "setting": f"256 latents, k=4, batch 256, Adam lr 3e-3, 10 epochs of {len(train):,} rows",
+        "mean_max_cosine": recovery(net.find("out", "w").detach().numpy(), true),
+        "dead": float(((codes != 0).sum(0) == 0).mean()),
+        "fvu": figures(test, net.predict(test).astype(np.float64), codes)["fvu"],
+    }
 
 
 def run() -> dict:
@@ -293,8 +293,8 @@ def to_markdown(result: dict) -> str:
         ]
     s = result["superposition"]
     lines += [
-        f"**Synthetic superposition** (256 known directions in 64-d, ~4 active per example; 256 latents, k=8, "
-        f"{s['model']}): mean max cosine {s['mean_max_cosine']:.3f} (target >= 0.95), dead {s['dead']:.1%} "
+        f"**Synthetic superposition** (256 known directions in 64-d, ~4 active per example; {s['setting']}, "
+        f"{s['model']}), over 5,000 held-out rows: mean max cosine {s['mean_max_cosine']:.3f} (target >= 0.95), dead {s['dead']:.1%} "
         f"(target <= 5%), FVU {s['fvu']:.4f}.",
     ]
     return "\n".join(lines)
