@@ -294,7 +294,8 @@ def to_markdown(result: dict) -> str:
     s = result["superposition"]
     lines += [
         f"**Synthetic superposition** (256 known directions in 64-d, ~4 active per example; {s['setting']}, "
-        f"{s['model']}), over 5,000 held-out rows: mean max cosine {s['mean_max_cosine']:.3f} (target >= 0.95), dead {s['dead']:.1%} "
+        f"{s['model']}), over 5,000 held-out rows: mean max cosine {s['mean_max_cosine']:.3f} (target >= 0.95), "
+        f"dead {s['dead']:.1%} "
         f"(target <= 5%), FVU {s['fvu']:.4f}.",
     ]
     return "\n".join(lines)
