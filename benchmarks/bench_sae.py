@@ -257,14 +257,14 @@ def run() -> dict:
     else:
         n_latents = 3072
         lr = 2e-4 / math.sqrt(n_latents / 2**14)  # sparsify's default scaling with the dictionary size
-        result["comparisons"].append(compare("minilm-acts", *data, n_latents, 32, 1024, 2 if quick else 8, lr))
+        result["comparisons"].append(compare("minilm-acts", *data, n_latents, 32, 1024, 2 if quick else 5, lr))
     data = mnist(quick)
     if data is None:
         result["comparisons"].append({"name": "MNIST", "skipped": "../shared/data/mnist is absent"})
     else:
         picture = ROOT / "docs" / "sae_mnist_decoder.png"
         result["comparisons"].append(
-            compare("MNIST pixels", *data, 1024, 32, 1024, 2 if quick else 10, 1e-3, picture=picture)
+            compare("MNIST pixels", *data, 1024, 32, 1024, 2 if quick else 5, 1e-3, picture=picture)
         )
     result["superposition"] = run_superposition(quick)
     return result
