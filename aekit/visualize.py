@@ -6,6 +6,7 @@ The functions live in :mod:`aekit.inspect.features` (what units learned),
 re-exports them under their old path.
 """
 
+from .inspect.densities import plot_densities
 from .inspect.features import feature_images, save_features, save_top_inputs, top_inputs
 from .inspect.pictures import MAX_PIXELS as MAX_PIXELS
 from .inspect.pictures import _figure_bytes as _figure_bytes
@@ -17,6 +18,7 @@ __all__ = [
     "image_shape",
     "plot_activations",
     "plot_codes",
+    "plot_densities",
     "plot_history",
     "plot_reconstructions",
     "save_features",

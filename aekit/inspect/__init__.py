@@ -8,9 +8,13 @@ The functions are public as :mod:`aekit.visualize`, :func:`aekit.diagnose` and :
 The unit browser: :func:`browse` writes an interactive page with a card per unit
 (:mod:`~aekit.inspect.browser`), and :func:`top_activations` gives the rows that activate each
 unit most, in one streamed pass (:mod:`~aekit.inspect.unit_scan`).
+
+Sparse dictionaries: :func:`firing_densities` (each latent's firing density over all rows) and
+their log-density histogram (:mod:`~aekit.inspect.densities`).
 """
 
 from .browser import browse
+from .densities import density_histogram, firing_densities, plot_densities
 from .unit_scan import top_activations
 
-__all__ = ["browse", "top_activations"]
+__all__ = ["browse", "density_histogram", "firing_densities", "plot_densities", "top_activations"]
