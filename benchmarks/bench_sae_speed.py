@@ -182,8 +182,10 @@ def sae_lens_step(d: int, latents: int, k: int):
 
     def step(x):
         optimizer.zero_grad(set_to_none=True)
-        inp = TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=None, n_training_steps=0, is_logging_step=False)
-        loss = sae.training_forward_pass(inp).loss
+        batch = TrainStepInput(
+            sae_in=x, coefficients={}, dead_neuron_mask=None, n_training_steps=0, is_logging_step=False
+        )
+        loss = sae.training_forward_pass(batch).loss
         loss.backward()
         optimizer.step()
         return loss.detach()
@@ -328,6 +330,40 @@ def correctness(cfg: dict) -> float:
     return max(float((a.detach() - b.detach()).abs().max()) for a, b in zip(ours, reference.params))
 
 
+def crossover(cfg: dict, ratios: tuple[int, ...] = (2, 4, 8, 16, 32, 64)) -> dict[int, float]:
+    """aekit's sparse step's speed-up over its dense one, by latents per active one (``L / k``), in this process.
+
+    At ``cfg``'s d, k and batch; for each ratio a model of ``ratio * k`` latents, both paths alternated
+    (median of ``cfg['rounds']`` rounds of ``cfg['steps']`` steps).  Where the speed-up crosses 1 is where
+    ``aekit.model.sparse_decode.AUTO_RATIO`` belongs.
+    """
+    import torch
+
+    from aekit.model.sparse_decode import sparse_mode
+
+    d, k, batch = cfg["d"], cfg["k"], cfg["batch"]
+    x = torch.randn(batch, d, generator=torch.Generator().manual_seed(0))
+    result = {}
+    for ratio in ratios:
+        steps = {}
+        for mode in ("always", "never"):
+            with sparse_mode(mode):
+                steps[mode] = aekit_step(d, ratio * k, k)[0]
+                for _ in range(2):
+                    _wait(steps[mode](x))
+        times: dict[str, list[float]] = {"always": [], "never": []}
+        for round_ in range(cfg["rounds"]):
+            for mode in ("always", "never") if round_ % 2 == 0 else ("never", "always"):
+                with sparse_mode(mode):
+                    started = time.perf_counter()
+                    for _ in range(cfg["steps"]):
+                        loss = steps[mode](x)
+                    _wait(loss)
+                    times[mode].append(time.perf_counter() - started)
+        result[ratio] = statistics.median(times["never"]) / statistics.median(times["always"])
+    return result
+
+
 def run(cfg: dict | None = None) -> dict:
     """Tokens/s (median of alternated rounds) and peak memory increase of a step, per framework."""
     cfg = cfg or config()
@@ -365,6 +401,7 @@ def run(cfg: dict | None = None) -> dict:
         "seconds": seconds,
         "versions": versions,
         "max_param_difference_after_one_step": correctness(cfg),
+        "sparse_over_dense_by_latents_per_active": crossover(cfg),
         "threads": os.environ.get("AEKIT_BENCH_THREADS") or "torch's default",
         "load_average_at_start": load,
     }
@@ -394,7 +431,11 @@ def to_markdown(result: dict) -> str:
             f"| {labels[name]} | {value:,.0f} | {result['aekit_speedup'][name]:.2f}x | "
             f"{result['peak_memory_increase_mb'][name]:,.0f} | {versions} |"
         )
+    ratios = result["sparse_over_dense_by_latents_per_active"]
     lines += [
+        "",
+        f"aekit's sparse step over its dense step, by latents per active one (L / k, k={cfg['k']}, this process, "
+        f"torch's default threads): " + ", ".join(f"{ratio}: {value:.2f}x" for ratio, value in ratios.items()),
         "",
         f"aekit and the reference after one step from the same weights on the same batch: parameters differ by at "
         f"most {result['max_param_difference_after_one_step']:.2e}.",

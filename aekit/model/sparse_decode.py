@@ -269,8 +269,12 @@ def code_weight_grad(
     n, k = indices.shape
     if inputs.device.type in CSR_DEVICES:
         # Row l of the result is a bag: the inputs of the examples that chose latent l, weighted by grad.
-        latents, order = indices.reshape(-1).sort()
-        bags = torch.searchsorted(latents, torch.arange(size, device=latents.device))
+        # Sorted as float64 (exact below 2**53): torch's parallel sort of int64 on a CPU took 100 times longer
+        # (170 ms against 1.7 ms for 32768 keys, two threads on a busy machine).
+        flat = indices.reshape(-1)
+        order = flat.to(torch.float64).sort().indices
+        counts = torch.bincount(flat, minlength=size)
+        bags = counts.cumsum(0).sub_(counts)  # where each latent's bag starts in the sorted order
         examples = torch.div(order, k, rounding_mode="floor")
         weights = grad.reshape(-1)[order].to(inputs.dtype)
         out = F.embedding_bag(examples, inputs, bags, mode="sum", per_sample_weights=weights)
