@@ -65,8 +65,9 @@ __all__ = [
     "topk_encode",
 ]
 
-# Below this many latents per active one the dense path is as fast (measured on this project's CPUs at
-# d=768, batch 1024: see README's SAE section); from it on, the sparse path is faster.
+# Latents per active one from which the sparse path is taken by default.  aekit's sparse training step over its
+# dense one at d=768, k=32, batch 1024, one CPU thread (benchmarks/bench_sae_speed.py's crossover): 0.98x at 8,
+# 1.26x at 16, 1.58x at 32, 2.13x at 128.
 AUTO_RATIO = 16
 MODES = ("auto", "always", "never")
 _ENV = "AEKIT_SPARSE_DECODE"
