@@ -145,9 +145,9 @@ def sparse_pairs(
     An encoder qualifies when its ``sparse_k`` is set (a dense layer whose activation is
     exactly a stateless ``'topk:K'``, no batch norm), a decoder when it
     ``reads_sparse_codes`` (a dense layer without batch norm); and the mode allows it
-    (:func:`wanted`).  Not under ``torch.compile`` or autocast (dense there), not when the
-    forward pass stops at the encoder (``encode``), not when training noise or dropout
-    changes the code the decoder reads.
+    (:func:`wanted`).  Not under ``torch.compile``, autocast or ``torch.func`` transforms
+    (dense there), not when the forward pass stops at the encoder (``encode``), not when
+    training noise or dropout changes the code the decoder reads.
 
     Parameters
     ----------
@@ -163,7 +163,9 @@ def sparse_pairs(
     dict of str to str
     """
     autocast = torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda")
-    if torch.compiler.is_compiling() or autocast or get_mode() == "never":
+    # torch.func transforms (a contractive penalty's per-example Jacobians) have no rule for these Functions.
+    transformed = torch._C._are_functorch_transforms_active()
+    if torch.compiler.is_compiling() or autocast or transformed or get_mode() == "never":
         return {}
     pairs = {}
     for name, source in sources.items():
