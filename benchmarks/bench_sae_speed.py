@@ -23,14 +23,17 @@ rounds' tokens per second (a token is one row of the batch).
 
 Peak memory increase of a step: each framework in a fresh process with glibc's
 mmap threshold pinned at 64 KiB (``MALLOC_MMAP_THRESHOLD_``: a freed tensor leaves
-the resident set at once), two warm-up steps, then the kernel's resident-memory
-high-water mark is reset (``/proc/self/clear_refs``) and two more steps run: the
-figure is that high-water mark (``VmHWM``) minus the resident memory before them
-(``VmRSS``).  It counts every allocation, torch's included (tracemalloc sees none
+the resident set at once), two warm-up steps, then the gradients are freed, the
+kernel's resident-memory high-water mark is reset (``/proc/self/clear_refs``) and
+two more steps run: the figure is that high-water mark (``VmHWM``) minus the
+resident memory before them (``VmRSS``: parameters and optimizer state), so it
+includes the gradients.  It counts every allocation, torch's included (tracemalloc sees none
 of them); Linux only.
 
 The data are Gaussian rows (seed 0): a step's cost does not depend on them.
-``AEKIT_BENCH_QUICK=1`` runs a small model (256 inputs, 4096 latents, k=16, batch
+``AEKIT_BENCH_THREADS=N`` sets every worker's torch threads (default: torch's own);
+on a machine whose cores other work shares, one thread per worker is the steadier
+figure.  ``AEKIT_BENCH_QUICK=1`` runs a small model (256 inputs, 4096 latents, k=16, batch
 256, fewer rounds).  Run ``python benchmarks/bench_sae_speed.py``.
 """
 
@@ -89,7 +92,7 @@ def aekit_step(d: int, latents: int, k: int):
     net = _aekit_net(d, latents, k)
     params = list(net.graph.parameters())
     runner = StepRunner(net.objective(Regularizers()), make_optimizer("adam", params, LR, 0.0), batch_size=0)
-    return lambda x: runner(x, None), {"torch": _version("torch")}
+    return lambda x: runner(x, None), {"torch": _version("torch")}, params
 
 
 class ReferenceTopKSAE:
@@ -143,7 +146,7 @@ def reference_step(d: int, latents: int, k: int):
     net = _aekit_net(d, latents, k)
     code, out = net.graph.layers["code"], net.graph.layers["out"]
     model = ReferenceTopKSAE(code.w, code.b, out.w, out.b, k)
-    return model.step, {"torch": _version("torch")}
+    return model.step, {"torch": _version("torch")}, model.params
 
 
 def sparsify_step(d: int, latents: int, k: int):
@@ -164,7 +167,7 @@ def sparsify_step(d: int, latents: int, k: int):
         sae.set_decoder_norm_to_unit_norm()
         return out.fvu.detach()
 
-    return step, {"torch": _version("torch"), "eai-sparsify": _version("eai-sparsify")}
+    return step, {"torch": _version("torch"), "eai-sparsify": _version("eai-sparsify")}, list(sae.parameters())
 
 
 def sae_lens_step(d: int, latents: int, k: int):
@@ -179,15 +182,15 @@ def sae_lens_step(d: int, latents: int, k: int):
 
     def step(x):
         optimizer.zero_grad(set_to_none=True)
-        inp = TrainStepInput(
+        batch = TrainStepInput(
             sae_in=x, coefficients={}, dead_neuron_mask=None, n_training_steps=0, is_logging_step=False
         )
-        loss = sae.training_forward_pass(inp).loss
+        loss = sae.training_forward_pass(batch).loss
         loss.backward()
         optimizer.step()
         return loss.detach()
 
-    return step, {"torch": _version("torch"), "sae-lens": _version("sae-lens")}
+    return step, {"torch": _version("torch"), "sae-lens": _version("sae-lens")}, list(sae.parameters())
 
 
 STEPS = {
@@ -220,7 +223,9 @@ def worker(name: str, d: int, latents: int, k: int, batch: int) -> None:
     """Build ``name``'s step, then answer ``time STEPS`` / ``memory`` / ``quit`` lines on stdin with JSON."""
     import torch
 
-    step, versions = STEPS[name](d, latents, k)
+    if os.environ.get("AEKIT_BENCH_THREADS"):
+        torch.set_num_threads(int(os.environ["AEKIT_BENCH_THREADS"]))
+    step, versions, params = STEPS[name](d, latents, k)
     x = torch.randn(batch, d, generator=torch.Generator().manual_seed(0))
     for _ in range(2):  # warm-up: optimizer state, allocator, first-call costs
         _wait(step(x))
@@ -236,6 +241,8 @@ def worker(name: str, d: int, latents: int, k: int, batch: int) -> None:
             _wait(loss)  # the last step has finished
             print(json.dumps({"seconds": time.perf_counter() - started}), flush=True)
         elif command[0] == "memory":
+            for param in params:  # the baseline: parameters and optimizer state, no gradients
+                param.grad = None
             Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
             before = _proc("VmRSS")
             for _ in range(2):
@@ -260,10 +267,13 @@ class Worker:
 
     def _read(self) -> dict:
         assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the {self.name} worker stopped (exit code {self.process.wait()})")
-        return json.loads(line)
+        while True:
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the {self.name} worker stopped (exit code {self.process.wait()})")
+            if line.startswith("{"):  # a library may print its own lines (sparsify: "Triton not installed...")
+                return json.loads(line)
+            print(f"[{self.name}] {line.rstrip()}", file=sys.stderr)
 
     def ask(self, command: str) -> dict:
         """Send one command, return its JSON answer."""
@@ -320,9 +330,54 @@ def correctness(cfg: dict) -> float:
     return max(float((a.detach() - b.detach()).abs().max()) for a, b in zip(ours, reference.params))
 
 
+def crossover(cfg: dict, ratios: tuple[int, ...] = (2, 4, 8, 16, 32, 64)) -> dict[int, float]:
+    """aekit's sparse step's speed-up over its dense one, by latents per active one (``L / k``), in this process.
+
+    At ``cfg``'s d, k and batch; for each ratio a model of ``ratio * k`` latents, both paths alternated
+    (median of ``cfg['rounds']`` rounds of ``cfg['steps']`` steps).  Where the speed-up crosses 1 is where
+    ``aekit.model.sparse_decode.AUTO_RATIO`` belongs.
+    """
+    import torch
+
+    x = torch.randn(cfg["batch"], cfg["d"], generator=torch.Generator().manual_seed(0))
+    threads = torch.get_num_threads()
+    if os.environ.get("AEKIT_BENCH_THREADS"):
+        torch.set_num_threads(int(os.environ["AEKIT_BENCH_THREADS"]))
+    try:
+        return _crossover(cfg, ratios, x)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _crossover(cfg: dict, ratios: tuple[int, ...], x) -> dict[int, float]:
+    from aekit.model.sparse_decode import sparse_mode
+
+    d, k = cfg["d"], cfg["k"]
+    result = {}
+    for ratio in ratios:
+        steps = {}
+        for mode in ("always", "never"):
+            with sparse_mode(mode):
+                steps[mode] = aekit_step(d, ratio * k, k)[0]
+                for _ in range(2):
+                    _wait(steps[mode](x))
+        times: dict[str, list[float]] = {"always": [], "never": []}
+        for round_ in range(cfg["rounds"]):
+            for mode in ("always", "never") if round_ % 2 == 0 else ("never", "always"):
+                with sparse_mode(mode):
+                    started = time.perf_counter()
+                    for _ in range(cfg["steps"]):
+                        loss = steps[mode](x)
+                    _wait(loss)
+                    times[mode].append(time.perf_counter() - started)
+        result[ratio] = statistics.median(times["never"]) / statistics.median(times["always"])
+    return result
+
+
 def run(cfg: dict | None = None) -> dict:
     """Tokens/s (median of alternated rounds) and peak memory increase of a step, per framework."""
     cfg = cfg or config()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     names = ["aekit", "reference", "aekit-dense"]
     pythons = {name: sys.executable for name in names}
     if os.environ.get("AEKIT_SAE_SPEED_EXTERNAL"):
@@ -356,6 +411,9 @@ def run(cfg: dict | None = None) -> dict:
         "seconds": seconds,
         "versions": versions,
         "max_param_difference_after_one_step": correctness(cfg),
+        "sparse_over_dense_by_latents_per_active": crossover(cfg),
+        "threads": os.environ.get("AEKIT_BENCH_THREADS") or "torch's default",
+        "load_average_at_start": load,
     }
 
 
@@ -364,7 +422,8 @@ def to_markdown(result: dict) -> str:
     cfg = result["config"]
     lines = [
         f"TopK SAE training step, d={cfg['d']}, {cfg['latents']} latents, k={cfg['k']}, batch {cfg['batch']}, "
-        f"Adam; median of {cfg['rounds']} alternated rounds of {cfg['steps']} steps.",
+        f"Adam; median of {cfg['rounds']} alternated rounds of {cfg['steps']} steps; torch threads per worker: "
+        f"{result['threads']}; load average at start {result['load_average_at_start']}.",
         "",
         "| framework | tokens/s | aekit's speed-up over it | peak memory increase of a step (MB) | versions |",
         "| --- | ---: | ---: | ---: | --- |",
@@ -382,7 +441,11 @@ def to_markdown(result: dict) -> str:
             f"| {labels[name]} | {value:,.0f} | {result['aekit_speedup'][name]:.2f}x | "
             f"{result['peak_memory_increase_mb'][name]:,.0f} | {versions} |"
         )
+    ratios = result["sparse_over_dense_by_latents_per_active"]
     lines += [
+        "",
+        f"aekit's sparse step over its dense step, by latents per active one (L / k, k={cfg['k']}, one process, "
+        f"the same threads): " + ", ".join(f"{ratio}: {value:.2f}x" for ratio, value in ratios.items()),
         "",
         f"aekit and the reference after one step from the same weights on the same batch: parameters differ by at "
         f"most {result['max_param_difference_after_one_step']:.2e}.",

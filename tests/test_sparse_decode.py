@@ -176,3 +176,33 @@ def test_which_models_take_the_sparse_path(monkeypatch):
     with pytest.raises(ConfigurationError, match="sparse_mode takes"):
         with sd.sparse_mode("maybe"):
             pass
+
+
+def test_a_layer_that_does_more_in_forward_takes_the_dense_path():
+    """A subclass (a later change) with its own forward or transform is not bypassed by the sparse methods."""
+    net = _sae()
+    code = net.graph.layers["code"]
+
+    class Counting(type(code)):  # type: ignore[misc]
+        def forward(self, x):
+            return super().forward(x)
+
+    with sd.sparse_mode("always"):
+        assert sd.sparse_pairs(net.graph.layers, net.graph.sources) == {"code": "out"}
+        code.__class__ = Counting
+        assert sd.sparse_pairs(net.graph.layers, net.graph.sources) == {}
+
+
+def test_torch_func_transforms_take_the_dense_path():
+    """Per-example Jacobians (a contractive penalty's) through a sparse pair: dense there, same values."""
+    net = _sae()
+    x = torch.randn(3, D)
+
+    def output(example):
+        return net.graph(example.unsqueeze(0))["out:out"].flatten()
+
+    with sd.sparse_mode("always"):
+        jac = torch.func.vmap(torch.func.jacrev(output))(x)
+    with sd.sparse_mode("never"):
+        want = torch.func.vmap(torch.func.jacrev(output))(x)
+    torch.testing.assert_close(jac, want)

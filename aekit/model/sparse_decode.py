@@ -65,8 +65,9 @@ __all__ = [
     "topk_encode",
 ]
 
-# Below this many latents per active one the dense path is as fast (measured on this project's CPUs at
-# d=768, batch 1024: see README's SAE section); from it on, the sparse path is faster.
+# Latents per active one from which the sparse path is taken by default.  aekit's sparse training step over its
+# dense one at d=768, k=32, batch 1024, one CPU thread (benchmarks/bench_sae_speed.py's crossover): 0.98x at 8,
+# 1.26x at 16, 1.58x at 32, 2.13x at 128.
 AUTO_RATIO = 16
 MODES = ("auto", "always", "never")
 _ENV = "AEKIT_SPARSE_DECODE"
@@ -144,9 +145,9 @@ def sparse_pairs(
     An encoder qualifies when its ``sparse_k`` is set (a dense layer whose activation is
     exactly a stateless ``'topk:K'``, no batch norm), a decoder when it
     ``reads_sparse_codes`` (a dense layer without batch norm); and the mode allows it
-    (:func:`wanted`).  Not under ``torch.compile`` or autocast (dense there), not when the
-    forward pass stops at the encoder (``encode``), not when training noise or dropout
-    changes the code the decoder reads.
+    (:func:`wanted`).  Not under ``torch.compile``, autocast or ``torch.func`` transforms
+    (dense there), not when the forward pass stops at the encoder (``encode``), not when
+    training noise or dropout changes the code the decoder reads.
 
     Parameters
     ----------
@@ -162,7 +163,9 @@ def sparse_pairs(
     dict of str to str
     """
     autocast = torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda")
-    if torch.compiler.is_compiling() or autocast or get_mode() == "never":
+    # torch.func transforms (a contractive penalty's per-example Jacobians) have no rule for these Functions.
+    transformed = torch._C._are_functorch_transforms_active()
+    if torch.compiler.is_compiling() or autocast or transformed or get_mode() == "never":
         return {}
     pairs = {}
     for name, source in sources.items():
@@ -269,8 +272,12 @@ def code_weight_grad(
     n, k = indices.shape
     if inputs.device.type in CSR_DEVICES:
         # Row l of the result is a bag: the inputs of the examples that chose latent l, weighted by grad.
-        latents, order = indices.reshape(-1).sort()
-        bags = torch.searchsorted(latents, torch.arange(size, device=latents.device))
+        # Sorted as float64 (exact below 2**53): torch's parallel sort of int64 on a CPU took 100 times longer
+        # (170 ms against 1.7 ms for 32768 keys, two threads on a busy machine).
+        flat = indices.reshape(-1)
+        order = flat.to(torch.float64).sort().indices
+        counts = torch.bincount(flat, minlength=size)
+        bags = counts.cumsum(0).sub_(counts)  # where each latent's bag starts in the sorted order
         examples = torch.div(order, k, rounding_mode="floor")
         weights = grad.reshape(-1)[order].to(inputs.dtype)
         out = F.embedding_bag(examples, inputs, bags, mode="sum", per_sample_weights=weights)

@@ -129,10 +129,10 @@ class Dense(Layer):
         """``K`` when this layer can give its code as a :class:`~aekit.model.sparse_decode.SparseCode`.
 
         That is when its activation is exactly a stateless ``'topk:K'`` and there is no batch
-        norm or overridden :meth:`transform`; None otherwise (the dense path).
+        norm, overridden :meth:`transform` or ``forward``, or summed state; None otherwise (the dense path).
         """
         parts = self.activation.parts
-        if self.norm is not None or len(parts) != 1 or type(self).transform is not Dense.transform:
+        if self.norm is not None or len(parts) != 1 or not self._plain_forward:
             return None
         module = self.activation.modules_by_part["0"] if "0" in self.activation.modules_by_part else None
         if type(module) is not TopK or next(module.buffers(), None) is not None:
@@ -142,7 +142,14 @@ class Dense(Layer):
     @property
     def reads_sparse_codes(self) -> bool:
         """True when :meth:`decode_sparse` gives what :meth:`forward` gives on the dense code."""
-        return self.norm is None and type(self).transform is Dense.transform
+        return self.norm is None and self._plain_forward
+
+    @property
+    def _plain_forward(self) -> bool:
+        # The sparse methods give Layer.forward's values with Dense.transform: a subclass (or a later change)
+        # that does more in forward, or that counts per-process state, takes the dense path until it says how.
+        cls = type(self)
+        return cls.transform is Dense.transform and cls.forward is Layer.forward and not self.summed_buffers
 
     def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, SparseCode]:
         """The pre-activation (n, n_out) and the top-``K`` code of ``x`` as its active latents.
