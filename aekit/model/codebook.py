@@ -135,7 +135,11 @@ def pick_rows(m: int, k: int, generator: torch.Generator) -> torch.Tensor:
 def kmeans(
     z: torch.Tensor, k: int, generator: torch.Generator, iterations: int = 10, distance: str = "l2"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lloyd's k-means on the rows of ``z``, started from ``k`` of them drawn at random.
+    """Lloyd's k-means on the rows of ``z``, started by k-means++ (Arthur and Vassilvitskii 2007).
+
+    k-means++ draws each starting centroid with probability proportional to the squared distance
+    to the nearest one drawn so far, so two never start on the same cluster or the same row (data
+    such as images' empty backgrounds repeat one vector many times).
 
     Parameters
     ----------
@@ -155,7 +159,7 @@ def kmeans(
     z = z.detach().float()
     if distance == "cosine":
         z = F.normalize(z, dim=1)
-    centroids = z[pick_rows(z.shape[0], k, generator).to(z.device)].clone()
+    centroids = _kmeans_plus_plus(z, k, generator)
     counts = torch.zeros(k, device=z.device)
     for _ in range(max(1, iterations)):
         idx = nearest_codes(z, centroids, distance)
@@ -166,6 +170,23 @@ def kmeans(
         if distance == "cosine":
             centroids = F.normalize(centroids, dim=1)
     return centroids, counts
+
+
+def _kmeans_plus_plus(z: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """``k`` starting rows of ``z`` (m, d) by D^2 sampling; uniform draws once every row is a centroid."""
+    m = z.shape[0]
+    first = int(torch.randint(m, (1,), generator=generator))
+    chosen = [first]
+    nearest = (z - z[first]).square().sum(dim=1)
+    for _ in range(1, k):
+        weights = nearest.double().cpu()
+        if not bool((weights > 0).any()):
+            chosen.append(int(torch.randint(m, (1,), generator=generator)))
+            continue
+        row = int(torch.multinomial(weights, 1, generator=generator))
+        chosen.append(row)
+        nearest = torch.minimum(nearest, (z - z[row]).square().sum(dim=1))
+    return z[torch.tensor(chosen, device=z.device)].clone()
 
 
 # ---------------------------------------------------------------------- finite scalar quantization

@@ -49,7 +49,8 @@ class FiniteScalarQuantizer(Quantizer):
 
     def __init__(self, spec: LayerSpec, input_shape: tuple[int, ...]):
         self.levels = tuple(int(v) for v in spec.option("levels"))
-        super().__init__(spec, input_shape, len(self.levels))
+        # After a dense layer the levels set the chunk width; after a conv the channels must match them.
+        super().__init__(spec, input_shape, len(self.levels) if len(input_shape) == 1 else None)
         if self.width != len(self.levels):
             raise ConfigurationError(
                 f"layer {spec.name!r} (fsq) has {len(self.levels)} levels, one per channel, but its input has "

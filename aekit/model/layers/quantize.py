@@ -371,9 +371,7 @@ class VectorQuantizer(Quantizer):
         return LayerOutput(pre, self.from_vectors(out, n), extras={"codes": idx.reshape(n, *self.grid)}, terms=terms)
 
     def _kmeans_init(self, z: torch.Tensor) -> None:
-        distinct = torch.unique(z.detach(), dim=0)  # background positions repeat one vector many times
-        data = distinct if distinct.shape[0] >= self.size else z.detach()
-        centroids, counts = cb.kmeans(data, self.size, self._generator(), distance=self.distance)
+        centroids, counts = cb.kmeans(z.detach(), self.size, self._generator(), distance=self.distance)
         # A code whose cluster emptied keeps a count of 1, so m / N stays its position.
         self.set_codebook(centroids, counts.clamp_min(1.0))
         self._broadcast(*self._state())
