@@ -355,3 +355,40 @@ def test_cosine_distance_uses_unit_codes():
     out = net.feed_forward(x)["vq:out"].reshape(-1, 3)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
     assert math.isfinite(net.history[-1]["train"]["loss"])
+
+
+# ---------------------------------------------------------------------- usage and perplexity
+@pytest.mark.parametrize("batch", [1, 7, 1000])
+def test_usage_and_perplexity_are_whole_data_figures(batch):
+    from aekit.objective.metrics import MetricBatch, build_metrics, compute_all, update_all
+
+    net = conv_vq()
+    x = images(40)
+    net.train(x, batch_size=20, max_epochs=1, validate_every=0)
+    idx = net.encode(x, layer="vq", codes=True).reshape(-1)
+    counts = np.bincount(idx, minlength=16)
+    p = counts[counts > 0] / counts.sum()
+    want = {"usage": (counts > 0).mean(), "perplexity": float(np.exp(-(p * np.log(p)).sum()))}
+    metrics = build_metrics(["usage", "perplexity:vq"], dict(net.graph.layers.items()), net.code_layer)
+    graph = net.graph.eval()
+    with torch.no_grad():
+        for start in range(0, len(x), batch):
+            xb = torch.from_numpy(x[start : start + batch])
+            update_all(metrics, MetricBatch(dict(graph(xb)), xb, None, "out"))
+    got = compute_all(metrics)
+    assert got["usage"] == pytest.approx(want["usage"]) and got["perplexity:vq"] == pytest.approx(want["perplexity"])
+    figures = aekit.evaluate(net, x)
+    assert figures["usage:vq"] == pytest.approx(want["usage"])
+    assert figures["perplexity:vq"] == pytest.approx(want["perplexity"], rel=1e-9)
+    assert "l0" not in figures  # the code layer is the quantizer: its codes are counted, not its non-zeros
+
+
+def test_usage_is_a_training_monitor_and_refuses_other_layers():
+    net = conv_vq()
+    x = images(40)
+    net.train(x, batch_size=20, max_epochs=2, metrics=["usage", "perplexity"])
+    valid = net.history[-1]["valid"]
+    assert valid["usage"] == pytest.approx(aekit.evaluate(net, x, metrics=["usage"])["usage"])
+    assert 1 <= valid["perplexity"] <= 16
+    with pytest.raises(aekit.ConfigurationError, match="reads a quantizer layer"):
+        aekit.evaluate(net, x, metrics=["usage:hid1"])
