@@ -392,3 +392,52 @@ def test_usage_is_a_training_monitor_and_refuses_other_layers():
     assert 1 <= valid["perplexity"] <= 16
     with pytest.raises(aekit.ConfigurationError, match="reads a quantizer layer"):
         aekit.evaluate(net, x, metrics=["usage:hid1"])
+
+
+# ---------------------------------------------------------------------- diagnose
+def codes_of(findings):
+    return {f.code: f for f in findings}
+
+
+def test_diagnose_reports_a_collapsed_codebook_and_not_a_healthy_one():
+    x = images(64)
+    collapsed = conv_vq(init="uniform", dead_codes=0.0)
+    collapsed.graph.layers["vq"].set_codebook(torch.full((16, 3), 3.0))
+    collapsed.train(x, batch_size=32, max_epochs=2, validate_every=0)
+    found = codes_of(aekit.diagnose(collapsed, x))
+    finding = found["codebook-collapse"]
+    assert finding.severity == "error" and finding.layer == "vq" and finding.value == pytest.approx(1 / 16)
+    assert "1 of its 16 codes" in finding.message and "dead_codes=1.0" in finding.remedy
+    assert "dead-units" not in found and "collapsed-code" not in found  # the codes are judged by usage
+
+    healthy = conv_vq()
+    healthy.train(x, batch_size=32, max_epochs=2, validate_every=0)
+    usage = aekit.evaluate(healthy, x)["usage:vq"]
+    found = codes_of(aekit.diagnose(healthy, x))
+    assert "codebook-collapse" not in found
+    assert ("dead-codes" in found) == (1 - usage >= 0.05)
+
+
+def test_diagnose_warns_of_partial_collapse_and_dead_codes():
+    from aekit.inspect.codebook_checks import check_codebooks
+
+    layer = conv_vq().graph.layers["vq"]
+    for used, code, severity in ((4, "codebook-collapse", "warning"), (14, "dead-codes", "warning"), (16, None, None)):
+        outputs = {"vq:codes": np.arange(160).reshape(10, 4, 4) % used}
+        found = check_codebooks({"vq": layer}, outputs, "")
+        if code is None:
+            assert found == []
+        else:
+            assert [(f.code, f.severity) for f in found] == [(code, severity)]
+            assert f"chose {used} of its 16 codes" in found[0].message
+
+
+def test_diagnose_reports_a_commitment_term_that_keeps_growing():
+    from aekit.inspect.codebook_checks import check_commitment_drift
+
+    layer = conv_vq().graph.layers["vq"]
+    history = [{"train": {"vq.commitment": v}} for v in (0.02, 0.01, 0.012, 0.018, 0.03)]
+    (finding,) = check_commitment_drift({"vq": layer}, history)
+    assert finding.code == "commitment-drift" and finding.value == pytest.approx(3.0)
+    steady = [{"train": {"vq.commitment": v}} for v in (0.02, 0.01, 0.012, 0.011, 0.013)]
+    assert check_commitment_drift({"vq": layer}, steady) == []
