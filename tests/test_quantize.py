@@ -441,3 +441,30 @@ def test_diagnose_reports_a_commitment_term_that_keeps_growing():
     assert finding.code == "commitment-drift" and finding.value == pytest.approx(3.0)
     steady = [{"train": {"vq.commitment": v}} for v in (0.02, 0.01, 0.012, 0.011, 0.013)]
     assert check_commitment_drift({"vq": layer}, steady) == []
+
+
+# ---------------------------------------------------------------------- pictures and the report
+def test_code_pictures_and_the_report(tmp_path):
+    from PIL import Image
+
+    from aekit.inspect.codebook_pictures import code_images, plot_code_usage, save_code_images
+
+    net = conv_vq()
+    x = images(40)
+    net.train(x, batch_size=20, max_epochs=1, validate_every=0)
+    tiles = code_images(net)
+    assert tiles.shape == (16, 1, 8, 8)
+    for k in (0, 5):  # a code's picture is the decoder's output for a grid of that code
+        np.testing.assert_allclose(tiles[k], net.decode(np.full((1, 4, 4), k), layer="vq")[0], atol=1e-6)
+    path = save_code_images(net, tmp_path / "codes.png", x=x)
+    assert Image.open(path).size[0] > 100
+    assert Image.open(plot_code_usage(net, x, tmp_path / "usage.png")).size == (800, 300)
+    # The report's section (write_report draws every other picture too: too slow for a unit test).
+    from aekit.inspect.report import _codebook_sections
+
+    drawn = []
+    html = _codebook_sections(net, x, lambda name, caption, draw: drawn.append(draw(str(tmp_path / name))) or caption)
+    assert html[0] == "<h2>Codebook of vq</h2>" and len(drawn) == 2
+    assert (tmp_path / "codebook_vq.png").exists() and (tmp_path / "usage_vq.png").exists()
+    with pytest.raises(aekit.ConfigurationError, match="quantizer layer"):
+        save_code_images(net, tmp_path / "x.png", layer="hid1")
