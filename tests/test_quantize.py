@@ -468,3 +468,20 @@ def test_code_pictures_and_the_report(tmp_path):
     assert (tmp_path / "codebook_vq.png").exists() and (tmp_path / "usage_vq.png").exists()
     with pytest.raises(aekit.ConfigurationError, match="quantizer layer"):
         save_code_images(net, tmp_path / "x.png", layer="hid1")
+
+
+def test_an_fsq_collapse_names_the_channels_short_of_levels():
+    from aekit.inspect.codebook_checks import check_codebooks, levels_used
+
+    net = aekit.Autoencoder(
+        [(1, 4, 4), dict(form="conv2", channels=3, kernel=1), dict(form="fsq", levels=(4, 3, 2), name="q")]
+        + [dict(form="conv2", channels=1, kernel=1)]
+    )
+    layer = net.graph.layers["q"]
+    # Codes whose digits take channel 0 in {0, 1}, channel 1 in {0, 1, 2}, channel 2 in {1}.
+    chosen = [d0 + 4 * d1 + 12 * 1 for d0 in (0, 1) for d1 in (0, 1, 2)]
+    counts = np.bincount(chosen, minlength=24)
+    assert levels_used(counts, (4, 3, 2)) == [2, 3, 1]
+    (finding,) = check_codebooks({"q": layer}, {"q:codes": np.array(chosen * 3)}, "")
+    assert finding.code == "codebook-collapse" and finding.severity == "warning"
+    assert "channel 0 takes 2 of its 4; channel 2 takes 1 of its 2 levels" in finding.remedy

@@ -33,6 +33,7 @@ __all__ = [
     "check_codebooks",
     "check_commitment_drift",
     "code_counts",
+    "levels_used",
     "quantizer_layers",
 ]
 
@@ -53,12 +54,28 @@ def _perplexity(counts: np.ndarray) -> float:
     return float(np.exp(-(p * np.log(p)).sum()))
 
 
-def _remedy(layer: Quantizer) -> str:
+def levels_used(counts: np.ndarray, levels: Sequence[int]) -> list[int]:
+    """For an FSQ layer: how many of its levels each channel takes over the codes chosen (``counts`` > 0)."""
+    used = np.flatnonzero(counts)
+    out, step = [], 1
+    for level in levels:
+        out.append(len(np.unique((used // step) % level)))
+        step *= int(level)
+    return out
+
+
+def _remedy(layer: Quantizer, counts: np.ndarray) -> str:
     if layer.spec.form == "fsq":
+        levels = [int(v) for v in layer.spec.option("levels")]
+        taken = levels_used(counts, levels)
+        short = [f"channel {c} takes {t} of its {L}" for c, (t, L) in enumerate(zip(taken, levels)) if t < L]
+        detail = (
+            f" ({'; '.join(short)} levels: it sits where tanh saturates and its gradient vanishes)" if short else ""
+        )
         return (
-            "FSQ has no codebook to re-seed: the encoder's outputs cover only part of the grid of levels. "
-            "Use fewer levels (levels=(8, 5, 5, 5) gives 1000 codes), train longer, or check that the layer "
-            "before the quantizer is linear (activation='linear') so its outputs can take both signs."
+            "FSQ has no codebook to re-seed: the encoder's outputs cover only part of the grid of levels"
+            f"{detail}. Use fewer levels where channels are short of them, train longer, or check that the "
+            "layer before the quantizer is linear (activation='linear') so its outputs can take both signs."
         )
     threshold = float(layer.spec.option("dead_codes"))
     steps = []
@@ -68,8 +85,16 @@ def _remedy(layer: Quantizer) -> str:
         steps.append("start the codebook from the data (init='kmeans')")
     if layer.spec.option("update") != "ema":
         steps.append("move the codebook by moving averages (update='ema')")
+    if not steps:
+        # Everything that revives codes is on: an unused code is re-seeded once its moving-average
+        # count decays under the threshold, after about log(count / threshold) / (1 - decay) steps.
+        steps.append(
+            f"train for more steps (unused codes are re-seeded once their moving-average count falls under "
+            f"dead_codes={threshold:g})"
+        )
     steps.append(f"or use fewer codes (codebook={max(2, layer.codebook_size // 4)})")
-    return "; ".join(steps).capitalize() + "."
+    text = "; ".join(steps)
+    return text[0].upper() + text[1:] + "."
 
 
 def check_codebooks(quantizers: Mapping[str, Quantizer], outputs: Mapping[str, np.ndarray], note: str) -> list[Finding]:
@@ -97,10 +122,10 @@ def check_codebooks(quantizers: Mapping[str, Quantizer], outputs: Mapping[str, n
         if usage < COLLAPSE_WARNING:
             severity = "error" if usage < COLLAPSE_ERROR else "warning"
             message = f"Codebook collapse: {figures}"
-            findings.append(Finding("codebook-collapse", severity, message, _remedy(layer), usage, name))
+            findings.append(Finding("codebook-collapse", severity, message, _remedy(layer, counts), usage, name))
         elif 1 - usage >= DEAD_CODES_FRACTION:
             message = f"Dead codes: {size - used} codes are chosen by no vector; {figures}"
-            findings.append(Finding("dead-codes", "warning", message, _remedy(layer), 1 - usage, name))
+            findings.append(Finding("dead-codes", "warning", message, _remedy(layer, counts), 1 - usage, name))
     return findings
 
 
