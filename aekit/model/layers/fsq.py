@@ -66,6 +66,9 @@ class FiniteScalarQuantizer(Quantizer):
         """The values in [-1, 1] of code ``indices`` (m,): shape (m, len(levels))."""
         return cb.fsq_values(indices, self.levels)
 
+    # Eager under torch.compile (compile=True): the forward pass keeps what after_step reads, and
+    # the k-means start reads a buffer as a Python bool; the other layers still compile.
+    @torch.compiler.disable
     def forward(self, x: torch.Tensor) -> LayerOutput:
         """Quantize ``x`` (n, *input_shape); ``'name:codes'`` holds the indices, shape (n, *grid)."""
         n = x.shape[0]

@@ -350,6 +350,9 @@ class VectorQuantizer(Quantizer):
         return codes[indices.to(codes.device)]
 
     # ------------------------------------------------------------------ forward
+    # Eager under torch.compile (compile=True): the forward pass keeps what after_step reads, and
+    # the k-means start reads a buffer as a Python bool; the other layers still compile.
+    @torch.compiler.disable
     def forward(self, x: torch.Tensor) -> LayerOutput:
         """Quantize ``x`` (n, *input_shape); see the module docstring for the outputs and terms."""
         n = x.shape[0]
