@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import quantized
 from .data.checks import check_array
 from .data.sources import is_streamable
 from .errors import AekitError, ConfigurationError, ModelFileError, unknown_name_error
@@ -277,7 +278,7 @@ class Autoencoder(BatchedInference):
 
         self.preprocessing = None if step is None else check_step(step, self.graph.input_shape)
 
-    def encode(self, x: Any, layer: str | int | None = None, sample: bool = False) -> np.ndarray:
+    def encode(self, x: Any, layer: str | int | None = None, sample: bool = False, codes: bool = False) -> np.ndarray:
         """Codes of ``x`` at ``layer`` (default: the middle layer).
 
         Parameters
@@ -289,6 +290,8 @@ class Autoencoder(BatchedInference):
         sample : bool
             Draw Bernoulli samples with the code activations as probabilities
             (the codes must lie in [0, 1]).
+        codes : bool
+            For a quantizer layer (``vq``, ``fsq``): its int64 code indices, shape (n, *grid).
 
         Returns
         -------
@@ -296,24 +299,27 @@ class Autoencoder(BatchedInference):
         """
         self._check_outputs_exist()
         name = self._layer_name(layer, self.code_layer)
+        if codes:
+            return quantized.code_indices(self, x, name)
         x, _ = self._split(x)
-        codes = self._run(self._inputs(x), lambda b: self.graph(b, stop=name)[f"{name}:out"])
+        values = self._run(self._inputs(x), lambda b: self.graph(b, stop=name)[f"{name}:out"])
         if sample:
-            if codes.size and (codes.min() < 0 or codes.max() > 1):
+            if values.size and (values.min() < 0 or values.max() > 1):
                 raise ConfigurationError(
                     f"sample=True needs codes in [0, 1]; layer {name!r} gives values in "
-                    f"[{codes.min():.3g}, {codes.max():.3g}]"
+                    f"[{values.min():.3g}, {values.max():.3g}]"
                 )
             # One generator per model, seeded by rng: reproducible, yet each call draws afresh.
             if self._sample_generator is None:
                 self._sample_generator = np.random.default_rng(self.seed)
-            codes = (self._sample_generator.random(codes.shape) < codes).astype(codes.dtype)
-        return codes
+            values = (self._sample_generator.random(values.shape) < values).astype(values.dtype)
+        return values
 
     def decode(self, z: Any, layer: str | int | None = None) -> np.ndarray:
         """Reconstructions from codes ``z`` of ``layer`` (default: the middle layer).
 
-        A memory-mapped or other streamable ``z`` is read one block of rows at a time.
+        A memory-mapped or other streamable ``z`` is read one block of rows at a time.  For a
+        quantizer layer, integer ``z`` are code indices (``encode(x, layer, codes=True)``).
 
         Returns
         -------
@@ -321,6 +327,8 @@ class Autoencoder(BatchedInference):
         """
         self._check_outputs_exist()
         name = self._layer_name(layer, self.code_layer)
+        if quantized.is_code_array(self, z, name):
+            z = quantized.vectors_from_codes(self, z, name)
         shape = self.graph.layers[name].output_shape
         out = self.graph.output_name
         z, _ = self._split(z, "z", shape=shape)

@@ -49,6 +49,9 @@ Checks and their codes (thresholds are keyword arguments of :func:`diagnose`):
     ``order_correlation``, or labels ``y`` in runs far longer than chance.
 ``fit`` (info)
     The reconstruction R^2, always reported when finite.
+``codebook-collapse``, ``dead-codes``, ``commitment-drift``
+    Quantizer layers (vq, fsq) that use few of their codes on the data, codes no vector chooses,
+    a commitment term that keeps growing: see :mod:`aekit.inspect.codebook_checks`.
 
 Every remedy about the learning rate and the number of steps comes from one decision per
 diagnosis (:mod:`aekit.inspect.progress`): more steps when the model is undertrained, with a
@@ -85,6 +88,7 @@ from .checks import (
     check_saturated,
     fit_r2,
 )
+from .codebook_checks import check_codebooks, check_commitment_drift, quantizer_layers
 from .findings import Finding, sort_findings
 from .measures import MAX_SAMPLES, sample_note, sample_rows, unit_columns
 from .progress import (
@@ -320,7 +324,8 @@ def diagnose(
 
     model: list[Finding] = []  # the findings whose remedies take the advice on steps and learning rate
     code = net.code_layer
-    if code != graph.input_name and code != out_name:
+    quantizers = quantizer_layers(graph)  # their codes are judged by usage, not as units (below)
+    if code != graph.input_name and code != out_name and code not in quantizers:
         model += check_collapse(outputs[f"{code}:out"], code, collapse_ratio)
     if same_shape:
         model += check_mean(net, target, recon, mean_variance_ratio, mean_offset, mean_cosine)
@@ -332,7 +337,9 @@ def diagnose(
         spec = specs[name]
         if name in sparse:
             continue  # read over all of x by the sparse checks, above
-        if spec.form in PASS_THROUGH_FORMS and output_range(spec.activation) == (-math.inf, math.inf):
+        if name in quantizers or (
+            spec.form in PASS_THROUGH_FORMS and output_range(spec.activation) == (-math.inf, math.inf)
+        ):
             continue
         values = unit_columns(outputs[f"{name}:out"])
         layer_findings = check_dead(values, name, dead_tolerance, dead_error_fraction, note)
@@ -350,6 +357,8 @@ def diagnose(
     r2 = fit_r2(net, raw) if same_shape else None
     fit = check_fit(r2, len(raw), trivial_r2, bool(getattr(net, "history", None)), note) if same_shape else []
 
+    findings += check_codebooks(quantizers, outputs, note)
+    findings += check_commitment_drift(quantizers, getattr(net, "history", None) or [])
     progress = None if bad_epochs else read_progress(getattr(net, "history", None), improving_window, improving_rate)
     few, improving = training_findings(progress, r2, min_steps)
     pace = decide_pace(

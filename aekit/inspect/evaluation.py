@@ -30,11 +30,15 @@ def default_metrics(net: Autoencoder) -> list[str]:
     """The metrics :func:`evaluate` reports when none are named.
 
     They are the reconstruction's, plus the code layer's ``l0`` and ``dead_fraction`` when the
-    code is a hidden layer.
+    code is a hidden layer (other than a quantizer), plus ``usage`` and ``perplexity`` of each
+    quantizer layer.
     """
     names = list(DEFAULT_METRICS)
-    if net.code_layer in net.graph.hidden_names:
+    quantizers = [name for name, layer in net.graph.layers.items() if hasattr(layer, "codebook_size")]
+    if net.code_layer in net.graph.hidden_names and net.code_layer not in quantizers:
         names += ["l0", "dead_fraction"]
+    # Codebook usage and perplexity of every quantizer layer (vq, fsq), over all of x.
+    names += [f"{metric}:{name}" for name in quantizers for metric in ("usage", "perplexity")]
     return names
 
 
@@ -66,7 +70,7 @@ def evaluate(net: Autoencoder, x: Any, w: Any = None, metrics: Sequence[str] | N
     ['cosine', 'dead_fraction', 'explained_variance', 'fvu', 'l0', 'l2_ratio', 'mse', 'r2']
     """
     names = default_metrics(net) if metrics is None else metrics
-    chosen = build_metrics(names, list(net.graph.layers), net.code_layer)
+    chosen = build_metrics(names, dict(net.graph.layers.items()), net.code_layer)
     return compute_all(run_metrics(net, x, chosen, w))
 
 

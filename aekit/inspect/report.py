@@ -27,6 +27,8 @@ import numpy as np
 from ..data.validation import as_array, integer
 from ..errors import AekitError, DataError
 from ..io.atomic import atomic_write
+from .codebook_checks import quantizer_layers
+from .codebook_pictures import plot_code_usage, save_code_images
 from .diagnose import Finding, diagnose
 from .features import save_features, save_top_inputs
 from .measures import MAX_SAMPLES, sample_rows
@@ -64,6 +66,30 @@ def _finding_html(finding: Finding) -> str:
         f"<code>{html.escape(finding.code)}</code>{html.escape(value)}: {html.escape(finding.message)}"
         f"<br><i>Remedy:</i> {html.escape(finding.remedy)}</div>"
     )
+
+
+def _codebook_sections(net: Autoencoder, sample: np.ndarray, attempt: Any) -> list[str]:
+    """The pictures of each quantizer layer (vq, fsq): what each code decodes to, and the data's usage."""
+    out = []
+    for name in quantizer_layers(net.graph):
+        out.append(f"<h2>Codebook of {html.escape(name)}</h2>")
+        out.append(
+            attempt(
+                f"codebook_{name}.png",
+                f"What each code of {name!r} decodes to (every position of the code grid set to it); codes "
+                "that no vector of the rows chooses are greyed out.",
+                lambda p, name=name: save_code_images(net, p, name, sample),
+            )
+        )
+        out.append(
+            attempt(
+                f"usage_{name}.png",
+                f"The share of the rows' vectors that chose each code of {name!r}, over all of them; unused codes "
+                "in red.",
+                lambda p, name=name: plot_code_usage(net, sample, p, name),
+            )
+        )
+    return out
 
 
 def _rows_text(used: int, total: int) -> str:
@@ -204,6 +230,7 @@ def write_report(
             lambda p: plot_activations(net, sample, p),
         )
     )
+    sections.extend(_codebook_sections(net, sample, attempt))
     if first is not None:
         sections.append(
             attempt(

@@ -95,7 +95,9 @@ def extend_form(
 # Initialisation keys, theanets' names: a bare key sets the weight's value, the
 # ``_w``/``_b`` variants target the weights or the biases explicitly.
 INIT_KEYS = tuple(f"{key}{suffix}" for key in ("mean", "std", "sparsity", "diagonal") for suffix in ("", "_w", "_b"))
-_FORMLESS_SIZE = ("flatten", "reshape", "pool", "upsample")
+# Forms whose size follows their input; a tied layer's partner search skips them (a quantizer's
+# codebook is no weight a decoder could mirror), and their activation defaults to linear.
+_FORMLESS_SIZE = ("flatten", "reshape", "pool", "upsample", "vq", "fsq")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,6 +23,13 @@ every value of every example of the data; ``xbar_j`` the data mean of feature j)
     The mean over examples of the number of non-zero values of the layer's output.
 ``dead_fraction`` (of a layer, default the code layer)
     The fraction of the layer's units that are zero on every example of the data.
+``usage`` (of a quantizer layer, default the first one)
+    The fraction of the ``K`` codes chosen at least once over the data (``'name:codes'``).
+``perplexity`` (of a quantizer layer, default the first one)
+    ``exp(-sum_k p_k log p_k)`` with ``p_k`` the share of all the data's vectors that chose code
+    ``k``: the number of equally used codes with the same entropy (``K`` at best).  Counted over
+    the whole data, never averaged over batches: a batch of ``b`` vectors cannot show more than
+    ``b`` codes, so a per-batch figure depends on the batch size.
 
 With per-value weights ``w`` (a weighted model), ``mse``, ``fvu`` and ``r2`` weigh
 each value by ``w``, as :meth:`~aekit.Autoencoder.score` does.
@@ -32,8 +39,9 @@ Metric names are registered in :data:`METRICS`; ``'l0:hid2'`` names the layer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -46,8 +54,10 @@ __all__ = [
     "L0",
     "MSE",
     "R2",
+    "CodeUsage",
     "DeadFraction",
     "Metric",
+    "Perplexity",
     "MetricBatch",
     "build_metrics",
     "compute_all",
@@ -117,6 +127,14 @@ class Metric:
     def compute(self) -> float:
         """The figure over every batch seen (NaN before any)."""
         raise NotImplementedError
+
+    def bind(self, layer: Any) -> None:
+        """Learn what the metric needs of its layer (the layer object); default: nothing."""
+
+    @classmethod
+    def default_layer(cls, layers: Mapping[str, Any], code_layer: str) -> str:
+        """The layer a per-layer metric reads when its name gives none: the code layer."""
+        return code_layer
 
 
 def _flat(batch: MetricBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -280,19 +298,87 @@ class DeadFraction(Metric):
         return float((self._sums == 0).to(torch.float64).mean())
 
 
+class CodeUsage(Metric):
+    """The fraction of a quantizer's codes chosen at least once over the data."""
+
+    name = "usage"
+    needs_layer = True
+
+    def __init__(self, layer: str | None = None):
+        super().__init__(layer)
+        self.size: int | None = None
+
+    def bind(self, layer: Any) -> None:
+        """Read the number of codes of the quantizer ``layer``.
+
+        Raises
+        ------
+        ConfigurationError
+            When ``layer`` is no quantizer (it has no ``codebook_size``).
+        """
+        size = getattr(layer, "codebook_size", None)
+        if size is None:
+            raise ConfigurationError(
+                f"metric {self.name!r} reads a quantizer layer (vq or fsq), but {self.layer!r} is a "
+                f"{getattr(getattr(layer, 'spec', None), 'form', type(layer).__name__)!r} layer"
+            )
+        self.size = int(size)
+
+    @classmethod
+    def default_layer(cls, layers: Mapping[str, Any], code_layer: str) -> str:
+        """The first quantizer layer (else the code layer, which :meth:`bind` then refuses)."""
+        return next((name for name, layer in layers.items() if hasattr(layer, "codebook_size")), code_layer)
+
+    def update(self, batch: MetricBatch) -> None:
+        """Add the batch's count of vectors per code to the state.
+
+        Parameters
+        ----------
+        batch : MetricBatch
+            The graph's outputs; ``'name:codes'`` holds int64 code indices, shape (n, *grid).
+        """
+        if self.size is None:
+            raise ConfigurationError(f"metric {self.name!r} was not bound to its layer {self.layer!r}")
+        codes = batch.outputs[f"{self.layer}:codes"].reshape(-1).long()
+        self._add(torch.bincount(codes, minlength=self.size).to(torch.float64))
+
+    def compute(self) -> float:
+        """The fraction of codes with at least one vector (NaN before any batch)."""
+        if self._sums is None:
+            return float("nan")
+        return float((self._sums > 0).to(torch.float64).mean())
+
+
+class Perplexity(CodeUsage):
+    """``exp`` of the entropy of the data's code frequencies (see the module docstring)."""
+
+    name = "perplexity"
+
+    def compute(self) -> float:
+        """The perplexity over every vector seen (NaN before any batch)."""
+        if self._sums is None or self._sums.sum() == 0:
+            return float("nan")
+        p = self._sums / self._sums.sum()
+        p = p[p > 0]
+        return float(torch.exp(-(p * p.log()).sum()))
+
+
 METRICS: Registry[type[Metric]] = Registry("metric")
-for _metric in (MSE, FVU, R2, L0, DeadFraction):
+for _metric in (MSE, FVU, R2, L0, DeadFraction, CodeUsage, Perplexity):
     METRICS.register(_metric.name, _metric)
 
 
-def build_metrics(names: Sequence[str], layers: Sequence[str], code_layer: str) -> dict[str, Metric]:
+def build_metrics(
+    names: Sequence[str], layers: Sequence[str] | Mapping[str, Any], code_layer: str
+) -> dict[str, Metric]:
     """Metric objects for ``names`` (``'fvu'``, ``'l0'``, ``'l0:hid2'``, ...), keyed by the name given.
 
     Parameters
     ----------
     names : sequence of str
-    layers : sequence of str
-        The model's layer names (a per-layer metric must name one of them).
+    layers : sequence of str, or dict of str to layer
+        The model's layer names (a per-layer metric must name one of them); given the layers
+        themselves, each metric reads what it needs of its layer (a quantizer's number of codes).
     code_layer : str
         The layer a per-layer metric reads when its name gives none.
 
@@ -313,7 +399,16 @@ def build_metrics(names: Sequence[str], layers: Sequence[str], code_layer: str) 
             raise ConfigurationError(f"metric {base!r} takes no layer, got {name!r}")
         if layer and layer not in layers:
             raise unknown_name_error(f"layer of metric {name!r}", layer, layers)
-        out[name] = cls(layer or code_layer) if cls.needs_layer else cls()
+        if not cls.needs_layer:
+            out[name] = cls()
+            continue
+        if isinstance(layers, Mapping):
+            chosen = layer or cls.default_layer(layers, code_layer)
+            metric = cls(chosen)
+            metric.bind(layers[chosen])
+        else:
+            metric = cls(layer or code_layer)
+        out[name] = metric
     return out
 
 

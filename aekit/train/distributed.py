@@ -223,6 +223,7 @@ class DataParallel(Strategy):
         self.device = torch.device("cpu")
         self._ddp: nn.Module | None = None
         self._summed_base: list[torch.Tensor] | None = None
+        self._layers: list[Any] = []
 
     def attach(self, net: Any) -> None:
         """Move a CUDA ``net`` to this process's GPU (torchrun's ``cuda:LOCAL_RANK``); quiet the log off rank 0.
@@ -318,6 +319,10 @@ class DataParallel(Strategy):
                 if summed:
                     nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, summed)
                 self._ddp = nn.parallel.DistributedDataParallel(module, **kwargs)
+                # Step hooks that update state from a batch (a VQ codebook) all-reduce it while this run lasts.
+                self._layers = list(graph.layers.values())
+                for layer in self._layers:
+                    layer.data_parallel = True
             return self._ddp(x, w, scale)
 
         return loss
@@ -465,4 +470,7 @@ class DataParallel(Strategy):
         process aborts ("terminate called without an active exception").
         """
         self._ddp = None
+        for layer in self._layers:
+            layer.data_parallel = False
+        self._layers = []
         gc.collect()

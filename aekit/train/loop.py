@@ -190,7 +190,7 @@ class Trainer:
         self.checkpointer: Checkpointer | None = None  # set when train(checkpoint=...)
         self.resumed = False
         self.callbacks: list[Callback] = [EarlyStopping(), History()]
-        self.metrics = build_metrics(options.metrics, list(net.graph.layers), net.code_layer)
+        self.metrics = build_metrics(options.metrics, dict(net.graph.layers.items()), net.code_layer)
 
     @property
     def rank(self) -> int:

@@ -147,6 +147,9 @@ class Layer(nn.Module):
     # Buffers that count per-process events (e.g. how often a unit fired): data-parallel
     # training sums their changes over the processes instead of keeping one process's copy.
     summed_buffers: tuple[str, ...] = ()
+    # True while the data-parallel strategy trains this layer: step hooks that update running state
+    # from a batch (a VQ codebook's moving averages) then all-reduce what they read.
+    data_parallel = False
 
     def __init__(self, spec: LayerSpec, input_shape: tuple[int, ...]):
         super().__init__()
