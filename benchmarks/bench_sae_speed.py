@@ -11,7 +11,7 @@ rounds' tokens per second (a token is one row of the batch).
   sparse top-k path (:mod:`aekit.model.sparse_decode`) chosen by itself.
 * ``aekit, dense path``: the same with ``AEKIT_SPARSE_DECODE=never``.
 * ``reference``: OpenAI's recipe written out below in plain PyTorch, dense decoding:
-  ``z = topk(relu(x W_enc + b_enc)); x_hat = z W_dec + b_dec``, MSE, the gradient's
+  ``z = topk(relu((x - b_dec) W_enc + b_enc)); x_hat = z W_dec + b_dec``, MSE, the gradient's
   component along each decoder row removed before the step and the rows renormalised
   after; it starts from aekit's own initial weights (same seed).
 * with ``AEKIT_SAE_SPEED_EXTERNAL=1``: ``eai-sparsify`` (``SparseCoder``, fvu loss,
@@ -115,11 +115,14 @@ class ReferenceTopKSAE:
         self.optimizer = _adam(self.params)
 
     def forward(self, x):
-        """``x_hat = topk(relu(x W_enc + b_enc)) W_dec + b_dec``, the code dense."""
+        """``x_hat = topk(relu((x - b_dec) W_enc + b_enc)) W_dec + b_dec``, the code dense.
+
+        ``b_dec`` is subtracted before encoding, as in OpenAI's recipe (aekit's default ``pre_bias``).
+        """
         import torch
 
         w_enc, b_enc, w_dec, b_dec = self.params
-        pre = torch.relu(x @ w_enc + b_enc)
+        pre = torch.relu((x - b_dec) @ w_enc + b_enc)
         values, indices = pre.topk(self.k, dim=1)
         z = torch.zeros_like(pre).scatter(1, indices, values)
         return z @ w_dec + b_dec
