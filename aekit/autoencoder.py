@@ -28,6 +28,7 @@ from .objective import jacobian
 from .objective.losses import Loss
 from .objective.objective import Objective
 from .objective.penalties import REGULARIZER_KEYS, Regularizers
+from .variational import VariationalMixin
 
 __all__ = ["Autoencoder", "Graph", "load", "load_checkpoint_model", "resolve_device"]
 
@@ -59,7 +60,7 @@ def _seed_from(rng: Any) -> int:
     raise ConfigurationError(f"rng must be an int seed, a NumPy random generator or None, got {rng!r}")
 
 
-class Autoencoder(BatchedInference):
+class Autoencoder(VariationalMixin, BatchedInference):
     """An autoencoder built from theanets-style layer specs.
 
     Parameters
@@ -159,7 +160,9 @@ class Autoencoder(BatchedInference):
 
     @property
     def code_layer(self) -> str:
-        """The middle layer (theanets' rule: ``layers[len(layers) // 2]``)."""
+        """The middle layer (theanets' rule: ``layers[len(layers) // 2]``); a model's one gaussian layer."""
+        if len(self.latent_layers) == 1:
+            return self.latent_layers[0]
         names = list(self.graph.layers)
         return names[len(names) // 2]
 
@@ -288,7 +291,8 @@ class Autoencoder(BatchedInference):
         layer : str or int, optional
         sample : bool
             Draw Bernoulli samples with the code activations as probabilities
-            (the codes must lie in [0, 1]).
+            (the codes must lie in [0, 1]); of a gaussian layer, draw ``z ~ q(z|x)``
+            (without it a gaussian layer gives the posterior means).
 
         Returns
         -------
@@ -296,6 +300,8 @@ class Autoencoder(BatchedInference):
         """
         self._check_outputs_exist()
         name = self._layer_name(layer, self.code_layer)
+        if sample and name in self.latent_layers:
+            return self._sample_posterior(x, name)
         x, _ = self._split(x)
         codes = self._run(self._inputs(x), lambda b: self.graph(b, stop=name)[f"{name}:out"])
         if sample:

@@ -214,6 +214,13 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         ("hidden_dropout", "dropout probability on hidden outputs"),
     ):
         g.add_argument("--" + key.replace("_", "-"), type=float, help=text)
+    g = p.add_argument_group("variational autoencoders (a gaussian layer)")
+    g.add_argument("--beta", type=float, help="weight of the KL term (default 1: the ELBO)")
+    g.add_argument("--kl-warmup", type=int, help="optimizer steps over which the KL weight rises from 0")
+    g.add_argument("--free-bits", type=float, help="nats each latent's KL counts at least (default 0: off)")
+    g.add_argument("--capacity", type=float, help="train on beta * |KL - capacity| (default off)")
+    g.add_argument("--importance-samples", type=int, help="train on the IWAE bound with this many samples")
+    g.add_argument("--binarize", choices=("dynamic",), help="resample each batch as x ~ Bernoulli(x)")
     # Any training option added to TrainOptions later still gets a flag.
     declared = {a.dest for a in p._actions}
     for field in dataclasses.fields(TrainOptions):

@@ -9,7 +9,10 @@ values) before it is used.
 
 Term names, in order: each loss by name (``'mse'``, ...), ``'err'`` (their
 weighted sum), the layers' own terms, each active penalty (``'weight_l1'``,
-``'hidden_l1'``, ``'sparsity'``, ``'contractive'``, ...), and ``'loss'``, the total.
+``'hidden_l1'``, ``'sparsity'``, ``'contractive'``, ``'kl'``, ...), and ``'loss'``, the total;
+then, for a variational autoencoder, readings that are not minimised: ``'kl_nats'`` and
+``'elbo'`` in nats per example (:mod:`aekit.objective.likelihood`).  Training on the
+importance-weighted bound (``importance_samples > 1``) has the terms ``'iwae'`` and ``'loss'``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from ..errors import ConfigurationError, closest_name
 from ..model.activations import output_range
 from ..model.graph import Graph
 from ..registry import Registry
-from . import jacobian
+from . import jacobian, likelihood
 from . import penalties as reg
 from .corruption import corruptions, dropout, gaussian_noise
 from .losses import Loss
@@ -45,12 +48,19 @@ class PenaltyInput:
         The clean input.
     regs : Regularizers
         The parsed train() keywords.
+    training : bool
+        A training step (False: validation, ``loss()`` readings without corruption).
+    scale : float
+        Nats per example in one unit of the reconstruction loss (``D``, see
+        :mod:`aekit.objective.likelihood`).
     """
 
     graph: Graph
     outputs: dict[str, torch.Tensor]
     target: torch.Tensor
     regs: reg.Regularizers
+    training: bool = True
+    scale: float = 1.0
 
 
 # A penalty maps a batch to its term, or None when its keywords are not set.  The order of
@@ -114,6 +124,7 @@ PENALTIES.register("hidden_l1", _activity("hidden_l1", 1))
 PENALTIES.register("hidden_l2", _activity("hidden_l2", 2))
 PENALTIES.register("sparsity", _sparsity)
 PENALTIES.register("contractive", _contractive)
+PENALTIES.register("kl", likelihood.kl_penalty)  # every gaussian layer's KL, always on (beta=1 by default)
 
 
 class Objective:
@@ -259,6 +270,11 @@ class Objective:
         terms : dict of str to tensor, each shape ()
         """
         graph, regs = self.graph, self.regs
+        if training and regs.binarize == "dynamic":
+            x = torch.bernoulli(x)  # the target too: the model of binarized data
+        if regs.importance_samples > 1 and training:
+            bound = likelihood.iwae_objective(graph, self.losses, x, regs.importance_samples)
+            return bound["loss"], bound
         target = x
         if training and regs.input_noise:
             x = gaussian_noise(x, regs.input_noise)
@@ -283,11 +299,12 @@ class Objective:
         for key, value in outputs.terms.items():  # the terms layers own (a KL, a commitment loss...)
             terms[key] = value
             total = total + value
-        batch = PenaltyInput(graph, outputs, target, regs)
+        batch = PenaltyInput(graph, outputs, target, regs, training, likelihood.nats_scale(graph, self.losses))
         for key, penalty in PENALTIES.items():
             penalty_value = penalty(batch)
             if penalty_value is not None:
                 terms[key] = penalty_value
                 total = total + penalty_value
         terms["loss"] = total
+        terms.update(likelihood.readings(graph, self.losses, outputs, terms))  # nats per example; not minimised
         return total, terms

@@ -35,6 +35,9 @@ with ``variables`` the matching parameters of more than one dimension and
   instead, a different quantity: there is no scale of it to match.)
 * ``input_noise``, ``input_dropout``, ``hidden_noise``, ``hidden_dropout`` --
   Gaussian noise std / dropout probability, applied during training only.
+* ``beta``, ``kl_warmup``, ``free_bits``, ``capacity``, ``importance_samples``,
+  ``binarize`` -- the KL term of variational autoencoders and their training data
+  (:mod:`aekit.objective.likelihood`).
 
 Any of the layer-wise options may be a dict of glob patterns instead of a number:
 ``hidden_l1={'hid1': 0.1, 'hid2': 0.01}`` or ``weight_l2={'hid*.w': 1e-4}``.  Each
@@ -70,7 +73,7 @@ from typing import Any
 
 import torch
 
-from ..data.validation import number
+from ..data.validation import integer, number
 from ..errors import ConfigurationError
 from .corruption import dropout, gaussian_noise  # their old home; re-exported
 
@@ -104,6 +107,13 @@ REGULARIZER_KEYS = (
     "input_dropout",
     "hidden_noise",
     "hidden_dropout",
+    # Variational autoencoders (see aekit.objective.likelihood).
+    "beta",
+    "kl_warmup",
+    "free_bits",
+    "capacity",
+    "importance_samples",
+    "binarize",
 )
 
 
@@ -291,6 +301,23 @@ def match(pattern_weights: Mapping[str, float], names: Iterable[str]) -> dict[st
     return {name: pattern_weights[pattern] for name, pattern in _owners(pattern_weights, names).items()}
 
 
+def _variational(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The variational keywords checked (None means the default, as on the command line)."""
+    out: dict[str, Any] = {}
+    for key, low in (("beta", 0.0), ("free_bits", 0.0), ("capacity", 0.0)):
+        if kwargs.get(key) is not None:
+            out[key] = number(key, kwargs[key], low, math.inf)
+    for key, low in (("kl_warmup", 0), ("importance_samples", 1)):
+        if kwargs.get(key) is not None:
+            out[key] = integer(key, kwargs[key], low)
+    binarize = kwargs.get("binarize")
+    if binarize is not None and binarize is not False:
+        if binarize not in ("dynamic",):
+            raise ConfigurationError(f"binarize must be 'dynamic' or None, got {binarize!r}")
+        out["binarize"] = binarize
+    return out
+
+
 def _pattern_weights(key: str, value: Any, default_pattern: str, high: float) -> dict[str, float]:
     if value is None:
         return {}
@@ -326,6 +353,13 @@ class Regularizers:
     hidden_noise: dict[str, float] = field(default_factory=dict)
     hidden_dropout: dict[str, float] = field(default_factory=dict)
     scale: str = "mean"
+    # Variational autoencoders (aekit.objective.likelihood): the KL term's weight and shape.
+    beta: float = 1.0
+    kl_warmup: int = 0
+    free_bits: float = 0.0
+    capacity: float | None = None
+    importance_samples: int = 1
+    binarize: str | None = None
 
     def __post_init__(self) -> None:
         _check_scale(self.scale)
@@ -353,7 +387,8 @@ class Regularizers:
     def uses_randomness(self) -> bool:
         """True when training draws random numbers (noise or dropout)."""
         return bool(
-            self.input_noise
+            self.binarize
+            or self.input_noise
             or self.input_dropout
             or any(self.hidden_noise.values())
             or any(self.hidden_dropout.values())
@@ -391,6 +426,7 @@ class Regularizers:
             input_dropout=number("input_dropout", kwargs.get("input_dropout") or 0.0, 0.0, 0.99),
             hidden_noise=_pattern_weights("hidden_noise", kwargs.get("hidden_noise"), "*", inf),
             hidden_dropout=_pattern_weights("hidden_dropout", kwargs.get("hidden_dropout"), "*", 0.99),
+            **_variational(kwargs),
         )
 
     @property
