@@ -311,3 +311,45 @@ def test_per_position_latent_after_a_conv_layer():
     net.train(x, max_epochs=1, batch_size=8)
     assert net.encode(x).shape == (16, 3, 4, 4) and net.sample(2, seed=0).shape == (2, 1, 8, 8)
     assert net.nll(x[:3], k=5).shape == (3,) and net.kl_per_latent(x).shape == (3, 4, 4)
+
+
+# ---------------------------------------------------------------------- diagnose
+def codes(findings):
+    return {f.code: f for f in findings}
+
+
+def test_diagnose_names_posterior_collapse_with_the_figures():
+    net, marginal = linear_gaussian_vae()
+    torch.manual_seed(2)
+    x = marginal.sample((200,)).float().numpy()
+    found = codes(aekit.diagnose(net, x))
+    assert "posterior-collapse" not in found and "inactive-latents" not in found
+    layer = net.graph.layers["z"]
+    with torch.no_grad():
+        layer.w[:, 0] = 0.0  # latent 0 now gives the prior for every input
+        layer.b[0] = 0.0
+        layer.b_logvar[0] = 0.0
+    found = codes(aekit.diagnose(net, x))
+    assert found["inactive-latents"].severity == "info" and found["inactive-latents"].value == 2
+    assert "2 of 3 latents" in found["inactive-latents"].message
+    with torch.no_grad():
+        layer.w.zero_()
+        layer.b.zero_()
+        layer.b_logvar.zero_()
+    # the KL weight of the last epoch is kl * D / kl_nats = 4 (D = 6 values per example)
+    net.history = [{"epoch": 1, "train": {"loss": 2.0, "kl": 1.5, "kl_nats": 1.5 * 6 / 4}}]
+    found = codes(aekit.diagnose(net, x))
+    collapse = found["posterior-collapse"]
+    assert collapse.severity == "error" and collapse.layer == "z" and collapse.value == pytest.approx(0.0, abs=1e-6)
+    assert "0 of 3 latents" in collapse.message and "total KL " in collapse.message
+    assert "KL weight of 4" in collapse.remedy
+    assert found["kl-dominates"].value == pytest.approx(0.75)
+    assert "collapsed-code" not in found and "dead-units" not in found  # the latent is judged as a latent
+
+
+def test_diagnose_logvar_at_its_bound():
+    net = small_vae()
+    with torch.no_grad():
+        net.graph.layers["z"].b_logvar[1] = 50.0
+    found = codes(aekit.diagnose(net, binary_data(50)))
+    assert found["logvar-range"].value == 1 and "z1" in found["logvar-range"].message

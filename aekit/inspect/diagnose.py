@@ -43,6 +43,11 @@ Checks and their codes (thresholds are keyword arguments of :func:`diagnose`):
     ``order_correlation``, or labels ``y`` in runs far longer than chance.
 ``fit`` (info)
     The reconstruction R^2, always reported when finite.
+``posterior-collapse``, ``inactive-latents``, ``kl-dominates``, ``logvar-range``
+    A variational autoencoder's gaussian layers (:mod:`aekit.inspect.variational`): no
+    active latent (Burda et al.'s definition) or a total KL below 0.1 nats; some latents
+    inactive (info); a KL term that outweighs the reconstruction; log-variances held by
+    the clip.  Gaussian layers are left out of the unit checks above.
 
 Every remedy about the learning rate and the number of steps comes from one decision per
 diagnosis (:mod:`aekit.inspect.progress`): more steps when the model is undertrained, with a
@@ -90,6 +95,7 @@ from .progress import (
     steps_finding,
     training_findings,
 )
+from .variational import check_latents, vae_layers
 
 if TYPE_CHECKING:
     from ..autoencoder import Autoencoder
@@ -302,7 +308,8 @@ def diagnose(
 
     model: list[Finding] = []  # the findings whose remedies take the advice on steps and learning rate
     code = net.code_layer
-    if code != graph.input_name and code != out_name:
+    latents = vae_layers(net)  # a gaussian layer's means are judged by check_latents, not as units
+    if code != graph.input_name and code != out_name and code not in latents:
         model += check_collapse(outputs[f"{code}:out"], code, collapse_ratio)
     if same_shape:
         model += check_mean(net, target, recon, mean_variance_ratio, mean_offset, mean_cosine)
@@ -310,7 +317,9 @@ def diagnose(
     troubled = 0  # dead or saturated units
     for name in graph.hidden_names:
         spec = specs[name]
-        if spec.form in PASS_THROUGH_FORMS and output_range(spec.activation) == (-math.inf, math.inf):
+        if name in latents or (
+            spec.form in PASS_THROUGH_FORMS and output_range(spec.activation) == (-math.inf, math.inf)
+        ):
             continue
         values = unit_columns(outputs[f"{name}:out"])
         layer_findings = check_dead(values, name, dead_tolerance, dead_error_fraction, note)
@@ -325,6 +334,7 @@ def diagnose(
         )
         troubled += max((round((f.value or 0.0) * values.shape[1]) for f in layer_findings), default=0)
         model += layer_findings
+    findings += check_latents(net, xt, note)
     r2 = fit_r2(net, raw) if same_shape else None
     fit = check_fit(r2, len(raw), trivial_r2, bool(getattr(net, "history", None)), note) if same_shape else []
 
