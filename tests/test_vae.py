@@ -353,3 +353,30 @@ def test_diagnose_logvar_at_its_bound():
         net.graph.layers["z"].b_logvar[1] = 50.0
     found = codes(aekit.diagnose(net, binary_data(50)))
     assert found["logvar-range"].value == 1 and "z1" in found["logvar-range"].message
+
+
+# ---------------------------------------------------------------------- pictures and the report
+def test_latent_pictures_and_the_report(tmp_path):
+    from matplotlib.image import imread
+
+    from aekit.inspect import latent_pictures as lp
+
+    x = binary_data(40, 16)
+    net = aekit.Autoencoder(
+        [16, (8, "tanh"), dict(form="gaussian", size=2, name="z"), (8, "tanh"), (16, "sigmoid")], loss="bce"
+    )
+    net.train(x, max_epochs=1, batch_size=8)
+    for draw in (
+        lambda p: lp.plot_samples(net, p, n=6),
+        lambda p: lp.plot_manifold(net, p, n=4),
+        lambda p: lp.plot_kl(net, x, p),
+        lambda p: lp.plot_interpolations(net, x, p, pairs=2, steps=3),
+    ):
+        path = draw(str(tmp_path / "picture.png"))
+        assert imread(path).shape[0] > 50
+    with pytest.raises(aekit.ConfigurationError, match="2-D latent"):
+        lp.plot_manifold(small_vae(), str(tmp_path / "m.png"))
+    page = aekit.report.write_report(net, x, tmp_path / "report")
+    text = open(page).read()
+    for name in ("samples.png", "latent_kl.png", "interpolations.png", "manifold.png", "Latent space"):
+        assert name in text and "not available" not in text.split(name)[1][:200]

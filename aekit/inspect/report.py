@@ -29,6 +29,7 @@ from ..errors import AekitError, DataError
 from ..io.atomic import atomic_write
 from .diagnose import Finding, diagnose
 from .features import save_features, save_top_inputs
+from .latent_pictures import vae_sections
 from .measures import MAX_SAMPLES, sample_rows
 from .plots import plot_activations, plot_codes, plot_history, plot_reconstructions
 
@@ -197,6 +198,7 @@ def write_report(
             lambda p: plot_codes(net, sample, p, labels=None if y is None else y[rows]),
         )
     )
+    sections.extend(vae_sections(net, sample, attempt))  # samples, KL bars, interpolations of a VAE
     sections.append(
         attempt(
             "activations.png",
