@@ -380,3 +380,60 @@ def test_latent_pictures_and_the_report(tmp_path):
     text = open(page).read()
     for name in ("samples.png", "latent_kl.png", "interpolations.png", "manifold.png", "Latent space"):
         assert name in text and "not available" not in text.split(name)[1][:200]
+
+
+# ---------------------------------------------------------------------- scikit-learn
+def test_estimators_with_a_gaussian_latent():
+    from aekit.estimator import AutoencoderOutlierDetector, AutoencoderTransformer
+
+    x = binary_data(60)
+    ae = AutoencoderTransformer(
+        hidden=(12, 3),
+        activation="tanh",
+        output_activation="sigmoid",
+        loss="bce",
+        variational=True,
+        max_epochs=2,
+        binarize="dynamic",
+        random_state=0,
+    ).fit(x)
+    assert ae.net_.latent_layers == ["code"] and ae.transform(x).shape == (60, 3)
+    np.testing.assert_array_equal(ae.transform(x), ae.net_.posterior(x).mean)
+    det = AutoencoderOutlierDetector(
+        hidden=(12, 3),
+        activation="tanh",
+        output_activation="sigmoid",
+        loss="bce",
+        standardize=False,
+        variational=True,
+        outlier_score="nll",
+        nll_samples=20,
+        max_epochs=2,
+        random_state=0,
+    ).fit(x)
+    np.testing.assert_allclose(det.decision_scores_, det.net_.nll(x, k=20))
+    assert (det.predict(x) == -1).mean() == pytest.approx(0.1, abs=0.05)
+    with pytest.raises(aekit.ConfigurationError, match="outlier_score"):
+        AutoencoderOutlierDetector(outlier_score="nll").fit(x)
+
+
+# ---------------------------------------------------------------------- the command line
+def test_cli_trains_a_vae_and_writes_nll_and_samples(tmp_path, capsys):
+    from aekit import cli
+
+    x = binary_data(40, 16)
+    np.save(tmp_path / "x.npy", x)
+    model = str(tmp_path / "m.aekit")
+    args = ["train", str(tmp_path / "x.npy"), "--layers", "16,8:tanh,2:gaussian,8:tanh,16:sigmoid"]
+    assert cli.main([*args, "--loss", "bce", "--binarize", "dynamic", "--epochs", "1", "-o", model, "-q"]) == 0
+    net = aekit.load(model)
+    assert net.latent_layers == ["hid2"]
+    assert cli.main(["nll", model, str(tmp_path / "x.npy"), "--k", "10", "-o", str(tmp_path / "n.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "n.npy"), net.nll(x, k=10, seed=0))
+    assert "nats per example" in capsys.readouterr().out
+    assert cli.main(["sample", model, "--n", "3", "--seed", "2", "-o", str(tmp_path / "s.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), net.sample(3, seed=2))
+    plain = str(tmp_path / "p.aekit")
+    aekit.Autoencoder([16, 4, 16]).save(plain)
+    assert cli.main(["sample", plain, "-o", str(tmp_path / "t.npy")]) != 0
+    assert "gaussian" in capsys.readouterr().err

@@ -281,6 +281,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="write per-example squared errors (.npy or .csv; not an input)")
     p.set_defaults(func=commands.cmd_score, cli_labels=_flag_labels(p))
 
+    p = sub.add_parser("nll", parents=common, help="negative log-likelihood of data under a VAE (nats)")
+    p.add_argument("model", help="model file with a gaussian layer (or training checkpoint)")
+    p.add_argument("data", help=f"data to score: {_DATA_HELP}")
+    p.add_argument("--k", type=int, default=1000, help="importance samples per example (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
+    p.add_argument("--output", "-o", help="write the per-example figures (.npy or .csv; not an input)")
+    p.set_defaults(func=commands.cmd_nll, cli_labels=_flag_labels(p))
+
+    p = sub.add_parser("sample", parents=common, help="draw samples from a VAE's prior, decoded")
+    p.add_argument("model", help="model file with a gaussian layer (or training checkpoint)")
+    p.add_argument("--n", type=int, default=16, help="how many samples (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    p.add_argument("--output", "-o", required=True, help="output .npy or .csv")
+    p.set_defaults(func=commands.cmd_sample, cli_labels=_flag_labels(p))
+
     if commands._optional("inspect.diagnose", "diagnose") is not None:
         p = sub.add_parser("diagnose", parents=common, help="find out why a model does not learn")
         p.add_argument("model", help="model file (or training checkpoint)")

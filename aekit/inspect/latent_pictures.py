@@ -95,7 +95,9 @@ def plot_kl(net: Any, x: Any, path: str | os.PathLike, layer: Any = None, active
     ax = fig.subplots()
     colours = ["tab:blue" if a else DEAD_COLOUR for a in stats.active]
     ax.bar(np.arange(stats.kl.size), stats.kl, color=colours)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(f"latent of {name!r}")
     ax.set_ylabel("mean KL to N(0, 1), nats")
     ax.set_title(
