@@ -246,6 +246,42 @@ class VariationalMixin:
         )
         return np.concatenate(parts)
 
+    def init_output_bias(self, x: Any) -> None:
+        """Start a Bernoulli decoder's output bias at the logit of each value's mean over ``x``.
+
+        Burda et al. 2015's initialisation: the untrained decoder then gives the data's mean
+        image, so the first steps do not spend themselves learning it.  The means are clipped
+        to [1e-3, 1 - 1e-3] (an always-black pixel would get an infinite bias).
+
+        Raises
+        ------
+        ConfigurationError
+            Unless the output layer is a sigmoid layer with a bias ``b`` (its loss ``'bce'``).
+        """
+        out = self.graph.layers[self.graph.output_name]
+        bias = getattr(out, "b", None)
+        if not out.activation.is_sigmoid or not isinstance(bias, torch.nn.Parameter) or bias.dim() != 1:
+            raise ConfigurationError(
+                f"init_output_bias needs a sigmoid output layer with a bias (a Bernoulli decoder), "
+                f"layer {out.name!r} has activation {out.spec.activation!r}"
+            )
+        total = torch.zeros(bias.shape, dtype=torch.float64)
+        count = 0
+
+        def add(batch: torch.Tensor) -> None:
+            nonlocal total, count
+            flat = batch.reshape(batch.shape[0], -1).double().cpu()
+            if flat.shape[1] == bias.shape[0]:
+                total += flat.sum(0)
+            else:  # a conv output: one bias per channel, the mean over the positions
+                total += flat.reshape(batch.shape[0], bias.shape[0], -1).mean(2).sum(0)
+            count += batch.shape[0]
+
+        self._eval_batches(x, add)
+        mean = (total / count).clamp(1e-3, 1 - 1e-3)
+        with torch.no_grad():
+            bias.copy_(torch.log(mean / (1 - mean)).to(bias.dtype))
+
     def kl_per_latent(self, x: Any, layer: str | int | None = None) -> np.ndarray:
         """The mean over ``x`` of each latent's ``KL(q(z_j|x) || N(0, 1))``, nats, shape (*latent_shape,)."""
         post = self.posterior(x, layer)

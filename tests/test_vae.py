@@ -437,3 +437,27 @@ def test_cli_trains_a_vae_and_writes_nll_and_samples(tmp_path, capsys):
     aekit.Autoencoder([16, 4, 16]).save(plain)
     assert cli.main(["sample", plain, "-o", str(tmp_path / "t.npy")]) != 0
     assert "gaussian" in capsys.readouterr().err
+
+
+def test_output_bias_starts_at_the_logit_of_the_mean_pixel():
+    net = small_vae()
+    x = binary_data(64) * 0.9 + 0.05
+    net.init_output_bias(x)
+    expected = torch.logit(torch.as_tensor(x, dtype=torch.float64).mean(0)).float()
+    torch.testing.assert_close(net.find("out", "b").detach(), expected)
+    with pytest.raises(aekit.ConfigurationError, match="sigmoid"):
+        small_vae(loss="mse").init_output_bias(x)
+
+
+def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
+    x = binary_data(48)
+    options = dict(batch_size=16, binarize="dynamic", kl_warmup=5, validate_every=0)
+    whole = small_vae(rng=3)
+    whole.train(x, max_epochs=2, **options)
+    part = small_vae(rng=3)
+    part.train(x, max_epochs=1, checkpoint=str(tmp_path / "c.ckpt"), **options)
+    resumed = small_vae(rng=3)
+    resumed.train(x, max_epochs=2, checkpoint=str(tmp_path / "c.ckpt"), resume=True, **options)
+    assert int(resumed.graph.layers["z"].steps) == int(whole.graph.layers["z"].steps) == 6
+    for a, b in zip(whole.params, resumed.params):
+        assert torch.equal(a, b)
