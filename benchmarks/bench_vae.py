@@ -21,7 +21,8 @@ what :func:`aekit.diagnose` says about posterior collapse.
 
 Sizes (environment variables): ``AEKIT_BENCH_VAE_EPOCHS`` (30), ``AEKIT_BENCH_VAE_TEST``
 (test images scored, 10000), ``AEKIT_BENCH_VAE_K`` (1000), ``AEKIT_BENCH_VAE_TRAIN``
-(training images, 60000), ``AEKIT_BENCH_VAE_COLLAPSE_EPOCHS`` (the beta=784 run, 5).
+(training images, 60000), ``AEKIT_BENCH_VAE_COLLAPSE_EPOCHS`` (the beta=784 run, 5);
+``AEKIT_BENCH_VAE_PICTURES`` names a folder for pictures of the trained model (prior samples, KL bars).
 Run ``python benchmarks/bench_vae.py`` (Markdown on stdout).
 """
 
@@ -194,6 +195,12 @@ def run() -> dict:
     with torch.no_grad():
         plain_means = plain.posterior(tt)[0].numpy()
     findings = aekit.diagnose(net, test)
+    pictures = os.environ.get("AEKIT_BENCH_VAE_PICTURES")  # a folder: the README's pictures of this model
+    if pictures:
+        from aekit.inspect import latent_pictures
+
+        latent_pictures.plot_samples(net, Path(pictures) / "vae_samples.png", n=32, seed=SEED)
+        latent_pictures.plot_kl(net, test[:5000], Path(pictures) / "vae_kl.png")
 
     collapsed = aekit.Autoencoder(layers(), loss="bce", rng=SEED)
     collapsed.train(train, **{**options, "max_epochs": collapse_epochs}, beta=784.0)
