@@ -461,3 +461,19 @@ def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
     assert int(resumed.graph.layers["z"].steps) == int(whole.graph.layers["z"].steps) == 6
     for a, b in zip(whole.params, resumed.params):
         assert torch.equal(a, b)
+
+
+def test_kl_and_active_units_metrics_match_the_posterior():
+    net, marginal = linear_gaussian_vae()
+    torch.manual_seed(4)
+    x = marginal.sample((300,)).float().numpy()
+    with torch.no_grad():
+        net.graph.layers["z"].w[:, 2] = 0.0  # one latent that ignores x
+    m = aekit.evaluate(net, x)
+    post = net.posterior(x)
+    assert m["active_units"] == int((post.mean.astype(np.float64).var(0) > 0.01).sum()) == 2
+    assert m["kl"] == pytest.approx(float(net.kl_per_latent(x).sum()), rel=1e-6)
+    train, valid = net.train(x, max_epochs=1, metrics=["kl", "active_units"], valid=x[:50])
+    assert {"kl", "active_units"} <= set(valid)
+    with pytest.raises(aekit.ConfigurationError, match="gaussian"):
+        aekit.evaluate(net, x, metrics=["kl:out"])

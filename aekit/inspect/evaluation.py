@@ -30,10 +30,12 @@ def default_metrics(net: Autoencoder) -> list[str]:
     """The metrics :func:`evaluate` reports when none are named.
 
     They are the reconstruction's, plus the code layer's ``l0`` and ``dead_fraction`` when the
-    code is a hidden layer.
+    code is a hidden layer, or its ``kl`` and ``active_units`` when it is a gaussian layer.
     """
     names = list(DEFAULT_METRICS)
-    if net.code_layer in net.graph.hidden_names:
+    if net.code_layer in getattr(net, "latent_layers", ()):  # a VAE's latent: its KL and active units
+        names += ["kl", "active_units"]
+    elif net.code_layer in net.graph.hidden_names:
         names += ["l0", "dead_fraction"]
     return names
 
