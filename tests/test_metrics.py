@@ -50,7 +50,8 @@ def test_evaluate_matches_independent_references():
 @pytest.mark.parametrize("batch", [1, 7, 300])
 def test_figures_do_not_depend_on_the_batches(batch):
     net, x = model_and_data()
-    metrics = build_metrics(list(METRICS), list(net.graph.layers), net.code_layer)
+    names = [m for m in METRICS if m not in ("kl", "active_units")]  # those read a gaussian layer (test_vae.py)
+    metrics = build_metrics(names, list(net.graph.layers), net.code_layer)
     graph = net.graph.eval()
     with torch.no_grad():
         for start in range(0, len(x), batch):
