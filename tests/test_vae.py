@@ -286,7 +286,7 @@ def test_sample_and_interpolate_shapes_and_ends():
 def test_save_and_load_keep_nll_sample_and_step_counter_bit_for_bit(tmp_path):
     net = small_vae()
     x = binary_data(32)
-    net.train(x, max_epochs=1, batch_size=16, kl_warmup=10)
+    net.train(x, max_epochs=1, batch_size=16, kl_warmup=10, validate_every=0)
     net.save(tmp_path / "vae.aekit")
     back = aekit.load(tmp_path / "vae.aekit")
     assert np.array_equal(net.nll(x, k=20), back.nll(x, k=20))
@@ -477,3 +477,27 @@ def test_kl_and_active_units_metrics_match_the_posterior():
     assert {"kl", "active_units"} <= set(valid)
     with pytest.raises(aekit.ConfigurationError, match="gaussian"):
         aekit.evaluate(net, x, metrics=["kl:out"])
+
+
+def test_validation_elbo_is_a_seeded_elbo_estimate_and_loss_reconstructs_the_mean():
+    net = small_vae()
+    x = binary_data(30)
+    net.graph.eval()  # as validation runs
+    terms = objective_terms(net, x, training=False)
+    net.graph.train()
+    assert float(terms["elbo"]) == pytest.approx(float(net.elbo(x, samples=1, seed=0).mean()), rel=1e-5)
+    recon = torch.as_tensor(net.predict(x))  # from the posterior means
+    bce = torch.nn.functional.binary_cross_entropy(recon.double(), torch.as_tensor(x).double())
+    assert float(terms["bce"]) == pytest.approx(float(bce), rel=1e-4)
+
+
+def test_settings_that_cannot_work_are_refused_or_warned():
+    net = small_vae()
+    x = binary_data(32)
+    with pytest.raises(aekit.ConfigurationError, match="IWAE bound alone.*beta"):
+        net.train(x, max_epochs=1, importance_samples=4, beta=2.0)
+    with pytest.warns(aekit.errors.VariationalWarning, match="kl_warmup"):
+        net.train(x, max_epochs=1, kl_warmup=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", aekit.errors.VariationalWarning)
+        net.train(x, max_epochs=1, kl_warmup=10, valid=x)

@@ -181,12 +181,21 @@ def kl_penalty(batch: Any) -> torch.Tensor | None:
 
 
 def readings(
-    graph: Graph, losses: Sequence[Loss], outputs: Mapping[str, torch.Tensor], terms: Mapping[str, torch.Tensor]
+    graph: Graph,
+    losses: Sequence[Loss],
+    outputs: Mapping[str, torch.Tensor],
+    terms: Mapping[str, torch.Tensor],
+    target: torch.Tensor,
+    training: bool,
 ) -> dict[str, torch.Tensor]:
     """The monitors in nats per example: ``'kl_nats'`` (summed over the latents) and ``'elbo'``.
 
-    Empty for a graph with no Gaussian layer, or a first loss that is not a likelihood
-    (then only ``'kl_nats'``).
+    In training the ELBO is the one-sample estimate the step minimises (``D * loss`` at
+    ``beta=1``).  Out of training the graph reconstructs from the posterior means (the
+    deterministic ``loss`` that early stopping compares), which is not the ELBO: there
+    ``'elbo'`` decodes one draw of a generator seeded with 0, so it is an ELBO estimate and
+    the same on every call.  Empty for a graph with no Gaussian layer; no ``'elbo'`` for a
+    first loss that is not a likelihood, or out of training with several Gaussian layers.
     """
     names = latent_layers(graph)
     if not names:
@@ -194,9 +203,20 @@ def readings(
     kl = sum(_kl_values(outputs, name).flatten(1).sum(dim=1).mean() for name in names)
     out = {"kl_nats": torch.as_tensor(kl).detach()}
     first = losses[0]
-    if first.name in LIKELIHOODS and first.name in terms:
+    if first.name not in LIKELIHOODS or first.name not in terms:
+        return out
+    if training:
         rec = nats_scale(graph, losses) * terms[first.name].detach() + _constant(graph, first)
-        out["elbo"] = -(rec + out["kl_nats"])
+    elif len(names) == 1:
+        with torch.no_grad():
+            mean, logvar = outputs[f"{names[0]}:mean"], outputs[f"{names[0]}:logvar"]
+            generator = torch.Generator(device=mean.device).manual_seed(0)
+            eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            decoded = graph.run_from(names[0], mean + torch.exp(0.5 * logvar) * eps)
+            rec = -log_likelihood(graph, first, decoded, target).mean().to(mean.dtype)
+    else:
+        return out
+    out["elbo"] = -(rec + out["kl_nats"])
     return out
 
 
@@ -222,8 +242,13 @@ def iwae_objective(graph: Graph, losses: Sequence[Loss], x: torch.Tensor, k: int
     return {"iwae": bound.float().detach(), "loss": (-bound / nats_scale(graph, losses)).float()}
 
 
-def check_training(graph: Graph, losses: Sequence[Loss], regs: Any, x: torch.Tensor | None) -> None:
+def check_training(
+    graph: Graph, losses: Sequence[Loss], regs: Any, x: torch.Tensor | None, watches_training_loss: bool = False
+) -> None:
     """Refuse or warn about variational settings before training starts.
+
+    ``watches_training_loss``: early stopping and the best-epoch restore will compare
+    training losses (validation on, no validation data).
 
     Raises
     ------
@@ -236,6 +261,18 @@ def check_training(graph: Graph, losses: Sequence[Loss], regs: Any, x: torch.Ten
     import warnings
 
     names = latent_layers(graph)
+    if regs.importance_samples > 1:
+        ignored = [
+            key
+            for key in ("weight_l1", "weight_l2", "hidden_l1", "hidden_l2", "sparsity", "contractive", "input_noise")
+            + ("input_dropout", "hidden_noise", "hidden_dropout", "kl_warmup", "free_bits", "capacity")
+            if getattr(regs, key)
+        ] + (["beta"] if regs.beta != 1.0 else [])
+        if ignored:
+            raise ConfigurationError(
+                f"importance_samples={regs.importance_samples} trains on the IWAE bound alone, which has no "
+                f"place for {', '.join(ignored)}; train without them, or with importance_samples=1"
+            )
     if regs.importance_samples > 1 and len(names) != 1:
         raise ConfigurationError(
             f"importance_samples={regs.importance_samples} needs a model with one gaussian layer, "
@@ -254,6 +291,15 @@ def check_training(graph: Graph, losses: Sequence[Loss], regs: Any, x: torch.Ten
         warnings.warn(
             f"loss {losses[0].name!r} is not a likelihood, so this variational autoencoder's KL term has no "
             "matching reconstruction scale and its elbo/nll are undefined; use loss 'bce', 'mse' or 'gll'",
+            VariationalWarning,
+            stacklevel=4,
+        )
+    if names and regs.kl_warmup and watches_training_loss:
+        warnings.warn(
+            f"kl_warmup={regs.kl_warmup}: the training loss rises while the KL weight warms up, and without "
+            "validation data early stopping and the best-epoch restore compare the training losses of epochs "
+            "with different objectives (an early, barely trained epoch looks best); give valid data (validation "
+            "uses the full beta), or validate_every=0 to keep the last parameters",
             VariationalWarning,
             stacklevel=4,
         )

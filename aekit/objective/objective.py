@@ -306,5 +306,6 @@ class Objective:
                 terms[key] = penalty_value
                 total = total + penalty_value
         terms["loss"] = total
-        terms.update(likelihood.readings(graph, self.losses, outputs, terms))  # nats per example; not minimised
+        # Nats per example, not minimised (out of training, the ELBO of a seeded draw).
+        terms.update(likelihood.readings(graph, self.losses, outputs, terms, target, training))
         return total, terms

@@ -143,7 +143,9 @@ class Trainer:
         source = _as_source(net, x, "x")
         if isinstance(source, TensorSource) and self.strategy.writes_files():  # one warning, not one per process
             check_output_ranges(net.graph, net.losses, source.x, source.w)
-        likelihood.check_training(net.graph, net.losses, regs, source.x if isinstance(source, TensorSource) else None)
+        in_memory = source.x if isinstance(source, TensorSource) else None
+        watches = valid is None and options.valid_split == 0 and options.validate_every > 0
+        likelihood.check_training(net.graph, net.losses, regs, in_memory, watches)
         valid_source = None
         if valid is not None:
             if options.valid_split > 0:  # one of the two would be ignored
