@@ -22,7 +22,8 @@ what :func:`aekit.diagnose` says about posterior collapse.
 Sizes (environment variables): ``AEKIT_BENCH_VAE_EPOCHS`` (30), ``AEKIT_BENCH_VAE_TEST``
 (test images scored, 10000), ``AEKIT_BENCH_VAE_K`` (1000), ``AEKIT_BENCH_VAE_TRAIN``
 (training images, 60000), ``AEKIT_BENCH_VAE_COLLAPSE_EPOCHS`` (the beta=784 run, 5);
-``AEKIT_BENCH_VAE_PICTURES`` names a folder for pictures of the trained model (prior samples, KL bars).
+``AEKIT_BENCH_VAE_PICTURES`` names a folder for pictures of the trained model (prior samples, KL bars),
+``AEKIT_BENCH_VAE_SAVE`` a file to save it in.
 Run ``python benchmarks/bench_vae.py`` (Markdown on stdout).
 """
 
@@ -196,6 +197,8 @@ def run() -> dict:
         plain_means = plain.posterior(tt)[0].numpy()
     findings = aekit.diagnose(net, test)
     pictures = os.environ.get("AEKIT_BENCH_VAE_PICTURES")  # a folder: the README's pictures of this model
+    if os.environ.get("AEKIT_BENCH_VAE_SAVE"):  # a file: the trained model, to look at it again
+        net.save(os.environ["AEKIT_BENCH_VAE_SAVE"])
     if pictures:
         from aekit.inspect import latent_pictures
 
