@@ -501,3 +501,10 @@ def test_settings_that_cannot_work_are_refused_or_warned():
     with warnings.catch_warnings():
         warnings.simplefilter("error", aekit.errors.VariationalWarning)
         net.train(x, max_epochs=1, kl_warmup=10, valid=x)
+
+
+def test_feature_pictures_of_a_gaussian_layer_are_its_mean_weights():
+    net = aekit.Autoencoder([16, dict(form="gaussian", size=3, name="z"), (16, "sigmoid")], loss="bce")
+    w = net.find("z", "w").detach().double()
+    expected = (w / w.norm(dim=0)).t().reshape(3, 4, 4).numpy()
+    np.testing.assert_allclose(aekit.visualize.feature_images(net, "z", method="analytic"), expected, rtol=1e-6)
