@@ -106,8 +106,10 @@ def _constant(graph: Graph, loss: Loss) -> float:
     return 0.5 * math.log(math.pi) * math.prod(graph.layers[loss.output].output_shape)
 
 
-def log_likelihood(graph: Graph, loss: Loss, outputs: Mapping[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-    """``log p(x|z)`` of each example under the decoder ``loss`` names, float64, nats.
+def log_likelihood(
+    graph: Graph, loss: Loss, outputs: Mapping[str, torch.Tensor], target: torch.Tensor, samples: int = 1
+) -> torch.Tensor:
+    """``log p(x|z)`` of each output row under the decoder ``loss`` names, float64, nats.
 
     Parameters
     ----------
@@ -115,32 +117,40 @@ def log_likelihood(graph: Graph, loss: Loss, outputs: Mapping[str, torch.Tensor]
     loss : Loss
         ``'bce'`` (Bernoulli), ``'mse'`` (Gaussian of variance 1/2) or ``'gll'``.
     outputs : dict of str to tensor
-        The graph's outputs for the rows of ``target``.
+        The graph's outputs: ``samples`` consecutive rows per row of ``target``.
     target : tensor, shape (n, *input_shape)
+    samples : int
+        Output rows per target row (broadcast, not copied).
 
     Returns
     -------
-    tensor, shape (n,), float64
+    tensor, shape (n * samples,), float64
     """
     if loss.name not in LIKELIHOODS:
         raise ConfigurationError(
             f"loss {loss.name!r} is not a likelihood: the ELBO and nll of a variational autoencoder need "
             f"loss 'bce' (Bernoulli), 'mse' (Gaussian, fixed variance) or 'gll' (Gaussian, learned variance)"
         )
-    out = outputs[f"{loss.output}:out"]
-    t = target.reshape(out.shape)
+    n = target.shape[0]
+
+    def rows(key: str) -> torch.Tensor:  # (n, samples, values)
+        return outputs[key].reshape(n, samples, -1)
+
+    out = rows(f"{loss.output}:out")
+    t = target.reshape(n, 1, -1)
     if loss.name == "bce":
         if graph.layers[loss.output].activation.is_sigmoid:
-            per = -F.binary_cross_entropy_with_logits(outputs[f"{loss.output}:pre"], t, reduction="none")
+            logits = rows(f"{loss.output}:pre")
+            per = -F.binary_cross_entropy_with_logits(logits, t.expand_as(logits), reduction="none")
         else:
             p = out.clamp(_EPS, 1 - _EPS)
             per = t * torch.log(p) + (1 - t) * torch.log1p(-p)
     elif loss.name == "mse":
         per = -(out - t).square() - 0.5 * math.log(math.pi)
     else:
-        var = outputs[f"{loss.covar}:out"].clamp_min(_EPS)
+        var = rows(f"{loss.covar}:out").clamp_min(_EPS)
         per = -0.5 * (math.log(2 * math.pi) + torch.log(var) + (t - out).square() / var)
-    return per.flatten(1).double().sum(dim=1)
+    return per.double().sum(dim=2).reshape(n * samples)
 
 
 # ---------------------------------------------------------------------- the training objective
@@ -234,7 +244,7 @@ def iwae_objective(graph: Graph, losses: Sequence[Loss], x: torch.Tensor, k: int
     outputs = graph(repeated)  # training mode: one posterior sample per row
     z, mean, logvar = (outputs[f"{name}:{key}"].flatten(1) for key in ("out", "mean", "logvar"))
     log_w = (
-        log_likelihood(graph, losses[0], outputs, repeated)
+        log_likelihood(graph, losses[0], outputs, x, k)
         + log_normal(z).double().sum(dim=1)
         - log_normal(z, mean, logvar).double().sum(dim=1)
     ).reshape(-1, k)
@@ -359,8 +369,7 @@ def log_weights(
         z = mean[:, None] + torch.exp(0.5 * logvar)[:, None] * eps
         flat = z.reshape(m * count, *mean.shape[1:])
         decoded = graph.run_from(name, flat)
-        target = x[start:stop].repeat_interleave(count, dim=0)
-        log_px = log_likelihood(graph, loss, decoded, target).reshape(m, count)
+        log_px = log_likelihood(graph, loss, decoded, x[start:stop], count).reshape(m, count)
         z64 = z.double().flatten(2)
         log_pz = log_normal(z64).sum(dim=2)
         log_qz = log_normal(z64, mean.double().flatten(1)[:, None], logvar.double().flatten(1)[:, None]).sum(dim=2)
