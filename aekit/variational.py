@@ -63,6 +63,9 @@ class VariationalMixin:
         def decode(self, z: Any, layer: str | int | None = None) -> np.ndarray:
             """See :meth:`aekit.Autoencoder.decode`."""
 
+    def __repr__(self) -> str:  # the model's own repr takes precedence; this one is for the mixin alone
+        return f"{type(self).__name__}(latent_layers={self.latent_layers})"
+
     # ------------------------------------------------------------------ which layer
     @property
     def latent_layers(self) -> list[str]:
