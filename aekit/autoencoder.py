@@ -18,6 +18,7 @@ from torch import nn
 from . import quantized
 from .data.checks import check_array
 from .data.sources import is_streamable
+from .data.validation import seed_from
 from .errors import AekitError, ConfigurationError, ModelFileError, unknown_name_error
 from .io import model_file
 from .model.activations import get as get_activation
@@ -29,6 +30,7 @@ from .objective import jacobian
 from .objective.losses import Loss
 from .objective.objective import Objective
 from .objective.penalties import REGULARIZER_KEYS, Regularizers
+from .variational import VariationalMixin
 
 __all__ = ["Autoencoder", "Graph", "load", "load_checkpoint_model", "resolve_device"]
 
@@ -48,19 +50,7 @@ AUTOENCODER_KEYWORDS = (
 )
 
 
-def _seed_from(rng: Any) -> int:
-    if rng is None:  # as scikit-learn's random_state=None: a fresh seed from the operating system
-        return int(np.random.SeedSequence().generate_state(1)[0] % 2**31)
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        return int(rng)
-    if isinstance(rng, np.random.Generator):
-        return int(rng.integers(2**31))
-    if isinstance(rng, np.random.RandomState):
-        return int(rng.randint(2**31))
-    raise ConfigurationError(f"rng must be an int seed, a NumPy random generator or None, got {rng!r}")
-
-
-class Autoencoder(BatchedInference):
+class Autoencoder(VariationalMixin, BatchedInference):
     """An autoencoder built from theanets-style layer specs.
 
     Parameters
@@ -111,7 +101,7 @@ class Autoencoder(BatchedInference):
         unknown = set(loss_options) - set(LOSS_OPTIONS)
         if unknown:
             raise unknown_name_error("keyword argument of Autoencoder()", sorted(unknown)[0], AUTOENCODER_KEYWORDS)
-        self.seed = _seed_from(rng)
+        self.seed = seed_from(rng)
         self.weighted = bool(weighted)
         for key, name in (("hidden_activation", hidden_activation), ("output_activation", output_activation)):
             # Checked even when every layer names its own: add_layer() would fail on it later.
@@ -160,7 +150,9 @@ class Autoencoder(BatchedInference):
 
     @property
     def code_layer(self) -> str:
-        """The middle layer (theanets' rule: ``layers[len(layers) // 2]``)."""
+        """The middle layer (theanets' rule: ``layers[len(layers) // 2]``); a model's one gaussian layer."""
+        if len(self.latent_layers) == 1:
+            return self.latent_layers[0]
         names = list(self.graph.layers)
         return names[len(names) // 2]
 
@@ -289,7 +281,8 @@ class Autoencoder(BatchedInference):
         layer : str or int, optional
         sample : bool
             Draw Bernoulli samples with the code activations as probabilities
-            (the codes must lie in [0, 1]).
+            (the codes must lie in [0, 1]); of a gaussian layer, draw ``z ~ q(z|x)``
+            (without it a gaussian layer gives the posterior means).
         codes : bool
             For a quantizer layer (``vq``, ``fsq``): its int64 code indices, shape (n, *grid).
 
@@ -301,6 +294,8 @@ class Autoencoder(BatchedInference):
         name = self._layer_name(layer, self.code_layer)
         if codes:
             return quantized.code_indices(self, x, name)
+        if sample and name in self.latent_layers:
+            return self._sample_posterior(x, name)
         x, _ = self._split(x)
         values = self._run(self._inputs(x), lambda b: self.graph(b, stop=name)[f"{name}:out"])
         if sample:

@@ -15,7 +15,8 @@ Warnings about a run that goes on derive from :class:`AekitWarning` (a ``UserWar
 
     AekitWarning (UserWarning)
     ├── EarlyStoppingWarning              training stopped before max_epochs (the rule, the epoch)
-    └── OutputRangeWarning                the loss or the data do not fit the output activation's range
+    ├── OutputRangeWarning                the loss or the data do not fit the output activation's range
+    └── VariationalWarning                a variational setting that trains but cannot work as meant
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "ModelFileError",
     "OutputRangeWarning",
     "TrainingDiverged",
+    "VariationalWarning",
     "closest_name",
     "unknown_name_error",
 ]
@@ -82,6 +84,10 @@ class OutputRangeWarning(AekitWarning):
     Issued by ``train()`` for ``loss='bce'`` on an output that is not bounded in [0, 1], and for
     training data outside the range of the output activation (0..255 pixels into a sigmoid).
     """
+
+
+class VariationalWarning(AekitWarning):
+    """A variational autoencoder's setting that trains but cannot work as meant (a KL beside a non-likelihood)."""
 
 
 def closest_name(name: str, valid: Iterable[str]) -> str | None:

@@ -79,6 +79,8 @@ def _check_params(est: BaseEstimator) -> None:
             )
     if not isinstance(est.tied, (bool, np.bool_)):
         raise ConfigurationError(f"tied must be True or False, got {est.tied!r}")
+    if not isinstance(est.variational, (bool, np.bool_)):
+        raise ConfigurationError(f"variational must be True or False, got {est.variational!r}")
 
 
 def _hidden_sizes(est: BaseEstimator, n_features: int) -> list[int]:
@@ -93,7 +95,9 @@ def _hidden_sizes(est: BaseEstimator, n_features: int) -> list[int]:
 def _layers(est: BaseEstimator, n_features: int) -> list[Any]:
     """``[n, h1, ..., hk, ..., h1, n]`` with mirrored (optionally tied) decoder layers."""
     sizes = _hidden_sizes(est, n_features)
-    encoder = [(size, est.activation) for size in sizes]
+    encoder: list[Any] = [(size, est.activation) for size in sizes]
+    if est.variational:  # the code is a Gaussian latent: transform gives its posterior means
+        encoder[-1] = dict(form="gaussian", size=sizes[-1], name="code")
     decoder_sizes = list(reversed(sizes[:-1])) + [n_features]
     decoder = []
     for index, size in enumerate(decoder_sizes):
@@ -218,6 +222,12 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         Regularizers, as in :meth:`aekit.Autoencoder.train`.
     input_noise, input_dropout, hidden_noise, hidden_dropout
         Denoising options (training only).
+    variational : bool, default=False
+        Make the code a Gaussian latent (a variational autoencoder): :meth:`transform`
+        gives posterior means.  Use ``loss='bce'`` with a sigmoid output for data in [0, 1]
+        (``'mse'`` is a Gaussian decoder of fixed variance).
+    beta, kl_warmup, free_bits, capacity, importance_samples, binarize
+        The KL term's options, as in :meth:`aekit.Autoencoder.train` (None: the default).
     device : str, default='cpu'
         ``'cpu'``, ``'cuda'`` or ``'auto'``.
     random_state : int, RandomState instance or None, default=None
@@ -275,6 +285,13 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         input_dropout: float = 0.0,
         hidden_noise: float = 0.0,
         hidden_dropout: float = 0.0,
+        variational: bool = False,
+        beta: float | None = None,
+        kl_warmup: int | None = None,
+        free_bits: float | None = None,
+        capacity: float | None = None,
+        importance_samples: int | None = None,
+        binarize: str | None = None,
         device: str = "cpu",
         random_state: Any = None,
     ):
@@ -303,6 +320,13 @@ class AutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         self.input_dropout = input_dropout
         self.hidden_noise = hidden_noise
         self.hidden_dropout = hidden_dropout
+        self.variational = variational
+        self.beta = beta
+        self.kl_warmup = kl_warmup
+        self.free_bits = free_bits
+        self.capacity = capacity
+        self.importance_samples = importance_samples
+        self.binarize = binarize
         self.device = device
         self.random_state = random_state
 
@@ -376,6 +400,12 @@ class AutoencoderOutlierDetector(OutlierMixin, _NetworkEstimator):
         (so that no feature dominates the error).
     hidden : int or sequence of int, optional
         Encoder sizes; default: one layer of ``max(1, n_features // 2)`` units.
+    outlier_score : {'reconstruction', 'nll'}, default='reconstruction'
+        The outlier score: the reconstruction error, or (``variational=True``) the
+        importance-weighted negative log-likelihood ``net_.nll(X, k=nll_samples)`` in nats
+        (of the standardised data when ``standardize``).
+    nll_samples : int, default=100
+        Importance samples per example of the ``'nll'`` score.
 
     Other Parameters
     ----------------
@@ -401,6 +431,8 @@ class AutoencoderOutlierDetector(OutlierMixin, _NetworkEstimator):
         self,
         contamination: float = 0.1,
         standardize: bool = True,
+        outlier_score: str = "reconstruction",
+        nll_samples: int = 100,
         hidden: Any = None,
         activation: str = "relu",
         output_activation: str = "linear",
@@ -425,11 +457,20 @@ class AutoencoderOutlierDetector(OutlierMixin, _NetworkEstimator):
         input_dropout: float = 0.0,
         hidden_noise: float = 0.0,
         hidden_dropout: float = 0.0,
+        variational: bool = False,
+        beta: float | None = None,
+        kl_warmup: int | None = None,
+        free_bits: float | None = None,
+        capacity: float | None = None,
+        importance_samples: int | None = None,
+        binarize: str | None = None,
         device: str = "cpu",
         random_state: Any = None,
     ):
         self.contamination = contamination
         self.standardize = standardize
+        self.outlier_score = outlier_score
+        self.nll_samples = nll_samples
         self.hidden = hidden
         self.activation = activation
         self.output_activation = output_activation
@@ -454,6 +495,13 @@ class AutoencoderOutlierDetector(OutlierMixin, _NetworkEstimator):
         self.input_dropout = input_dropout
         self.hidden_noise = hidden_noise
         self.hidden_dropout = hidden_dropout
+        self.variational = variational
+        self.beta = beta
+        self.kl_warmup = kl_warmup
+        self.free_bits = free_bits
+        self.capacity = capacity
+        self.importance_samples = importance_samples
+        self.binarize = binarize
         self.device = device
         self.random_state = random_state
 
@@ -464,6 +512,13 @@ class AutoencoderOutlierDetector(OutlierMixin, _NetworkEstimator):
             raise ConfigurationError(f"contamination must be a number in (0, 0.5], got {c!r}")
         if not isinstance(self.standardize, (bool, np.bool_)):
             raise ConfigurationError(f"standardize must be True or False, got {self.standardize!r}")
+        if self.outlier_score not in ("reconstruction", "nll") or (
+            self.outlier_score == "nll" and not self.variational
+        ):
+            raise ConfigurationError(
+                f"outlier_score must be 'reconstruction', or 'nll' with variational=True, got {self.outlier_score!r} "
+                f"(variational={self.variational!r})"
+            )
         X = _validate_data(self, X, reset=True, dtype=[np.float32, np.float64], ensure_min_samples=1)
         self.scaler_: StandardScaler | None = None
         if self.standardize:
@@ -484,11 +539,16 @@ class AutoencoderOutlierDetector(OutlierMixin, _NetworkEstimator):
 
     def _errors(self, X: np.ndarray) -> np.ndarray:
         Xs = _float32(self._scale(X))
+        if self.outlier_score == "nll":  # nats; seeded, so the same X always gets the same scores
+            return self.net_.nll(Xs, k=self.nll_samples)
         recon = self.net_.predict(Xs).reshape(Xs.shape[0], -1)
         return np.mean((recon.astype(np.float64) - Xs.astype(np.float64)) ** 2, axis=1)
 
     def reconstruction_error(self, X: Any) -> np.ndarray:
-        """Per-example mean squared reconstruction error, shape (n_samples,); higher = more abnormal."""
+        """Per-example outlier score, shape (n_samples,), higher = more abnormal.
+
+        The mean squared reconstruction error, or with ``outlier_score='nll'`` the negative log-likelihood in nats.
+        """
         return self._errors(self._check_X(X))
 
     def score_samples(self, X: Any) -> np.ndarray:

@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     # layer 5: the facade
     "aekit.autoencoder": 5,
     "aekit.quantized": 5,
+    "aekit.variational": 5,  # the facade's variational-autoencoder methods (a mixin)
     # layer 6: looking inside a built model
     "aekit.inspect": 6,
     # layer 7: the front ends

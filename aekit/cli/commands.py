@@ -33,6 +33,7 @@ from .files import (
     write_array,
 )
 from .progress import progress
+from .variational import cmd_nll, cmd_sample  # noqa: F401  (the parser finds every command here)
 
 if TYPE_CHECKING:
     from ..autoencoder import Autoencoder

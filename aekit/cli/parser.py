@@ -234,6 +234,13 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     for key, kind, text in sae_flags:
         g.add_argument("--" + key.replace("_", "-"), type=kind, help=text)
+    g = p.add_argument_group("variational autoencoders (a gaussian layer)")
+    g.add_argument("--beta", type=float, help="weight of the KL term (default 1: the ELBO)")
+    g.add_argument("--kl-warmup", type=int, help="optimizer steps over which the KL weight rises from 0")
+    g.add_argument("--free-bits", type=float, help="nats each latent's KL counts at least (default 0: off)")
+    g.add_argument("--capacity", type=float, help="train on beta * |KL - capacity| (default off)")
+    g.add_argument("--importance-samples", type=int, help="train on the IWAE bound with this many samples")
+    g.add_argument("--binarize", choices=("dynamic",), help="resample each batch as x ~ Bernoulli(x)")
     # Any training option added to TrainOptions later still gets a flag.
     declared = {a.dest for a in p._actions}
     for field in dataclasses.fields(TrainOptions):
@@ -293,6 +300,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help=f"data to reconstruct: {_DATA_HELP}")
     p.add_argument("--output", "-o", help="write per-example squared errors (.npy or .csv; not an input)")
     p.set_defaults(func=commands.cmd_score, cli_labels=_flag_labels(p))
+
+    p = sub.add_parser("nll", parents=common, help="negative log-likelihood of data under a VAE (nats)")
+    p.add_argument("model", help="model file with a gaussian layer (or training checkpoint)")
+    p.add_argument("data", help=f"data to score: {_DATA_HELP}")
+    p.add_argument("--k", type=int, default=1000, help="importance samples per example (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
+    p.add_argument("--output", "-o", help="write the per-example figures (.npy or .csv; not an input)")
+    p.set_defaults(func=commands.cmd_nll, cli_labels=_flag_labels(p))
+
+    p = sub.add_parser("sample", parents=common, help="draw samples from a VAE's prior, decoded")
+    p.add_argument("model", help="model file with a gaussian layer (or training checkpoint)")
+    p.add_argument("--n", type=int, default=16, help="how many samples (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    p.add_argument("--output", "-o", required=True, help="output .npy or .csv")
+    p.set_defaults(func=commands.cmd_sample, cli_labels=_flag_labels(p))
 
     if commands._optional("inspect.diagnose", "diagnose") is not None:
         p = sub.add_parser("diagnose", parents=common, help="find out why a model does not learn")

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import ConfigurationError, DataError
 
-__all__ = ["as_array", "as_float32", "as_labels", "integer", "number"]
+__all__ = ["as_array", "as_float32", "as_labels", "integer", "number", "seed_from"]
 
 
 def integer(key: str, value: Any, low: int) -> int:
@@ -69,3 +69,16 @@ def as_float32(key: str, array: np.ndarray) -> np.ndarray:
             raise DataError(f"{key} holds values too large for float32 (first at {where}: {value}); rescale the data")
         raise DataError(f"{key} holds NaN or infinite values (first at {where}: {value})")
     return converted
+
+
+def seed_from(rng: Any) -> int:
+    """An int seed from ``rng``: an int, a NumPy ``Generator``/``RandomState``, or None (a fresh one)."""
+    if rng is None:  # as scikit-learn's random_state=None: a fresh seed from the operating system
+        return int(np.random.SeedSequence().generate_state(1)[0] % 2**31)
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        return int(rng)
+    if isinstance(rng, np.random.Generator):
+        return int(rng.integers(2**31))
+    if isinstance(rng, np.random.RandomState):
+        return int(rng.randint(2**31))
+    raise ConfigurationError(f"rng must be an int seed, a NumPy random generator or None, got {rng!r}")

@@ -52,6 +52,11 @@ Checks and their codes (thresholds are keyword arguments of :func:`diagnose`):
 ``codebook-collapse``, ``dead-codes``, ``commitment-drift``
     Quantizer layers (vq, fsq) that use few of their codes on the data, codes no vector chooses,
     a commitment term that keeps growing: see :mod:`aekit.inspect.codebook_checks`.
+``posterior-collapse``, ``inactive-latents``, ``kl-dominates``, ``logvar-range``
+    A variational autoencoder's gaussian layers (:mod:`aekit.inspect.variational`): no
+    active latent (Burda et al.'s definition) or a total KL below 0.1 nats; some latents
+    inactive (info); a KL term that outweighs the reconstruction; log-variances held by
+    the clip.  Gaussian layers are left out of the unit checks above.
 
 Every remedy about the learning rate and the number of steps comes from one decision per
 diagnosis (:mod:`aekit.inspect.progress`): more steps when the model is undertrained, with a
@@ -101,6 +106,7 @@ from .progress import (
     training_findings,
 )
 from .sparse_checks import sparse_code_layers, sparse_findings
+from .variational import check_latents, vae_layers
 
 if TYPE_CHECKING:
     from ..autoencoder import Autoencoder
@@ -325,7 +331,8 @@ def diagnose(
     model: list[Finding] = []  # the findings whose remedies take the advice on steps and learning rate
     code = net.code_layer
     quantizers = quantizer_layers(graph)  # their codes are judged by usage, not as units (below)
-    if code != graph.input_name and code != out_name and code not in quantizers:
+    latents = vae_layers(net)  # a gaussian layer's means are judged by check_latents, not as units
+    if code != graph.input_name and code != out_name and code not in quantizers and code not in latents:
         model += check_collapse(outputs[f"{code}:out"], code, collapse_ratio)
     if same_shape:
         model += check_mean(net, target, recon, mean_variance_ratio, mean_offset, mean_cosine)
@@ -337,8 +344,10 @@ def diagnose(
         spec = specs[name]
         if name in sparse:
             continue  # read over all of x by the sparse checks, above
-        if name in quantizers or (
-            spec.form in PASS_THROUGH_FORMS and output_range(spec.activation) == (-math.inf, math.inf)
+        if (
+            name in quantizers
+            or name in latents
+            or (spec.form in PASS_THROUGH_FORMS and output_range(spec.activation) == (-math.inf, math.inf))
         ):
             continue
         values = unit_columns(outputs[f"{name}:out"])
@@ -354,6 +363,7 @@ def diagnose(
         )
         troubled += max((round((f.value or 0.0) * values.shape[1]) for f in layer_findings), default=0)
         model += layer_findings
+    findings += check_latents(net, xt, note)
     r2 = fit_r2(net, raw) if same_shape else None
     fit = check_fit(r2, len(raw), trivial_r2, bool(getattr(net, "history", None)), note) if same_shape else []
 

@@ -31,11 +31,13 @@ def default_metrics(net: Autoencoder) -> list[str]:
 
     They are the reconstruction's, plus the code layer's ``l0`` and ``dead_fraction`` when the
     code is a hidden layer (other than a quantizer), plus ``usage`` and ``perplexity`` of each
-    quantizer layer.
+    quantizer layer; or the code's ``kl`` and ``active_units`` when it is a gaussian layer.
     """
     names = list(DEFAULT_METRICS)
     quantizers = [name for name, layer in net.graph.layers.items() if hasattr(layer, "codebook_size")]
-    if net.code_layer in net.graph.hidden_names and net.code_layer not in quantizers:
+    if net.code_layer in getattr(net, "latent_layers", ()):  # a VAE's latent: its KL and active units
+        names += ["kl", "active_units"]
+    elif net.code_layer in net.graph.hidden_names and net.code_layer not in quantizers:
         names += ["l0", "dead_fraction"]
     # Codebook usage and perplexity of every quantizer layer (vq, fsq), over all of x.
     names += [f"{metric}:{name}" for name in quantizers for metric in ("usage", "perplexity")]

@@ -109,10 +109,12 @@ def feature_images(
             raise ConfigurationError(f"decoder features need a layer before the output, got {name!r}")
         return _decoder_features(net, name, scale)
     weight = getattr(module, "w", None)
-    # The weights that are the features themselves: a dense or conv2 layer reading the input.
+    # The weights that are the features themselves: a dense or conv2 layer reading the input (a flat
+    # gaussian layer's ``w`` is its mean head, a dense weight).
+    dense = module.spec.form == "dense" or (module.spec.form == "gaussian" and len(module.output_shape) == 1)
     filters = (
         weight
-        if reads_input and isinstance(weight, torch.nn.Parameter) and module.spec.form in ("dense", "conv2")
+        if reads_input and isinstance(weight, torch.nn.Parameter) and (dense or module.spec.form == "conv2")
         else None
     )
     if method == "analytic" and filters is None:
@@ -122,7 +124,7 @@ def feature_images(
         )
     if filters is not None and method != "ascent":
         w = filters.detach().cpu().double()
-        if module.spec.form == "dense":
+        if dense:
             cols = w.t()  # (units, n_in): one filter per unit
             norms = cols.norm(dim=1, keepdim=True).clamp_min(1e-12)
             return _as_images((cols / norms).float().numpy(), graph.input_shape)

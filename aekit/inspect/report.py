@@ -31,6 +31,7 @@ from .codebook_checks import quantizer_layers
 from .codebook_pictures import plot_code_usage, save_code_images
 from .diagnose import Finding, diagnose
 from .features import save_features, save_top_inputs
+from .latent_pictures import vae_sections
 from .measures import MAX_SAMPLES, sample_rows
 from .plots import plot_activations, plot_codes, plot_history, plot_reconstructions
 
@@ -223,6 +224,7 @@ def write_report(
             lambda p: plot_codes(net, sample, p, labels=None if y is None else y[rows]),
         )
     )
+    sections.extend(vae_sections(net, sample, attempt))  # samples, KL bars, interpolations of a VAE
     sections.append(
         attempt(
             "activations.png",

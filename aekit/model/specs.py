@@ -51,10 +51,14 @@ class FormOptions:
         ``check(options, where) -> options``: validates and normalises the options a
         spec gives (from a layer list or a model file), raising ConfigurationError
         naming ``where``.
+    activation : str, optional
+        The activation of a layer of this form whose spec names none (None: the
+        model's hidden or output default); e.g. ``'linear'`` for a latent that outputs samples.
     """
 
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     check: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
+    activation: str | None = None
 
 
 # Every layer form by name, with its own options.  A new form is registered by its layer class
@@ -466,6 +470,7 @@ def parse_layers(
         default_act = output_activation if index == last else hidden_activation
         if form in _FORMLESS_SIZE:
             default_act = "linear"
+        default_act = FORMS[form].activation or default_act
         raw.setdefault("activation", default_act)
         own = {key: raw.pop(key) for key in list(raw) if key in FORMS[form].defaults}
         options = _form_options(form, own, where)

@@ -30,6 +30,11 @@ every value of every example of the data; ``xbar_j`` the data mean of feature j)
     ``k``: the number of equally used codes with the same entropy (``K`` at best).  Counted over
     the whole data, never averaged over batches: a batch of ``b`` vectors cannot show more than
     ``b`` codes, so a per-batch figure depends on the batch size.
+``kl`` (of a gaussian layer, default the code layer)
+    The mean over examples of ``KL(q(z|x) || N(0, I))`` in nats, summed over the latents.
+``active_units`` (of a gaussian layer, default the code layer)
+    Burda et al. 2015's active units: latents whose posterior mean varies over the data,
+    ``Var_x E_q[z_j|x] > 0.01`` (the population variance over every example).
 
 With per-value weights ``w`` (a weighted model), ``mse``, ``fvu`` and ``r2`` weigh
 each value by ``w``, as :meth:`~aekit.Autoencoder.score` does.
@@ -55,7 +60,9 @@ __all__ = [
     "MSE",
     "R2",
     "CodeUsage",
+    "ActiveUnits",
     "DeadFraction",
+    "KL",
     "Metric",
     "Perplexity",
     "MetricBatch",
@@ -363,8 +370,70 @@ class Perplexity(CodeUsage):
         return float(torch.exp(-(p * p.log()).sum()))
 
 
+def _posterior(metric: Metric, batch: MetricBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """A gaussian layer's posterior means and log-variances, (n, latents) float64."""
+    key = f"{metric.layer}:mean"
+    if key not in batch.outputs:
+        raise ConfigurationError(f"metric {metric.name!r} reads a gaussian layer, and {metric.layer!r} is not one")
+    mean = batch.outputs[key].flatten(1).to(torch.float64)
+    return mean, batch.outputs[f"{metric.layer}:logvar"].flatten(1).to(torch.float64)
+
+
+class KL(_Ratio):
+    """Mean over examples of a gaussian layer's ``KL(q(z|x) || N(0, I))``, nats (summed over latents)."""
+
+    name = "kl"
+    needs_layer = True
+
+    def update(self, batch: MetricBatch) -> None:
+        """Add the batch's summed KL and its number of examples to the state.
+
+        Parameters
+        ----------
+        batch : MetricBatch
+            The graph's outputs, with the layer's ``'name:mean'`` and ``'name:logvar'``, (n, *latent_shape).
+        """
+        mean, logvar = _posterior(self, batch)
+        kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar)
+        self._add(torch.stack([kl.sum(), torch.tensor(mean.shape[0], dtype=torch.float64)]))
+
+
+class ActiveUnits(Metric):
+    """Burda et al.'s active units of a gaussian layer: latents with ``Var_x E_q[z_j|x] > 0.01``."""
+
+    name = "active_units"
+    needs_layer = True
+    threshold = 0.01
+
+    def update(self, batch: MetricBatch) -> None:
+        """Add the batch's count and per-latent sums of the posterior mean and its square to the state.
+
+        Parameters
+        ----------
+        batch : MetricBatch
+            The graph's outputs, with the layer's ``'name:mean'``, shape (n, *latent_shape).
+        """
+        mean, _ = _posterior(self, batch)
+        count = torch.tensor([mean.shape[0]], dtype=torch.float64)
+        self._add(torch.cat([count, mean.sum(0), mean.square().sum(0)]))
+
+    def compute(self) -> float:
+        """The number of active latents over every example seen (the population variance).
+
+        Returns
+        -------
+        float
+            NaN before any batch.
+        """
+        if self._sums is None:
+            return float("nan")
+        n, d = self._sums[0], (self._sums.numel() - 1) // 2
+        first, second = self._sums[1 : 1 + d] / n, self._sums[1 + d :] / n
+        return float(((second - first.square()) > self.threshold).sum())
+
+
 METRICS: Registry[type[Metric]] = Registry("metric")
-for _metric in (MSE, FVU, R2, L0, DeadFraction, CodeUsage, Perplexity):
+for _metric in (MSE, FVU, R2, L0, DeadFraction, CodeUsage, Perplexity, KL, ActiveUnits):
     METRICS.register(_metric.name, _metric)
 
 

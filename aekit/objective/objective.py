@@ -9,7 +9,10 @@ values) before it is used.
 
 Term names, in order: each loss by name (``'mse'``, ...), ``'err'`` (their
 weighted sum), the layers' own terms, each active penalty (``'weight_l1'``,
-``'hidden_l1'``, ``'sparsity'``, ``'contractive'``, ...), and ``'loss'``, the total.
+``'hidden_l1'``, ``'sparsity'``, ``'contractive'``, ``'kl'``, ...), and ``'loss'``, the total;
+then, for a variational autoencoder, readings that are not minimised: ``'kl_nats'`` and
+``'elbo'`` in nats per example (:mod:`aekit.objective.likelihood`).  Training on the
+importance-weighted bound (``importance_samples > 1``) has the terms ``'iwae'`` and ``'loss'``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from ..errors import ConfigurationError, closest_name
 from ..model.activations import output_range
 from ..model.graph import Graph
 from ..registry import Registry
-from . import jacobian
+from . import jacobian, likelihood
 from . import penalties as reg
 from .auxk import auxk_term, check_auxk
 from .corruption import corruptions, dropout, gaussian_noise
@@ -47,12 +50,19 @@ class PenaltyInput:
         The clean input.
     regs : Regularizers
         The parsed train() keywords.
+    training : bool
+        A training step (False: validation, ``loss()`` readings without corruption).
+    scale : float
+        Nats per example in one unit of the reconstruction loss (``D``, see
+        :mod:`aekit.objective.likelihood`).
     """
 
     graph: Graph
     outputs: dict[str, torch.Tensor]
     target: torch.Tensor
     regs: reg.Regularizers
+    training: bool = True
+    scale: float = 1.0
 
 
 # A penalty maps a batch to its term, or None when its keywords are not set.  The order of
@@ -120,6 +130,7 @@ PENALTIES.register("jumprelu_l0", jumprelu_l0_term)  # sparse autoencoders: aeki
 PENALTIES.register("decoder_weighted_l1", decoder_weighted_l1_term)
 PENALTIES.register("multik", multik_term)
 PENALTIES.register("auxk", auxk_term)  # Gao et al. 2024's auxiliary loss: aekit.objective.auxk
+PENALTIES.register("kl", likelihood.kl_penalty)  # every gaussian layer's KL, always on (beta=1 by default)
 
 
 class Objective:
@@ -267,6 +278,11 @@ class Objective:
         terms : dict of str to tensor, each shape ()
         """
         graph, regs = self.graph, self.regs
+        if training and regs.binarize == "dynamic":
+            x = torch.bernoulli(x)  # the target too: the model of binarized data
+        if regs.importance_samples > 1 and training:
+            bound = likelihood.iwae_objective(graph, self.losses, x, regs.importance_samples)
+            return bound["loss"], bound
         target = x
         if training and regs.input_noise:
             x = gaussian_noise(x, regs.input_noise)
@@ -291,11 +307,13 @@ class Objective:
         for key, value in outputs.terms.items():  # the terms layers own (a KL, a commitment loss...)
             terms[key] = value
             total = total + value
-        batch = PenaltyInput(graph, outputs, target, regs)
+        batch = PenaltyInput(graph, outputs, target, regs, training, likelihood.nats_scale(graph, self.losses))
         for key, penalty in PENALTIES.items():
             penalty_value = penalty(batch)
             if penalty_value is not None:
                 terms[key] = penalty_value
                 total = total + penalty_value
         terms["loss"] = total
+        # Nats per example, not minimised (out of training, the ELBO of a seeded draw).
+        terms.update(likelihood.readings(graph, self.losses, outputs, terms, target, training))
         return total, terms

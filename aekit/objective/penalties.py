@@ -35,6 +35,9 @@ with ``variables`` the matching parameters of more than one dimension and
   instead, a different quantity: there is no scale of it to match.)
 * ``input_noise``, ``input_dropout``, ``hidden_noise``, ``hidden_dropout`` --
   Gaussian noise std / dropout probability, applied during training only.
+* ``beta``, ``kl_warmup``, ``free_bits``, ``capacity``, ``importance_samples``,
+  ``binarize`` -- the KL term of variational autoencoders and their training data
+  (:mod:`aekit.objective.likelihood`).
 
 Sparse autoencoders add ``jumprelu_l0``, ``decoder_weighted_l1`` and ``multik`` (see
 :mod:`aekit.objective.sae_penalties`) and ``auxk`` with its ``auxk_k`` and ``dead_after``
@@ -117,6 +120,13 @@ REGULARIZER_KEYS = (
     "auxk_k",
     "dead_after",
     "multik",
+    # Variational autoencoders (see aekit.objective.likelihood).
+    "beta",
+    "kl_warmup",
+    "free_bits",
+    "capacity",
+    "importance_samples",
+    "binarize",
 )
 
 # The sparse-autoencoder keywords (their models are built from layer lists, not by the scikit-learn estimators).
@@ -312,6 +322,23 @@ def match(pattern_weights: Mapping[str, float], names: Iterable[str]) -> dict[st
     return {name: pattern_weights[pattern] for name, pattern in _owners(pattern_weights, names).items()}
 
 
+def _variational(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The variational keywords checked (None means the default, as on the command line)."""
+    out: dict[str, Any] = {}
+    for key, low in (("beta", 0.0), ("free_bits", 0.0), ("capacity", 0.0)):
+        if kwargs.get(key) is not None:
+            out[key] = number(key, kwargs[key], low, math.inf)
+    for key, low in (("kl_warmup", 0), ("importance_samples", 1)):
+        if kwargs.get(key) is not None:
+            out[key] = integer(key, kwargs[key], low)
+    binarize = kwargs.get("binarize")
+    if binarize is not None and binarize is not False:
+        if binarize not in ("dynamic",):
+            raise ConfigurationError(f"binarize must be 'dynamic' or None, got {binarize!r}")
+        out["binarize"] = binarize
+    return out
+
+
 def _pattern_weights(key: str, value: Any, default_pattern: str, high: float) -> dict[str, float]:
     if value is None:
         return {}
@@ -353,6 +380,13 @@ class Regularizers:
     dead_after: int = DEAD_AFTER
     multik: float = 0.0
     scale: str = "mean"
+    # Variational autoencoders (aekit.objective.likelihood): the KL term's weight and shape.
+    beta: float = 1.0
+    kl_warmup: int = 0
+    free_bits: float = 0.0
+    capacity: float | None = None
+    importance_samples: int = 1
+    binarize: str | None = None
 
     def __post_init__(self) -> None:
         _check_scale(self.scale)
@@ -380,7 +414,8 @@ class Regularizers:
     def uses_randomness(self) -> bool:
         """True when training draws random numbers (noise or dropout)."""
         return bool(
-            self.input_noise
+            self.binarize
+            or self.input_noise
             or self.input_dropout
             or any(self.hidden_noise.values())
             or any(self.hidden_dropout.values())
@@ -426,6 +461,7 @@ class Regularizers:
             dead_after=integer(
                 "dead_after", DEAD_AFTER if kwargs.get("dead_after") is None else kwargs["dead_after"], 0
             ),
+            **_variational(kwargs),
         )
 
     @property

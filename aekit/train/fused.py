@@ -212,6 +212,8 @@ class DenseChainStep:
     def build(cls, objective: Objective) -> DenseChainStep | None:
         """The fast step for ``objective`` (its graph, losses and keywords), or None where autograd is needed."""
         graph, regs = objective.graph, objective.regs
+        if regs.binarize or regs.importance_samples > 1:
+            return None  # the data are resampled (or repeated) inside the Objective: autograd's path
         names = list(graph.layers)
         # An image-shaped input is fine: the first (dense) layer flattens it, and so does the step.
         if names[-1] != graph.output_name:

@@ -42,6 +42,7 @@ import torch
 from ..data.checks import all_finite, split_data
 from ..data.sources import StreamingSource, TensorSource, is_streamable
 from ..errors import ConfigurationError, DataError, EarlyStoppingWarning, TrainingDiverged
+from ..objective import likelihood
 from ..objective import penalties as reg
 from ..objective.metrics import MetricBatch, build_metrics, compute_all, update_all
 from . import dead_latents
@@ -144,6 +145,9 @@ class Trainer:
         source = _as_source(net, x, "x")
         if isinstance(source, TensorSource) and self.strategy.writes_files():  # one warning, not one per process
             check_output_ranges(net.graph, net.losses, source.x, source.w)
+        in_memory = source.x if isinstance(source, TensorSource) else None
+        watches = valid is None and options.valid_split == 0 and options.validate_every > 0
+        likelihood.check_training(net.graph, net.losses, regs, in_memory, watches)
         valid_source = None
         if valid is not None:
             if options.valid_split > 0:  # one of the two would be ignored
@@ -207,12 +211,13 @@ class Trainer:
     def train_epoch(self) -> dict[str, float]:
         """One pass over the training data; returns size-weighted mean monitors.
 
-        Noise and dropout draw from torch's global generator, seeded for the epoch
+        Noise, dropout, binarization and latent samples draw from torch's global generator, seeded for the epoch
         from (model seed, epoch number, rank) and put back afterwards: the same ``rng``
         gives the same training run whatever else the process drew, and a resumed
         run draws what an uninterrupted one would.
         """
-        if not self.regs.uses_randomness:
+        layers = self.net.graph.layers.values()
+        if not (self.regs.uses_randomness or any(getattr(layer, "draws_noise", False) for layer in layers)):
             return self._train_epoch()
         devices = [self.net.device.index or 0] if self.net.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
