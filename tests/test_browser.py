@@ -238,3 +238,27 @@ def test_minilm_contexts_are_the_readme_windows():
             continue
         assert "".join(triples[i]) == join_tokens(tokens[lo:hi])
         assert triples[i][1] in (tokens[i], tokens[i][2:])
+
+
+def test_a_vae_card_shows_its_latents_traversal(tmp_path):
+    import base64
+
+    x, _ = aekit.datasets.digits()
+    vae = aekit.Autoencoder([64, (32, "tanh"), dict(form="gaussian", size=4, name="z"), (32, "tanh"), (64, "sigmoid")],
+                            loss="bce", rng=0)  # fmt: skip
+    vae.train(x, max_epochs=2, batch_size=128, validate_every=0)
+    browse(vae, x, tmp_path, layer="z", k=3)
+    assert "traversal" in read_data_file(tmp_path / "data" / "summary.js")["panels"]
+    card = read_data_file(tmp_path / "data" / "units_0000.js")[1]
+    panel = next(p for p in card["panels"] if p["title"] == "latent traversal")
+    assert panel["captions"] == [f"z1 = {t:+g}" for t in (-3, -2, -1, 0, 1, 2, 3)]
+    # Each picture is the decoder's output with latent 1 set to t and the others at the mean code.
+    from aekit.inspect.measures import sample_rows
+
+    base = vae.encode(x[sample_rows(len(x))], layer="z").mean(axis=0)
+    z = np.repeat(base[None], 7, axis=0).astype(np.float32)
+    z[:, 1] = [-3, -2, -1, 0, 1, 2, 3]
+    want = vae.decode(z, layer="z")
+    for picture_, row in zip(panel["images"], want):
+        pixels = np.frombuffer(base64.b64decode(picture_["data"]), np.uint8).astype(float)
+        assert np.corrcoef(pixels, row)[0, 1] > 0.99

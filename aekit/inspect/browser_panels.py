@@ -24,7 +24,9 @@ to -- registers one function::
                 for unit in range(ctx.units)]
 
 The built-in panels are the unit's encoder picture (the input that drives it most) and decoder
-picture (what it draws at the output), for image data (:mod:`aekit.inspect.features`).
+picture (what it draws at the output), for image data (:mod:`aekit.inspect.features`), and, for
+a VAE's gaussian layer, the latent's traversal: the decoder's output as the latent goes from -3
+to +3 with the others at the data's average posterior mean.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import numpy as np
 from ..errors import AekitError
 from ..registry import Registry
 from .features import feature_images
-from .pictures import _normalise_tiles
+from .pictures import _as_images, _normalise_tiles
 
 if TYPE_CHECKING:
     from ..autoencoder import Autoencoder
@@ -158,3 +160,39 @@ PANELS.register(
     "decoder",
     _feature_panel("decoder", "decoder picture", "what the unit draws: decode(e_i) - decode(0)"),
 )
+
+
+# A gaussian latent's traversal: the values given to the latent, in standard deviations of the prior.
+TRAVERSAL = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
+
+
+def _traversal_panel(ctx: PanelContext) -> list[dict[str, Any]] | None:
+    """For a VAE's gaussian layer: what the decoder draws as one latent moves through ``TRAVERSAL``.
+
+    The other latents stay at the average posterior mean of the sampled rows, so each row of
+    pictures shows what that one latent changes (an inactive latent's row does not change).
+    """
+    net = ctx.net
+    if not ctx.images or ctx.layer not in getattr(net, "latent_layers", ()):
+        return None
+    base = np.asarray(net.encode(ctx.sample, layer=ctx.layer), dtype=np.float64).mean(axis=0)
+    if base.ndim != 1 or base.shape[0] != ctx.units:
+        return None  # a per-position (conv) latent: no single direction per unit
+    steps = len(TRAVERSAL)
+    z = np.repeat(base[None], ctx.units * steps, axis=0).reshape(ctx.units, steps, -1)
+    z[np.arange(ctx.units), :, np.arange(ctx.units)] = TRAVERSAL
+    drawn = net.decode(z.reshape(ctx.units * steps, -1).astype(np.float32), layer=ctx.layer)
+    images = _normalise_tiles(_as_images(drawn, net.graph.input_shape), "global")
+    captions = [f"z{u} = {t:+g}" for u in range(ctx.units) for t in TRAVERSAL]
+    return [
+        {
+            "title": "latent traversal",
+            "kind": "images",
+            "images": [picture(images[u * steps + i]) for i in range(steps)],
+            "captions": captions[u * steps : (u + 1) * steps],
+        }
+        for u in range(ctx.units)
+    ]
+
+
+PANELS.register("traversal", _traversal_panel)
