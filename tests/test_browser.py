@@ -262,3 +262,36 @@ def test_a_vae_card_shows_its_latents_traversal(tmp_path):
     for picture_, row in zip(panel["images"], want):
         pixels = np.frombuffer(base64.b64decode(picture_["data"]), np.uint8).astype(float)
         assert np.corrcoef(pixels, row)[0, 1] > 0.99
+
+
+def test_a_vq_layer_is_browsed_code_by_code(tmp_path):
+    import base64
+
+    from aekit.inspect.codebook_pictures import code_images
+
+    x, _ = aekit.datasets.digits()
+    x = x.reshape(-1, 1, 8, 8)
+    layers = [
+        (1, 8, 8),
+        dict(form="conv2", channels=8, stride=2),
+        dict(form="conv2", channels=4, kernel=1, activation="linear"),
+        dict(form="vq", codebook=16, name="vq"),
+        dict(form="deconv2", channels=8, stride=1),
+        dict(form="deconv2", channels=1, stride=2, activation="sigmoid"),
+    ]
+    net = aekit.Autoencoder(layers, rng=0)
+    net.train(x, max_epochs=2, batch_size=128, validate_every=0)
+    top = aekit.inspect.top_activations(net, x, layer="vq", k=3)
+    codes = net.encode(x, layer="vq", codes=True).reshape(len(x), -1)
+    shares = np.stack([(codes == c).mean(axis=1) for c in range(16)], axis=1)  # (rows, codes)
+    assert top.indices.shape == (16, 3)
+    np.testing.assert_allclose(top.values[:, 0], shares.max(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(shares[top.indices[:, 0], np.arange(16)], shares.max(axis=0), rtol=1e-6)
+    browse(net, x, tmp_path, layer="vq", k=3)
+    summary = read_data_file(tmp_path / "data" / "summary.js")
+    assert summary["units"] == 16 and "code" in summary["panels"]
+    card = read_data_file(tmp_path / "data" / "units_0000.js")[5]
+    panel = next(p for p in card["panels"] if p["title"] == "code decodes to")
+    pixels = np.frombuffer(base64.b64decode(panel["images"][0]["data"]), np.uint8).astype(float)
+    want = code_images(net, "vq", max_codes=16)[5].reshape(-1)
+    assert np.corrcoef(pixels, want)[0, 1] > 0.99

@@ -26,7 +26,8 @@ to -- registers one function::
 The built-in panels are the unit's encoder picture (the input that drives it most) and decoder
 picture (what it draws at the output), for image data (:mod:`aekit.inspect.features`), and, for
 a VAE's gaussian layer, the latent's traversal: the decoder's output as the latent goes from -3
-to +3 with the others at the data's average posterior mean.
+to +3 with the others at the data's average posterior mean; for a quantizer layer (vq, fsq),
+whose units are its codes, what each code decodes to.
 """
 
 from __future__ import annotations
@@ -196,3 +197,21 @@ def _traversal_panel(ctx: PanelContext) -> list[dict[str, Any]] | None:
 
 
 PANELS.register("traversal", _traversal_panel)
+
+
+def _code_panel(ctx: PanelContext) -> list[dict[str, Any]] | None:
+    """For a quantizer layer browsed code by code: what the code decodes to (a grid filled with it)."""
+    size = getattr(ctx.net.graph.layers[ctx.layer], "codebook_size", None)
+    if not ctx.images or size is None or int(size) != ctx.units:
+        return None
+    from .codebook_pictures import code_images  # the quantizer pictures, only for models that have one
+
+    drawn = code_images(ctx.net, ctx.layer, max_codes=ctx.units)
+    images = _normalise_tiles(_as_images(drawn, ctx.net.graph.input_shape), None)
+    return [
+        {"title": "code decodes to", "kind": "images", "images": [picture(image)], "captions": [f"code {u}"]}
+        for u, image in enumerate(images)
+    ]
+
+
+PANELS.register("code", _code_panel)

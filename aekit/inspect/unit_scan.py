@@ -184,6 +184,15 @@ def _unit_values(out: torch.Tensor) -> torch.Tensor:
     return out.flatten(2).mean(dim=2) if out.dim() > 2 else out.reshape(out.shape[0], -1)
 
 
+def _code_shares(codes: torch.Tensor, size: int) -> torch.Tensor:
+    """A quantizer's code indices (rows, *grid) as (rows, codes): the share of each row's vectors with each code."""
+    flat = codes.reshape(codes.shape[0], -1).long()
+    counts = torch.zeros(flat.shape[0], size, dtype=torch.float32).scatter_add_(
+        1, flat, torch.ones(flat.shape, dtype=torch.float32)
+    )
+    return counts / flat.shape[1]
+
+
 def _label_codes(labels: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(distinct labels, per-row index into them) for ``labels`` of ``n`` rows."""
     y = np.asarray(labels).reshape(-1)
@@ -231,7 +240,9 @@ def scan_units(
         raise ConfigurationError(f"layer {name!r} is the input; pick a hidden or output layer")
     net._check_outputs_exist()
     shape = net.graph.layers[name].output_shape
-    units = int(shape[0]) if len(shape) > 1 else int(np.prod(shape))
+    # A quantizer layer's units are its codes: a row "activates" a code by the share of its vectors that chose it.
+    codebook = getattr(net.graph.layers[name], "codebook_size", None)
+    units = int(codebook) if codebook else int(shape[0]) if len(shape) > 1 else int(np.prod(shape))
     chunk_rows = max(1, CHUNK_VALUES // max(1, int(np.prod(shape))))
     x, _ = net._split(x)
     n = len(x)
@@ -256,7 +267,11 @@ def scan_units(
             for start in range(0, batch.shape[0], chunk_rows):
                 part = batch[start : start + chunk_rows]
                 with torch.inference_mode():
-                    h = _unit_values(graph(part, stop=name)[f"{name}:out"]).float().cpu()
+                    outputs = graph(part, stop=name)
+                    if codebook:
+                        h = _code_shares(outputs[f"{name}:codes"].cpu(), units)
+                    else:
+                        h = _unit_values(outputs[f"{name}:out"]).float().cpu()
                 rows = torch.arange(row, row + h.shape[0], dtype=torch.int64)
                 row += h.shape[0]
                 # Sparse codes are mostly zeros: every figure but the top k is read from the non-zeros.
