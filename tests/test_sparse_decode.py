@@ -206,3 +206,21 @@ def test_torch_func_transforms_take_the_dense_path():
     with sd.sparse_mode("never"):
         want = torch.func.vmap(torch.func.jacrev(output))(x)
     torch.testing.assert_close(jac, want)
+
+
+def test_a_shift_given_apart_has_the_gradient_of_subtracting_it():
+    # The SAE recipe's pre-encoder bias: TopKEncode(x, w, b, k, shift) is TopKEncode(x - shift, w, b, k), and the
+    # shift's gradient (a matrix-vector product) is that of the subtraction, with and without a gradient on pre.
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(9, 6, dtype=torch.float64, generator=gen)
+    w = torch.randn(6, 20, dtype=torch.float64, generator=gen, requires_grad=True)
+    b = torch.randn(20, dtype=torch.float64, generator=gen, requires_grad=True)
+    shift = torch.randn(6, dtype=torch.float64, generator=gen, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda w, b, s: sd.TopKEncode.apply(x, w, b, 4, s)[0], (w, b, shift))
+    assert torch.autograd.gradcheck(lambda w, b, s: sd.TopKEncode.apply(x, w, b, 4, s)[2], (w, b, shift))
+    values, _, pre = sd.TopKEncode.apply(x, w, b, 4, shift)
+    got = torch.autograd.grad(values.square().sum() + pre.sum(), (w, b, shift))
+    values, _, pre = sd.TopKEncode.apply(x - shift, w, b, 4)
+    want = torch.autograd.grad(values.square().sum() + pre.sum(), (w, b, shift))
+    for g, h in zip(got, want):
+        torch.testing.assert_close(g, h, rtol=1e-12, atol=1e-12)

@@ -342,17 +342,18 @@ class TopKEncode(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, k: int) -> Any:
-        """See :func:`topk_encode` (values, indices, pre)."""
-        pre, values, indices = topk_encode(x, w, b, k)
+    def forward(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, k: int, shift: torch.Tensor | None = None) -> Any:
+        """See :func:`topk_encode` (values, indices, pre), of ``x - shift`` when a shift (d,) is given."""
+        pre, values, indices = topk_encode(x if shift is None else x - shift, w, b, k)
         return values, indices, pre
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-        """Keep ``x``, ``w``, the values and the indices."""
-        x, w, _, _ = inputs
+        """Keep the (shifted) input, ``w``, the values and the indices."""
+        x, w, _, _, *rest = inputs
+        shift = rest[0] if rest else None
         values, indices, _ = output
-        ctx.save_for_backward(x, w, values, indices)
+        ctx.save_for_backward(x if shift is None else x - shift, w, values, indices)
         ctx.mark_non_differentiable(indices)
         ctx.set_materialize_grads(False)
 
@@ -380,7 +381,32 @@ class TopKEncode(torch.autograd.Function):
             if ctx.needs_input_grad[2]:
                 dense_b = grad_pre.sum(0)
                 grad_b = dense_b if grad_b is None else grad_b + dense_b
-        return grad_x, grad_w, grad_b, None
+        grad_shift = None
+        if len(ctx.needs_input_grad) > 4 and ctx.needs_input_grad[4]:
+            # d pre / d shift = -w: summed over the rows, the shift's gradient is -(w @ the bias's gradient),
+            # a matrix-vector product; no (n, d) input gradient and no transposed copy of w is needed.
+            total_b = grad_b
+            if total_b is None and (grad_values is not None or grad_pre is not None):
+                total_b = _bias_grad(grad_values, values, indices, grad_pre, size)
+            grad_shift = None if total_b is None else -(w @ total_b)
+        return (grad_x, grad_w, grad_b, None, grad_shift)[: len(ctx.needs_input_grad)]
+
+
+def _bias_grad(
+    grad_values: torch.Tensor | None,
+    values: torch.Tensor,
+    indices: torch.Tensor,
+    grad_pre: torch.Tensor | None,
+    size: int,
+) -> torch.Tensor:
+    """The encoder bias's gradient (L,) from the values' (sparse) and the pre-activation's (dense) gradients."""
+    out = values.new_zeros(size)
+    if grad_values is not None:
+        g = grad_values * (values > 0)
+        out.index_add_(0, indices.reshape(-1), g.reshape(-1))
+    if grad_pre is not None:
+        out = out + grad_pre.sum(0)
+    return out
 
 
 class SparseDecode(torch.autograd.Function):

@@ -158,7 +158,11 @@ class Dense(Layer):
         """
         k = self.sparse_k
         assert k is not None  # the graph asks only layers that have one
-        values, indices, pre = TopKEncode.apply(self.encoder_input(x), self.w, self.b, k)
+        if self.pre_bias_of:  # the SAE recipe's pre-encoder bias, given apart: its gradient is a matrix-vector product
+            inputs = x.flatten(1) if x.dim() > 2 else x
+            values, indices, pre = TopKEncode.apply(inputs, self.w, self.b, k, self.pre_bias_of[0].b)
+        else:
+            values, indices, pre = TopKEncode.apply(self.encoder_input(x), self.w, self.b, k)
         tracker = self._modules.get("dead_latents")  # fed by a forward hook on the dense path
         if tracker is not None and self.training:
             tracker.observe_active(values, indices)  # type: ignore[operator]
