@@ -362,6 +362,9 @@ class TopKEncode(torch.autograd.Function):
         """Gradients of ``x``, ``w`` and ``b`` from the values' (sparse) and the pre-activation's (dense)."""
         x, w, values, indices = ctx.saved_tensors
         size = w.shape[1]
+        # The bias's gradient also gives the shift's (below): computed when either needs it.
+        shifted = len(ctx.needs_input_grad) > 4 and ctx.needs_input_grad[4]
+        want_b = ctx.needs_input_grad[2] or shifted
         grad_x = grad_w = grad_b = None
         if grad_values is not None:
             g = grad_values * (values > 0)  # ReLU's derivative, 0 at 0 as torch's
@@ -369,7 +372,7 @@ class TopKEncode(torch.autograd.Function):
                 grad_x = code_input_grad(g, indices, w)
             if ctx.needs_input_grad[1]:
                 grad_w = code_weight_grad(g, indices, x, size, "columns")
-            if ctx.needs_input_grad[2]:
+            if want_b:
                 grad_b = g.new_zeros(size).index_add_(0, indices.reshape(-1), g.reshape(-1))
         if grad_pre is not None:
             if ctx.needs_input_grad[0]:
@@ -378,35 +381,14 @@ class TopKEncode(torch.autograd.Function):
             if ctx.needs_input_grad[1]:
                 dense_w = x.t() @ grad_pre
                 grad_w = dense_w if grad_w is None else grad_w + dense_w
-            if ctx.needs_input_grad[2]:
+            if want_b:
                 dense_b = grad_pre.sum(0)
                 grad_b = dense_b if grad_b is None else grad_b + dense_b
-        grad_shift = None
-        if len(ctx.needs_input_grad) > 4 and ctx.needs_input_grad[4]:
-            # d pre / d shift = -w: summed over the rows, the shift's gradient is -(w @ the bias's gradient),
-            # a matrix-vector product; no (n, d) input gradient and no transposed copy of w is needed.
-            total_b = grad_b
-            if total_b is None and (grad_values is not None or grad_pre is not None):
-                total_b = _bias_grad(grad_values, values, indices, grad_pre, size)
-            grad_shift = None if total_b is None else -(w @ total_b)
-        return (grad_x, grad_w, grad_b, None, grad_shift)[: len(ctx.needs_input_grad)]
-
-
-def _bias_grad(
-    grad_values: torch.Tensor | None,
-    values: torch.Tensor,
-    indices: torch.Tensor,
-    grad_pre: torch.Tensor | None,
-    size: int,
-) -> torch.Tensor:
-    """The encoder bias's gradient (L,) from the values' (sparse) and the pre-activation's (dense) gradients."""
-    out = values.new_zeros(size)
-    if grad_values is not None:
-        g = grad_values * (values > 0)
-        out.index_add_(0, indices.reshape(-1), g.reshape(-1))
-    if grad_pre is not None:
-        out = out + grad_pre.sum(0)
-    return out
+        # d pre / d shift = -w: summed over the rows, the shift's gradient is -(w @ the bias's gradient),
+        # a matrix-vector product; no (n, d) input gradient and no transposed copy of w is needed.
+        grad_shift = -(w @ grad_b) if shifted and grad_b is not None else None
+        grads = (grad_x, grad_w, grad_b if ctx.needs_input_grad[2] else None, None, grad_shift)
+        return grads[: len(ctx.needs_input_grad)]
 
 
 class SparseDecode(torch.autograd.Function):

@@ -20,6 +20,11 @@ if TYPE_CHECKING:
 __all__ = ["Dense", "Flatten", "Reshape", "Tied"]
 
 
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """A batch as the (n, n_in) rows a dense weight multiplies: an image batch flattened."""
+    return x.flatten(1) if x.dim() > 2 else x
+
+
 @register("dense")
 class Dense(Layer):
     """Fully connected layer: ``pre = x @ w + b`` with ``w`` of shape (n_in, n_out).
@@ -117,8 +122,7 @@ class Dense(Layer):
         Both the dense path (:meth:`transform`) and the sparse one (:meth:`encode_sparse`) read
         their input through here, so a shift of the input belongs here.
         """
-        if x.dim() > 2:
-            x = x.flatten(1)
+        x = _rows(x)
         if self.pre_bias_of:  # the SAE recipe's pre-encoder bias: the decoder's output bias, subtracted
             x = x - self.pre_bias_of[0].b
         return x
@@ -159,8 +163,7 @@ class Dense(Layer):
         k = self.sparse_k
         assert k is not None  # the graph asks only layers that have one
         if self.pre_bias_of:  # the SAE recipe's pre-encoder bias, given apart: its gradient is a matrix-vector product
-            inputs = x.flatten(1) if x.dim() > 2 else x
-            values, indices, pre = TopKEncode.apply(inputs, self.w, self.b, k, self.pre_bias_of[0].b)
+            values, indices, pre = TopKEncode.apply(_rows(x), self.w, self.b, k, self.pre_bias_of[0].b)
         else:
             values, indices, pre = TopKEncode.apply(self.encoder_input(x), self.w, self.b, k)
         tracker = self._modules.get("dead_latents")  # fed by a forward hook on the dense path
@@ -246,9 +249,7 @@ class Tied(Layer):
         -------
         tensor, shape (n, n_in of the partner)
         """
-        if x.dim() > 2:
-            x = x.flatten(1)
-        return torch.addmm(self.b, x, self.partner.w.t())
+        return torch.addmm(self.b, _rows(x), self.partner.w.t())
 
 
 @register("flatten")
