@@ -67,7 +67,9 @@ __all__ = [
     "Perplexity",
     "MetricBatch",
     "build_metrics",
+    "centred_sum_of_squares",
     "compute_all",
+    "layer_codes",
     "update_all",
 ]
 
@@ -151,6 +153,19 @@ def _flat(batch: MetricBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     return target, recon, weight
 
 
+def centred_sum_of_squares(w: torch.Tensor, wx: torch.Tensor, wxx: torch.Tensor) -> float:
+    """``sum_j sum_i w_ij (x_ij - xbar_j)^2`` from the per-feature sums of w, w x and w x^2, shape (d,) each.
+
+    float64 keeps the cancellation in ``sum(w x^2) - (sum w x)^2 / sum w`` harmless for data in any usual range.
+    """
+    return float((wxx - wx.square() / w.clamp_min(1e-300)).clamp_min(0).sum())
+
+
+def layer_codes(metric: Metric, batch: MetricBatch) -> torch.Tensor:
+    """The metric's layer's output for the batch, (n, units): each example's values flattened."""
+    return batch.outputs[f"{metric.layer}:out"].flatten(1)
+
+
 class _Ratio(Metric):
     """A metric whose state is ``[numerator, denominator]`` and whose figure is their ratio."""
 
@@ -215,8 +230,7 @@ class FVU(Metric):
         assert self._sums is not None
         d = (self._sums.numel() - 1) // 3
         sse, w, wx, wxx = self._sums[0], self._sums[1 : 1 + d], self._sums[1 + d : 1 + 2 * d], self._sums[1 + 2 * d :]
-        sst = (wxx - wx.square() / w.clamp_min(1e-300)).clamp_min(0).sum()
-        return float(sse), float(sst)
+        return float(sse), centred_sum_of_squares(w, wx, wxx)
 
     def compute(self) -> float:
         """The fraction of variance unexplained over every batch seen (constant data: 0 if exact, else inf).
@@ -269,7 +283,7 @@ class L0(_Ratio):
         batch : MetricBatch
             The graph's outputs for the batch; the layer's ``'name:out'`` has shape (n, *layer_shape).
         """
-        codes = batch.outputs[f"{self.layer}:out"].flatten(1)
+        codes = layer_codes(self, batch)
         self._add(
             torch.stack([(codes != 0).sum().to(torch.float64), torch.tensor(codes.shape[0], dtype=torch.float64)])
         )
@@ -289,7 +303,7 @@ class DeadFraction(Metric):
         batch : MetricBatch
             The graph's outputs for the batch; the layer's ``'name:out'`` has shape (n, *layer_shape).
         """
-        codes = batch.outputs[f"{self.layer}:out"].flatten(1)
+        codes = layer_codes(self, batch)
         self._add((codes != 0).sum(0).to(torch.float64))  # per-unit firing counts
 
     def compute(self) -> float:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .metrics import METRICS, Metric, MetricBatch, _flat, _Ratio
+from .metrics import METRICS, Metric, MetricBatch, _flat, _Ratio, centred_sum_of_squares, layer_codes
 
 __all__ = ["Cosine", "Density", "ExplainedVariance", "L2Ratio"]
 
@@ -65,9 +65,8 @@ class ExplainedVariance(Metric):
         if self._sums is None:
             return float("nan")
         w, wr, wrr, wx, wxx = self._sums.reshape(5, -1)
-        w = w.clamp_min(1e-300)
-        resid_var = float((wrr - wr.square() / w).clamp_min(0).sum())
-        total_var = float((wxx - wx.square() / w).clamp_min(0).sum())
+        resid_var = centred_sum_of_squares(w, wr, wrr)
+        total_var = centred_sum_of_squares(w, wx, wxx)
         if total_var > 0:
             return 1.0 - resid_var / total_var
         return 1.0 if resid_var == 0 else -float("inf")
@@ -126,7 +125,7 @@ class Density(Metric):
         batch : MetricBatch
             The graph's outputs for the batch; the layer's ``'name:out'`` has shape (n, *layer_shape).
         """
-        codes = batch.outputs[f"{self.layer}:out"].flatten(1)
+        codes = layer_codes(self, batch)
         counts = (codes != 0).sum(0).to(torch.float64)
         self._add(torch.cat([counts, torch.tensor([float(codes.shape[0])], dtype=torch.float64)]))
 
