@@ -33,7 +33,6 @@ Run ``python benchmarks/bench_vq.py``; ``run()`` returns the figures.
 
 from __future__ import annotations
 
-import gzip
 import os
 import statistics
 import time
@@ -84,17 +83,14 @@ FSQ_LAYERS = [
 ]
 
 
-def _images(name: str) -> np.ndarray:
-    raw = gzip.open(DATA / name).read()
-    return np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 1, 28, 28).astype(np.float32) / 255.0
-
-
 def load_mnist() -> tuple[np.ndarray, np.ndarray] | None:
     """(x_train, x_test) as (n, 1, 28, 28) float32 in [0, 1], or None when the files are absent."""
     names = ["train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"]
     if not all((DATA / n).exists() for n in names):
         return None
-    return _images(names[0])[:N_TRAIN], _images(names[1])[:N_TEST]
+    train, _ = aekit.datasets.mnist(path=str(DATA), split="train")
+    test, _ = aekit.datasets.mnist(path=str(DATA), split="test")
+    return train[:N_TRAIN].reshape(-1, 1, 28, 28), test[:N_TEST].reshape(-1, 1, 28, 28)
 
 
 # ---------------------------------------------------------------------- the baseline
