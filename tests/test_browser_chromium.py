@@ -7,7 +7,6 @@ the folder named by ``AEKIT_TEST_ARTIFACTS``).
 
 from __future__ import annotations
 
-import gzip
 import os
 from pathlib import Path
 
@@ -47,9 +46,8 @@ def mnist_rows():
     labels = MNIST / "t10k-labels-idx1-ubyte.gz"
     if not (images.exists() and labels.exists()):
         pytest.skip("MNIST not found in ../shared/data")
-    x = np.frombuffer(gzip.open(images).read(), np.uint8, offset=16).reshape(-1, 784)[:1500] / np.float32(255)
-    y = np.frombuffer(gzip.open(labels).read(), np.uint8, offset=8)[:1500]
-    return x.astype(np.float32), y
+    x, y = aekit.datasets.mnist(path=str(MNIST), split="test")
+    return x[:1500], y[:1500]
 
 
 def _open(browser, folder: Path, unit: int | None = None) -> dict:
